@@ -1,0 +1,65 @@
+"""Nox sessions: ``nox`` runs lint, typecheck and tests; bench and demo on request.
+
+Virtualenvs live outside the work tree (``~/.cache/tailwart/nox``) so a fresh
+clone in CI reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("TAILWART_CACHE") or Path.home() / ".cache" / "tailwart")
+
+nox.options.envdir = str(CACHE / "nox")
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python=PYTHON, tags=["check"])
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON, tags=["check"])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    _install(session)
+    session.run("mypy", "src", "tasks.py")
+
+
+@nox.session(python=PYTHON, tags=["test"])
+def tests(session: nox.Session) -> None:
+    """pytest: unit and integration tests (posargs pass through)."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each benchmarks/bench_*.py prints ratios against a baseline run beside it."""
+    _install(session)
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    wanted = set(session.posargs)
+    for script in scripts:
+        if not wanted or script.stem.removeprefix("bench_") in wanted:
+            session.run("python", str(script))
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job on built-in defaults: build caddy-l4 and prove PROXY v2 on the wire."""
+    _install(session)
+    session.run("inv", "demo", *session.posargs)

@@ -1,0 +1,1 @@
+"""The public edge: caddy-l4 config, build, local run, demo and deploy."""

@@ -1,0 +1,14 @@
+"""Where tailwart keeps things outside the work tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$TAILWART_CACHE`` (default ``~/.cache/tailwart``) joined with ``parts``, created."""
+    base = Path(os.environ.get("TAILWART_CACHE") or Path.home() / ".cache" / "tailwart")
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

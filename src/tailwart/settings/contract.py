@@ -1,0 +1,157 @@
+"""The .env contract: every key tailwart reads, declared once.
+
+Loading, validation, ``.env.example``, the README table, error messages and
+the consistency checks all derive from ``KEYS``. Nothing else invents a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kinds import Kind
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: Kind
+    help: str
+    group: str
+    required: bool = True
+    default: str | None = None
+    example: str | None = None
+    #: passed into the stalwart container (referenced by config.toml macros)
+    stalwart: bool = False
+
+    @property
+    def secret(self) -> bool:
+        return self.kind is Kind.SECRET
+
+
+MAIL = "Mail identity"
+EDGE = "Edge (public caddy-l4 host)"
+MAILBOX = "Mailbox (tailnet-only Stalwart)"
+POSTGRES = "Postgres (data, full-text search, directory)"
+REDIS = "Redis (lookup store)"
+GARAGE = "Garage S3 (blobs)"
+SMARTHOST = "Outbound relay (smarthost)"
+TAILSCALE = "Tailscale and policy patching"
+DOCTOR = "Checks (inv doctor)"
+
+KEYS: tuple[Key, ...] = (
+    # --- mail identity
+    Key("MAIL_DOMAIN", Kind.FQDN, "the mail domain (right of @)", MAIL, example="example.org",
+        stalwart=True),
+    Key("MAIL_HOSTNAME", Kind.FQDN, "public mail host name: MX target, HELO, certificates",
+        MAIL, example="mail.example.org", stalwart=True),
+    # --- edge
+    Key("EDGE_TAILNET_ADDR", Kind.HOST_CIDR,
+        "the edge's tailnet address, the only source Stalwart trusts for PROXY headers",
+        EDGE, example="100.64.0.10/32", stalwart=True),
+    Key("EDGE_TAG", Kind.TAG, "tag of the edge node in the tailnet policy", EDGE,
+        required=False, default="tag:reverse-proxy"),
+    Key("EDGE_PUBLIC_IP", Kind.IP, "the edge's public address (DNS checks)", EDGE,
+        required=False, example="203.0.113.25"),
+    Key("EDGE_HOSTS", Kind.SSH_TARGETS, "SSH targets for inv deploy-edge when --host is not given",
+        EDGE, required=False, example="root@edge1.example.org"),
+    Key("EDGE_ROOT", Kind.ABSPATH, "remote directory holding releases, lock and audit log", EDGE,
+        required=False, default="/opt/tailwart-edge"),
+    Key("EDGE_KEEP_RELEASES", Kind.UINT, "how many releases deploy-edge keeps on each host", EDGE,
+        required=False, default="5"),
+    # --- mailbox
+    Key("STALWART_IMAGE", Kind.IMAGE, "pinned Stalwart image (v0.15.5 is the last TOML release)",
+        MAILBOX, required=False, default="stalwartlabs/stalwart:v0.15.5"),
+    Key("TS_IMAGE", Kind.IMAGE, "pinned Tailscale sidecar image", MAILBOX, required=False,
+        default="tailscale/tailscale:v1.90.6"),
+    Key("MAILBOX_NODE_NAME", Kind.HOSTNAME, "the sidecar's tailnet node name (TS_HOSTNAME)",
+        MAILBOX, required=False, default="stalwart"),
+    Key("MAILBOX_FQDN", Kind.FQDN, "the mailbox's MagicDNS name, the address the edge dials",
+        MAILBOX, example="stalwart.tail1234.ts.net"),
+    Key("MAILBOX_TAG", Kind.TAG, "tag the sidecar advertises", MAILBOX, required=False,
+        default="tag:stalwart"),
+    Key("COMPOSE_PROJECT", Kind.IDENT, "docker compose project name", MAILBOX, required=False,
+        default="tailwart-mail"),
+    Key("STALWART_ADMIN_USER", Kind.IDENT, "Stalwart fallback administrator name", MAILBOX,
+        required=False, default="admin", stalwart=True),
+    Key("STALWART_ADMIN_SECRET", Kind.SECRET, "Stalwart fallback administrator secret", MAILBOX,
+        stalwart=True),
+    # --- postgres
+    Key("STALWART_DB_HOST", Kind.HOSTNAME, "Postgres host on the tailnet", POSTGRES,
+        example="postgres.tail1234.ts.net", stalwart=True),
+    Key("STALWART_DB_PORT", Kind.PORT, "Postgres port", POSTGRES, required=False, default="5432",
+        stalwart=True),
+    Key("STALWART_DB_NAME", Kind.IDENT, "database owned by the stalwart role", POSTGRES,
+        required=False, default="stalwart", stalwart=True),
+    Key("STALWART_DB_USER", Kind.IDENT, "Postgres role Stalwart logs in as", POSTGRES,
+        required=False, default="stalwart", stalwart=True),
+    Key("STALWART_DB_PASSWORD", Kind.SECRET, "password of the stalwart role", POSTGRES,
+        stalwart=True),
+    Key("PG_ADMIN_USER", Kind.IDENT,
+        "admin role inv bootstrap connects as (its password: prompt or PG_ADMIN_PASSWORD in the "
+        "environment, never stored)", POSTGRES, required=False, default="postgres"),
+    # --- redis
+    Key("STALWART_REDIS_HOST", Kind.HOSTNAME, "Redis host on the tailnet", REDIS,
+        example="redis.tail1234.ts.net", stalwart=True),
+    Key("STALWART_REDIS_PORT", Kind.PORT, "Redis port", REDIS, required=False, default="6379",
+        stalwart=True),
+    Key("STALWART_REDIS_DB", Kind.UINT, "Redis logical DB index reserved for Stalwart", REDIS,
+        required=False, default="3", stalwart=True),
+    Key("STALWART_REDIS_PASSWORD", Kind.SECRET, "Redis AUTH password (URL-safe: hex is safest)",
+        REDIS, stalwart=True),
+    # --- garage
+    Key("STALWART_S3_HOST", Kind.HOSTNAME, "Garage S3 API host on the tailnet", GARAGE,
+        example="garage.tail1234.ts.net", stalwart=True),
+    Key("STALWART_S3_PORT", Kind.PORT, "Garage S3 API port", GARAGE, required=False,
+        default="3900", stalwart=True),
+    Key("STALWART_S3_REGION", Kind.IDENT, "Garage s3_region (must equal the server's)", GARAGE,
+        required=False, default="garage", stalwart=True),
+    Key("STALWART_S3_BUCKET", Kind.HOSTNAME, "bucket for Stalwart's blobs", GARAGE,
+        required=False, default="stalwart-mail", stalwart=True),
+    Key("STALWART_S3_ACCESS_KEY", Kind.IDENT, "Garage access key id (GK…)", GARAGE,
+        example="GK31c2f218a2e44f485b94239e", stalwart=True),
+    Key("STALWART_S3_SECRET_KEY", Kind.SECRET, "Garage secret access key", GARAGE, stalwart=True),
+    Key("GARAGE_ADMIN_URL", Kind.URL, "Garage admin API (inv bootstrap)", GARAGE, required=False,
+        example="http://garage.tail1234.ts.net:3903"),
+    Key("GARAGE_ADMIN_TOKEN", Kind.SECRET, "Garage admin API bearer token (inv bootstrap)",
+        GARAGE, required=False),
+    # --- smarthost
+    Key("STALWART_SMARTHOST", Kind.HOSTPORT,
+        "relay for outbound mail (outbound :25 is usually blocked on a VPS); name it by an "
+        "IPv4-reachable host", SMARTHOST, required=False, example="smtp.relay.example.net:587",
+        stalwart=True),
+    Key("STALWART_SMARTHOST_USER", Kind.IDENT, "smarthost login", SMARTHOST, required=False,
+        stalwart=True),
+    Key("STALWART_SMARTHOST_PASSWORD", Kind.SECRET, "smarthost password", SMARTHOST,
+        required=False, stalwart=True),
+    Key("STALWART_SMARTHOST_TLS", Kind.SMTP_TLS,
+        "starttls (port 587) or implicit TLS (port 465)", SMARTHOST, required=False,
+        default="starttls"),
+    # --- tailscale
+    Key("TS_OAUTH_CLIENT_SECRET", Kind.SECRET,
+        "OAuth client secret the sidecar joins with (tskey-client-…; must own the mailbox tag)",
+        TAILSCALE),
+    Key("TS_API_URL", Kind.URL, "Tailscale API base URL", TAILSCALE, required=False,
+        default="https://api.tailscale.com"),
+    Key("TS_TAILNET", Kind.IDENT, "tailnet name for the policy API ('-' = the token's own)",
+        TAILSCALE, required=False, default="-"),
+    Key("TS_API_CLIENT_ID", Kind.IDENT, "OAuth client id with the policy_file scope (inv acl)",
+        TAILSCALE, required=False),
+    Key("TS_API_CLIENT_SECRET", Kind.SECRET, "OAuth client secret for the policy API (inv acl)",
+        TAILSCALE, required=False),
+    Key("TS_API_TOKEN", Kind.SECRET, "API access token, instead of OAuth client credentials",
+        TAILSCALE, required=False),
+    Key("HEADSCALE_URL", Kind.URL, "headscale server, for inv acl --headscale", TAILSCALE,
+        required=False),
+    Key("HEADSCALE_API_KEY", Kind.SECRET, "headscale API key", TAILSCALE, required=False),
+    # --- doctor
+    Key("DKIM_SELECTOR", Kind.IDENT, "DKIM selector whose record inv doctor checks", DOCTOR,
+        required=False),
+    Key("DNS_RESOLVER", Kind.HOSTPORT, "resolver inv doctor asks (default: the system's)",
+        DOCTOR, required=False),
+    Key("OUTBOUND_PROBE", Kind.HOSTPORT,
+        "target for the outbound :25 check when no smarthost is set", DOCTOR, required=False),
+)
+
+BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
+STALWART_ENV: tuple[str, ...] = tuple(key.name for key in KEYS if key.stalwart)

@@ -1,0 +1,65 @@
+"""tailwart's operator commands. `inv --list` is the table of contents.
+
+Thin by design: each task turns flags into one call into ``src/tailwart`` and
+prints the result. Heavy libraries are imported inside the code paths that use them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Context, task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+
+from tailwart.cli import ENV_FILE_HELP, STRICT_HELP, exits, load_settings  # noqa: E402
+
+ENV = {"env_file": ENV_FILE_HELP, "strict": STRICT_HELP}
+EXAMPLE_HELP = "use the built-in example values instead of a .env file"
+
+# ---------------------------------------------------------------- operator surface
+
+
+@task(help={**ENV, "example": EXAMPLE_HELP})
+@exits
+def render(c: Context, env_file: str = ".env", strict: bool = False, example: bool = False) -> None:
+    """Write caddy/caddy.json and caddy/jmap.caddy from .env (only when they change)."""
+    from tailwart.render_files import write_rendered
+
+    settings = load_settings(env_file, strict, example)
+    for line in write_rendered(settings, Path.cwd()):
+        print(line)
+
+
+@task(help={**ENV, "example": EXAMPLE_HELP, "json": "print the findings as JSON"})
+@exits
+def check(
+    c: Context, env_file: str = ".env", strict: bool = False, example: bool = False,
+    json: bool = False,
+) -> None:
+    """Static consistency checks of .env, config.toml, compose, caddy.json, git hygiene."""
+    from tailwart.checks.run import run_checks
+
+    settings = load_settings(env_file, strict, example)
+    run_checks(settings, Path.cwd(), as_json=json)
+
+
+@task(help={"check": "exit 1 if .env.example differs from the declaration instead of writing"})
+@exits
+def env_example(c: Context, check: bool = False) -> None:
+    """Regenerate .env.example from the key declaration in src/tailwart/settings/contract.py."""
+    from tailwart.render_files import write_env_example
+
+    print(write_env_example(Path.cwd(), check=check))
+
+
+# ---------------------------------------------------------------- edge (build, run, demo)
+
+# ---------------------------------------------------------------- edge deploy
+
+# ---------------------------------------------------------------- mailbox (compose)
+
+# ---------------------------------------------------------------- tailnet policy
+
+# ---------------------------------------------------------------- backends and doctor
