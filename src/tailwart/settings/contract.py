@@ -40,8 +40,7 @@ DOCTOR = "Checks (inv doctor)"
 
 KEYS: tuple[Key, ...] = (
     # --- mail identity
-    Key("MAIL_DOMAIN", Kind.FQDN, "the mail domain (right of @)", MAIL, example="example.org",
-        stalwart=True),
+    Key("MAIL_DOMAIN", Kind.FQDN, "the mail domain (right of @)", MAIL, example="example.org"),
     Key("MAIL_HOSTNAME", Kind.FQDN, "public mail host name: MX target, HELO, certificates",
         MAIL, example="mail.example.org", stalwart=True),
     # --- edge
@@ -117,8 +116,7 @@ KEYS: tuple[Key, ...] = (
     # --- smarthost
     Key("STALWART_SMARTHOST", Kind.HOSTPORT,
         "relay for outbound mail (outbound :25 is usually blocked on a VPS); name it by an "
-        "IPv4-reachable host", SMARTHOST, required=False, example="smtp.relay.example.net:587",
-        stalwart=True),
+        "IPv4-reachable host", SMARTHOST, required=False, example="smtp.relay.example.net:587"),
     Key("STALWART_SMARTHOST_USER", Kind.IDENT, "smarthost login", SMARTHOST, required=False,
         stalwart=True),
     Key("STALWART_SMARTHOST_PASSWORD", Kind.SECRET, "smarthost password", SMARTHOST,
@@ -153,5 +151,15 @@ KEYS: tuple[Key, ...] = (
 )
 
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+
+#: variables tailwart derives from the keys above and passes into the stalwart
+#: container next to them (config.toml cannot split host:port or map a choice)
+DERIVED: dict[str, str] = {
+    "STALWART_OUTBOUND_ROUTE": "'smarthost' when STALWART_SMARTHOST is set, else 'mx'",
+    "STALWART_RELAY_HOST": "host part of STALWART_SMARTHOST",
+    "STALWART_RELAY_PORT": "port part of STALWART_SMARTHOST",
+    "STALWART_RELAY_IMPLICIT_TLS": "true when STALWART_SMARTHOST_TLS is implicit",
+}
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
-STALWART_ENV: tuple[str, ...] = tuple(key.name for key in KEYS if key.stalwart)
+#: every variable the stalwart container receives
+STALWART_ENV: tuple[str, ...] = tuple(key.name for key in KEYS if key.stalwart) + tuple(DERIVED)

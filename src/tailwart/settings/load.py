@@ -169,6 +169,11 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
         out.append(Problem("MAILBOX_FQDN",
                            "equals MAIL_HOSTNAME; the edge must dial the mailbox's MagicDNS "
                            "name, not the public name (that loops back to the edge)"))
+    node = values.get("MAILBOX_NODE_NAME", "")
+    if node and mailbox and mailbox.split(".", 1)[0].lower() != node.lower():
+        out.append(Problem("MAILBOX_FQDN",
+                           f"{mailbox!r} does not start with MAILBOX_NODE_NAME {node!r}; the edge "
+                           "would dial a name the sidecar never registers"))
     return out
 
 

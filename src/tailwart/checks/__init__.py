@@ -1,0 +1,74 @@
+"""Static consistency checks (``inv check``): pure reads of the work tree.
+
+Each module listed in ``MODULES`` exposes ``run(ctx) -> list[Finding]``; every
+finding carries a stable id (``<module>.<what>``) and one line of advice.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+
+#: check modules in report order
+MODULES: tuple[str, ...] = ("envcontract", "proxy", "stalwart_keys", "compose_rules", "hygiene",
+                            "policy")
+
+COMPOSE_FILE = "compose/docker-compose.yml"
+CONFIG_FILE = "config/config.toml"
+CADDY_FILE = "caddy/caddy.json"
+SNIPPET_FILE = "acl-snippet.hujson"
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What the checks read: validated settings and the files under ``root``."""
+
+    settings: Settings
+    root: Path
+    #: normalised compose document from the real loader, when available
+    compose_normalised: dict[str, Any] | None = field(default=None)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def text(self, rel: str) -> str | None:
+        try:
+            return self.path(rel).read_text()
+        except FileNotFoundError:
+            return None
+
+    @functools.cached_property
+    def stalwart_config(self) -> dict[str, Any] | None:
+        """config/config.toml parsed, or None when missing (a parse error raises)."""
+        text = self.text(CONFIG_FILE)
+        return None if text is None else tomllib.loads(text)
+
+    @functools.cached_property
+    def caddy_config(self) -> dict[str, Any]:
+        """caddy/caddy.json if rendered, else what ``inv render`` would write."""
+        text = self.text(CADDY_FILE)
+        if text is None:
+            from ..edge.render import caddy_json, layout_for
+
+            text = caddy_json(layout_for(self.settings))
+        data: dict[str, Any] = json.loads(text)
+        return data
+
+    @functools.cached_property
+    def compose(self) -> dict[str, Any] | None:
+        """The compose document: the loader's normalised form if given, else the raw YAML."""
+        if self.compose_normalised is not None:
+            return self.compose_normalised
+        import yaml
+
+        text = self.text(COMPOSE_FILE)
+        if text is None:
+            return None
+        data = yaml.safe_load(text)
+        return data if isinstance(data, dict) else None

@@ -1,0 +1,35 @@
+"""Running the registry of static checks and printing the findings."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import OperationError
+from ..findings import Finding, has_errors, to_json, to_table
+from ..settings import Settings
+from . import MODULES, CheckContext
+
+
+def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Finding]:
+    """Every finding of every check module, in registry order."""
+    findings: list[Finding] = []
+    for name in modules:
+        module = importlib.import_module(f"{__package__}.{name}")
+        try:
+            findings += module.run(ctx)
+        except Exception as exc:  # a check that crashes is itself an error finding
+            findings.append(
+                Finding.error(f"{name}.crashed", f"{type(exc).__name__}: {exc}",
+                              "fix the file it reads, or report a tailwart bug")
+            )
+    return findings
+
+
+def run_checks(settings: Settings, root: Path, as_json: bool = False) -> list[Finding]:
+    """Print the findings; raise OperationError (exit 1) when any is an error."""
+    findings = collect(CheckContext(settings, root))
+    print(to_json(findings) if as_json else to_table(findings), end="")
+    if has_errors(findings):
+        raise OperationError("inv check: errors found (see above)")
+    return findings
