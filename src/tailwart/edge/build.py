@@ -1,0 +1,690 @@
+"""Building the edge binary: caddy + caddy-l4 with xcaddy, pinned, content-addressed.
+
+``ensure_caddy`` is the one entry point. It reads the pins from ``caddy/pins.toml``,
+checks Go, and then, cheapest first:
+
+1. the binary in ``caddy/bin/`` already matches the stamp (pins, OS, arch, Go
+   version) and its recorded sha256: nothing to do;
+2. a verified build for this stamp sits in the cache
+   (``$TAILWART_CACHE/caddy/<stamp>/``): copy it into ``caddy/bin/``;
+3. otherwise install xcaddy (``go install`` into ``$TAILWART_CACHE/tools``), build
+   to a temp file, verify, rename into the cache and into ``caddy/bin/``.
+
+A failed build leaves the previous binary untouched. Native builds are verified by
+running them (``list-modules``, ``build-info``); cross builds by their ELF header
+and the module list Go embeds (``go version -m``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import OperationError, UsageError
+from ..paths import cache_dir
+
+CADDY_MODULE = "github.com/caddyserver/caddy/v2"
+CADDY_L4_MODULE = "github.com/mholt/caddy-l4"
+XCADDY_PACKAGE = "github.com/caddyserver/xcaddy/cmd/xcaddy"
+#: modules a usable edge binary must contain
+REQUIRED_MODULES = ("layer4", "layer4.handlers.proxy")
+#: where Go is looked for when it is not on PATH
+GO_FALLBACKS: tuple[str, ...] = ("/usr/local/go/bin/go",)
+#: supported target OS/arch (what the edge hosts run)
+TARGET_OS = ("linux",)
+TARGET_ARCH = ("amd64", "arm64")
+#: ELF e_machine per GOARCH, to check a cross build without running it
+_ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
+#: seconds between progress lines while a step runs
+PROGRESS_EVERY = 10.0
+
+Progress = Callable[[str], None]
+
+
+class EdgeBuildError(OperationError):
+    """Building or verifying the edge binary failed (exit 1); the message says what to do."""
+
+
+class PinsError(UsageError):
+    """caddy/pins.toml is missing or malformed (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Pins:
+    """The versions the edge binary is built from (``caddy/pins.toml``)."""
+
+    caddy: str
+    caddy_l4: str
+    xcaddy: str
+    min_go: str
+
+
+@dataclass(frozen=True)
+class Built:
+    """A verified edge binary."""
+
+    path: Path
+    sha256: str
+    goos: str
+    goarch: str
+    pins: Pins
+    #: caddy's version as the binary reports it (native) or as pinned (cross build)
+    version: str
+    #: sha256 of the build stamp (pins, OS, arch, Go version)
+    stamp: str = ""
+    #: what ensure_caddy did: "unchanged", "copied from cache" or "built"
+    action: str = ""
+    #: seconds ensure_caddy took
+    seconds: float = 0.0
+
+
+_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.\-+]*)?$")
+_MIN_GO_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+
+def repo_root() -> Path:
+    """The checkout (where tasks.py and caddy/pins.toml live)."""
+    from ..cli import repo_root as root
+
+    return root()
+
+
+def load_pins(root: Path | None = None) -> Pins:
+    """Read and validate ``caddy/pins.toml`` under ``root`` (default: this checkout)."""
+    path = (root or repo_root()) / "caddy" / "pins.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PinsError(f"{path}: missing; it holds the caddy/caddy-l4/xcaddy pins") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PinsError(f"{path}: not valid TOML: {exc}") from None
+    problems = []
+    values: dict[str, str] = {}
+    for key in ("caddy", "caddy_l4", "xcaddy", "min_go"):
+        value = data.get(key)
+        pattern = _MIN_GO_RE if key == "min_go" else _VERSION_RE
+        if not isinstance(value, str) or not pattern.match(value):
+            want = "a Go version like 1.25.1" if key == "min_go" else "an exact version like v1.2.3"
+            problems.append(f"  {key} = {value!r}: expected {want}")
+        else:
+            values[key] = value
+    unknown = sorted(set(data) - {"caddy", "caddy_l4", "xcaddy", "min_go"})
+    problems += [f"  {key}: unknown key" for key in unknown]
+    if problems:
+        raise PinsError(f"{path}: invalid pins:\n" + "\n".join(problems))
+    return Pins(**values)
+
+
+# ---------------------------------------------------------------- Go
+
+
+def find_go() -> Path:
+    """The ``go`` command: $TAILWART_GO, else PATH, else /usr/local/go/bin/go."""
+    explicit = os.environ.get("TAILWART_GO")
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return Path(explicit)
+        raise EdgeBuildError(
+            f"Go not found: TAILWART_GO={explicit} is not an executable.\n"
+            "Next: point TAILWART_GO at a Go >= toolchain's bin/go, or unset it."
+        )
+    found = shutil.which("go")
+    if found:
+        return Path(found)
+    for candidate in GO_FALLBACKS:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise EdgeBuildError(
+        "Go not found: building caddy-l4 needs the Go toolchain (`go` on PATH).\n"
+        "Next: install Go (https://go.dev/dl) and put its bin/ on PATH, "
+        "or set TAILWART_GO=/path/to/go."
+    )
+
+
+def _go_env(extra: dict[str, str] | None = None, *, target: bool = True) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GOTOOLCHAIN"] = "local"  # never fetch another toolchain behind the operator's back
+    if not target:
+        env.pop("GOOS", None)
+        env.pop("GOARCH", None)
+    env.update(extra or {})
+    return env
+
+
+def parse_go_version(text: str) -> tuple[int, int, int] | None:
+    """``go version`` output → (major, minor, patch); None when it holds no version."""
+    match = re.search(r"\bgo(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def go_version(go: Path) -> str:
+    """The toolchain's version string (e.g. ``go1.26.8``)."""
+    try:
+        out = subprocess.run(
+            [str(go), "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_go_env(target=False),
+            check=False,
+        )
+    except OSError as exc:
+        raise EdgeBuildError(f"Go at {go} cannot run: {exc}\nNext: reinstall Go.") from None
+    parsed = parse_go_version(out.stdout)
+    if out.returncode != 0 or parsed is None:
+        detail = (out.stderr or out.stdout).strip()[:300]
+        raise EdgeBuildError(
+            f"`{go} version` failed ({detail or 'no output'}).\nNext: check the Go installation."
+        )
+    return "go{}.{}.{}".format(*parsed)
+
+
+def check_go(go: Path, pins: Pins) -> str:
+    """The Go version, or EdgeBuildError when it is older than ``pins.min_go``."""
+    version = go_version(go)
+    have = parse_go_version(version)
+    want = tuple(int(p) for p in (pins.min_go + ".0").split(".")[:3])
+    if have is None or have < want:
+        raise EdgeBuildError(
+            f"Go too old: {go} is {version}, caddy-l4 {pins.caddy_l4} needs Go >= {pins.min_go}.\n"
+            f"Next: install Go >= {pins.min_go} (https://go.dev/dl) and put it first on PATH, "
+            "or set TAILWART_GO=/path/to/go."
+        )
+    return version
+
+
+# ---------------------------------------------------------------- stamp and names
+
+
+def binary_name(pins: Pins, goos: str, goarch: str) -> str:
+    """``caddy-v2.11.9-l4-v0.1.2-linux-amd64``: version, OS and arch in the name."""
+    return f"caddy-{pins.caddy}-l4-{pins.caddy_l4}-{goos}-{goarch}"
+
+
+def build_stamp(pins: Pins, goos: str, goarch: str, go: str) -> dict[str, str]:
+    """Everything that determines the binary's bytes."""
+    return {
+        "caddy": pins.caddy,
+        "caddy_l4": pins.caddy_l4,
+        "xcaddy": pins.xcaddy,
+        "goos": goos,
+        "goarch": goarch,
+        "go": go,
+        "cgo": "0",
+    }
+
+
+def stamp_hash(stamp: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _redact_url(url: str) -> str:
+    """GOPROXY entries may carry credentials: keep scheme, host and path only."""
+    parts = []
+    for item in re.split(r"([,|])", url):
+        if item in {",", "|"} or "://" not in item:
+            parts.append(item)
+            continue
+        split = urlsplit(item)
+        host = split.hostname or ""
+        if split.port:
+            host = f"{host}:{split.port}"
+        parts.append(urlunsplit((split.scheme, host, split.path, "", "")))
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- running go / xcaddy
+
+
+@dataclass
+class _Step:
+    name: str
+    started: float
+
+
+class _Runner:
+    """Runs a command, keeps the tail of its output, reports progress while it runs."""
+
+    def __init__(self, progress: Progress | None, verbose: bool, started: float) -> None:
+        self.progress = progress
+        self.verbose = verbose
+        self.started = started
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            elapsed = int(time.monotonic() - self.started)
+            self.progress(f"[{elapsed // 60:d}:{elapsed % 60:02d}] {text}")
+
+    def run(
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        step: str,
+        markers: tuple[tuple[str, str], ...] = (),
+    ) -> tuple[int, list[str]]:
+        """Run ``cmd``; return its exit code and its last output lines."""
+        current = _Step(step, time.monotonic())
+        self.say(step)
+        tail: deque[str] = deque(maxlen=400)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                env=env,
+                cwd=cwd,
+            )
+        except OSError as exc:
+            return 127, [f"{cmd[0]}: {exc}"]
+        assert proc.stdout is not None
+        stream = proc.stdout
+        lock = threading.Lock()
+
+        def read() -> None:
+            for raw in stream:
+                line = raw.rstrip("\n")
+                with lock:
+                    tail.append(line)
+                    for marker, name in markers:
+                        if marker in line and current.name != name:
+                            current.name = name
+                            current.started = time.monotonic()
+                            self.say(name)
+                if self.verbose and self.progress is not None:
+                    self.progress(f"    {line}")
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        last = time.monotonic()
+        try:
+            while proc.poll() is None:
+                reader.join(timeout=0.5)
+                now = time.monotonic()
+                if not self.verbose and now - last >= PROGRESS_EVERY:
+                    last = now
+                    with lock:
+                        name, since = current.name, current.started
+                    self.say(f"{name} … ({int(now - since)}s in this step)")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        reader.join(timeout=5)
+        return proc.returncode, list(tail)
+
+
+_UNREACHABLE = (
+    "dial tcp",
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "network is unreachable",
+    "tls handshake timeout",
+    "proxyconnect",
+    "connection reset",
+    "server misbehaving",
+)
+_REFUSED = (
+    "invalid version",
+    "unknown revision",
+    "404 not found",
+    "410 gone",
+    "no matching versions",
+    "invalid semantic version",
+    "malformed module path",
+    "not found: ",
+)
+
+
+def classify_failure(what: str, lines: list[str], pins: Pins) -> EdgeBuildError:
+    """Turn go/xcaddy output into an error that says what to do next."""
+    text = "\n".join(lines)
+    low = text.lower()
+    proxy = _redact_url(os.environ.get("GOPROXY") or "https://proxy.golang.org,direct")
+    relevant = [ln for ln in lines if ln.strip() and ("go:" in ln or "error" in ln.lower())]
+    excerpt = "\n".join("    " + ln for ln in (relevant or lines)[-6:])
+    if "requires go >=" in low or "go.mod requires go" in low:
+        return EdgeBuildError(
+            f"{what} failed: Go too old for a pinned module.\n{excerpt}\n"
+            f"Next: install Go >= {pins.min_go} (or what the message names) and retry."
+        )
+    if any(p in low for p in _UNREACHABLE):
+        return EdgeBuildError(
+            f"{what} failed: the Go module proxy is unreachable (GOPROXY={proxy}).\n{excerpt}\n"
+            "Next: check the network or the proxy, or set GOPROXY to one you can reach, "
+            "then rerun `inv build-caddy`."
+        )
+    if any(p in low for p in _REFUSED):
+        return EdgeBuildError(
+            f"{what} failed: a pinned version was refused by the module proxy "
+            f"(GOPROXY={proxy}).\n{excerpt}\n"
+            f"Next: check caddy/pins.toml (caddy {pins.caddy}, caddy-l4 {pins.caddy_l4}, "
+            f"xcaddy {pins.xcaddy}) against the versions the proxy serves; "
+            "caddy-l4 must be an exact version, never `latest`."
+        )
+    return EdgeBuildError(
+        f"{what} failed.\n{excerpt}\nNext: rerun `inv build-caddy --verbose` to see the Go output."
+    )
+
+
+def ensure_xcaddy(go: Path, pins: Pins, runner: _Runner) -> Path:
+    """xcaddy at the pinned version in ``$TAILWART_CACHE/tools/xcaddy-<version>/``."""
+    tool_dir = cache_dir("tools", f"xcaddy-{pins.xcaddy}")
+    xcaddy = tool_dir / "xcaddy"
+    if os.access(xcaddy, os.X_OK):
+        return xcaddy
+    code, lines = runner.run(
+        [str(go), "install", f"{XCADDY_PACKAGE}@{pins.xcaddy}"],
+        env=_go_env({"GOBIN": str(tool_dir), "CGO_ENABLED": "0"}, target=False),
+        cwd=tool_dir,
+        step=f"installing xcaddy {pins.xcaddy} (go install)",
+    )
+    if code != 0 or not os.access(xcaddy, os.X_OK):
+        raise classify_failure(f"go install xcaddy@{pins.xcaddy}", lines, pins)
+    return xcaddy
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _run_binary(path: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(
+            [str(path), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        raise EdgeBuildError(f"{path.name} {' '.join(args)} could not run: {exc}") from None
+    if out.returncode != 0:
+        raise EdgeBuildError(
+            f"{path.name} {' '.join(args)} failed: {out.stderr.strip()[:400]}\n"
+            "Next: rebuild with `inv build-caddy --force`."
+        )
+    return out.stdout
+
+
+def verify_native(path: Path, pins: Pins) -> tuple[str, str]:
+    """Run the binary: modules present at the pinned versions. Returns (version, build-info)."""
+    version_line = _run_binary(path, "version").strip()
+    version = version_line.split()[0] if version_line else ""
+    if version != pins.caddy:
+        raise EdgeBuildError(f"{path.name} reports caddy {version!r}, pinned {pins.caddy}.")
+    try:
+        modules = json.loads(_run_binary(path, "list-modules", "--json"))
+        names = {m["module_name"]: m.get("version", "") for m in modules}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EdgeBuildError(f"{path.name} list-modules --json: unreadable ({exc}).") from None
+    missing = [m for m in REQUIRED_MODULES if m not in names]
+    if missing:
+        raise EdgeBuildError(
+            f"{path.name} lacks the modules {', '.join(missing)}: not a caddy-l4 build.\n"
+            "Next: rebuild with `inv build-caddy --force`."
+        )
+    if names["layer4"] != pins.caddy_l4:
+        raise EdgeBuildError(
+            f"{path.name} carries caddy-l4 {names['layer4']}, pinned {pins.caddy_l4}."
+        )
+    return version, _run_binary(path, "build-info")
+
+
+def verify_cross(go: Path, path: Path, pins: Pins, goos: str, goarch: str) -> str:
+    """Check a binary built for another arch: ELF header and Go's embedded module list."""
+    header = path.read_bytes()[:20]
+    machine = int.from_bytes(header[18:20], "little") if len(header) == 20 else -1
+    if header[:4] != b"\x7fELF" or machine != _ELF_MACHINE.get(goarch):
+        raise EdgeBuildError(f"{path.name} is not a {goos}/{goarch} ELF binary.")
+    out = subprocess.run(
+        [str(go), "version", "-m", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_go_env(target=False),
+        check=False,
+    )
+    info = out.stdout
+    wanted = [
+        (CADDY_MODULE, pins.caddy),
+        (CADDY_L4_MODULE, pins.caddy_l4),
+    ]
+    for module, version in wanted:
+        if not re.search(rf"^\s*dep\s+{re.escape(module)}\s+{re.escape(version)}\b", info, re.M):
+            raise EdgeBuildError(f"{path.name}: module {module} {version} not found in it.")
+    if f"GOARCH={goarch}" not in info or f"GOOS={goos}" not in info:
+        raise EdgeBuildError(f"{path.name}: not built for {goos}/{goarch}.")
+    return info
+
+
+# ---------------------------------------------------------------- the cache
+
+
+@dataclass(frozen=True)
+class _Meta:
+    stamp: dict[str, str]
+    stamp_sha256: str
+    sha256: str
+    version: str
+    build_info: str
+    verified: str  # "native" (ran list-modules) or "cross" (ELF + go version -m)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> _Meta | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_sidecars(out: Path, meta: _Meta) -> None:
+    from ..files import write_atomic
+
+    write_atomic(out.with_name(out.name + ".sha256"), f"{meta.sha256}  {out.name}\n")
+    write_atomic(out.with_name(out.name + ".build-info"), meta.build_info)
+    write_atomic(out.with_name(out.name + ".stamp.json"), meta.to_json())
+
+
+def _matches(binary: Path, meta: _Meta | None, stamp_id: str) -> bool:
+    if meta is None or meta.stamp_sha256 != stamp_id or not binary.is_file():
+        return False
+    return file_sha256(binary) == meta.sha256
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def ensure_caddy(
+    goos: str = "linux",
+    goarch: str = "amd64",
+    *,
+    force: bool = False,
+    verbose: bool = False,
+    pins: Pins | None = None,
+    out_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Built:
+    """A verified caddy-l4 binary for ``goos/goarch`` in ``out_dir`` (default ``caddy/bin``)."""
+    started = time.monotonic()
+    if goos not in TARGET_OS or goarch not in TARGET_ARCH:
+        raise UsageError(
+            f"unsupported target {goos}/{goarch}: choose --os {'|'.join(TARGET_OS)} "
+            f"and --arch {'|'.join(TARGET_ARCH)}"
+        )
+    pins = pins or load_pins()
+    out_dir = out_dir or repo_root() / "caddy" / "bin"
+    go = find_go()
+    version = check_go(go, pins)
+    stamp = build_stamp(pins, goos, goarch, version)
+    stamp_id = stamp_hash(stamp)
+    out = out_dir / binary_name(pins, goos, goarch)
+    stamp_file = out.with_name(out.name + ".stamp.json")
+
+    def built(meta: _Meta, action: str) -> Built:
+        return Built(
+            path=out,
+            sha256=meta.sha256,
+            goos=goos,
+            goarch=goarch,
+            pins=pins,
+            version=meta.version,
+            stamp=stamp_id,
+            action=action,
+            seconds=time.monotonic() - started,
+        )
+
+    if not force:
+        meta = _Meta.read(stamp_file)
+        if meta is not None and _matches(out, meta, stamp_id):
+            return built(meta, "unchanged")
+
+    cache = cache_dir("caddy", stamp_id[:32])
+    cached, cached_meta = cache / "caddy", cache / "meta.json"
+    runner = _Runner(progress, verbose, started)
+    with _locked(cache / ".lock"):
+        meta = None if force else _Meta.read(cached_meta)
+        if meta is not None and _matches(cached, meta, stamp_id):
+            runner.say(f"copying the cached build {stamp_id[:12]} into {out_dir}")
+            _copy_atomic(cached, out)
+            _write_sidecars(out, meta)
+            return built(meta, "copied from cache")
+        meta = _build(go, pins, goos, goarch, stamp, stamp_id, cache, runner)
+        _copy_atomic(cached, out)
+        _write_sidecars(out, meta)
+    runner.say(f"done: {out.name} sha256 {meta.sha256[:16]}…")
+    return built(meta, "built")
+
+
+def _build(
+    go: Path,
+    pins: Pins,
+    goos: str,
+    goarch: str,
+    stamp: dict[str, str],
+    stamp_id: str,
+    cache: Path,
+    runner: _Runner,
+) -> _Meta:
+    xcaddy = ensure_xcaddy(go, pins, runner)
+    native = (goos, goarch) == _host_target()
+    fd, tmp_name = tempfile.mkstemp(prefix=".caddy.build.", dir=cache)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        env = _go_env(
+            {
+                "GOOS": goos,
+                "GOARCH": goarch,
+                "CGO_ENABLED": "0",
+                "XCADDY_WHICH_GO": str(go),
+                "PATH": f"{go.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        code, lines = runner.run(
+            [
+                str(xcaddy),
+                "build",
+                pins.caddy,
+                "--with",
+                f"{CADDY_L4_MODULE}@{pins.caddy_l4}",
+                "--output",
+                str(tmp),
+            ],
+            env=env,
+            cwd=cache,
+            step=f"building caddy {pins.caddy} + caddy-l4 {pins.caddy_l4} for {goos}/{goarch}",
+            markers=(
+                ("Pinning versions", "resolving modules (go get)"),
+                ("Build environment ready", "compiling (go build, the long step)"),
+            ),
+        )
+        if code != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            raise classify_failure(f"xcaddy build (caddy {pins.caddy})", lines, pins)
+        runner.say("verifying the binary")
+        if native:
+            version, info = verify_native(tmp, pins)
+            how = "native"
+        else:
+            version, info = pins.caddy, verify_cross(go, tmp, pins, goos, goarch)
+            how = "cross"
+        meta = _Meta(stamp, stamp_id, file_sha256(tmp), version, info, how)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, cache / "caddy")
+        from ..files import write_atomic
+
+        write_atomic(cache / "meta.json", meta.to_json())
+        return meta
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _host_target() -> tuple[str, str]:
+    machine = os.uname().machine
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return os.uname().sysname.lower(), arch
+
+
+def describe(built: Built) -> str:
+    """Lines for the operator after a build."""
+    return "\n".join(
+        [
+            f"{built.action}: {built.path}",
+            f"  caddy {built.version} + caddy-l4 {built.pins.caddy_l4} for "
+            f"{built.goos}/{built.goarch}",
+            f"  sha256 {built.sha256}",
+            f"  stamp {built.stamp[:16]}… ({built.seconds:.2f}s)",
+        ]
+    )
