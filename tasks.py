@@ -56,6 +56,28 @@ def env_example(c: Context, check: bool = False) -> None:
 
 # ---------------------------------------------------------------- edge (build, run, demo)
 
+
+@task(
+    help={
+        "os": "target OS (linux)",
+        "arch": "target architecture: amd64 or arm64 (cross builds are verified offline)",
+        "force": "rebuild even when the stamp says the binary is current",
+        "verbose": "stream the go/xcaddy output",
+    }
+)
+@exits
+def build_caddy(
+    c: Context, os: str = "linux", arch: str = "amd64", force: bool = False, verbose: bool = False
+) -> None:
+    """Build caddy + caddy-l4 (pins: caddy/pins.toml) with xcaddy into caddy/bin/, verified."""
+    from tailwart.edge.build import describe, ensure_caddy
+
+    built = ensure_caddy(
+        os, arch, force=force, verbose=verbose, progress=lambda m: print(m, file=sys.stderr)
+    )
+    print(describe(built))
+
+
 # ---------------------------------------------------------------- edge deploy
 
 # ---------------------------------------------------------------- mailbox (compose)
