@@ -46,12 +46,16 @@ def need_root() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TAILWART_CACHE", str(TOOL_CACHE))
     for var in list(os.environ):
-        if var.startswith(("TS_", "STALWART_", "PG_ADMIN", "GARAGE_", "HEADSCALE_", "SSH_AUTH_SOCK")):
+        if var.startswith(
+            ("TS_", "STALWART_", "PG_ADMIN", "GARAGE_", "HEADSCALE_", "SSH_AUTH_SOCK")
+        ):
             monkeypatch.delenv(var, raising=False)
     yield
 

@@ -40,7 +40,7 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def load_settings(env_file: str, strict: bool = False, example: bool = False) -> Settings:
-    """The validated settings of ``env_file`` (or the built-in example values); warnings go to stderr."""
+    """Validated settings of ``env_file`` (or the built-in example); warnings to stderr."""
     if example:
         from .settings.example import example_settings
 

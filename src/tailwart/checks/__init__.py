@@ -16,8 +16,14 @@ from typing import Any
 from ..settings import Settings
 
 #: check modules in report order
-MODULES: tuple[str, ...] = ("envcontract", "proxy", "stalwart_keys", "compose_rules", "hygiene",
-                            "policy")
+MODULES: tuple[str, ...] = (
+    "envcontract",
+    "proxy",
+    "stalwart_keys",
+    "compose_rules",
+    "hygiene",
+    "policy",
+)
 
 COMPOSE_FILE = "compose/docker-compose.yml"
 CONFIG_FILE = "config/config.toml"

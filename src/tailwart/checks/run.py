@@ -20,8 +20,11 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
             findings += module.run(ctx)
         except Exception as exc:  # a check that crashes is itself an error finding
             findings.append(
-                Finding.error(f"{name}.crashed", f"{type(exc).__name__}: {exc}",
-                              "fix the file it reads, or report a tailwart bug")
+                Finding.error(
+                    f"{name}.crashed",
+                    f"{type(exc).__name__}: {exc}",
+                    "fix the file it reads, or report a tailwart bug",
+                )
             )
     return findings
 

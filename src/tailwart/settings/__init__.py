@@ -4,5 +4,18 @@ from .contract import BY_NAME, KEYS, STALWART_ENV, Key
 from .kinds import HostPort, Kind
 from .load import Problem, Settings, SettingsError, from_mapping, load, mask, validate
 
-__all__ = ["BY_NAME", "KEYS", "STALWART_ENV", "HostPort", "Key", "Kind", "Problem", "Settings",
-           "SettingsError", "from_mapping", "load", "mask", "validate"]
+__all__ = [
+    "BY_NAME",
+    "KEYS",
+    "STALWART_ENV",
+    "HostPort",
+    "Key",
+    "Kind",
+    "Problem",
+    "Settings",
+    "SettingsError",
+    "from_mapping",
+    "load",
+    "mask",
+    "validate",
+]

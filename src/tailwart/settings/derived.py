@@ -14,7 +14,9 @@ def derived_values(settings: Settings) -> dict[str, str]:
         # an unused relay route still needs a syntactically valid next hop
         "STALWART_RELAY_HOST": relay.host if relay else "localhost",
         "STALWART_RELAY_PORT": str(relay.port) if relay else "25",
-        "STALWART_RELAY_IMPLICIT_TLS": str(settings["STALWART_SMARTHOST_TLS"] == "implicit").lower(),
+        "STALWART_RELAY_IMPLICIT_TLS": str(
+            settings["STALWART_SMARTHOST_TLS"] == "implicit"
+        ).lower(),
     }
     assert set(values) == set(DERIVED)
     return values

@@ -12,12 +12,29 @@ from urllib.parse import urlsplit
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 _TAG = re.compile(r"^tag:[a-z0-9][a-z0-9-]*$")
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_SSH_TARGET = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$")
+_IMAGE = re.compile(
+    r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+_SSH_TARGET = re.compile(
+    r"^(?:[A-Za-z0-9._-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$"
+)
 
 PLACEHOLDERS = frozenset(
-    {"changeme", "change-me", "change_me", "xxx", "xxxx", "secret", "password", "todo", "fixme",
-     "placeholder", "replace-me", "example", "..."}
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "xxx",
+        "xxxx",
+        "secret",
+        "password",
+        "todo",
+        "fixme",
+        "placeholder",
+        "replace-me",
+        "example",
+        "...",
+    }
 )
 
 
@@ -27,8 +44,10 @@ def _hostname(value: str) -> str | None:
     labels = value.rstrip(".").split(".")
     bad = [label for label in labels if not _LABEL.match(label)]
     if bad:
-        return (f"label {bad[0]!r} is not a DNS label (letters, digits and inner hyphens, "
-                "no spaces, no leading or trailing hyphen)")
+        return (
+            f"label {bad[0]!r} is not a DNS label (letters, digits and inner hyphens, "
+            "no spaces, no leading or trailing hyphen)"
+        )
     return None
 
 
@@ -98,7 +117,9 @@ def _host_cidr(value: str) -> str | None:
     if net.prefixlen == 0:
         return "/0 would trust every address on the internet"
     if net.prefixlen != net.max_prefixlen:
-        return f"is a range of {net.num_addresses} addresses; must be one host (/{net.max_prefixlen})"
+        return (
+            f"is a range of {net.num_addresses} addresses; must be one host (/{net.max_prefixlen})"
+        )
     if net.network_address.is_loopback or net.network_address.is_unspecified:
         return "must be the edge's tailnet address, not loopback or unspecified"
     return None

@@ -37,8 +37,9 @@ class SettingsError(UsageError):
 
     def __init__(self, source: str, problems: Iterable[Problem]) -> None:
         self.problems = tuple(problems)
-        errors = [p for p in self.problems if p.level == "error"]
-        lines = [f"{source}: {len(errors)} problem(s); nothing was changed:"]
+        errors = sum(1 for p in self.problems if p.level == "error")
+        warnings = len(self.problems) - errors
+        lines = [f"{source}: {errors} error(s), {warnings} warning(s); nothing was changed:"]
         lines += [f"  {p}" for p in self.problems]
         super().__init__("\n".join(lines))
 
@@ -114,9 +115,7 @@ def validate(
             continue
         seen[key] = line
         if key not in BY_NAME:
-            problems.append(
-                Problem(key, f"is not a tailwart key{_suggest(key)}", "warning", line)
-            )
+            problems.append(Problem(key, f"is not a tailwart key{_suggest(key)}", "warning", line))
             continue
         raw[key] = value
     values: dict[str, str] = {}
@@ -129,7 +128,9 @@ def validate(
             elif spec.required:
                 what = "secret is empty" if spec.secret and spec.name in raw else "is missing"
                 problems.append(
-                    Problem(spec.name, f"{what}; expected {spec.kind.label}: {spec.help}", line=line)
+                    Problem(
+                        spec.name, f"{what}; expected {spec.kind.label}: {spec.help}", line=line
+                    )
                 )
                 values[spec.name] = ""
             else:
@@ -154,26 +155,45 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
     """Rules that tie several keys together."""
     out: list[Problem] = []
     if values.get("STALWART_SMARTHOST_USER") and not values.get("STALWART_SMARTHOST_PASSWORD"):
-        out.append(Problem("STALWART_SMARTHOST_PASSWORD",
-                           "is missing while STALWART_SMARTHOST_USER is set; expected secret"))
+        out.append(
+            Problem(
+                "STALWART_SMARTHOST_PASSWORD",
+                "is missing while STALWART_SMARTHOST_USER is set; expected secret",
+            )
+        )
     if values.get("STALWART_SMARTHOST_PASSWORD") and not values.get("STALWART_SMARTHOST"):
-        out.append(Problem("STALWART_SMARTHOST",
-                           "is missing while smarthost credentials are set; expected host:port"))
+        out.append(
+            Problem(
+                "STALWART_SMARTHOST",
+                "is missing while smarthost credentials are set; expected host:port",
+            )
+        )
     if bool(values.get("TS_API_CLIENT_ID")) != bool(values.get("TS_API_CLIENT_SECRET")):
-        out.append(Problem("TS_API_CLIENT_SECRET" if values.get("TS_API_CLIENT_ID")
-                           else "TS_API_CLIENT_ID",
-                           "OAuth client id and secret go together; set both or neither"))
+        out.append(
+            Problem(
+                "TS_API_CLIENT_SECRET" if values.get("TS_API_CLIENT_ID") else "TS_API_CLIENT_ID",
+                "OAuth client id and secret go together; set both or neither",
+            )
+        )
     mail_host = values.get("MAIL_HOSTNAME", "")
     mailbox = values.get("MAILBOX_FQDN", "")
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
-        out.append(Problem("MAILBOX_FQDN",
-                           "equals MAIL_HOSTNAME; the edge must dial the mailbox's MagicDNS "
-                           "name, not the public name (that loops back to the edge)"))
+        out.append(
+            Problem(
+                "MAILBOX_FQDN",
+                "equals MAIL_HOSTNAME; the edge must dial the mailbox's MagicDNS "
+                "name, not the public name (that loops back to the edge)",
+            )
+        )
     node = values.get("MAILBOX_NODE_NAME", "")
     if node and mailbox and mailbox.split(".", 1)[0].lower() != node.lower():
-        out.append(Problem("MAILBOX_FQDN",
-                           f"{mailbox!r} does not start with MAILBOX_NODE_NAME {node!r}; the edge "
-                           "would dial a name the sidecar never registers"))
+        out.append(
+            Problem(
+                "MAILBOX_FQDN",
+                f"{mailbox!r} does not start with MAILBOX_NODE_NAME {node!r}; the edge "
+                "would dial a name the sidecar never registers",
+            )
+        )
     return out
 
 
@@ -213,9 +233,14 @@ def load(path: Path, strict: bool = False) -> Settings:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         problems.append(
-            Problem(".env", f"mode {mode:04o} lets group/others read secrets; chmod 600 {path}",
-                    "error" if strict else "warning")
+            Problem(
+                ".env",
+                f"mode {mode:04o} lets group/others read secrets; chmod 600 {path}",
+                "warning",
+            )
         )
+    if strict:  # --strict: every warning (permissions, unknown keys) is an error
+        problems = [Problem(p.key, p.message, "error", p.line) for p in problems]
     if any(p.level == "error" for p in problems):
         raise SettingsError(source, problems)
     warnings = tuple(p for p in problems if p.level == "warning")
@@ -230,5 +255,15 @@ def from_mapping(values: Mapping[str, str], source: str = "<built-in>") -> Setti
     return settings
 
 
-__all__ = ["HostPort", "Kind", "Problem", "Settings", "SettingsError", "from_mapping", "load",
-           "mask", "parse_text", "validate"]
+__all__ = [
+    "HostPort",
+    "Kind",
+    "Problem",
+    "Settings",
+    "SettingsError",
+    "from_mapping",
+    "load",
+    "mask",
+    "parse_text",
+    "validate",
+]

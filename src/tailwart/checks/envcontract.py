@@ -1,0 +1,192 @@
+"""The .env contract against the files that consume it (ids ``env.*``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..findings import Finding
+from ..settings.contract import BY_NAME, DERIVED, KEYS, STALWART_ENV
+from . import COMPOSE_FILE, CheckContext
+
+MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
+COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+#: characters that cannot stand raw in the password part of a redis:// URL
+URL_UNSAFE = re.compile(r"[^A-Za-z0-9._~-]")
+G = "contract"
+
+
+def macros(config: Any) -> set[str]:
+    """Variables read through %{env:X}% anywhere in the parsed config's values."""
+    if isinstance(config, str):
+        return set(MACRO.findall(config))
+    if isinstance(config, dict):
+        return set().union(*(macros(v) for v in config.values()))
+    if isinstance(config, list):
+        return set().union(*(macros(v) for v in config))
+    return set()
+
+
+def compose_vars(text: str) -> set[str]:
+    return set(COMPOSE_VAR.findall(text))
+
+
+def stalwart_environment(compose: dict[str, Any] | None) -> set[str]:
+    """Names in the stalwart service's environment (mapping or list form)."""
+    service = ((compose or {}).get("services") or {}).get("stalwart") or {}
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {str(item).split("=", 1)[0] for item in env}
+    return set(env)
+
+
+def _source_mentions(root: Path) -> str:
+    """All code that may read a key: src/ outside the contract, plus tasks.py."""
+    parts = []
+    for path in sorted((root / "src" / "tailwart").rglob("*.py")):
+        if path.name != "contract.py":
+            parts.append(path.read_text())
+    tasks = root / "tasks.py"
+    if tasks.exists():
+        parts.append(tasks.read_text())
+    return "\n".join(parts)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    out: list[Finding] = []
+    compose_text = ctx.text(COMPOSE_FILE) or ""
+    used_macros = macros(ctx.stalwart_config or {})
+    known = set(BY_NAME) | set(DERIVED)
+
+    undeclared = sorted(used_macros - known)
+    out.append(
+        Finding.error(
+            "env.macros-declared",
+            f"config.toml reads undeclared variables: {', '.join(undeclared)}",
+            "declare them in src/tailwart/settings/contract.py or fix the typo",
+            G,
+        )
+        if undeclared
+        else Finding.ok(
+            "env.macros-declared", f"all {len(used_macros)} macros in config.toml are declared", G
+        )
+    )
+
+    passed = stalwart_environment(ctx.compose)
+    not_passed = sorted(used_macros - passed)
+    out.append(
+        Finding.error(
+            "env.macros-passed",
+            f"config.toml reads variables the stalwart container does not get: "
+            f"{', '.join(not_passed)} (Stalwart would read them as empty strings)",
+            "add them to services.stalwart.environment in compose/docker-compose.yml",
+            G,
+        )
+        if not_passed
+        else Finding.ok(
+            "env.macros-passed", "every macro variable is passed into the stalwart container", G
+        )
+    )
+
+    example = ctx.text(".env.example") or ""
+    example_keys = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, re.M))
+    missing_example = sorted((used_macros & set(BY_NAME)) - example_keys)
+    from ..settings.example import env_example
+
+    if missing_example:
+        out.append(
+            Finding.error(
+                "env.example",
+                f".env.example lacks {', '.join(missing_example)}",
+                "run: inv env-example",
+                G,
+            )
+        )
+    elif example != env_example():
+        out.append(
+            Finding.error(
+                "env.example",
+                ".env.example differs from the declaration",
+                "run: inv env-example",
+                G,
+            )
+        )
+    else:
+        out.append(Finding.ok("env.example", ".env.example matches the declaration", G))
+
+    in_compose = compose_vars(compose_text)
+    bad_compose = sorted(in_compose - known)
+    out.append(
+        Finding.error(
+            "env.compose-declared",
+            f"compose interpolates undeclared variables: {', '.join(bad_compose)}",
+            "declare them in the contract or fix compose/docker-compose.yml",
+            G,
+        )
+        if bad_compose
+        else Finding.ok(
+            "env.compose-declared", f"all {len(in_compose)} compose variables are declared", G
+        )
+    )
+
+    extra_passed = sorted(passed - set(STALWART_ENV))
+    missing_passed = sorted(set(STALWART_ENV) - passed)
+    if extra_passed or missing_passed:
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"passed but not meant for Stalwart: {', '.join(extra_passed)}"
+                    if extra_passed
+                    else "",
+                    f"meant for Stalwart but not passed: {', '.join(missing_passed)}"
+                    if missing_passed
+                    else "",
+                ],
+            )
+        )
+        out.append(
+            Finding.error(
+                "env.stalwart-set",
+                detail,
+                "pass exactly the contract's STALWART_ENV into services.stalwart",
+                G,
+            )
+        )
+    else:
+        out.append(
+            Finding.ok("env.stalwart-set", "the stalwart container gets exactly its keys", G)
+        )
+
+    code = _source_mentions(ctx.root)
+    unused = [
+        k.name
+        for k in KEYS
+        if not (k.name in used_macros or k.name in in_compose or re.search(rf"\b{k.name}\b", code))
+    ]
+    out.append(
+        Finding.error(
+            "env.unused-keys",
+            f"declared but never read: {', '.join(unused)}",
+            "remove them from the contract or wire them up",
+            G,
+        )
+        if unused
+        else Finding.ok("env.unused-keys", f"all {len(KEYS)} declared keys are read somewhere", G)
+    )
+
+    password = ctx.settings["STALWART_REDIS_PASSWORD"]
+    bad_chars = sorted(set(URL_UNSAFE.findall(password)))
+    out.append(
+        Finding.error(
+            "env.redis-url-safe",
+            f"STALWART_REDIS_PASSWORD holds {len(bad_chars)} kind(s) of character that "
+            "break the redis:// URL in config.toml",
+            "use a URL-safe password (hex: openssl rand -hex 32) and set it in Redis too",
+            G,
+        )
+        if bad_chars
+        else Finding.ok("env.redis-url-safe", "STALWART_REDIS_PASSWORD is URL-safe", G)
+    )
+    return out
