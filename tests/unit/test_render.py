@@ -1,0 +1,112 @@
+"""`inv render`: caddy.json and the JMAP vhost, deterministic, atomic, only when changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json, jmap_vhost, layout_for
+from tailwart.files import write_atomic
+from tailwart.settings import from_mapping
+from tailwart.settings.example import example_values
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_layer4_server_per_mail_port_proxying_v2_to_the_same_port() -> None:
+    settings = from_mapping(example_values())
+    config = json.loads(caddy_json(layout_for(settings)))
+    servers = config["apps"]["layer4"]["servers"]
+    assert sorted(servers) == sorted(name for name, _ in MAIL_PORTS)
+    for name, port in MAIL_PORTS:
+        server = servers[name]
+        assert server["listen"] == [f":{port}"]
+        (route,) = server["routes"]
+        assert "match" not in route
+        (handler,) = route["handle"]
+        assert handler == {
+            "handler": "proxy",
+            "proxy_protocol": "v2",
+            "upstreams": [{"dial": [f"stalwart.tail1234.ts.net:{port}"]}],
+        }
+    assert config["admin"] == {"listen": "unix//run/tailwart-edge/admin.sock"}
+    assert set(config["apps"]) == {"layer4"}
+
+
+def test_layout_overrides_for_local_runs() -> None:
+    layout = EdgeLayout(
+        upstream_host="::1",
+        listen_host="127.0.0.1",
+        listen={25: 2525},
+        upstream={25: 10025},
+        admin_socket="/tmp/x/admin.sock",
+    )
+    config = json.loads(caddy_json(layout))
+    smtp = config["apps"]["layer4"]["servers"]["smtp"]
+    assert smtp["listen"] == ["127.0.0.1:2525"]
+    assert smtp["routes"][0]["handle"][0]["upstreams"] == [{"dial": ["[::1]:10025"]}]
+    assert config["admin"]["listen"] == "unix//tmp/x/admin.sock"
+
+
+def test_output_is_byte_identical_for_the_same_input() -> None:
+    values = example_values()
+    first = caddy_json(layout_for(from_mapping(values)))
+    values["STALWART_DB_PASSWORD"] = "another-secret-value"  # secrets do not reach the edge
+    assert caddy_json(layout_for(from_mapping(values))) == first
+
+
+def test_jmap_vhost_sends_proxy_v2_to_the_mailbox() -> None:
+    text = jmap_vhost(from_mapping(example_values()))
+    assert "mail.example.org {" in text
+    assert "reverse_proxy stalwart.tail1234.ts.net:8080 {" in text
+    assert "proxy_protocol v2" in text
+
+
+def test_write_atomic_reports_change_and_keeps_mode(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "f.json"
+    assert write_atomic(path, "a\n") is True
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    path.chmod(0o600)
+    inode = path.stat().st_ino
+    assert write_atomic(path, "a\n") is False
+    assert path.stat().st_ino == inode  # untouched
+    assert write_atomic(path, "b\n") is True
+    assert path.read_text() == "b\n"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert [p.name for p in path.parent.iterdir()] == ["f.json"]  # no temp file left
+
+
+def _inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+
+
+def test_render_task_writes_then_reports_unchanged(tmp_path: Path) -> None:
+    first = _inv(tmp_path, "render", "--example")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["wrote caddy/caddy.json", "wrote caddy/jmap.caddy"]
+    mtime = (tmp_path / "caddy" / "caddy.json").stat().st_mtime_ns
+    second = _inv(tmp_path, "render", "--example")
+    unchanged = ["unchanged caddy/caddy.json", "unchanged caddy/jmap.caddy"]
+    assert second.stdout.splitlines() == unchanged
+    assert (tmp_path / "caddy" / "caddy.json").stat().st_mtime_ns == mtime
+
+
+def test_inv_list_shows_every_task_with_help() -> None:
+    result = _inv(ROOT, "--list")
+    assert result.returncode == 0
+    rows = [line.strip() for line in result.stdout.splitlines()[2:] if line.startswith("  ")]
+    names = [row.split()[0] for row in rows if row and not row.startswith(" ")]
+    assert {"render", "check", "env-example"} <= set(names)
+    for line in result.stdout.splitlines()[2:]:
+        if line.startswith("  ") and not line.startswith("    "):
+            assert len(line.split()) > 1, f"task without help: {line!r}"
