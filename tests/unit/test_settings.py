@@ -342,7 +342,13 @@ def test_env_example_check_task_detects_drift(tmp_path: Path) -> None:
     (tmp_path / ".env.example").write_text(env_example() + "EXTRA=1\n")
     drift = inv(tmp_path, "env-example", "--check")
     assert drift.returncode == 1
-    assert "differs from the declaration" in drift.stderr
+    assert ".env.example differ(s) from the declaration" in drift.stderr
     wrote = inv(tmp_path, "env-example")
     assert wrote.returncode == 0 and "wrote .env.example" in wrote.stdout
     assert inv(tmp_path, "env-example", "--check").returncode == 0
+
+
+def test_committed_example_and_readme_table_are_in_sync() -> None:
+    from tailwart.render_files import write_env_example
+
+    assert write_env_example(ROOT, check=True).startswith("up to date")
