@@ -46,11 +46,16 @@ def write_env_example(root: Path, check: bool = False) -> str:
     if readme.exists():
         targets[readme] = _with_table(readme.read_text())
     if check:
-        stale = [p.name for p, text in targets.items() if (p.read_text() if p.exists() else "") != text]
+        stale = [p.name for p, text in targets.items() if _current(p) != text]
         if stale:
             raise OperationError(
                 f"{', '.join(stale)} differ(s) from the declaration; run: inv env-example"
             )
         return "up to date: " + ", ".join(p.name for p in targets)
-    lines = [f"{'wrote' if write_atomic(p, text) else 'unchanged'} {p.name}" for p, text in targets.items()]
-    return "\n".join(lines)
+    return "\n".join(
+        f"{'wrote' if write_atomic(p, t) else 'unchanged'} {p.name}" for p, t in targets.items()
+    )
+
+
+def _current(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
