@@ -78,6 +78,55 @@ def build_caddy(
     print(describe(built))
 
 
+@task(
+    help={
+        **ENV,
+        "example": EXAMPLE_HELP,
+        "listen_host": "address to listen on (default 127.0.0.1; '' = all addresses)",
+        "port_offset": "listen on mail port + OFFSET (default 10000: 25 → 10025, …)",
+        "ports": "explicit listen ports, e.g. 25=2525,465=2465 (override the offset)",
+        "upstream_host": "dial this host instead of MAILBOX_FQDN (e.g. 127.0.0.1)",
+        "validate_only": "render and run `caddy validate`, then exit",
+    }
+)
+@exits
+def edge_run(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    example: bool = False,
+    listen_host: str = "127.0.0.1",
+    port_offset: int = 10000,
+    ports: str = "",
+    upstream_host: str = "",
+    validate_only: bool = False,
+) -> None:
+    """Run the rendered edge locally on unprivileged ports (after caddy validate); Ctrl-C stops."""
+    from tailwart.edge.run import edge_run as run
+
+    settings = load_settings(env_file, strict, example)
+    code = run(
+        settings,
+        listen_host=listen_host,
+        port_offset=port_offset,
+        ports=ports,
+        upstream_host=upstream_host,
+        validate_only=validate_only,
+        progress=lambda m: print(m, file=sys.stderr),
+    )
+    if code != 0:
+        raise SystemExit(code)
+
+
+@task
+@exits
+def demo(c: Context) -> None:
+    """Try it: build caddy-l4, put it before a stand-in mailbox on loopback, prove PROXY v2."""
+    from tailwart.edge.demo import run_demo
+
+    run_demo(progress=lambda m: print(m, file=sys.stderr))
+
+
 # ---------------------------------------------------------------- edge deploy
 
 # ---------------------------------------------------------------- mailbox (compose)
