@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from tailwart.cli import ENV_FILE_HELP, STRICT_HELP, exits, load_settings  # noqa: E402
+from tailwart.cli import ENV_FILE_HELP, STRICT_HELP, exits, load_settings
 
 ENV = {"env_file": ENV_FILE_HELP, "strict": STRICT_HELP}
 EXAMPLE_HELP = "use the built-in example values instead of a .env file"
@@ -45,10 +46,10 @@ def check(
     run_checks(settings, Path.cwd(), as_json=json)
 
 
-@task(help={"check": "exit 1 if .env.example differs from the declaration instead of writing"})
+@task(help={"check": "write nothing; exit 1 if .env.example or the README table drifted"})
 @exits
 def env_example(c: Context, check: bool = False) -> None:
-    """Regenerate .env.example from the key declaration in src/tailwart/settings/contract.py."""
+    """Regenerate .env.example and the README key table from settings/contract.py."""
     from tailwart.render_files import write_env_example
 
     print(write_env_example(Path.cwd(), check=check))
@@ -134,3 +135,65 @@ def demo(c: Context) -> None:
 # ---------------------------------------------------------------- tailnet policy
 
 # ---------------------------------------------------------------- backends and doctor
+
+
+@task(
+    help={
+        **ENV,
+        "dry_run": "print the plan and change nothing",
+        "fix_password": "ALTER ROLE the stalwart role whose password drifted from .env",
+        "init_layout": "apply a single-node Garage layout when none is applied yet",
+    }
+)
+@exits
+def bootstrap(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    fix_password: bool = False,
+    init_layout: bool = False,
+) -> None:
+    """Create what Stalwart needs on Postgres, Redis and Garage: plan first, then apply.
+
+    Idempotent. The Postgres admin password (PG_ADMIN_USER) comes from PG_ADMIN_PASSWORD
+    in the environment or a prompt; it is never stored.
+    """
+    from tailwart.backends.bootstrap import bootstrap as run_bootstrap
+
+    settings = load_settings(env_file, strict)
+    run_bootstrap(settings, dry_run=dry_run, fix_password=fix_password, init_layout=init_layout)
+
+
+@task(
+    iterable=["port"],
+    help={
+        **ENV,
+        "json": "print the findings as JSON (shape documented in the README)",
+        "only": "comma-separated groups: backends, edge, dns, tls, outbound",
+        "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
+        "port": "PUBLIC=ACTUAL: dial another port for a public one, e.g. 25=2525 (repeatable)",
+        "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
+        "timeout": "seconds each check may take (default 10)",
+    },
+)
+@exits
+def doctor(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    json: bool = False,
+    only: str = "",
+    edge: str = "",
+    port: list[str] | None = None,
+    ca_file: str = "",
+    timeout: float = 10.0,
+) -> None:
+    """Live checks of backends, edge ports, DNS, TLS and outbound mail; exit 1 on any error."""
+    from tailwart.doctor.registry import DoctorOptions, parse_only, parse_port_map
+    from tailwart.doctor.report import doctor as run_doctor
+
+    parse_only(only)
+    options = DoctorOptions(edge, parse_port_map(port or []), ca_file, timeout)
+    settings = load_settings(env_file, strict)
+    run_doctor(settings, options, only=only, as_json=json)
