@@ -1,0 +1,249 @@
+"""The deploy plan for one edge host: pure, from what is local and what the host reported.
+
+A release id derives from the binary's and the config's sha256, so an identical
+deploy is recognised as such and a kept release is reused instead of uploaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What happens to the running edge."""
+
+    NONE = "none"  # identical release already current and running
+    FIRST_INSTALL = "first-install"  # nothing installed yet: install and start
+    START = "start"  # installed but not running
+    RELOAD = "reload"  # same binary, new config: zero-downtime reload
+    RESTART = "restart"  # new binary: restart, drops live sessions
+
+    def describe(self) -> str:
+        return {
+            Action.NONE: "nothing to do: this release is current and running",
+            Action.FIRST_INSTALL: "first install: install and start the edge",
+            Action.START: "start the edge (installed but not running)",
+            Action.RELOAD: "reload through the admin socket: established sessions survive",
+            Action.RESTART: "RESTART: the binary changes, live mail sessions will be dropped",
+        }[self]
+
+
+def release_id(binary_sha256: str, config_sha256: str) -> str:
+    """Stable id of a (binary, config) pair."""
+    return hashlib.sha256(f"{binary_sha256}\n{config_sha256}\n".encode()).hexdigest()[:16]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LocalRelease:
+    """What the operator deploys: a built binary and a rendered config."""
+
+    binary_path: str
+    binary_sha256: str
+    binary_size: int
+    config: str
+    version: str = ""
+
+    @property
+    def config_sha256(self) -> str:
+        return sha256_text(self.config)
+
+    @property
+    def id(self) -> str:
+        return release_id(self.binary_sha256, self.config_sha256)
+
+
+@dataclass(frozen=True)
+class RemoteRelease:
+    """A kept release on the host."""
+
+    id: str
+    binary_sha256: str
+    config_sha256: str
+    activated: float = 0.0
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """What the host reported (one probe)."""
+
+    goos: str
+    goarch: str
+    systemd: bool
+    releases: tuple[RemoteRelease, ...] = ()
+    current: str | None = None
+    current_config: str = ""
+    #: pid of the running edge, and the release whose binary it runs (None: not ours/unknown)
+    running_pid: int | None = None
+    running_release: str | None = None
+    unit_installed: bool = False
+    unit_sha256: str = ""
+    lock: str | None = None
+
+    def release(self, rid: str | None) -> RemoteRelease | None:
+        return next((r for r in self.releases if r.id == rid), None)
+
+    def previous(self) -> RemoteRelease | None:
+        """The most recently active release other than the current one."""
+        others = [r for r in self.releases if r.id != self.current]
+        return max(others, key=lambda r: r.activated, default=None)
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    size: int
+    #: where the bytes come from: "upload" or "reuse <release>"
+    source: str
+
+    @property
+    def sent(self) -> int:
+        return self.size if self.source == "upload" else 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything deploy will do on one host, computed before anything changes."""
+
+    host: str
+    mode: str
+    release: str
+    action: Action
+    uploads: tuple[Upload, ...] = ()
+    config_diff: str = ""
+    install_unit: bool = False
+    switch_from: str | None = None
+    prune: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def changes(self) -> bool:
+        return self.action is not Action.NONE or self.install_unit
+
+    @property
+    def bytes_to_send(self) -> int:
+        return sum(u.sent for u in self.uploads)
+
+    def render(self) -> str:
+        """Human-readable plan (printed by --dry-run and before every deploy)."""
+        lines = [f"{self.host}: release {self.release} ({self.mode} mode)"]
+        lines.append(f"  action:  {self.action.describe()}")
+        if self.switch_from or self.action is not Action.NONE:
+            lines.append(f"  current: {self.switch_from or '(none)'} -> {self.release}")
+        for up in self.uploads:
+            what = "upload" if up.source == "upload" else f"no upload ({up.source})"
+            lines.append(f"  {up.name:<11}{what}, {_size(up.size)}")
+        if self.install_unit:
+            lines.append("  unit:    install /etc/systemd/system/tailwart-edge.service")
+        if self.prune:
+            lines.append(f"  prune:   {', '.join(self.prune)}")
+        for note in self.notes:
+            lines.append(f"  note:    {note}")
+        if self.config_diff:
+            lines.append("  config diff:")
+            lines += [f"    {line}" for line in self.config_diff.rstrip("\n").split("\n")]
+        elif self.action is not Action.NONE:
+            lines.append("  config diff: (none)")
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    if n >= 1 << 10:
+        return f"{n / (1 << 10):.1f} KiB"
+    return f"{n} B"
+
+
+def config_diff(old: str, new: str, host: str) -> str:
+    """Unified diff of the host's current caddy.json against the new one ('' if equal)."""
+    if old == new:
+        return ""
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"{host}:current/caddy.json",
+            tofile="new/caddy.json",
+            n=2,
+        )
+    )
+
+
+def keep_after(state: RemoteState, new_id: str, keep: int) -> tuple[str, ...]:
+    """Releases to prune once ``new_id`` is current: all but the ``keep`` most recently active."""
+    keep = max(keep, 1)
+    others = sorted(
+        (r for r in state.releases if r.id != new_id), key=lambda r: r.activated, reverse=True
+    )
+    protected = {new_id}
+    kept = 1
+    for rel in others:
+        if kept < keep or rel.id == state.current:
+            protected.add(rel.id)
+            kept += 1
+    return tuple(sorted(r.id for r in state.releases if r.id not in protected))
+
+
+def decide_action(state: RemoteState, rid: str, binary_sha256: str, config_sha256: str) -> Action:
+    """How to get release ``rid`` (this binary and config) serving, given what runs now."""
+    running = state.release(state.running_release) if state.running_pid else None
+    if state.current is None and state.running_pid is None:
+        return Action.FIRST_INSTALL
+    if state.running_pid is None:
+        return Action.START
+    if running is None or running.binary_sha256 != binary_sha256:
+        return Action.RESTART
+    if state.current != rid or sha256_text(state.current_config) != config_sha256:
+        return Action.RELOAD
+    return Action.NONE
+
+
+def make_plan(
+    host: str,
+    local: LocalRelease,
+    state: RemoteState,
+    *,
+    mode: str,
+    keep: int,
+    unit_sha256: str = "",
+) -> Plan:
+    """Decide uploads, the action (reload vs restart vs first install) and pruning."""
+    rid = local.id
+    uploads: list[Upload] = []
+    notes: list[str] = []
+    if state.release(rid) is None:
+        reuse = next((r for r in state.releases if r.binary_sha256 == local.binary_sha256), None)
+        source = f"reuse {reuse.id}" if reuse else "upload"
+        uploads.append(Upload("binary", local.binary_size, source))
+        uploads.append(Upload("caddy.json", len(local.config.encode()), "upload"))
+    elif state.current != rid:
+        notes.append(f"release {rid} is kept on the host: switching back to it, nothing to upload")
+    action = decide_action(state, rid, local.binary_sha256, local.config_sha256)
+    if action is Action.RESTART and state.release(state.running_release) is None:
+        notes.append(f"the running process (pid {state.running_pid}) runs an unknown binary")
+    install_unit = mode == "systemd" and (
+        not state.unit_installed or (bool(unit_sha256) and state.unit_sha256 != unit_sha256)
+    )
+    if mode == "systemd" and state.unit_installed and install_unit:
+        notes.append("the systemd unit changes: daemon-reload")
+    old_config = state.current_config if state.current else ""
+    return Plan(
+        host=host,
+        mode=mode,
+        release=rid,
+        action=action,
+        uploads=tuple(uploads),
+        config_diff=config_diff(old_config, local.config, host),
+        install_unit=install_unit,
+        switch_from=state.current if state.current != rid else None,
+        prune=keep_after(state, rid, keep) if action is not Action.NONE else (),
+        notes=tuple(notes),
+    )

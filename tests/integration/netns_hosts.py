@@ -1,0 +1,448 @@
+"""Edge hosts for tests and benchmarks: real OpenSSH servers in network namespaces.
+
+Each host is a network namespace joined to the root namespace by a veth pair
+(``198.18.N.1`` here, ``198.18.N.2`` there), running Debian's sshd with host and
+user keys generated for this run, and its own directory standing in for the
+remote filesystem root (namespaces share the disk). The upstream stand-in
+listens on the root side of the veth and checks the PROXY v2 header caddy-l4
+sends. Everything (processes in the namespace, sshd, caddy, namespaces) is torn
+down by ``close()``, also after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tailwart.edge.hosts import HostTarget, SshOptions
+from tailwart.edge.render import MAIL_PORTS, EdgeLayout
+
+SSHD = "/usr/sbin/sshd"
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def _free_subnets(count: int) -> list[int]:
+    """Third octets N such that 198.18.N.0/24 is unused on this machine."""
+    used = _run("ip", "-4", "-o", "addr").stdout
+    start = 100 + os.getpid() % 100
+    found: list[int] = []
+    for n in list(range(start, 250)) + list(range(100, start)):
+        if f"198.18.{n}." not in used:
+            found.append(n)
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free 198.18.N.0/24 subnet")
+
+
+@dataclass
+class NetnsHost:
+    """One SSH edge host inside its own network namespace."""
+
+    index: int
+    netns: str
+    veth: str
+    addr: str  # inside the namespace
+    peer: str  # the root namespace's end of the veth
+    dir: Path
+    root: str  # the remote layout root (default /opt/tailwart-edge in production)
+    sshd: subprocess.Popen[bytes] | None = None
+    host_pubkey: str = ""
+
+    @property
+    def target(self) -> HostTarget:
+        return HostTarget(self.addr, "root", 22)
+
+    @property
+    def admin_socket(self) -> str:
+        return f"{self.root}/run/admin.sock"
+
+    def ns(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run("ip", "netns", "exec", self.netns, *args, check=check)
+
+    def pids(self) -> list[int]:
+        out = _run("ip", "netns", "pids", self.netns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def session_pids(self) -> list[int]:
+        """Per-connection sshd processes (children of the listening sshd)."""
+        if self.sshd is None:
+            return []
+        out = _run("pgrep", "-P", str(self.sshd.pid), check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def cut_ssh_sessions(self) -> int:
+        """Kill every live SSH connection to this host (the link drops mid-transfer)."""
+        pids = self.session_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def link(self, up: bool) -> None:
+        _run("ip", "link", "set", self.veth, "up" if up else "down")
+
+    def tx_bytes(self) -> int:
+        """Bytes the root namespace sent to this host over the veth."""
+        return int(Path(f"/sys/class/net/{self.veth}/statistics/tx_bytes").read_text())
+
+    def caddy_pids(self) -> list[int]:
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                exe = os.readlink(f"/proc/{pid}/exe")
+                if exe.startswith(self.root + "/") or exe.startswith(str(self.dir)):
+                    found.append(pid)
+        return found
+
+    def running_exe(self) -> str:
+        pids = self.caddy_pids()
+        return os.readlink(f"/proc/{pids[0]}/exe") if len(pids) == 1 else ""
+
+    def current(self) -> str | None:
+        link = Path(self.root) / "current"
+        return os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else None
+
+    def releases(self) -> list[str]:
+        rel = Path(self.root) / "releases"
+        return sorted(p.name for p in rel.iterdir()) if rel.is_dir() else []
+
+    def caddy_log(self) -> str:
+        path = Path(self.root) / "log" / "caddy.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def audit(self) -> list[str]:
+        path = Path(self.root) / "audit.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+class Upstream:
+    """The mailbox stand-in: checks the PROXY v2 header, greets, then echoes lines."""
+
+    def __init__(self, host: str, greeting: bytes = b"220 standin.test ESMTP ready\r\n") -> None:
+        self.host = host
+        self.greeting = greeting
+        self.ports: dict[int, int] = {}  # mail port -> upstream port
+        self.sources: list[tuple[str, int]] = []
+        self.errors: list[str] = []
+        self._socks: list[socket.socket] = []
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> dict[int, int]:
+        for _, port in MAIL_PORTS:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, 0))
+            sock.listen(512)
+            self._socks.append(sock)
+            self.ports[port] = sock.getsockname()[1]
+            threading.Thread(target=self._accept, args=(sock, port), daemon=True).start()
+        return self.ports
+
+    def _accept(self, sock: socket.socket, port: int) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn, port), daemon=True).start()
+
+    def _read(self, conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed inside the PROXY header")
+            data += chunk
+        return data
+
+    def _serve(self, conn: socket.socket, port: int) -> None:
+        try:
+            conn.settimeout(30)
+            head = self._read(conn, 16)
+            if head[:12] != PROXY_V2_SIG or head[12] != 0x21 or head[13] != 0x11:
+                raise ValueError(f"not a PROXY v2 TCP4 header: {head!r}")
+            (length,) = struct.unpack("!H", head[14:16])
+            body = self._read(conn, length)
+            src = str(ipaddress.IPv4Address(body[0:4]))
+            (sport,) = struct.unpack("!H", body[8:10])
+            with self._lock:
+                self.sources.append((src, sport))
+            conn.settimeout(None)
+            greeting = b"* OK standin.test IMAP ready\r\n" if port in (143, 993) else self.greeting
+            conn.sendall(greeting)
+            buf = b""
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip().upper() == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    conn.sendall(line + b"\n")
+        except Exception as exc:
+            with self._lock:
+                self.errors.append(f"{port}: {exc}")
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for sock in self._socks:
+            sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+@dataclass
+class Lab:
+    """Namespaced SSH hosts, keys, known_hosts and an upstream per host."""
+
+    dir: Path
+    hosts: list[NetnsHost] = field(default_factory=list)
+    upstreams: list[Upstream] = field(default_factory=list)
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.dir / "ssh_config"
+
+    def ssh_options(self, **kw: object) -> SshOptions:
+        return SshOptions(
+            known_hosts=self.known_hosts,
+            identity=self.key,
+            ssh_config=self.ssh_config,
+            connect_timeout=5.0,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def trust_all(self) -> None:
+        self.known_hosts.write_text("".join(f"{h.addr} {h.host_pubkey}\n" for h in self.hosts))
+
+    def layout(self, host: NetnsHost, **changes: object) -> EdgeLayout:
+        """The host's edge layout: mail ports on its namespace address, dialing its upstream."""
+        up = self.upstreams[host.index]
+        values: dict[str, object] = {
+            "upstream_host": up.host,
+            "upstream": dict(up.ports),
+            "admin_socket": host.admin_socket,
+        }
+        values.update(changes)
+        return EdgeLayout(**values)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for up in self.upstreams:
+            up.close()
+        for host in self.hosts:
+            for pid in host.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if host.sshd is not None:
+                with contextlib.suppress(Exception):
+                    host.sshd.kill()
+                    host.sshd.wait(5)
+            for pid in host.caddy_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _run("ip", "netns", "del", host.netns, check=False)
+            _run("ip", "link", "del", host.veth, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _start_host(lab: Lab, index: int, octet: int) -> NetnsHost:
+    tag = f"{os.getpid() % 100000}{index}"
+    hdir = lab.dir / f"h{index}"
+    hdir.mkdir()
+    host = NetnsHost(
+        index=index,
+        netns=f"twdep-{tag}",
+        veth=f"twd{tag}",
+        addr=f"198.18.{octet}.2",
+        peer=f"198.18.{octet}.1",
+        dir=hdir,
+        root=str(hdir / "edge"),
+    )
+    lab.hosts.append(host)
+    peer_in_ns = f"twp{tag}"
+    _run("ip", "netns", "add", host.netns)
+    _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", peer_in_ns)
+    _run("ip", "link", "set", peer_in_ns, "netns", host.netns)
+    _run("ip", "addr", "add", f"{host.peer}/24", "dev", host.veth)
+    _run("ip", "link", "set", host.veth, "up")
+    host.ns("ip", "addr", "add", f"{host.addr}/24", "dev", peer_in_ns)
+    host.ns("ip", "link", "set", peer_in_ns, "up")
+    host.ns("ip", "link", "set", "lo", "up")
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hdir / "host_key"))
+    host.host_pubkey = " ".join((hdir / "host_key.pub").read_text().split()[:2])
+    cfg = hdir / "sshd_config"
+    cfg.write_text(
+        f"Port 22\nListenAddress {host.addr}\nHostKey {hdir / 'host_key'}\n"
+        f"PidFile {hdir / 'sshd.pid'}\nAuthorizedKeysFile {lab.dir / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host.sshd = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, SSHD, "-D", "-e", "-f", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(hdir / "sshd.log", "wb"),  # noqa: SIM115
+    )
+    _wait_port(host.addr, 22)
+    # `ip netns exec` execs sshd in place: the Popen pid is the listening sshd
+    upstream = Upstream(host.peer)
+    upstream.start()
+    lab.upstreams.append(upstream)
+    return host
+
+
+@contextlib.contextmanager
+def lab(count: int = 1) -> Iterator[Lab]:
+    """``count`` namespaced SSH hosts; everything is removed on exit, even after a failure."""
+    the_lab = Lab(Path(tempfile.mkdtemp(prefix="twd", dir="/tmp")))
+    try:
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(the_lab.key))
+        (the_lab.dir / "authorized_keys").write_text(the_lab.key.with_suffix(".pub").read_text())
+        for index, octet in enumerate(_free_subnets(count)):
+            _start_host(the_lab, index, octet)
+        the_lab.known_hosts.write_text("")
+        lines = [
+            f"Host edge{h.index}\n  HostName {h.addr}\n  User root\n  Port 22\n"
+            for h in the_lab.hosts
+        ]
+        the_lab.ssh_config.write_text("".join(lines))
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+# ------------------------------------------------------------------ traffic probe
+
+
+@dataclass
+class ProbeResult:
+    held: int
+    held_alive: int
+    new_ok: int
+    new_failed: int
+    errors: list[str]
+
+
+class HeldConnections:
+    """Holds ``count`` connections through the edge and keeps opening new ones meanwhile."""
+
+    def __init__(self, host: str, port: int, count: int = 50) -> None:
+        self.host, self.port, self.count = host, port, count
+        self.held: list[socket.socket] = []
+        self.new_ok = 0
+        self.new_failed = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._churn, daemon=True)
+
+    def _greeted(self, sock: socket.socket) -> None:
+        sock.settimeout(5)
+        data = b""
+        while b"\n" not in data:
+            chunk = sock.recv(256)
+            if not chunk:
+                raise ConnectionError(f"closed before the greeting ({data!r})")
+            data += chunk
+        if not data.startswith((b"220", b"* OK")):
+            raise ConnectionError(f"unexpected greeting {data!r}")
+
+    def __enter__(self) -> HeldConnections:
+        for _ in range(self.count):
+            sock = socket.create_connection((self.host, self.port), timeout=5)
+            self._greeted(sock)
+            self.held.append(sock)
+        self._thread.start()
+        return self
+
+    def _churn(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=5) as sock:
+                    self._greeted(sock)
+                    sock.sendall(b"QUIT\r\n")
+                    if not sock.recv(64).startswith(b"221"):
+                        raise ConnectionError("no 221 after QUIT")
+                self.new_ok += 1
+            except Exception as exc:
+                self.new_failed += 1
+                self.errors.append(f"new connection: {exc}")
+            time.sleep(0.005)
+
+    def finish(self) -> ProbeResult:
+        self._stop.set()
+        self._thread.join(10)
+        alive = 0
+        for i, sock in enumerate(self.held):
+            try:
+                line = f"ping {i}\r\n".encode()
+                sock.sendall(line)
+                sock.settimeout(5)
+                got = b""
+                while not got.endswith(b"\n"):
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        raise ConnectionError("closed")
+                    got += chunk
+                if got != line:
+                    raise ConnectionError(f"echo mismatch {got!r}")
+                alive += 1
+            except Exception as exc:
+                self.errors.append(f"held connection {i}: {exc}")
+        return ProbeResult(len(self.held), alive, self.new_ok, self.new_failed, self.errors)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for sock in self.held:
+            sock.close()
