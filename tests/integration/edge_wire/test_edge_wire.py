@@ -1,0 +1,250 @@
+"""The edge on the wire: the real caddy-l4 build, real sockets, nothing mocked.
+
+Each client connects from its own loopback address (127.0.0.x) so the PROXY v2
+source can be told apart from the edge's own address. Headers are parsed with
+aiosmtpd's PROXY protocol parser, an implementation independent of caddy-l4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from dataclasses import replace
+from ipaddress import IPv4Address
+
+import pytest
+from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, get_proxy
+
+from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
+from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
+
+from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
+
+pytestmark = pytest.mark.integration
+PORTS = [port for _, port in MAIL_PORTS]
+GREETING = {25: b"220 ", 465: b"220 ", 587: b"220 ", 143: b"* OK", 993: b"* OK"}
+
+
+def parse_proxy(data: bytes) -> tuple[object, bytes]:
+    """(aiosmtpd ProxyData, the bytes after the header)."""
+
+    async def parse() -> tuple[object, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        header = await get_proxy(reader)
+        return header, await reader.read()
+
+    return asyncio.run(parse())
+
+
+def connect(port: int, source: str, timeout: float = 10) -> socket.socket:
+    return socket.create_connection((EDGE_HOST, port), timeout, source_address=(source, 0))
+
+
+def tls_client(tls: TlsFiles) -> ssl.SSLContext:
+    """Trusts only the mailbox's certificate and checks its name: the edge has no cert."""
+    return ssl.create_default_context(cafile=str(tls.cert))
+
+
+def read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def greet(sock: socket.socket, port: int, tls: TlsFiles) -> tuple[socket.socket, bytes]:
+    if port in IMPLICIT_TLS_PORTS:
+        sock = tls_client(tls).wrap_socket(sock, server_hostname=tls.hostname)
+    return sock, read_line(sock)
+
+
+def test_each_port_sends_a_valid_proxy_v2_header_then_the_clients_bytes(
+    start_edge: EdgeFactory, recorders: dict[int, Recorder]
+) -> None:
+    edge = start_edge({port: rec.port for port, rec in recorders.items()})
+    sent = {}
+    for i, port in enumerate(PORTS):
+        source = f"127.0.0.{23 + i}"
+        payload = f"bytes from {source} for port {port}\r\n".encode() + random.randbytes(70_000)
+        with connect(edge.layout.listen_port(port), source) as sock:
+            sent[port] = (sock.getsockname(), payload)
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1)  # the upstream closes after EOF; caddy passes the close on
+    for port in PORTS:
+        (received,) = recorders[port].wait(1)
+        header, rest = parse_proxy(received)
+        (src_ip, src_port), payload = sent[port]
+        assert header.valid, header.error
+        assert header.version == 2
+        assert header.command == V2_CMD.PROXY
+        assert header.family == AF.INET
+        assert header.protocol == PROTO.STREAM
+        assert (header.src_addr, header.src_port) == (IPv4Address(src_ip), src_port)
+        assert (header.dst_addr, header.dst_port) == (
+            IPv4Address(EDGE_HOST),
+            edge.layout.listen_port(port),
+        )
+        assert rest == payload, f"port {port}: client bytes altered after the header"
+
+
+def test_server_speaks_first_greeting_reaches_a_silent_client(
+    start_edge: EdgeFactory, mailbox: StandinMailbox, tls: TlsFiles
+) -> None:
+    edge = start_edge(mailbox.ports)
+    for port in PORTS:
+        with connect(edge.layout.listen_port(port), "127.0.0.31") as raw:
+            sock, line = greet(raw, port, tls)
+            assert line.startswith(GREETING[port]), (port, line)
+            sock.close()
+    seen = {s.port: s for s in mailbox.seen}
+    assert set(seen) == set(PORTS)
+    assert all(s.src and s.src[0] == "127.0.0.31" and not s.error for s in seen.values())
+    assert all(s.peer[0] == EDGE_HOST for s in seen.values())
+
+
+@pytest.mark.parametrize("port", sorted(IMPLICIT_TLS_PORTS))
+def test_implicit_tls_passes_through_with_the_upstreams_certificate(
+    port: int, start_edge: EdgeFactory, mailbox: StandinMailbox, tls: TlsFiles
+) -> None:
+    edge = start_edge(mailbox.ports)
+    raw = connect(edge.layout.listen_port(port), "127.0.0.32")
+    with tls_client(tls).wrap_socket(raw, server_hostname=tls.hostname) as sock:
+        der = sock.getpeercert(binary_form=True)
+        assert der is not None
+        assert ssl.DER_cert_to_PEM_cert(der).strip() == tls.cert.read_text().strip()
+        assert read_line(sock).startswith(GREETING[port])
+    (seen,) = [s for s in mailbox.seen if s.port == port]
+    assert seen.src is not None and seen.src[0] == "127.0.0.32"
+
+
+def test_a_20_mb_message_arrives_byte_identical(
+    start_edge: EdgeFactory, mailbox: StandinMailbox
+) -> None:
+    edge = start_edge(mailbox.ports)
+    rng = random.Random(20)
+    lines = [b"Subject: twenty megabytes", b"From: big@client.test", b""]
+    size = 0
+    while size < 20 * 1024 * 1024:
+        line = base64.b64encode(rng.randbytes(57))
+        if rng.random() < 0.01:
+            line = b"." + line  # dot-stuffing must round-trip too
+        lines.append(line)
+        size += len(line) + 2
+    message = b"\r\n".join(lines) + b"\r\n"
+    with smtplib.SMTP(
+        EDGE_HOST, edge.layout.listen_port(25), source_address=("127.0.0.33", 0), timeout=60
+    ) as smtp:
+        smtp.sendmail("big@client.test", ["rcpt@mailbox.test"], message)
+    assert mailbox.wait_for(lambda _, msgs: len(msgs) == 1, 30)
+    (got,) = mailbox.messages
+    assert len(got.data) == len(message) >= 20 * 1024 * 1024
+    assert got.data == message
+    assert got.client is not None and got.client[0] == "127.0.0.33"
+
+
+@pytest.mark.slow
+def test_an_idle_connection_stays_open_for_two_minutes(
+    start_edge: EdgeFactory, mailbox: StandinMailbox, tls: TlsFiles
+) -> None:
+    edge = start_edge(mailbox.ports)
+    imap = connect(edge.layout.listen_port(143), "127.0.0.34", timeout=30)
+    smtp = connect(edge.layout.listen_port(25), "127.0.0.34", timeout=30)
+    assert read_line(imap).startswith(b"* OK")
+    assert read_line(smtp).startswith(b"220 ")
+    time.sleep(125)
+    imap.sendall(b"idle1 NOOP\r\n")
+    assert read_line(imap) == b"idle1 OK NOOP completed\r\n"
+    smtp.sendall(b"NOOP\r\n")
+    assert read_line(smtp).startswith(b"250 ")
+    imap.close()
+    smtp.close()
+
+
+def test_reload_through_the_admin_socket_keeps_100_connections_and_accepts_new_ones(
+    start_edge: EdgeFactory, mailbox: StandinMailbox, tls: TlsFiles
+) -> None:
+    edge = start_edge(mailbox.ports)
+    held = []
+    for _ in range(100):
+        sock = connect(edge.layout.listen_port(143), "127.0.0.40")
+        assert read_line(sock).startswith(b"* OK")
+        held.append(sock)
+
+    stop = threading.Event()
+    results: list[tuple[float, float, bool]] = []
+
+    def keep_connecting() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                with connect(edge.layout.listen_port(25), "127.0.0.41", timeout=10) as sock:
+                    ok = read_line(sock).startswith(b"220 ")
+                    sock.sendall(b"QUIT\r\n")
+            except OSError:
+                ok = False
+            results.append((began, time.monotonic(), ok))
+
+    worker = threading.Thread(target=keep_connecting)
+    worker.start()
+    windows = []
+    try:
+        time.sleep(0.2)
+        for _ in range(3):
+            t0 = time.monotonic()
+            edge.reload()  # caddy reload --address unix//…/admin.sock --force
+            windows.append((t0, time.monotonic()))
+            time.sleep(0.1)
+        # a real change: 465 moves to a new port, the held connections are on 143
+        moved = replace(
+            edge.layout, listen={**dict(edge.layout.listen or {}), 465: free_port(EDGE_HOST)}
+        )
+        t0 = time.monotonic()
+        edge.reload(moved)
+        windows.append((t0, time.monotonic()))
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join(30)
+
+    assert results and all(ok for _, _, ok in results), "a new connection failed during reload"
+    overlapping = [r for r in results if any(r[0] < w1 and r[1] > w0 for w0, w1 in windows)]
+    assert overlapping, "no new connection overlapped a reload"
+    for i, sock in enumerate(held):
+        sock.sendall(f"r{i} NOOP\r\n".encode())
+        assert read_line(sock) == f"r{i} OK NOOP completed\r\n".encode(), f"connection {i}"
+        sock.close()
+    with connect(moved.listen_port(465), "127.0.0.42") as raw:
+        sock, line = greet(raw, 465, tls)
+        assert line.startswith(b"220 ")
+        sock.close()
+    assert edge.log_text().count('"msg":"load complete"') == len(windows)
+
+
+def test_upstream_down_closes_promptly_and_other_ports_keep_serving(
+    start_edge: EdgeFactory, mailbox: StandinMailbox
+) -> None:
+    dead = free_port(MAILBOX_HOST)  # nothing listens there
+    edge = start_edge({**mailbox.ports, 143: dead})
+    with connect(edge.layout.listen_port(143), "127.0.0.50", timeout=10) as sock:
+        try:
+            data = sock.recv(100)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", "the edge should close a connection whose upstream is down"
+    with connect(edge.layout.listen_port(25), "127.0.0.51") as sock:
+        assert read_line(sock).startswith(b"220 ")
+    with connect(edge.layout.listen_port(143), "127.0.0.52", timeout=10) as sock:
+        assert sock.recv(100) == b""
+    assert [s.port for s in mailbox.seen] == [25]
