@@ -1,0 +1,66 @@
+"""Plan steps for ``inv bootstrap``: what exists, what will change, what is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..errors import OperationError
+
+
+class Action(StrEnum):
+    KEEP = "keep"  # already as wanted: nothing to do
+    CREATE = "create"
+    CHANGE = "change"
+    REFUSE = "refuse"  # would be unsafe; the operator must act (blocks the whole plan)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the plan; ``run`` performs it (None for keep and refuse)."""
+
+    backend: str
+    action: Action
+    what: str
+    detail: str = ""
+    advice: str = ""
+    run: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def changes(self) -> bool:
+        return self.action in (Action.CREATE, Action.CHANGE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @property
+    def changes(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.changes)
+
+    @property
+    def refusals(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.action is Action.REFUSE)
+
+    def render(self) -> str:
+        return render_steps(self.steps)
+
+
+def render_steps(steps: Sequence[Step]) -> str:
+    """One line per step: backend, action, object, detail (advice indented below a refusal)."""
+    if not steps:
+        return "(empty plan)\n"
+    width = max(len(s.backend) for s in steps)
+    lines = []
+    for s in steps:
+        detail = f": {s.detail}" if s.detail else ""
+        lines.append(f"{s.backend:<{width}}  {s.action.value:<6}  {s.what}{detail}")
+        if s.advice and s.action is Action.REFUSE:
+            lines.append(f"{'':<{width}}  {'':<6}  → {s.advice}")
+    return "\n".join(lines) + "\n"
+
+
+class BackendError(OperationError):
+    """A backend could not be reached or refused an operation; the message says what to do."""

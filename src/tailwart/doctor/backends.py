@@ -1,0 +1,313 @@
+"""Doctor group ``backends``: Postgres over SCRAM, Redis AUTH and DB index, Garage S3 probe.
+
+A Postgres login over loopback or a unix socket proves nothing where loopback
+is ``trust``: the login check demands SCRAM from the server (libpq
+``require_auth``) and a second check offers a wrong password to catch ``trust``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+from typing import Any
+
+from ..findings import Finding
+from .registry import Check, DoctorContext, error, ok, warning
+
+GROUP = "backends"
+BOOTSTRAP = "run inv bootstrap"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.startswith("/") or host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def _pg_connect(ctx: DoctorContext, password: str, dbname: str, scram: bool) -> Any:
+    import psycopg
+
+    s = ctx.settings
+    extra: dict[str, Any] = {"require_auth": "scram-sha-256"} if scram else {}
+    return psycopg.connect(
+        host=s["STALWART_DB_HOST"],
+        port=s.port("STALWART_DB_PORT"),
+        user=s["STALWART_DB_USER"],
+        password=password,
+        dbname=dbname,
+        connect_timeout=max(1, int(ctx.timeout)),
+        autocommit=True,
+        application_name="tailwart-doctor",
+        **extra,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1].strip() if text else type(exc).__name__
+
+
+def _where(ctx: DoctorContext) -> str:
+    s = ctx.settings
+    return f"{s['STALWART_DB_USER']}@{s['STALWART_DB_HOST']}:{s['STALWART_DB_PORT']}"
+
+
+def postgres_login(ctx: DoctorContext) -> Finding:
+    import psycopg
+
+    s = ctx.settings
+    try:
+        conn = _pg_connect(ctx, s["STALWART_DB_PASSWORD"], "postgres", scram=True)
+    except psycopg.OperationalError as exc:
+        reason = _reason(exc)
+        if "password authentication failed" in reason:
+            return error(
+                f"{_where(ctx)}: STALWART_DB_PASSWORD is rejected over SCRAM",
+                "the role's password drifted: inv bootstrap --fix-password (ALTER ROLE)"
+                ", or put the current password in .env",
+            )
+        if "require_auth" in reason or "authentication method requirement" in reason:
+            return error(
+                f"{_where(ctx)}: the server did not ask for SCRAM-SHA-256 ({reason})",
+                "pg_hba.conf: use scram-sha-256 for the tailnet address Stalwart connects from",
+            )
+        return error(
+            f"{_where(ctx)}: cannot connect: {reason}",
+            "check STALWART_DB_HOST/PORT and that Postgres listens on the tailnet",
+        )
+    conn.close()
+    if _is_loopback(s["STALWART_DB_HOST"]):
+        return warning(
+            f"{_where(ctx)}: SCRAM login over loopback, which proves nothing for Stalwart",
+            "set STALWART_DB_HOST to the tailnet name Stalwart uses",
+        )
+    return ok(f"{_where(ctx)}: logged in over TCP with SCRAM-SHA-256")
+
+
+def postgres_trust(ctx: DoctorContext) -> Finding:
+    import psycopg
+
+    wrong = "tailwart-wrong-" + secrets.token_hex(8)
+    try:
+        conn = _pg_connect(ctx, wrong, "postgres", scram=False)
+    except psycopg.OperationalError as exc:
+        reason = _reason(exc)
+        if "password authentication failed" in reason:
+            return ok(f"{_where(ctx)}: a wrong password is refused")
+        return error(
+            f"{_where(ctx)}: cannot connect: {reason}",
+            "check STALWART_DB_HOST/PORT and that Postgres listens on the tailnet",
+        )
+    conn.close()
+    return error(
+        f"{_where(ctx)}: a WRONG password was accepted: pg_hba.conf says trust for this path",
+        "use scram-sha-256 for every host rule Stalwart can match; never "
+        "test passwords over loopback",
+    )
+
+
+def postgres_database(ctx: DoctorContext) -> Finding:
+    import psycopg
+
+    s = ctx.settings
+    name, role = s["STALWART_DB_NAME"], s["STALWART_DB_USER"]
+    try:
+        conn = _pg_connect(ctx, s["STALWART_DB_PASSWORD"], name, scram=True)
+    except psycopg.OperationalError as exc:
+        reason = _reason(exc)
+        if "does not exist" in reason:
+            return error(f"database {name!r} does not exist", BOOTSTRAP)
+        return error(
+            f"cannot open database {name!r} as {role!r}: {reason}",
+            "fix the login first (backends.postgres.login)",
+        )
+    with conn:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    owner = row[0] if row else None
+    if owner != role:
+        return error(
+            f"database {name!r} is owned by {owner!r}, not {role!r}",
+            f"ALTER DATABASE {name} OWNER TO {role} (if it is Stalwart's)",
+        )
+    return ok(f"database {name!r} exists and is owned by {role!r}")
+
+
+def _redis(ctx: DoctorContext) -> Any:
+    from ..backends.redis_store import RedisTarget, client
+
+    return client(RedisTarget.from_settings(ctx.settings), timeout=ctx.timeout)
+
+
+def redis_auth(ctx: DoctorContext) -> Finding:
+    import redis
+
+    s = ctx.settings
+    where = f"{s['STALWART_REDIS_HOST']}:{s['STALWART_REDIS_PORT']}"
+    conn = _redis(ctx)
+    try:
+        conn.ping()
+    except redis.AuthenticationError as exc:
+        if "without any password configured" in str(exc):
+            return warning(
+                f"{where}: Redis has no password (requirepass unset)",
+                "set requirepass: the DB is shared with other apps",
+            )
+        return error(
+            f"{where}: STALWART_REDIS_PASSWORD is rejected",
+            "put the Redis password (requirepass or ACL user) in .env",
+        )
+    except redis.ResponseError as exc:
+        if "invalid DB index" in str(exc) or "out of range" in str(exc):
+            return error(
+                f"{where}: DB {s['STALWART_REDIS_DB']} does not exist ({exc})",
+                "choose a STALWART_REDIS_DB below the server's `databases` setting",
+            )
+        return error(f"{where}: {exc}", "check the Redis server")
+    except redis.RedisError as exc:
+        return error(f"{where}: cannot connect: {exc}", "check STALWART_REDIS_HOST/PORT")
+    finally:
+        conn.close()
+    return ok(f"{where}: AUTH and PING answered")
+
+
+def redis_db(ctx: DoctorContext) -> Finding:
+    import redis
+
+    from ..backends.redis_store import MARKER_KEY, MARKER_PREFIX, describe_foreign, inspect
+
+    db = ctx.settings["STALWART_REDIS_DB"]
+    conn = _redis(ctx)
+    try:
+        state = inspect(conn)
+    except redis.RedisError as exc:
+        return error(f"DB {db}: cannot inspect: {exc}", "fix backends.redis.auth first")
+    finally:
+        conn.close()
+    if state.marker is not None and state.marker.startswith(MARKER_PREFIX):
+        return ok(f"DB {db} carries tailwart's marker ({state.size} key(s))")
+    if state.marker is not None:
+        return error(
+            f"DB {db}: {MARKER_KEY} holds a foreign value", "choose another STALWART_REDIS_DB"
+        )
+    if state.size == 0:
+        return warning(f"DB {db} is empty and not claimed", BOOTSTRAP + " to claim it")
+    return error(
+        f"DB {db} is used by another app: {describe_foreign(state)}",
+        "choose a free STALWART_REDIS_DB (an empty index)",
+    )
+
+
+def s3_client(ctx: DoctorContext) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    s = ctx.settings
+    config = Config(
+        s3={"addressing_style": "path"},
+        connect_timeout=ctx.timeout,
+        read_timeout=ctx.timeout,
+        retries={"max_attempts": 1, "mode": "standard"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=f"http://{s['STALWART_S3_HOST']}:{s['STALWART_S3_PORT']}",
+        region_name=s["STALWART_S3_REGION"],
+        aws_access_key_id=s["STALWART_S3_ACCESS_KEY"],
+        aws_secret_access_key=s["STALWART_S3_SECRET_KEY"],
+        config=config,
+    )
+
+
+def _s3_error(exc: Exception) -> tuple[str, str]:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return str(err.get("Code", "")), str(err.get("Message", ""))
+    return type(exc).__name__, str(exc)
+
+
+def _s3_advice(code: str, ctx: DoctorContext) -> str:
+    s = ctx.settings
+    if code == "AuthorizationHeaderMalformed":
+        return (
+            f"STALWART_S3_REGION ({s['STALWART_S3_REGION']!r}) must equal Garage's "
+            "[s3_api] s3_region"
+        )
+    if code in ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+        return (
+            "check STALWART_S3_ACCESS_KEY/SECRET_KEY and the key's read+write grant (inv bootstrap)"
+        )
+    if code in ("NoSuchBucket", "404"):
+        return BOOTSTRAP + " to create the bucket"
+    return "check STALWART_S3_HOST/PORT and the Garage node's health"
+
+
+def garage_probe(ctx: DoctorContext) -> Finding:
+    s = ctx.settings
+    bucket = s["STALWART_S3_BUCKET"]
+    client = s3_client(ctx)
+    key = f"tailwart-doctor/probe-{secrets.token_hex(6)}"
+    body = secrets.token_bytes(64)
+    step = "PUT"
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+        step = "GET"
+        got = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if got != body:
+            return error(
+                f"bucket {bucket!r}: GET returned other bytes than PUT stored",
+                "check the Garage node's health",
+            )
+        step = "DELETE"
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        code, message = _s3_error(exc)
+        return error(
+            f"bucket {bucket!r}: {step} failed: {code} {message}".rstrip(), _s3_advice(code, ctx)
+        )
+    return ok(f"bucket {bucket!r}: PUT, GET and DELETE of a probe object work")
+
+
+def garage_region(ctx: DoctorContext) -> Finding:
+    s = ctx.settings
+    want = s["STALWART_S3_REGION"]
+    try:
+        location = s3_client(ctx).get_bucket_location(Bucket=s["STALWART_S3_BUCKET"])
+    except Exception as exc:
+        code, message = _s3_error(exc)
+        if code == "AuthorizationHeaderMalformed":
+            return error(
+                f"Garage rejects requests signed for region {want!r}", _s3_advice(code, ctx)
+            )
+        return error(
+            f"cannot ask for the bucket's region: {code} {message}".rstrip(), _s3_advice(code, ctx)
+        )
+    have = location.get("LocationConstraint") or ""
+    if have != want:
+        return error(
+            f"Garage's region is {have!r}, STALWART_S3_REGION is {want!r}",
+            "make STALWART_S3_REGION equal Garage's [s3_api] s3_region",
+        )
+    return ok(f"region {want!r} matches Garage's s3_region")
+
+
+def checks(ctx: DoctorContext) -> list[Check]:
+    return [
+        Check("backends.postgres.login", GROUP, "Postgres SCRAM login", postgres_login),
+        Check("backends.postgres.trust", GROUP, "Postgres wrong-password probe", postgres_trust),
+        Check("backends.postgres.database", GROUP, "Postgres database", postgres_database),
+        Check("backends.redis.auth", GROUP, "Redis", redis_auth),
+        Check("backends.redis.db", GROUP, "Redis DB index", redis_db),
+        Check("backends.garage.probe", GROUP, "Garage S3", garage_probe),
+        Check("backends.garage.region", GROUP, "Garage S3 region", garage_region),
+    ]

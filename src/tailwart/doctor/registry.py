@@ -1,0 +1,116 @@
+"""The doctor's registry: check context, check declarations and result helpers."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..findings import Finding, Status
+from ..settings import Settings
+
+#: groups in report order (also the values of --only)
+GROUPS: tuple[str, ...] = ("backends", "edge", "dns", "tls", "outbound")
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """Flags of ``inv doctor`` that are not .env keys."""
+
+    #: host the edge checks dial (default EDGE_PUBLIC_IP, else MAIL_HOSTNAME)
+    edge_host: str = ""
+    #: public port → port actually dialled (tests, port-forwarded edges)
+    port_map: Mapping[int, int] = field(default_factory=dict)
+    #: extra CA bundle trusted by the TLS checks (private CAs, tests)
+    ca_file: str = ""
+    #: seconds each check may take
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class DoctorContext:
+    settings: Settings
+    options: DoctorOptions = field(default_factory=DoctorOptions)
+
+    @property
+    def timeout(self) -> float:
+        return self.options.timeout
+
+    def edge_host(self) -> str:
+        return (
+            self.options.edge_host
+            or self.settings["EDGE_PUBLIC_IP"]
+            or self.settings["MAIL_HOSTNAME"]
+        )
+
+    def edge_port(self, public: int) -> int:
+        return self.options.port_map.get(public, public)
+
+
+CheckFn = Callable[[DoctorContext], Finding]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    group: str
+    title: str
+    fn: CheckFn
+
+
+def ok(message: str) -> Finding:
+    """A result without id; the runner stamps the check's id and group on it."""
+    return Finding("", Status.OK, message)
+
+
+def warning(message: str, advice: str) -> Finding:
+    return Finding("", Status.WARNING, message, advice)
+
+
+def error(message: str, advice: str) -> Finding:
+    return Finding("", Status.ERROR, message, advice)
+
+
+def parse_only(value: str) -> tuple[str, ...]:
+    """``--only`` value → groups; unknown names are a usage error (exit 2)."""
+    if not value:
+        return GROUPS
+    wanted = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [g for g in wanted if g not in GROUPS]
+    if unknown or not wanted:
+        raise UsageError(
+            f"--only: unknown group(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(GROUPS)}"
+        )
+    return tuple(g for g in GROUPS if g in wanted)
+
+
+def parse_port_map(values: list[str] | tuple[str, ...]) -> dict[int, int]:
+    """``--port 25=2525`` values → {25: 2525}; all problems reported at once (exit 2)."""
+    out: dict[int, int] = {}
+    problems = []
+    for value in values:
+        public, sep, actual = value.partition("=")
+        if (
+            not sep
+            or not public.isdigit()
+            or not actual.isdigit()
+            or not (0 < int(public) < 65536 and 0 < int(actual) < 65536)
+        ):
+            problems.append(f"--port {value!r}: expected PUBLIC=ACTUAL, e.g. 25=2525")
+            continue
+        out[int(public)] = int(actual)
+    if problems:
+        raise UsageError("; ".join(problems))
+    return out
+
+
+def registry(ctx: DoctorContext, groups: tuple[str, ...] = GROUPS) -> list[Check]:
+    """Every check of ``groups``, in report order."""
+    out: list[Check] = []
+    for group in groups:
+        module = importlib.import_module(f"{__package__}.{group}")
+        out += module.checks(ctx)
+    return out

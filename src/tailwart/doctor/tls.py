@@ -1,0 +1,98 @@
+"""Doctor group ``tls``: the certificates served on 465 and 993 through the edge.
+
+Valid for MAIL_HOSTNAME, trusted (system store plus ``--ca-file``), and not
+about to expire: warning under 14 days, error under 3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from functools import partial
+
+from ..findings import Finding
+from .registry import Check, DoctorContext, error, ok, warning
+from .wire import WireError, greet
+
+GROUP = "tls"
+WARN_DAYS = 14
+ERROR_DAYS = 3
+PORTS = (("submissions", 465), ("imaps", 993))
+RENEW = "renew the certificate (Stalwart's ACME) and check that the edge passes TLS through"
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 matching: exact, or one wildcard as the whole leftmost label."""
+    pattern, host = pattern.rstrip(".").lower(), host.rstrip(".").lower()
+    if pattern == host:
+        return True
+    if pattern.startswith("*.") and "*" not in pattern[2:]:
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:] and rest.count(".") >= 1
+    return False
+
+
+def cert_names(cert_der: bytes) -> tuple[list[str], dt.datetime, str]:
+    """(DNS names of the SAN, or the CN without SAN; notAfter; issuer) of a certificate."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_der_x509_certificate(cert_der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = list(san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    issued_by = str(issuer[0].value) if issuer else cert.issuer.rfc4514_string()
+    return names, cert.not_valid_after_utc, issued_by
+
+
+def verify_context(ca_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def certificate(public: int, ctx: DoctorContext, now: dt.datetime | None = None) -> Finding:
+    host, port = ctx.edge_host(), ctx.edge_port(public)
+    name = ctx.settings["MAIL_HOSTNAME"]
+    where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
+    try:
+        got = greet(host, port, ctx.timeout, tls=True, sni=name)
+    except WireError as exc:
+        return error(f"{where}: {exc}", RENEW)
+    assert got.cert_der is not None
+    names, not_after, issuer = cert_names(got.cert_der)
+    now = now or dt.datetime.now(dt.UTC)
+    days = (not_after - now).total_seconds() / 86400
+    until = f"{not_after:%Y-%m-%d} ({int(days)} days)"
+    if not any(name_matches(n, name) for n in names):
+        return error(
+            f"{where}: certificate is for {', '.join(names) or '(no names)'}, not {name}",
+            "issue a certificate for MAIL_HOSTNAME in Stalwart",
+        )
+    if days < 0:
+        return error(f"{where}: certificate expired on {not_after:%Y-%m-%d}", RENEW)
+    if days < ERROR_DAYS:
+        return error(f"{where}: certificate expires {until}", RENEW)
+    try:
+        greet(
+            host, port, ctx.timeout, tls=True, sni=name, context=verify_context(ctx.options.ca_file)
+        )
+    except WireError as exc:
+        return error(
+            f"{where}: {exc} (issuer {issuer})",
+            "serve the full chain from a public CA (or pass --ca-file for a private CA)",
+        )
+    if days < WARN_DAYS:
+        return warning(f"{where}: certificate for {name} expires {until}", RENEW)
+    return ok(f"{where}: valid for {name} until {until}, issuer {issuer}")
+
+
+def checks(ctx: DoctorContext) -> list[Check]:
+    return [
+        Check(f"tls.{label}", GROUP, f"TLS certificate on {port}", partial(certificate, port))
+        for label, port in PORTS
+    ]
