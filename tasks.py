@@ -130,7 +130,286 @@ def demo(c: Context) -> None:
 
 # ---------------------------------------------------------------- edge deploy
 
+SSH_HELP = {
+    "host": "edge host: user@host[:port] or an SSH config alias (repeatable; default EDGE_HOSTS)",
+    "root": "remote directory of releases, lock and audit log (default EDGE_ROOT)",
+    "known_hosts": "known_hosts file to verify host keys against (default ~/.ssh/known_hosts)",
+    "identity": "SSH private key to log in with (default: SSH config, agent, ~/.ssh keys)",
+    "ssh_config": "SSH config file to read instead of ~/.ssh/config and /etc/ssh/ssh_config",
+    "accept_new_host_key": "trust an unknown host key on first use (recorded in known_hosts)",
+    "mode": "auto (systemd if running there), systemd, or supervised (caddy start + pidfile)",
+}
+LOCK_HELP = {
+    "force_unlock": "break a lock held by another (dead) deploy",
+    "message": "why: recorded in the lock and the audit log",
+    "dry_run": "print the plan per host; change nothing, take no lock",
+}
+
+
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={
+        **ENV,
+        **SSH_HELP,
+        **LOCK_HELP,
+        "keep": "releases kept per host (0 = EDGE_KEEP_RELEASES, default 5)",
+        "parallel": "hosts deployed at once (default 1: a rolling deploy)",
+        "check_greeting": "health gate also waits for the mailbox greeting through the edge",
+        "health_timeout": "seconds the health gate waits for every port (default 10)",
+        "binary": "deploy this caddy-l4 binary instead of building for each host's OS/arch",
+    },
+)
+@exits
+def deploy_edge(
+    c: Context,
+    host: list[str] | None = None,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    force_unlock: bool = False,
+    message: str = "",
+    mode: str = "auto",
+    keep: int = 0,
+    parallel: int = 1,
+    check_greeting: bool = False,
+    health_timeout: float = 10.0,
+    binary: str = "",
+    root: str = "",
+    known_hosts: str = "",
+    identity: str = "",
+    ssh_config: str = "",
+    accept_new_host_key: bool = False,
+) -> None:
+    """Deploy the edge over SSH: plan, lock, upload what is missing, validate, switch, gate.
+
+    Config-only changes reload through the admin socket (sessions survive); a new binary
+    restarts. Any failure after the switch switches back. Hosts roll one at a time and the
+    rollout stops at the first failure (exit 1, per-host report).
+    """
+    from tailwart.edge.deploy import DeployOptions, deploy, targets_from
+
+    settings = load_settings(env_file, strict)
+    t = targets_from(
+        settings,
+        host or [],
+        root=root,
+        known_hosts=known_hosts,
+        identity=identity,
+        ssh_config=ssh_config,
+        accept_new_host_key=accept_new_host_key,
+        dry_run=dry_run,
+        keep=keep or None,
+    )
+    opts = DeployOptions(
+        ssh=t.ssh,
+        mode=mode,
+        keep=t.keep,
+        dry_run=dry_run,
+        force_unlock=force_unlock,
+        message=message,
+        check_greeting=check_greeting,
+        health_timeout=health_timeout,
+        parallel=parallel,
+        binary=Path(binary) if binary else None,
+    )
+    deploy(t.jobs, opts)
+
+
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={
+        **ENV,
+        **SSH_HELP,
+        **LOCK_HELP,
+        "to": "release id to go back to (default: the one active before current)",
+        "dry_run": "say what the rollback would do; change nothing, take no lock",
+    },
+)
+@exits
+def rollback_edge(
+    c: Context,
+    host: list[str] | None = None,
+    to: str = "",
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    force_unlock: bool = False,
+    message: str = "",
+    mode: str = "auto",
+    root: str = "",
+    known_hosts: str = "",
+    identity: str = "",
+    ssh_config: str = "",
+    accept_new_host_key: bool = False,
+) -> None:
+    """Switch the edge back to a kept release (reload, or restart if the binary differs)."""
+    from tailwart.edge.deploy import DeployOptions, rollback, targets_from
+
+    settings = load_settings(env_file, strict)
+    t = targets_from(
+        settings,
+        host or [],
+        root=root,
+        known_hosts=known_hosts,
+        identity=identity,
+        ssh_config=ssh_config,
+        accept_new_host_key=accept_new_host_key,
+        dry_run=dry_run,
+    )
+    opts = DeployOptions(
+        ssh=t.ssh, mode=mode, dry_run=dry_run, force_unlock=force_unlock, message=message
+    )
+    rollback(t.jobs, opts, to or None)
+
+
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={
+        **ENV,
+        **{k: v for k, v in SSH_HELP.items() if k != "mode"},
+        "audit_lines": "how many audit lines to show per host (default 5)",
+    },
+)
+@exits
+def edge_status(
+    c: Context,
+    host: list[str] | None = None,
+    env_file: str = ".env",
+    strict: bool = False,
+    audit_lines: int = 5,
+    root: str = "",
+    known_hosts: str = "",
+    identity: str = "",
+    ssh_config: str = "",
+    accept_new_host_key: bool = False,
+) -> None:
+    """Each edge host: current release, running version, binary sha, listeners, lock, audit."""
+    from tailwart.edge.deploy import DeployOptions, status, targets_from
+
+    settings = load_settings(env_file, strict)
+    t = targets_from(
+        settings,
+        host or [],
+        root=root,
+        known_hosts=known_hosts,
+        identity=identity,
+        ssh_config=ssh_config,
+        accept_new_host_key=accept_new_host_key,
+        dry_run=True,
+    )
+    status(t.jobs, DeployOptions(ssh=t.ssh), audit_lines=audit_lines)
 # ---------------------------------------------------------------- mailbox (compose)
+
+
+DRY_RUN_HELP = "print the exact docker commands and run nothing"
+TIMEOUT_HELP = "seconds to wait for both containers to be healthy (default 300)"
+
+
+@task(help={**ENV, "dry_run": DRY_RUN_HELP, "timeout": TIMEOUT_HELP})
+@exits
+def up(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    timeout: int = 300,
+) -> None:
+    """Start the mailbox (sidecar + Stalwart) after the static checks pass; wait until healthy."""
+    from tailwart.mailbox.stack import open_stack
+
+    open_stack(c, env_file, strict).up(dry_run=dry_run, timeout=timeout)
+
+
+@task(
+    help={
+        **ENV,
+        "volumes": "also delete the stalwart-data volume (asks first unless --yes)",
+        "yes": "do not ask before deleting volumes",
+        "dry_run": DRY_RUN_HELP,
+    }
+)
+@exits
+def down(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    volumes: bool = False,
+    yes: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Stop and remove the mailbox containers; the data volume is kept unless --volumes."""
+    from tailwart.mailbox.stack import open_stack
+
+    open_stack(c, env_file, strict).down(volumes=volumes, yes=yes, dry_run=dry_run)
+
+
+@task(help={**ENV, "dry_run": DRY_RUN_HELP})
+@exits
+def ps(c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool = False) -> None:
+    """The mailbox's containers, their state and health, and the Stalwart image tag."""
+    from tailwart.mailbox.stack import open_stack
+
+    open_stack(c, env_file, strict).ps(dry_run=dry_run)
+
+
+@task(
+    help={
+        **ENV,
+        "service": "ts-stalwart or stalwart (default: both)",
+        "follow": "keep printing new lines",
+        "since": "only lines since a time (e.g. 10m, 2026-01-02T15:04:05)",
+        "dry_run": DRY_RUN_HELP,
+    },
+    positional=["service"],
+)
+@exits
+def logs(
+    c: Context,
+    service: str | None = None,
+    env_file: str = ".env",
+    strict: bool = False,
+    follow: bool = False,
+    since: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Container logs of the mailbox."""
+    from tailwart.mailbox.stack import open_stack
+
+    stack = open_stack(c, env_file, strict)
+    stack.logs(service or "", follow=follow, since=since, dry_run=dry_run)
+
+
+@task(
+    help={
+        **ENV,
+        "service": "stalwart (default), or ts-stalwart / all to recreate both in order",
+        "dry_run": DRY_RUN_HELP,
+        "timeout": TIMEOUT_HELP,
+    },
+    positional=["service"],
+)
+@exits
+def restart(
+    c: Context,
+    service: str | None = None,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    timeout: int = 300,
+) -> None:
+    """Restart Stalwart alone, or recreate sidecar + Stalwart in order (ts-stalwart / all).
+
+    Stalwart reads config.toml only at start: an edit needs this. Never `docker compose
+    restart` the sidecar or the stack: Stalwart shares its network namespace and dies with it.
+    """
+    from tailwart.mailbox.stack import open_stack
+
+    stack = open_stack(c, env_file, strict)
+    stack.restart(service or "stalwart", dry_run=dry_run, timeout=timeout)
+
 
 # ---------------------------------------------------------------- tailnet policy
 

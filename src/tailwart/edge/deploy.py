@@ -34,6 +34,7 @@ from .remote import Layout, Remote, RemoteError, parse_probe
 from .render import EdgeLayout, caddy_json
 
 if TYPE_CHECKING:
+    from ..settings import Settings
     from .build import Pins
 
 MODES = ("auto", "systemd", "supervised")
@@ -772,10 +773,10 @@ def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> Host
 
 
 def status(
-    jobs: Sequence[HostJob], opts: DeployOptions, out: TextIO = sys.stdout
+    jobs: Sequence[HostJob], opts: DeployOptions, out: TextIO = sys.stdout, audit_lines: int = 5
 ) -> list[HostStatus]:
     """Print every host's status; raise DeployError when a host is unreachable or not serving."""
-    statuses = [status_host(job, opts) for job in jobs]
+    statuses = [status_host(job, opts, audit_lines) for job in jobs]
     for st in statuses:
         out.write(st.render() + "\n")
     bad = [
@@ -790,3 +791,58 @@ def status(
 
 def jobs_for(targets: Sequence[HostTarget], layout: EdgeLayout, root: str) -> list[HostJob]:
     return [HostJob(t, layout, root) for t in targets]
+
+
+# ------------------------------------------------------------------ task glue
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What every edge task needs from flags and .env: hosts, root, SSH options."""
+
+    jobs: list[HostJob]
+    ssh: SshOptions
+    keep: int
+
+
+def targets_from(
+    settings: Settings,
+    hosts: Sequence[str],
+    *,
+    root: str = "",
+    known_hosts: str = "",
+    identity: str = "",
+    ssh_config: str = "",
+    accept_new_host_key: bool = False,
+    dry_run: bool = False,
+    keep: int | None = None,
+) -> Targets:
+    """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2)."""
+    from .hosts import default_known_hosts, parse_targets
+    from .render import layout_for
+
+    problems: list[str] = []
+    try:
+        parsed = parse_targets(hosts, settings["EDGE_HOSTS"])
+    except UsageError as exc:
+        problems.append(str(exc))
+        parsed = []
+    root = root or settings["EDGE_ROOT"] or rc.DEFAULT_ROOT
+    if not root.startswith("/") or " " in root:
+        problems.append(f"--root {root!r}: must be an absolute path without spaces")
+    for flag, value in (("--identity", identity), ("--ssh-config", ssh_config)):
+        if value and not Path(value).is_file():
+            problems.append(f"{flag} {value}: no such file")
+    keep = keep if keep is not None else settings.integer("EDGE_KEEP_RELEASES")
+    if keep < 1:
+        problems.append(f"--keep {keep}: keep at least 1 release")
+    if problems:
+        raise UsageError("\n".join(problems))
+    ssh = SshOptions(
+        known_hosts=Path(known_hosts) if known_hosts else default_known_hosts(),
+        identity=Path(identity) if identity else None,
+        ssh_config=Path(ssh_config) if ssh_config else None,
+        accept_new_host_key=accept_new_host_key,
+        save_new_host_key=not dry_run,
+    )
+    return Targets(jobs_for(parsed, layout_for(settings), root), ssh, keep)
