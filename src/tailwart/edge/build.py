@@ -371,7 +371,13 @@ def classify_failure(what: str, lines: list[str], pins: Pins) -> EdgeBuildError:
     text = "\n".join(lines)
     low = text.lower()
     proxy = _redact_url(os.environ.get("GOPROXY") or "https://proxy.golang.org,direct")
-    relevant = [ln for ln in lines if ln.strip() and ("go:" in ln or "error" in ln.lower())]
+    noise = ("creating new go.mod", "to add module requirements", "go mod tidy")
+    patterns = ("requires go >=", *_UNREACHABLE, *_REFUSED)
+    relevant = [
+        ln
+        for ln in lines
+        if ln.strip() and not any(n in ln for n in noise) and any(p in ln.lower() for p in patterns)
+    ]
     excerpt = "\n".join("    " + ln for ln in (relevant or lines)[-6:])
     if "requires go >=" in low or "go.mod requires go" in low:
         return EdgeBuildError(
