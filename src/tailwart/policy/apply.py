@@ -1,0 +1,292 @@
+"""``inv acl``: plan (fetch + merge + diff) then apply, for a file, Tailscale or headscale.
+
+Every target prints the unified diff of the merge first; ``--dry-run`` stops
+there. Nothing is written when the merge changes nothing, when validation or
+the policy's own tests fail, or when another writer keeps racing us.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import write_atomic
+from .errors import PolicyInputError, PolicyOperationError
+from .evaluate import Report, validate
+from .headscale_api import HeadscaleAPI
+from .hujson import parse, parse_model, plain
+from .merge import MergeResult, merge
+from .tailscale_api import PreconditionFailed, TailscaleAPI, Validation
+
+Emit = Callable[[str], None]
+#: 412 answers tolerated (each followed by re-fetch and re-merge) before giving up
+CONFLICT_RETRIES = 3
+BACKUP_DIR = Path(".tailwart") / "acl-backups"
+
+
+@dataclass
+class Output:
+    """Where a run reports: ``out`` for the plan and results, ``warn`` for warnings."""
+
+    out: Emit = print
+    warn: Emit = print
+
+
+def read_snippet(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyInputError(f"{path}: snippet not found (see --snippet)") from None
+
+
+def report_merge(result: MergeResult, name: str, io: Output) -> None:
+    for note in result.notes:
+        io.warn(f"note: {note}")
+    for conflict in result.conflicts:
+        io.warn(f"conflict: {conflict}")
+    if result.changed:
+        io.out(result.diff(name).rstrip("\n"))
+        io.out(f"{len(result.additions)} addition(s): " + "; ".join(result.additions))
+
+
+# ---------------------------------------------------------------- errors → lines
+
+
+def find_line(text: str, token: str) -> int | None:
+    """The first line where a string equal to ``token`` (or ``token:…``) appears."""
+    from json5.model import String, walk
+
+    root = parse_model(text, "policy")
+    lines = [
+        node.lineno
+        for node in walk(root)
+        if isinstance(node, String)
+        and node.lineno
+        and (node.characters == token or node.characters.startswith(token + ":"))
+    ]
+    return min(lines) if lines else None
+
+
+def test_lines(
+    text: str, index: int | None = None, src: str | None = None
+) -> list[tuple[int, dict[str, int]]]:
+    """(line of the test, {address: line}) for tests[index] or every test with this src."""
+    from json5.model import JSONArray, JSONObject, String
+
+    from .hujson import key_name
+
+    root = parse_model(text, "policy")
+    out: list[tuple[int, dict[str, int]]] = []
+    if not isinstance(root.value, JSONObject):
+        return out
+    for key, value in root.value.key_value_pairs:
+        if key_name(key) != "tests" or not isinstance(value, JSONArray):
+            continue
+        for i, test in enumerate(value.values):
+            if not isinstance(test, JSONObject) or (index is not None and i != index):
+                continue
+            entry = plain(test)
+            if src is not None and entry.get("src") != src:
+                continue
+            addresses: dict[str, int] = {}
+            for k, v in test.key_value_pairs:
+                if key_name(k) in ("accept", "deny") and isinstance(v, JSONArray):
+                    for item in v.values:
+                        if isinstance(item, String) and item.lineno:
+                            addresses.setdefault(item.characters, item.lineno)
+            out.append((test.lineno or 0, addresses))
+    return out
+
+
+def explain_validation(text: str, validation: Validation) -> list[str]:
+    """The control plane's verdict as lines, each mapped to a line of ``text`` where possible."""
+    lines = [f"validation failed: {validation.message or 'tests failed'}"]
+    for token in re.findall(r'"([^"\s]+)"', validation.message):
+        line = find_line(text, token)
+        if line:
+            lines.append(f"  line {line}: {token}")
+    for user, errors in validation.details:
+        candidates = test_lines(text, src=user) if user else []
+        for error in errors:
+            where = ""
+            for _test_line, addresses in candidates:
+                hit = next((ln for a, ln in addresses.items() if f'"{a}"' in error), None)
+                if hit:
+                    where = f"line {hit}: "
+                    break
+            if not where and candidates:
+                where = f"line {candidates[0][0]}: "
+            lines.append(f"  {where}test from {user}: {error}" if user else f"  {where}{error}")
+    return lines
+
+
+def explain_report(text: str, report: Report) -> list[str]:
+    """A local evaluation (``evaluate.validate``) as lines mapped to ``text``."""
+    lines = []
+    for problem in report.problems:
+        line = find_line(text, problem.token) if problem.token else None
+        lines.append(f"  {'line ' + str(line) + ': ' if line else ''}{problem}")
+    for failure in report.failures:
+        located = test_lines(text, index=failure.index)
+        addresses = located[0][1] if located else {}
+        for error, address in zip(failure.errors, failure.addresses, strict=False):
+            line = addresses.get(address) or (located[0][0] if located else None)
+            lines.append(
+                f"  {'line ' + str(line) + ': ' if line else ''}tests[{failure.index}] "
+                f"from {failure.src}: {error}"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------- --file
+
+
+def apply_file(
+    path: Path,
+    snippet: str,
+    *,
+    check: bool = False,
+    dry_run: bool = False,
+    io: Output | None = None,
+) -> bool:
+    """Merge into a policy file (GitOps); True when the file changed (or would change)."""
+    io = io or Output()
+    try:
+        before = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PolicyInputError(f"{path}: no such policy file") from None
+    except UnicodeDecodeError:
+        raise PolicyInputError(f"{path}: not UTF-8 text") from None
+    result = merge(before, snippet, str(path))
+    report_merge(result, path.name, io)
+    if not result.changed:
+        io.out(f"{path}: already holds the snippet; nothing to change")
+        return False
+    report = validate(parse(result.after, str(path)).value)
+    if not report.ok:
+        io.warn(f"{path}: the merged policy does not pass its own checks:")
+        for line in explain_report(result.after, report):
+            io.warn(line)
+    if check:
+        raise PolicyOperationError(
+            f"{path}: the merge would change the file (inv acl --file {path} applies it)"
+        )
+    if dry_run:
+        io.out(f"dry run: {path} not written")
+        return True
+    if not report.ok:
+        raise PolicyOperationError(f"{path}: not written: the merged policy fails its checks")
+    write_atomic(path, result.after.encode("utf-8"))
+    io.out(f"{path}: written")
+    return True
+
+
+# ---------------------------------------------------------------- --tailscale
+
+
+def backup(root: Path, name: str, text: str, tag: str) -> Path:
+    """Save a fetched policy under ``.tailwart/acl-backups`` (mode 0600); its path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "tailnet"
+    tag = re.sub(r"[^A-Za-z0-9]+", "", tag)[:12]
+    directory = root / BACKUP_DIR
+    path = directory / f"{safe}-{stamp}-{tag}.hujson"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{safe}-{stamp}-{tag}-{n}.hujson"
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
+    return path
+
+
+def apply_tailscale(
+    api: TailscaleAPI, snippet: str, root: Path, *, dry_run: bool = False, io: Output | None = None
+) -> bool:
+    """GET + merge → (dry run stops) → validate → backup → POST If-Match; retry on 412."""
+    io = io or Output()
+    where = f"tailnet {api.tailnet!r} at {api.base_url}"
+    for attempt in range(CONFLICT_RETRIES + 1):
+        fetched = api.get_policy()
+        result = merge(fetched.text, snippet, "tailnet policy")
+        if attempt == 0 or result.changed:
+            report_merge(result, "tailnet-policy.hujson", io)
+        if not result.changed:
+            io.out(f"{where}: the policy already holds the snippet; nothing to send")
+            return False
+        if dry_run:
+            io.out(f"dry run: nothing sent to {where}")
+            return True
+        validation = api.validate(result.after)
+        if not validation.ok:
+            for line in explain_validation(result.after, validation):
+                io.warn(line)
+            raise PolicyOperationError(
+                f"{where}: the merged policy was rejected by /acl/validate; nothing was written"
+            )
+        saved = backup(root, f"tailscale-{api.tailnet}", fetched.text, fetched.etag)
+        io.out(f"backup of the fetched policy: {saved}")
+        try:
+            api.post(result.after, fetched.etag)
+        except PreconditionFailed:
+            if attempt == CONFLICT_RETRIES:
+                break
+            io.warn(
+                f"{where}: the policy changed since it was fetched (412); fetching it "
+                "again and re-merging"
+            )
+            continue
+        io.out(f"{where}: policy updated")
+        return True
+    raise PolicyOperationError(
+        f"{where}: the policy kept changing under us (412 {CONFLICT_RETRIES + 1} times); "
+        "gave up, nothing was written. Run inv acl --tailscale again."
+    )
+
+
+# ---------------------------------------------------------------- --headscale
+
+
+def apply_headscale(
+    api: HeadscaleAPI, snippet: str, root: Path, *, dry_run: bool = False, io: Output | None = None
+) -> bool:
+    """GET + merge → (dry run stops) → /policy/check → re-read updatedAt → backup → PUT."""
+    io = io or Output()
+    where = f"headscale at {api.base_url}"
+    for attempt in range(CONFLICT_RETRIES + 1):
+        stored = api.get_policy()
+        result = merge(stored.text, snippet, "headscale policy")
+        if attempt == 0 or result.changed:
+            report_merge(result, "headscale-policy.hujson", io)
+        if not result.changed:
+            io.out(f"{where}: the policy already holds the snippet; nothing to send")
+            return False
+        if dry_run:
+            io.out(f"dry run: nothing sent to {where}")
+            return True
+        verdict = api.check(result.after)
+        if verdict is None:
+            io.warn(f"{where}: no /api/v1/policy/check on this server; headscale checks on write")
+        elif verdict:
+            io.warn(f"headscale policy check failed: {verdict}")
+            raise PolicyOperationError(
+                f"{where}: the merged policy fails headscale's policy check; nothing was written"
+            )
+        else:
+            io.out(f"{where}: policy check passed (including its tests)")
+        current = api.get_policy()
+        if (current.updated_at, current.text) != (stored.updated_at, stored.text):
+            if attempt == CONFLICT_RETRIES:
+                break
+            io.warn(f"{where}: the policy changed since it was fetched; re-merging")
+            continue
+        saved = backup(root, "headscale", stored.text, stored.updated_at)
+        io.out(f"backup of the fetched policy: {saved}")
+        written = api.put(result.after)
+        io.out(f"{where}: policy updated ({written.updated_at or 'no timestamp'})")
+        return True
+    raise PolicyOperationError(
+        f"{where}: the policy kept changing under us; gave up, nothing was written"
+    )
