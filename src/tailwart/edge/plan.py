@@ -122,6 +122,8 @@ class Plan:
     switch_from: str | None = None
     prune: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    #: first install: a summary of the config instead of a diff against nothing
+    new_config: str = ""
 
     @property
     def changes(self) -> bool:
@@ -146,7 +148,9 @@ class Plan:
             lines.append(f"  prune:   {', '.join(self.prune)}")
         for note in self.notes:
             lines.append(f"  note:    {note}")
-        if self.config_diff:
+        if self.new_config:
+            lines.append(f"  config:  new caddy.json, {self.new_config}")
+        elif self.config_diff:
             lines.append("  config diff:")
             lines += [f"    {line}" for line in self.config_diff.rstrip("\n").split("\n")]
         elif self.action is not Action.NONE:
@@ -234,14 +238,16 @@ def make_plan(
     )
     if mode == "systemd" and state.unit_installed and install_unit:
         notes.append("the systemd unit changes: daemon-reload")
-    old_config = state.current_config if state.current else ""
+    first = not state.current
+    summary = f"{len(local.config.splitlines())} lines, sha256 {local.config_sha256[:16]}"
     return Plan(
         host=host,
         mode=mode,
         release=rid,
         action=action,
         uploads=tuple(uploads),
-        config_diff=config_diff(old_config, local.config, host),
+        config_diff="" if first else config_diff(state.current_config, local.config, host),
+        new_config=summary if first else "",
         install_unit=install_unit,
         switch_from=state.current if state.current != rid else None,
         prune=keep_after(state, rid, keep) if action is not Action.NONE else (),
