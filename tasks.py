@@ -413,6 +413,47 @@ def restart(
 
 # ---------------------------------------------------------------- tailnet policy
 
+
+@task(
+    optional=["headscale"],
+    help={
+        **ENV,
+        "file": "merge into this policy file (a GitOps repo's policy.hujson); prints the diff",
+        "check": "with --file: write nothing, exit 1 when the merge would change the file",
+        "tailscale": "merge into the tailnet policy through the Tailscale API (.env credentials)",
+        "headscale": "merge into a headscale server's policy (URL, default HEADSCALE_URL)",
+        "dry_run": "fetch and print the diff only; write and send nothing",
+        "snippet": "the policy fragment to merge (default acl-snippet.hujson)",
+    },
+)
+@exits
+def acl(
+    c: Context,
+    file: str = "",
+    check: bool = False,
+    tailscale: bool = False,
+    headscale: str = "",
+    dry_run: bool = False,
+    snippet: str = "acl-snippet.hujson",
+    env_file: str = ".env",
+    strict: bool = False,
+) -> None:
+    """Merge acl-snippet.hujson into a tailnet policy (file, Tailscale API, headscale)."""
+    from tailwart.policy.apply import run_acl
+
+    run_acl(
+        Path.cwd(),
+        file=file,
+        check=check,
+        tailscale=tailscale,
+        headscale=headscale,
+        dry_run=dry_run,
+        snippet=snippet,
+        env_file=env_file,
+        strict=strict,
+    )
+
+
 # ---------------------------------------------------------------- backends and doctor
 
 
