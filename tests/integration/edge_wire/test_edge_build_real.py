@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOOL_CACHE, need
 from tailwart.edge.build import (
     EdgeBuildError,
     Pins,
@@ -26,7 +25,7 @@ from tailwart.edge.build import (
 )
 from tailwart.edge.standin import free_port
 
-from .conftest import _GO_CACHES
+from .conftest import _GO_CACHES, TOOL_CACHE, need
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
