@@ -362,15 +362,14 @@ def ps(c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool =
         "follow": "keep printing new lines",
         "since": "only lines since a time (e.g. 10m, 2026-01-02T15:04:05)",
         "dry_run": DRY_RUN_HELP,
-    },
-    positional=["service"],
+    }
 )
 @exits
 def logs(
     c: Context,
-    service: str | None = None,
     env_file: str = ".env",
     strict: bool = False,
+    service: str | None = None,
     follow: bool = False,
     since: str = "",
     dry_run: bool = False,
@@ -388,15 +387,14 @@ def logs(
         "service": "stalwart (default), or ts-stalwart / all to recreate both in order",
         "dry_run": DRY_RUN_HELP,
         "timeout": TIMEOUT_HELP,
-    },
-    positional=["service"],
+    }
 )
 @exits
 def restart(
     c: Context,
-    service: str | None = None,
     env_file: str = ".env",
     strict: bool = False,
+    service: str | None = None,
     dry_run: bool = False,
     timeout: int = 300,
 ) -> None:

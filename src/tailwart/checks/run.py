@@ -15,8 +15,8 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
     """Every finding of every check module, in registry order."""
     findings: list[Finding] = []
     for name in modules:
-        module = importlib.import_module(f"{__package__}.{name}")
         try:
+            module = importlib.import_module(f"{__package__}.{name}")
             findings += module.run(ctx)
         except Exception as exc:  # a check that crashes is itself an error finding
             findings.append(
@@ -29,9 +29,16 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
     return findings
 
 
+def context_for(settings: Settings, root: Path) -> CheckContext:
+    """The check context, with the real compose loader's normalised document when installed."""
+    from ..mailbox.loader import load_if_available
+
+    return CheckContext(settings, root, compose_normalised=load_if_available(settings, root))
+
+
 def run_checks(settings: Settings, root: Path, as_json: bool = False) -> list[Finding]:
     """Print the findings; raise OperationError (exit 1) when any is an error."""
-    findings = collect(CheckContext(settings, root))
+    findings = collect(context_for(settings, root))
     print(to_json(findings) if as_json else to_table(findings), end="")
     if has_errors(findings):
         raise OperationError("inv check: errors found (see above)")

@@ -1,0 +1,566 @@
+"""``inv check`` rules for compose/docker-compose.yml: the mailbox must not start broken.
+
+The rules read the loader's normalised document (``docker compose config``) when
+``inv check`` was given one, otherwise the raw YAML interpolated here with the same
+environment ``inv up`` hands to compose. Values are compared, never printed: the
+interpolated document holds secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..findings import Finding
+from ..settings import Settings
+from ..settings.contract import STALWART_ENV
+from ..settings.derived import compose_environment
+from . import COMPOSE_FILE, CONFIG_FILE, CheckContext
+
+GROUP = "compose"
+SIDECAR = "ts-stalwart"
+STALWART = "stalwart"
+DATA_TARGET = "/opt/stalwart"
+CONFIG_TARGET = "/opt/stalwart/etc/config.toml"
+#: the Stalwart releases whose TOML keys tailwart's config.toml uses
+OLDEST_TOML = (0, 13, 0)
+LAST_TOML = (0, 15, 5)
+PINNED = "stalwartlabs/stalwart:v0.15.5"
+
+MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
+_VAR = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+# ---------------------------------------------------------------- interpolation (raw YAML)
+
+
+def referenced(text: str) -> set[str]:
+    """Names of the variables a compose text interpolates (``$$`` is a literal dollar)."""
+    names = set()
+    for m in _VAR.finditer(text):
+        name = m.group("braced") or m.group("bare")
+        if name:
+            names.add(name)
+    return names
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's interpolation of one string (``${X}``, ``${X:-d}``, ``${X:?m}``, ``$$``…)."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group("escaped"):
+            return "$"
+        name = m.group("braced") or m.group("bare")
+        op, arg = m.group("op") or "", m.group("arg") or ""
+        present = name in env
+        current = env.get(name, "")
+        if op in (":-", ":?"):
+            return current if current else (arg if op == ":-" else "")
+        if op in ("-", "?"):
+            return current if present else (arg if op == "-" else "")
+        if op == ":+":
+            return arg if current else ""
+        if op == "+":
+            return arg if present else ""
+        return current
+
+    return _VAR.sub(sub, value)
+
+
+def config_macros(node: Any) -> set[str]:
+    """Variables the parsed config.toml reads through ``%{env:NAME}%`` (comments excluded)."""
+    if isinstance(node, str):
+        return set(MACRO.findall(node))
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return set().union(*(config_macros(item) for item in node)) if node else set()
+    return set()
+
+
+def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, env) for key, value in node.items()}
+    return node
+
+
+# ---------------------------------------------------------------- shape helpers (raw or normalised)
+
+
+def environment_of(service: Mapping[str, Any]) -> dict[str, str | None]:
+    """A service's environment as a dict, from the mapping or the ``KEY=value`` list form."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): None if v is None else str(v) for k, v in env.items()}
+    out: dict[str, str | None] = {}
+    for item in env:
+        key, sep, value = str(item).partition("=")
+        out[key] = value if sep else None
+    return out
+
+
+def _volume_mounts(service: Mapping[str, Any], compose_dir: Path) -> list[dict[str, Any]]:
+    """Volumes as {type, source, target, read_only}, from short or long syntax."""
+    mounts = []
+    for item in service.get("volumes") or ():
+        if isinstance(item, dict):
+            mounts.append(
+                {
+                    "type": item.get("type", "volume"),
+                    "source": str(item.get("source", "")),
+                    "target": str(item.get("target", "")),
+                    "read_only": bool(item.get("read_only", False)),
+                }
+            )
+            continue
+        parts = str(item).split(":")
+        source, target = (parts[0], parts[1]) if len(parts) > 1 else ("", parts[0])
+        mode = parts[2] if len(parts) > 2 else ""
+        bind = source.startswith((".", "/", "~"))
+        mounts.append(
+            {
+                "type": "bind" if bind else "volume",
+                "source": str((compose_dir / source).resolve()) if bind else source,
+                "target": target,
+                "read_only": "ro" in mode.split(","),
+            }
+        )
+    return mounts
+
+
+def _devices(service: Mapping[str, Any]) -> list[str]:
+    out = []
+    for item in service.get("devices") or ():
+        if isinstance(item, dict):
+            out.append(f"{item.get('source', '')}:{item.get('target', '')}")
+        else:
+            out.append(str(item).rsplit(":", 1)[0] if str(item).count(":") > 1 else str(item))
+    return out
+
+
+def _health_test(service: Mapping[str, Any]) -> str:
+    test = (service.get("healthcheck") or {}).get("test") or ""
+    return " ".join(str(t) for t in test) if isinstance(test, list) else str(test)
+
+
+def image_version(image: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of an image's tag, or None for latest / no tag / a non-version tag."""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    tag = last.rsplit(":", 1)[1]
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?", tag)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    """Every compose finding; a file that cannot be read is one error and stops here."""
+    text = ctx.text(COMPOSE_FILE)
+    if text is None:
+        return [
+            Finding.error(
+                "compose.file",
+                f"{COMPOSE_FILE} is missing",
+                "restore it from git: `git checkout -- compose/`",
+                GROUP,
+            )
+        ]
+    findings: list[Finding] = []
+    raw: dict[str, Any] | None = None
+    try:
+        import yaml
+
+        loaded = yaml.safe_load(text)
+        raw = loaded if isinstance(loaded, dict) else None
+        if raw is None:
+            findings.append(
+                Finding.error(
+                    "compose.yaml", f"{COMPOSE_FILE} is not a mapping", "restore it from git", GROUP
+                )
+            )
+    except Exception as exc:  # yaml.YAMLError and friends
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        findings.append(
+            Finding.error(
+                "compose.yaml",
+                f"{COMPOSE_FILE}: broken YAML{at}: {problem}",
+                "fix the YAML syntax (or `git diff compose/`)",
+                GROUP,
+            )
+        )
+
+    env = compose_environment(ctx.settings)
+    findings += _loader_findings(ctx, raw is not None)
+    if raw is None:
+        return findings
+
+    unknown = sorted(referenced(text) - set(env))
+    if unknown:
+        findings.append(
+            Finding.error(
+                "compose.variables",
+                f"compose reads variables inv up does not supply: {', '.join(unknown)}",
+                "use a key declared in src/tailwart/settings/contract.py (or one of its DERIVED)",
+                GROUP,
+            )
+        )
+
+    doc = (
+        ctx.compose_normalised
+        if ctx.compose_normalised is not None
+        else _interpolate_tree(raw, env)
+    )
+    services = doc.get("services") or {}
+    compose_dir = ctx.path(COMPOSE_FILE).parent
+    stalwart, sidecar = services.get(STALWART), services.get(SIDECAR)
+    if not isinstance(stalwart, dict) or not isinstance(sidecar, dict):
+        missing = [s for s in (SIDECAR, STALWART) if not isinstance(services.get(s), dict)]
+        findings.append(
+            Finding.error(
+                "compose.services",
+                f"service(s) missing: {', '.join(missing)}",
+                "restore compose/ from git",
+                GROUP,
+            )
+        )
+        return findings
+    findings += _ports(stalwart, sidecar)
+    findings += _networks(stalwart)
+    findings += _network_mode(stalwart)
+    findings += _sidecar(sidecar, ctx.settings)
+    findings += _env_passed(stalwart, env, ctx)
+    findings += _health(stalwart)
+    findings += _volumes(stalwart, doc, compose_dir, ctx.path(CONFIG_FILE))
+    findings += _image(stalwart, sidecar)
+    return findings
+
+
+def _loader_findings(ctx: CheckContext, yaml_ok: bool) -> list[Finding]:
+    """Whether the real loader validated the file, and its error when it did not."""
+    from ..mailbox import loader
+
+    if ctx.compose_normalised is not None:
+        return [
+            Finding.ok(
+                "compose.loader",
+                f"validated and normalised by docker compose config ({loader.LOADER_VERSION})",
+                GROUP,
+            )
+        ]
+    binary = loader.available()
+    if binary is None:
+        return [
+            Finding.warning(
+                "compose.loader",
+                "compose loader not installed: checked the raw YAML only",
+                "run scripts/setup/50-mailbox.sh (builds docker compose into the tool cache)",
+                GROUP,
+            )
+        ]
+    try:
+        loader.load(ctx.settings, ctx.root, binary)
+    except loader.LoaderError as exc:
+        return [
+            Finding.error(
+                "compose.loader",
+                f"docker compose config rejects the file: {exc}",
+                "fix compose/docker-compose.yml where the loader points",
+                GROUP,
+            )
+        ]
+    except Exception as exc:  # the loader itself broke: say so rather than hide it
+        return [
+            Finding.error(
+                "compose.loader",
+                f"the compose loader failed: {exc}",
+                "re-run scripts/setup/50-mailbox.sh",
+                GROUP,
+            )
+        ]
+    # ran fine, but the caller did not pass its output (e.g. an older run.py): the raw
+    # YAML rules below still apply
+    return (
+        [
+            Finding.ok(
+                "compose.loader",
+                f"validated by docker compose config ({loader.LOADER_VERSION})",
+                GROUP,
+            )
+        ]
+        if yaml_ok
+        else []
+    )
+
+
+def _ports(stalwart: Mapping[str, Any], sidecar: Mapping[str, Any]) -> list[Finding]:
+    bad = [name for name, svc in ((STALWART, stalwart), (SIDECAR, sidecar)) if svc.get("ports")]
+    if bad:
+        return [
+            Finding.error(
+                "compose.stalwart-ports",
+                f"host ports published by {', '.join(bad)}",
+                "remove ports: the edge reaches Stalwart over the tailnet; it is the only public "
+                "surface",
+                GROUP,
+            )
+        ]
+    return [Finding.ok("compose.stalwart-ports", "no host ports on the mailbox", GROUP)]
+
+
+def _networks(stalwart: Mapping[str, Any]) -> list[Finding]:
+    if stalwart.get("networks"):
+        return [
+            Finding.error(
+                "compose.stalwart-networks",
+                "stalwart declares networks of its own",
+                "remove networks: from stalwart; the sidecar's namespace is its only network",
+                GROUP,
+            )
+        ]
+    return [Finding.ok("compose.stalwart-networks", "stalwart has no networks of its own", GROUP)]
+
+
+def _network_mode(stalwart: Mapping[str, Any]) -> list[Finding]:
+    mode = stalwart.get("network_mode")
+    if mode != f"service:{SIDECAR}":
+        return [
+            Finding.error(
+                "compose.network-mode",
+                f"stalwart network_mode is {mode!r}",
+                f"set network_mode: service:{SIDECAR} (Stalwart lives in the sidecar's namespace)",
+                GROUP,
+            )
+        ]
+    deps = stalwart.get("depends_on") or {}
+    condition = deps.get(SIDECAR, {}).get("condition") if isinstance(deps, dict) else None
+    if condition != "service_healthy":
+        return [
+            Finding.error(
+                "compose.network-mode",
+                "stalwart does not wait for a healthy sidecar",
+                f"add depends_on: {{{SIDECAR}: {{condition: service_healthy}}}} (first boot needs "
+                "Postgres and Garage)",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok(
+            "compose.network-mode",
+            f"stalwart runs in {SIDECAR}'s network namespace once it is healthy",
+            GROUP,
+        )
+    ]
+
+
+def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
+    env = environment_of(sidecar)
+    tag = settings["MAILBOX_TAG"]
+    want = {
+        "TS_EXTRA_ARGS": f"--advertise-tags={tag}",
+        "TS_HOSTNAME": settings["MAILBOX_NODE_NAME"],
+        "TS_ACCEPT_DNS": "true",
+        "TS_AUTH_ONCE": "true",
+        "TS_USERSPACE": "false",
+        "TS_ENABLE_HEALTH_CHECK": "true",
+        "TS_LOCAL_ADDR_PORT": "127.0.0.1:9002",
+    }
+    drift = [f"{k}={env.get(k)!r} (want {v!r})" for k, v in want.items() if env.get(k) != v]
+    authkey = env.get("TS_AUTHKEY") or ""
+    secret = settings["TS_OAUTH_CLIENT_SECRET"]
+    if not authkey.endswith("?ephemeral=true") or (secret and not authkey.startswith(secret)):
+        drift.append("TS_AUTHKEY (want ${TS_OAUTH_CLIENT_SECRET}?ephemeral=true)")
+    if "TS_STATE_DIR" in env:
+        drift.append("TS_STATE_DIR set (the boilerplate keeps state in memory)")
+    if "/dev/net/tun:/dev/net/tun" not in _devices(sidecar):
+        drift.append("devices lacks /dev/net/tun")
+    caps = {str(c).upper().removeprefix("CAP_") for c in sidecar.get("cap_add") or ()}
+    drift += [f"cap_add lacks {cap}" for cap in ("NET_ADMIN", "NET_RAW") if cap not in caps]
+    if sidecar.get("init") is not True:
+        drift.append("init is not true (containerboot does not reap health-check children)")
+    if not sidecar.get("dns"):
+        drift.append("no bootstrap dns:")
+    if "127.0.0.1:9002/healthz" not in _health_test(sidecar):
+        drift.append("healthcheck does not ask 127.0.0.1:9002/healthz")
+    if drift:
+        return [
+            Finding.error(
+                "compose.sidecar-boilerplate",
+                "the sidecar drifts from the fixed boilerplate: " + "; ".join(drift),
+                "restore the ts-stalwart block from git (shared with the tailnet's other apps)",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok(
+            "compose.sidecar-boilerplate",
+            "sidecar matches the fixed boilerplate "
+            f"(ephemeral, kernel networking, MagicDNS, {tag})",
+            GROUP,
+        )
+    ]
+
+
+def _env_passed(
+    stalwart: Mapping[str, Any], env: Mapping[str, str], ctx: CheckContext
+) -> list[Finding]:
+    given = environment_of(stalwart)
+    macros = config_macros(ctx.stalwart_config or {})
+    needed = sorted(set(STALWART_ENV) | macros)
+    missing = [name for name in needed if name not in given]
+    wrong = [
+        name
+        for name in needed
+        if name in given and name in env and (given[name] or "") != env[name]
+    ]
+    undeclared = sorted(macros - set(env))
+    problems = []
+    if missing:
+        problems.append(f"not passed to stalwart: {', '.join(missing)}")
+    if wrong:
+        problems.append(f"passed with another value than .env gives: {', '.join(wrong)}")
+    if undeclared:
+        problems.append(
+            f"config.toml reads variables tailwart does not supply: {', '.join(undeclared)}"
+        )
+    if problems:
+        return [
+            Finding.error(
+                "compose.env-passed",
+                "; ".join(problems) + " (Stalwart would read an empty string)",
+                "pass each as `NAME: ${NAME}` under stalwart.environment",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok(
+            "compose.env-passed",
+            f"all {len(needed)} variables config.toml and the contract need reach stalwart",
+            GROUP,
+        )
+    ]
+
+
+def _health(stalwart: Mapping[str, Any]) -> list[Finding]:
+    if "/healthz/ready" not in _health_test(stalwart):
+        return [
+            Finding.error(
+                "compose.stalwart-health",
+                "stalwart's healthcheck does not ask /healthz/ready",
+                "restore the bash /dev/tcp probe of /healthz/ready (inv up waits on it)",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok("compose.stalwart-health", "stalwart's healthcheck asks /healthz/ready", GROUP)
+    ]
+
+
+def _volumes(
+    stalwart: Mapping[str, Any], doc: Mapping[str, Any], compose_dir: Path, config_path: Path
+) -> list[Finding]:
+    mounts = _volume_mounts(stalwart, compose_dir)
+    declared = set((doc.get("volumes") or {}).keys())
+    problems = []
+    data = [m for m in mounts if PurePosixPath(m["target"]) == PurePosixPath(DATA_TARGET)]
+    if not data or data[0]["type"] != "volume":
+        problems.append(
+            f"no named volume at {DATA_TARGET} (mail data would die with the container)"
+        )
+    elif data[0]["source"] not in declared:
+        problems.append(f"volume {data[0]['source']!r} is not declared under volumes:")
+    conf = [m for m in mounts if m["target"] == CONFIG_TARGET]
+    if not conf:
+        problems.append(f"config/config.toml is not mounted at {CONFIG_TARGET}")
+    else:
+        if Path(conf[0]["source"]).resolve() != config_path.resolve():
+            problems.append(
+                f"{CONFIG_TARGET} comes from {conf[0]['source']}, not config/config.toml"
+            )
+        if not conf[0]["read_only"]:
+            problems.append(
+                "config.toml is mounted writable (the web admin would rewrite it flattened)"
+            )
+    if problems:
+        return [
+            Finding.error(
+                "compose.volumes", "; ".join(problems), "restore stalwart.volumes from git", GROUP
+            )
+        ]
+    return [
+        Finding.ok("compose.volumes", f"data volume at {DATA_TARGET}, config.toml read-only", GROUP)
+    ]
+
+
+def _image(stalwart: Mapping[str, Any], sidecar: Mapping[str, Any]) -> Iterator[Finding]:
+    image = str(stalwart.get("image") or "")
+    version = image_version(image)
+    fmt = ".".join(map(str, version)) if version else ""
+    if version is None and "@sha256:" in image:
+        yield Finding.warning(
+            "compose.image-pinned",
+            f"stalwart image {image} is pinned by digest only: tailwart "
+            "cannot tell whether it reads config.toml",
+            f"use a version tag, e.g. {PINNED}",
+            GROUP,
+        )
+    elif version is None:
+        yield Finding.error(
+            "compose.image-pinned",
+            f"stalwart image {image or '(none)'} is not pinned to a "
+            "version: a floating tag crossed 0.15 → 0.16 and broke a mailbox (no TOML any more)",
+            f"set STALWART_IMAGE={PINNED}",
+            GROUP,
+        )
+    elif version > LAST_TOML:
+        yield Finding.error(
+            "compose.image-pinned",
+            f"stalwart {fmt} reads no config.toml: from v0.16 a small "
+            "config.json names the data store and everything else is objects applied with "
+            "`stalwart-cli apply`; every key tailwart renders would be ignored",
+            f"pin {PINNED}, the last TOML release (a v0.16 renderer is a separate feature)",
+            GROUP,
+        )
+    elif version < OLDEST_TOML:
+        yield Finding.error(
+            "compose.image-pinned",
+            f"stalwart {fmt} predates v0.13: its keys differ (relays "
+            "were queue.outbound.next-hop + remote.<id>.*, not queue.strategy.route + "
+            "queue.route.<id>.*)",
+            f"pin {PINNED}",
+            GROUP,
+        )
+    elif version < LAST_TOML:
+        yield Finding.warning(
+            "compose.image-pinned",
+            f"stalwart {fmt}: config.toml's keys exist since v0.13, but "
+            "tailwart verifies them against v0.15.5",
+            f"pin {PINNED}",
+            GROUP,
+        )
+    else:
+        yield Finding.ok("compose.image-pinned", f"stalwart {fmt}, the last TOML release", GROUP)
+    ts_image = str(sidecar.get("image") or "")
+    if image_version(ts_image) is None and "@sha256:" not in ts_image:
+        yield Finding.warning(
+            "compose.sidecar-image",
+            f"sidecar image {ts_image or '(none)'} is not pinned",
+            "set TS_IMAGE to a version tag (e.g. tailscale/tailscale:v1.90.6)",
+            GROUP,
+        )

@@ -1,0 +1,7 @@
+"""The mailbox: Stalwart inside the ts-stalwart sidecar's network namespace, run by compose.
+
+``compose`` builds the exact docker command lines, ``preconditions`` proves docker is
+usable, ``health`` judges ``docker compose ps`` / ``docker inspect`` output, ``stack``
+holds the up / down / ps / logs / restart operations, ``loader`` runs the real compose
+loader (``docker compose config``) for ``inv check``.
+"""

@@ -1,0 +1,164 @@
+"""The docker command lines of the mailbox, and the adapter that runs them.
+
+``Compose`` only builds argument lists (pure; the unit tests assert them exactly).
+``Runner`` runs them through an Invoke context with the compose environment added
+to the process environment, so secrets never appear on a command line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..settings import Settings
+from ..settings.derived import compose_environment
+
+COMPOSE_FILE = "compose/docker-compose.yml"
+SIDECAR = "ts-stalwart"
+STALWART = "stalwart"
+#: services in start order: the sidecar owns the network namespace
+SERVICES: tuple[str, ...] = (SIDECAR, STALWART)
+#: how many log lines a failure report shows per container
+LOG_TAIL = 30
+
+
+@dataclass(frozen=True)
+class Compose:
+    """``docker compose --env-file <env> -f <file> -p <project> …`` command lines."""
+
+    env_file: str
+    project: str
+    compose_file: str = COMPOSE_FILE
+
+    @classmethod
+    def for_settings(cls, settings: Settings, env_file: str, root: Path) -> Compose:
+        """The command builder for ``settings``; the compose file relative to cwd when possible."""
+        path = root / COMPOSE_FILE
+        try:
+            shown = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            shown = str(path)
+        return cls(env_file=env_file, project=settings["COMPOSE_PROJECT"], compose_file=shown)
+
+    def base(self) -> list[str]:
+        return [
+            "docker",
+            "compose",
+            "--env-file",
+            self.env_file,
+            "-f",
+            self.compose_file,
+            "-p",
+            self.project,
+        ]
+
+    def up(self, *services: str, force_recreate: bool = False) -> list[str]:
+        return [
+            *self.base(),
+            "up",
+            "-d",
+            *(["--force-recreate"] if force_recreate else []),
+            *services,
+        ]
+
+    def down(self, volumes: bool = False) -> list[str]:
+        return [*self.base(), "down", *(["--volumes"] if volumes else [])]
+
+    def stop(self, *services: str) -> list[str]:
+        return [*self.base(), "stop", *services]
+
+    def restart(self, *services: str) -> list[str]:
+        return [*self.base(), "restart", *services]
+
+    def ps(self) -> list[str]:
+        return [*self.base(), "ps", "--all", "--format", "json"]
+
+    def logs(
+        self, *services: str, follow: bool = False, since: str = "", tail: int | None = None
+    ) -> list[str]:
+        args = [*self.base(), "logs", "--no-color"]
+        if follow:
+            args.append("--follow")
+        if since:
+            args += ["--since", since]
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        return [*args, *services]
+
+    def exec_sidecar(self, *command: str) -> list[str]:
+        return [*self.base(), "exec", "-T", SIDECAR, *command]
+
+    def tailscale_status(self) -> list[str]:
+        return self.exec_sidecar("tailscale", "status", "--json")
+
+
+def inspect(*containers: str) -> list[str]:
+    """``docker inspect`` of the given containers (a JSON array on stdout)."""
+    return ["docker", "inspect", *containers]
+
+
+def line(args: Sequence[str]) -> str:
+    """The shell form of a command, exactly as it is run and printed."""
+    return shlex.join(args)
+
+
+class Context(Protocol):
+    """The part of ``invoke.Context`` the runner uses (MockContext fits too)."""
+
+    def run(self, command: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: exit code and captured output ('' when streamed)."""
+
+    command: str
+    exited: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+@dataclass
+class Runner:
+    """Runs docker command lines through an Invoke context with the compose environment."""
+
+    c: Context
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: where ``stream`` shows the command it runs
+    show: Callable[[str], None] = print
+
+    @classmethod
+    def for_settings(
+        cls, c: Context, settings: Settings, show: Callable[[str], None] = print
+    ) -> Runner:
+        return cls(c, compose_environment(settings), show)
+
+    def capture(self, args: Sequence[str]) -> Outcome:
+        """Run quietly and return its output; never raises on a non-zero exit."""
+        return self._run(args, hide=True)
+
+    def stream(self, args: Sequence[str], echo: bool = True) -> Outcome:
+        """Run with output passed through to the terminal."""
+        if echo:
+            self.show(f"$ {line(args)}")
+        return self._run(args, hide=False)
+
+    def _run(self, args: Sequence[str], hide: bool) -> Outcome:
+        command = line(args)
+        result = self.c.run(
+            command, env=dict(self.env), hide=hide, warn=True, pty=False, in_stream=False
+        )
+        exited = getattr(result, "exited", 1)
+        return Outcome(
+            command,
+            0 if exited is None else int(exited),
+            str(getattr(result, "stdout", "") or ""),
+            str(getattr(result, "stderr", "") or ""),
+        )

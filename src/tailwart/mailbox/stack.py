@@ -1,0 +1,291 @@
+"""The mailbox operations behind ``inv up / down / ps / logs / restart``.
+
+Each operation plans its docker command lines first; ``--dry-run`` prints them and
+runs nothing. ``up`` and ``restart`` refuse before any docker command when the static
+checks of ``inv check`` find an error, then wait for both containers' health.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from ..checks import CheckContext
+from ..errors import UsageError
+from ..findings import Finding, Status, has_errors, to_table
+from ..settings import Settings
+from . import health, identity
+from .compose import LOG_TAIL, SERVICES, SIDECAR, STALWART, Compose, Context, Runner, inspect, line
+from .errors import MailboxError, StackRefused
+from .preconditions import COMPOSE_CHECK, DAEMON_CHECK, require_docker
+
+Checks = Callable[[CheckContext], list[Finding]]
+#: default seconds ``up`` / ``restart`` wait for both containers to be healthy
+DEFAULT_TIMEOUT = 300
+RESTART_TARGETS = (STALWART, SIDECAR, "all")
+
+
+def _all_checks(ctx: CheckContext) -> list[Finding]:
+    from ..checks.run import collect
+
+    return collect(ctx)
+
+
+@dataclass
+class Stack:
+    """The compose project of one .env: its command builder, runner and output."""
+
+    c: Context
+    settings: Settings
+    root: Path
+    env_file: str
+    out: Callable[[str], None] = print
+    err: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+    #: seconds between two health polls; clock and sleep are injectable for tests
+    interval: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.compose = Compose.for_settings(self.settings, self.env_file, self.root)
+        self.runner = Runner.for_settings(self.c, self.settings, self.out)
+
+    # ------------------------------------------------------------ shared steps
+
+    def refuse_if_broken(self, checks: Checks = _all_checks) -> list[Finding]:
+        """Run the static checks; StackRefused (exit 2) on any error, before any docker command."""
+        from ..checks.run import context_for
+
+        ctx = context_for(self.settings, self.root)
+        findings = checks(ctx)
+        if has_errors(findings):
+            shown = [f for f in findings if f.status is not Status.OK]
+            self.out(to_table(shown).rstrip().rsplit("\n", 1)[0].rstrip())
+            errors = sum(1 for f in findings if f.status is Status.ERROR)
+            raise StackRefused(
+                f"refused: the static checks found {errors} error(s) (above); no "
+                "docker command was run → fix them, `inv check` to confirm"
+            )
+        return findings
+
+    def print_plan(self, steps: Sequence[Sequence[str]], after: Sequence[str] = ()) -> None:
+        self.out("dry run: nothing runs. The docker commands, in order:")
+        for args in (DAEMON_CHECK, COMPOSE_CHECK, *steps):
+            self.out(f"  {line(args)}")
+        for note in after:
+            self.out(f"  {note}")
+
+    def wait_plan(self, timeout: int) -> list[str]:
+        return [
+            f"then, every few seconds for up to {timeout}s until both are healthy:",
+            f"  {line(self.compose.ps())}",
+            f"  {line(inspect())} <{SIDECAR} container> <{STALWART} container>",
+            "then, to report the node name the sidecar got:",
+            f"  {line(self.compose.tailscale_status())}",
+        ]
+
+    def poll(self) -> health.StackState:
+        listing = self.runner.capture(self.compose.ps())
+        if not listing.ok:
+            raise MailboxError(f"docker compose ps failed: {listing.stderr.strip()}")
+        names = health.containers_to_inspect(health.parse_ps(listing.stdout))
+        if not names:
+            return health.judge([])
+        inspected = self.runner.capture(inspect(*names))
+        return health.judge(health.parse_inspect(inspected.stdout))
+
+    def await_healthy(self, timeout: int) -> None:
+        """Wait until both containers are healthy; MailboxError with the report otherwise."""
+
+        def progress(state: health.StackState, waited: float) -> None:
+            self.out(f"  {waited:3.0f}s  {health.summary_line(state)}")
+
+        self.out(f"waiting up to {timeout}s for {SIDECAR} and {STALWART} to be healthy")
+        result = health.wait(
+            self.poll, timeout, self.interval, clock=self.clock, sleep=self.sleep, progress=progress
+        )
+        if result.verdict is health.Verdict.READY:
+            self.out(
+                f"mailbox healthy after {result.waited:.0f}s: {health.summary_line(result.state)}"
+            )
+            return
+        self.fail(result.state, result.waited, result.timed_out)
+
+    def fail(self, state: health.StackState, waited: float, timed_out: bool) -> NoReturn:
+        logs = {}
+        for service in state.not_ready:
+            if service in state.containers:
+                out = self.runner.capture(self.compose.logs(service, tail=LOG_TAIL))
+                logs[service] = out.stdout if out.ok else f"(logs failed: {out.stderr.strip()})"
+        raise MailboxError(health.failure_report(state, logs, waited, timed_out))
+
+    def report_identity(self) -> None:
+        """Print the node name the sidecar got; warn when the edge would dial another."""
+        status = self.runner.capture(self.compose.tailscale_status())
+        try:
+            node = identity.parse_status(status.stdout) if status.ok else None
+        except ValueError:
+            node = None
+        if node is None:
+            self.err(
+                "warning: could not read `tailscale status --json` from the sidecar: its "
+                "node name is unknown → `inv logs ts-stalwart`"
+            )
+            return
+        info, warnings = identity.identity_report(node, self.settings)
+        self.out(info)
+        for warning in warnings:
+            self.err(f"warning: {warning}")
+
+    # ------------------------------------------------------------ operations
+
+    def up(
+        self, dry_run: bool = False, timeout: int = DEFAULT_TIMEOUT, checks: Checks = _all_checks
+    ) -> None:
+        self.refuse_if_broken(checks)
+        step = self.compose.up()
+        if dry_run:
+            self.print_plan([step], self.wait_plan(timeout))
+            return
+        require_docker(self.runner)
+        started = self.runner.stream(step)
+        if not started.ok:
+            # compose gives up when the sidecar never turns healthy: say why, without waiting
+            self.fail(self.poll(), 0, timed_out=False)
+        self.await_healthy(timeout)
+        self.report_identity()
+
+    def down(
+        self,
+        volumes: bool = False,
+        yes: bool = False,
+        dry_run: bool = False,
+        confirm: Callable[[str], bool] | None = None,
+    ) -> None:
+        step = self.compose.down(volumes)
+        if dry_run:
+            self.print_plan([step])
+            return
+        if volumes and not yes:
+            question = (
+                f"delete the volume {self.settings['COMPOSE_PROJECT']}_stalwart-data "
+                "(Stalwart's local data, and the web admin's local state)?"
+            )
+            if not (confirm or _ask)(question):
+                raise UsageError(
+                    "not confirmed: nothing was stopped or deleted (--yes skips the question)"
+                )
+        require_docker(self.runner)
+        if not self.runner.stream(step).ok:
+            raise MailboxError("docker compose down failed (see above)")
+
+    def ps(self, dry_run: bool = False) -> None:
+        if dry_run:
+            self.print_plan([self.compose.ps()])
+            return
+        require_docker(self.runner)
+        listing = self.runner.capture(self.compose.ps())
+        if not listing.ok:
+            raise MailboxError(f"docker compose ps failed: {listing.stderr.strip()}")
+        rows = health.parse_ps(listing.stdout)
+        self.out(ps_table(rows, self.settings["STALWART_IMAGE"]))
+        pinned = self.settings["STALWART_IMAGE"]
+        running = next((r.image for r in rows if r.service == STALWART), "")
+        if running and running != pinned:
+            self.err(
+                f"warning: stalwart runs {running} but .env pins {pinned} → `inv up` "
+                "recreates it with the pinned image"
+            )
+
+    def logs(
+        self, service: str = "", follow: bool = False, since: str = "", dry_run: bool = False
+    ) -> None:
+        if service and service not in SERVICES:
+            raise UsageError(f"unknown service {service!r}: choose {' or '.join(SERVICES)}")
+        step = self.compose.logs(*([service] if service else []), follow=follow, since=since)
+        if dry_run:
+            self.print_plan([step])
+            return
+        require_docker(self.runner)
+        if not self.runner.stream(step, echo=False).ok:
+            raise MailboxError("docker compose logs failed (see above)")
+
+    def restart_steps(self, service: str) -> list[list[str]]:
+        if service == STALWART:
+            return [self.compose.restart(STALWART)]
+        # the sidecar owns the network namespace: stop the app, recreate both in order
+        return [
+            self.compose.stop(STALWART),
+            self.compose.up(SIDECAR, force_recreate=True),
+            self.compose.up(STALWART, force_recreate=True),
+        ]
+
+    def restart(
+        self,
+        service: str = STALWART,
+        dry_run: bool = False,
+        timeout: int = DEFAULT_TIMEOUT,
+        checks: Checks = _all_checks,
+    ) -> None:
+        if service not in RESTART_TARGETS:
+            raise UsageError(f"unknown service {service!r}: choose {', '.join(RESTART_TARGETS)}")
+        self.refuse_if_broken(checks)
+        steps = self.restart_steps(service)
+        if dry_run:
+            self.print_plan(steps, self.wait_plan(timeout))
+            return
+        require_docker(self.runner)
+        for step in steps:
+            if not self.runner.stream(step).ok:
+                self.fail(self.poll(), 0, timed_out=False)
+        self.await_healthy(timeout)
+        self.report_identity()
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs a confirmation: stdin is not a terminal → pass --yes")
+    return input(f"{question} [type yes] ").strip() == "yes"
+
+
+def ps_table(rows: Sequence[health.Listed], pinned: str) -> str:
+    """Containers, state, health and image; the Stalwart image tag on the last line."""
+    if not rows:
+        return "the mailbox is not running (no containers) → `inv up`"
+    header = ("SERVICE", "CONTAINER", "STATE", "HEALTH", "IMAGE")
+    table = [header] + [
+        (
+            r.service,
+            r.name,
+            r.state if r.state != "exited" else f"exited ({r.exit_code})",
+            r.health or "-",
+            r.image,
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+    running = next((r.image for r in rows if r.service == STALWART), "")
+    tag = running.rsplit(":", 1)[1] if ":" in running.rsplit("/", 1)[-1] else "(untagged)"
+    lines.append(
+        f"\nstalwart image tag: {tag} (pinned in .env: {pinned})"
+        if running
+        else f"\nstalwart is not created (pinned in .env: {pinned})"
+    )
+    return "\n".join(lines)
+
+
+def open_stack(c: Context, env_file: str, strict: bool, root: Path | None = None) -> Stack:
+    """The stack of ``env_file``: refuses a missing .env (exit 2) before anything else."""
+    from ..cli import load_settings
+    from .preconditions import require_env_file
+
+    require_env_file(env_file)
+    return Stack(c, load_settings(env_file, strict), root or Path.cwd(), env_file)
