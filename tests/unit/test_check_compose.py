@@ -1,0 +1,239 @@
+"""`inv check`'s compose rules on the raw YAML (the loader's path: integration tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mailbox_support import edit, work_tree
+
+from tailwart.checks import CheckContext, compose_rules
+from tailwart.findings import Finding, Status
+from tailwart.settings import Settings, from_mapping
+from tailwart.settings.example import example_settings
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return work_tree(tmp_path, monkeypatch)
+
+
+def findings(root: Path, settings: Settings | None = None) -> dict[str, Finding]:
+    ctx = CheckContext(settings or example_settings(), root)
+    return {f.id: f for f in compose_rules.run(ctx)}
+
+
+def errors(root: Path, settings: Settings | None = None) -> dict[str, Finding]:
+    return {k: f for k, f in findings(root, settings).items() if f.status is Status.ERROR}
+
+
+def test_committed_compose_file_passes_every_rule(tree: Path) -> None:
+    got = findings(tree)
+    assert {k: f.status for k, f in got.items() if f.status is not Status.OK} == {
+        "compose.loader": Status.WARNING  # the loader is switched off in this test
+    }
+    assert set(got) >= {
+        "compose.stalwart-ports",
+        "compose.stalwart-networks",
+        "compose.network-mode",
+        "compose.sidecar-boilerplate",
+        "compose.env-passed",
+        "compose.volumes",
+        "compose.image-pinned",
+        "compose.stalwart-health",
+    }
+    assert got["compose.loader"].advice.startswith("run scripts/setup/50-mailbox.sh")
+
+
+def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
+    edit(tree, "    network_mode: service:ts-stalwart\n", "    ports: ['25:25']\n")
+    for finding in findings(tree).values():
+        if finding.status is not Status.OK:
+            assert finding.advice and "\n" not in finding.advice
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "rule", "says"),
+    [
+        (
+            "    network_mode: service:ts-stalwart\n",
+            '    network_mode: service:ts-stalwart\n    ports:\n      - "25:25"\n',
+            "compose.stalwart-ports",
+            "host ports published by stalwart",
+        ),
+        (
+            "    init: true\n",
+            "    init: true\n    ports: ['9002:9002']\n",
+            "compose.stalwart-ports",
+            "host ports published by ts-stalwart",
+        ),
+        (
+            "    network_mode: service:ts-stalwart\n",
+            "    network_mode: service:ts-stalwart\n    networks: [default]\n",
+            "compose.stalwart-networks",
+            "stalwart declares networks of its own",
+        ),
+        (
+            "    network_mode: service:ts-stalwart\n",
+            "",
+            "compose.network-mode",
+            "stalwart network_mode is None",
+        ),
+        (
+            "        condition: service_healthy\n",
+            "        condition: service_started\n",
+            "compose.network-mode",
+            "does not wait for a healthy sidecar",
+        ),
+        (
+            '      TS_ACCEPT_DNS: "true"\n',
+            '      TS_ACCEPT_DNS: "false"\n',
+            "compose.sidecar-boilerplate",
+            "TS_ACCEPT_DNS='false' (want 'true')",
+        ),
+        (
+            '      TS_USERSPACE: "false"\n',
+            "",
+            "compose.sidecar-boilerplate",
+            "TS_USERSPACE=None (want 'false')",
+        ),
+        ("?ephemeral=true", "", "compose.sidecar-boilerplate", "TS_AUTHKEY"),
+        ("      - NET_RAW\n", "", "compose.sidecar-boilerplate", "cap_add lacks NET_RAW"),
+        ("    init: true\n", "", "compose.sidecar-boilerplate", "init is not true"),
+        (
+            "      STALWART_S3_SECRET_KEY: ${STALWART_S3_SECRET_KEY:?STALWART_S3_SECRET_KEY "
+            "is required}\n",
+            "",
+            "compose.env-passed",
+            "not passed to stalwart: STALWART_S3_SECRET_KEY",
+        ),
+        (
+            "      STALWART_DB_HOST: ${STALWART_DB_HOST}\n",
+            "      STALWART_DB_HOST: ${STALWART_REDIS_HOST}\n",
+            "compose.env-passed",
+            "passed with another value than .env gives: STALWART_DB_HOST",
+        ),
+        (
+            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n",
+            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n      X: ${NOT_A_KEY:?x}\n",
+            "compose.variables",
+            "variables inv up does not supply: NOT_A_KEY",
+        ),
+        (
+            "/healthz/ready",
+            "/healthz/live",
+            "compose.stalwart-health",
+            "does not ask /healthz/ready",
+        ),
+        ("config.toml:ro\n", "config.toml\n", "compose.volumes", "mounted writable"),
+        (
+            "      - stalwart-data:/opt/stalwart\n",
+            "",
+            "compose.volumes",
+            "no named volume at /opt/stalwart",
+        ),
+        (
+            "../config/config.toml:",
+            "../config/other.toml:",
+            "compose.volumes",
+            "not config/config.toml",
+        ),
+        ("services:\n", "services:\n  - [unclosed\n", "compose.yaml", "broken YAML at line"),
+    ],
+)
+def test_each_broken_rule_is_an_error(tree: Path, old: str, new: str, rule: str, says: str) -> None:
+    edit(tree, old, new)
+    got = errors(tree)
+    assert rule in got, got
+    assert says in got[rule].message
+
+
+def test_macro_in_config_toml_not_passed_is_an_error(tree: Path) -> None:
+    text = (tree / "config/config.toml").read_text()
+    (tree / "config/config.toml").write_text(
+        text + '\n[tracer.extra]\ntype = "%{env:EXTRA_LEVEL}%"\n'
+    )
+    got = errors(tree)["compose.env-passed"].message
+    assert "not passed to stalwart: EXTRA_LEVEL" in got
+    assert "config.toml reads variables tailwart does not supply: EXTRA_LEVEL" in got
+
+
+def test_secrets_never_appear_in_findings(tree: Path) -> None:
+    settings = example_settings()
+    edit(
+        tree,
+        "      STALWART_DB_PASSWORD: ${STALWART_DB_PASSWORD:?STALWART_DB_PASSWORD is required}\n",
+        "      STALWART_DB_PASSWORD: literal-not-the-secret\n",
+    )
+    text = " ".join(f.message + f.advice for f in findings(tree, settings).values())
+    assert "STALWART_DB_PASSWORD" in text
+    assert settings["STALWART_DB_PASSWORD"] not in text
+    assert "literal-not-the-secret" not in text
+
+
+def test_missing_compose_file(tree: Path) -> None:
+    (tree / "compose/docker-compose.yml").unlink()
+    assert list(errors(tree)) == ["compose.file"]
+
+
+@pytest.mark.parametrize(
+    ("image", "status", "says"),
+    [
+        ("stalwartlabs/stalwart:v0.15.5", Status.OK, "the last TOML release"),
+        ("stalwartlabs/stalwart:v0.16.0", Status.ERROR, "`stalwart-cli apply`"),
+        ("stalwartlabs/stalwart:v0.16.2", Status.ERROR, "config.json names the data store"),
+        ("stalwartlabs/stalwart:1.0.0", Status.ERROR, "reads no config.toml"),
+        ("stalwartlabs/stalwart:latest", Status.ERROR, "not pinned to a version"),
+        ("stalwartlabs/stalwart", Status.ERROR, "crossed 0.15 → 0.16"),
+        ("stalwartlabs/stalwart:v0.12.5", Status.ERROR, "predates v0.13"),
+        ("stalwartlabs/stalwart:v0.14.1", Status.WARNING, "verifies them against v0.15.5"),
+        ("stalwartlabs/stalwart@sha256:" + "ab" * 32, Status.WARNING, "pinned by digest"),
+        ("registry.example.org:5000/stalwart:v0.15.5", Status.OK, "stalwart 0.15.5"),
+    ],
+)
+def test_image_pin(tree: Path, image: str, status: Status, says: str) -> None:
+    # written into the compose file: .env validation already refuses some of these
+    edit(tree, "image: ${STALWART_IMAGE:?STALWART_IMAGE is required}", f"image: {image}")
+    finding = findings(tree)["compose.image-pinned"]
+    assert finding.status is status
+    assert says in finding.message + finding.advice
+    if status is Status.ERROR:
+        assert "v0.15.5" in finding.advice
+
+
+def test_v016_explanation_names_the_fix(tree: Path, example_values: dict[str, str]) -> None:
+    settings = from_mapping({**example_values, "STALWART_IMAGE": "stalwartlabs/stalwart:v0.16.0"})
+    finding = findings(tree, settings)["compose.image-pinned"]
+    assert finding.advice == (
+        "pin stalwartlabs/stalwart:v0.15.5, the last TOML release (a v0.16 renderer is a "
+        "separate feature)"
+    )
+
+
+def test_mailbox_tag_must_match_the_advertised_tag(
+    tree: Path, example_values: dict[str, str]
+) -> None:
+    settings = from_mapping({**example_values, "MAILBOX_TAG": "tag:mail"})
+    got = errors(tree, settings)["compose.sidecar-boilerplate"].message
+    assert "TS_EXTRA_ARGS='--advertise-tags=tag:stalwart' (want '--advertise-tags=tag:mail')" in got
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"A": "a", "EMPTY": ""}
+    cases = {
+        "${A}": "a",
+        "$A/x": "a/x",
+        "$${A}": "${A}",
+        "${MISSING}": "",
+        "${MISSING:-d}": "d",
+        "${EMPTY:-d}": "d",
+        "${EMPTY-d}": "",
+        "${MISSING-d}": "d",
+        "${A:?must}": "a",
+        "${A:+set}": "set",
+        "${EMPTY:+set}": "",
+        "${EMPTY+set}": "set",
+        "${A}?ephemeral=true": "a?ephemeral=true",
+    }
+    assert {k: compose_rules.interpolate(k, env) for k in cases} == cases
+    assert compose_rules.referenced("$${NOT} ${A:?x} $B") == {"A", "B"}

@@ -1,0 +1,422 @@
+"""Exact docker command lines of `inv up / down / ps / logs / restart` (invoke.MockContext)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from invoke import MockContext, Result
+from mailbox_support import (
+    BASE,
+    DAEMON,
+    INSPECT,
+    PRECONDITIONS,
+    PS,
+    STATUS,
+    FakeClock,
+    commands,
+    edit,
+    fixture,
+    inspected,
+    mock,
+    ps,
+    work_tree,
+)
+
+from tailwart.checks import CheckContext
+from tailwart.checks.run import collect
+from tailwart.errors import UsageError
+from tailwart.findings import Finding
+from tailwart.mailbox.errors import MailboxError, StackRefused
+from tailwart.mailbox.stack import Stack
+from tailwart.settings import Settings
+from tailwart.settings.derived import compose_environment
+from tailwart.settings.example import example_settings
+
+UP = f"{BASE} up -d"
+LOGS_STALWART = f"{BASE} logs --no-color --tail 30 stalwart"
+
+
+def compose_checks(ctx: CheckContext) -> list[Finding]:
+    """Only tailwart's compose rules: the other check modules have their own tests."""
+    return collect(ctx, ("compose_rules",))
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return work_tree(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return example_settings()
+
+
+class Output:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def stack(
+    c: MockContext,
+    settings: Settings,
+    root: Path,
+    clock: FakeClock | None = None,
+    out: Output | None = None,
+) -> Stack:
+    clock = clock or FakeClock()
+    out = out if out is not None else Output()
+    return Stack(c, settings, root, ".env", out=out, err=out, clock=clock.clock, sleep=clock.sleep)
+
+
+# ---------------------------------------------------------------- up
+
+
+def test_up_runs_compose_waits_and_reports_the_node(tree: Path, settings: Settings) -> None:
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(""),
+            PS: [ps("starting"), ps("healthy")],
+            INSPECT: [inspected("starting"), inspected("healthy")],
+            STATUS: Result(fixture("tailscale-status.json")),
+        }
+    )
+    out = Output()
+    clock = FakeClock()
+    stack(c, settings, tree, clock, out).up(timeout=60, checks=compose_checks)
+    assert commands(c) == [
+        DAEMON,
+        "docker compose version --short",
+        UP,
+        PS,
+        INSPECT,
+        PS,
+        INSPECT,
+        STATUS,
+    ]
+    assert clock.slept == [5]
+    assert f"$ {UP}" in out.lines
+    assert (
+        "mailbox healthy after 5s: ts-stalwart: running, health healthy; stalwart: "
+        "running, health healthy" in out.lines
+    )
+    assert (
+        "sidecar node: stalwart.tail1234.ts.net (100.101.102.103, "
+        "fd7a:115c:a1e0::6901:6667)" in out.lines
+    )
+
+
+def test_up_passes_the_compose_environment_not_command_line_secrets(
+    tree: Path, settings: Settings
+) -> None:
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(""),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+            STATUS: Result(fixture("tailscale-status.json")),
+        }
+    )
+    stack(c, settings, tree).up(checks=compose_checks)
+    up_call = c.run.call_args_list[2]
+    assert up_call.args[0] == UP
+    env = up_call.kwargs["env"]
+    # defaults and derived values are present, so the ${X:?} guards never fire
+    assert env == compose_environment(settings)
+    assert env["STALWART_OUTBOUND_ROUTE"] in ("mx", "smarthost")
+    assert env["COMPOSE_PROJECT"] == "tailwart-mail"
+    assert all(
+        settings[k] not in call.args[0]
+        for call in c.run.call_args_list
+        for k in ("STALWART_DB_PASSWORD", "TS_OAUTH_CLIENT_SECRET")
+    )
+
+
+def test_up_warns_when_the_sidecar_came_back_as_stalwart_1(tree: Path, settings: Settings) -> None:
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(""),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+            STATUS: Result(fixture("tailscale-status-renamed.json")),
+        }
+    )
+    out = Output()
+    stack(c, settings, tree, out=out).up(checks=compose_checks)
+    assert any(
+        line.startswith("warning: the sidecar registered as 'stalwart-1'") for line in out.lines
+    )
+
+
+def test_up_timeout_names_the_container_its_health_log_and_30_log_lines(
+    tree: Path, settings: Settings
+) -> None:
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(""),
+            PS: ps("unhealthy"),
+            INSPECT: inspected("unhealthy"),
+            LOGS_STALWART: Result("stalwart-1  | store.postgres-error: authentication failed\n"),
+        }
+    )
+    clock = FakeClock()
+    with pytest.raises(MailboxError) as raised:
+        stack(c, settings, tree, clock).up(timeout=20, checks=compose_checks)
+    assert raised.value.exit_code == 1
+    message = str(raised.value)
+    assert message.startswith("mailbox not healthy after 20s: stalwart")
+    assert "stalwart (tailwart-mail-stalwart-1): running, health unhealthy" in message
+    assert "health log (last 3):" in message
+    assert "store.postgres-error: authentication failed" in message
+    assert commands(c)[-1] == LOGS_STALWART
+    assert STATUS not in commands(c)  # no identity report for a broken stack
+
+
+def test_up_reports_at_once_when_compose_gives_up_on_the_sidecar(
+    tree: Path, settings: Settings
+) -> None:
+    logs_sidecar = f"{BASE} logs --no-color --tail 30 ts-stalwart"
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(
+                stderr="dependency failed to start: container "
+                "tailwart-mail-ts-stalwart-1 exited (1)",
+                exited=1,
+            ),
+            PS: ps("exited"),
+            INSPECT: inspected("exited"),
+            logs_sidecar: Result(
+                "ts-stalwart-1  | requested tags [tag:stalwart] are invalid or not permitted\n"
+            ),
+            LOGS_STALWART: Result(""),
+        }
+    )
+    clock = FakeClock()
+    with pytest.raises(MailboxError) as raised:
+        stack(c, settings, tree, clock).up(checks=compose_checks)
+    assert clock.slept == []
+    assert "requested tags [tag:stalwart] are invalid" in str(raised.value)
+    assert commands(c)[-3:] == [INSPECT, logs_sidecar, LOGS_STALWART]
+
+
+def test_up_dry_run_prints_the_exact_commands_and_runs_nothing(
+    tree: Path, settings: Settings
+) -> None:
+    c = mock({})
+    out = Output()
+    stack(c, settings, tree, out=out).up(dry_run=True, timeout=90, checks=compose_checks)
+    assert c.run.call_args_list == []
+    assert out.lines[:4] == [
+        "dry run: nothing runs. The docker commands, in order:",
+        f"  {DAEMON}",
+        "  docker compose version --short",
+        f"  {UP}",
+    ]
+    assert f"    {PS}" in out.lines
+    assert "    docker inspect <ts-stalwart container> <stalwart container>" in out.lines
+    assert f"    {STATUS}" in out.lines
+
+
+# ---------------------------------------------------------------- refusals before any docker
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "finding"),
+    [
+        (
+            "    network_mode: service:ts-stalwart\n",
+            '    network_mode: service:ts-stalwart\n    ports:\n      - "25:25"\n',
+            "compose.stalwart-ports",
+        ),
+        (
+            "      STALWART_DB_PASSWORD: ${STALWART_DB_PASSWORD:?"
+            "STALWART_DB_PASSWORD is required}\n",
+            "",
+            "compose.env-passed",
+        ),
+        ("services:\n", "services:\n  - [unclosed\n", "compose.yaml"),
+    ],
+    ids=["ports-on-stalwart", "variable-missing", "broken-yaml"],
+)
+@pytest.mark.parametrize("task", ["up", "restart"])
+def test_broken_stack_is_refused_before_any_docker_command(
+    tree: Path, settings: Settings, old: str, new: str, finding: str, task: str
+) -> None:
+    edit(tree, old, new)
+    c = mock({})  # any docker command would raise NotImplementedError
+    out = Output()
+    with pytest.raises(StackRefused) as raised:
+        getattr(stack(c, settings, tree, out=out), task)(checks=compose_checks)
+    assert raised.value.exit_code == 2
+    assert "no docker command was run" in str(raised.value)
+    assert finding in out.text
+    assert c.run.call_args_list == []
+
+
+def test_an_error_of_any_check_module_refuses(tree: Path, settings: Settings) -> None:
+    def failing(ctx: CheckContext) -> list[Finding]:
+        return [Finding.error("proxy.trust", "trusts 100.64.0.0/10", "trust the edge only")]
+
+    c = mock({})
+    with pytest.raises(StackRefused, match="found 1 error"):
+        stack(c, settings, tree).up(checks=failing)
+    assert c.run.call_args_list == []
+
+
+# ---------------------------------------------------------------- down, ps, logs
+
+
+def test_down_keeps_volumes(tree: Path, settings: Settings) -> None:
+    c = mock({**PRECONDITIONS, f"{BASE} down": Result("")})
+    stack(c, settings, tree).down()
+    assert commands(c)[-1] == f"{BASE} down"
+
+
+def test_down_volumes_asks_first_and_stops_on_no(tree: Path, settings: Settings) -> None:
+    asked: list[str] = []
+    c = mock({})
+    with pytest.raises(UsageError, match="not confirmed"):
+        stack(c, settings, tree).down(
+            volumes=True, confirm=lambda q: asked.append(q) is None and False
+        )
+    assert asked == [
+        "delete the volume tailwart-mail_stalwart-data (Stalwart's local data, "
+        "and the web admin's local state)?"
+    ]
+    assert c.run.call_args_list == []
+
+
+def test_down_volumes_with_yes(tree: Path, settings: Settings) -> None:
+    c = mock({**PRECONDITIONS, f"{BASE} down --volumes": Result("")})
+    stack(c, settings, tree).down(
+        volumes=True, yes=True, confirm=lambda q: pytest.fail("asked despite --yes")
+    )
+    assert commands(c)[-1] == f"{BASE} down --volumes"
+
+
+def test_down_volumes_without_a_terminal_needs_yes(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(UsageError, match="pass --yes"):
+        stack(mock({}), settings, tree).down(volumes=True)
+
+
+def test_ps_shows_containers_health_and_the_image_tag(tree: Path, settings: Settings) -> None:
+    c = mock({**PRECONDITIONS, PS: ps("unhealthy")})
+    out = Output()
+    stack(c, settings, tree, out=out).ps()
+    assert commands(c)[-1] == PS
+    table = out.text.splitlines()
+    assert table[0].split() == ["SERVICE", "CONTAINER", "STATE", "HEALTH", "IMAGE"]
+    assert table[1].split() == [
+        "stalwart",
+        "tailwart-mail-stalwart-1",
+        "running",
+        "unhealthy",
+        "stalwartlabs/stalwart:v0.15.5",
+    ]
+    assert table[-1] == (
+        "stalwart image tag: v0.15.5 (pinned in .env: stalwartlabs/stalwart:v0.15.5)"
+    )
+
+
+def test_ps_of_a_stopped_stack(tree: Path, settings: Settings) -> None:
+    c = mock({**PRECONDITIONS, PS: Result("")})
+    out = Output()
+    stack(c, settings, tree, out=out).ps()
+    assert out.lines == ["the mailbox is not running (no containers) → `inv up`"]
+
+
+@pytest.mark.parametrize(
+    ("service", "follow", "since", "expected"),
+    [
+        ("", False, "", f"{BASE} logs --no-color"),
+        ("stalwart", False, "", f"{BASE} logs --no-color stalwart"),
+        ("ts-stalwart", True, "10m", f"{BASE} logs --no-color --follow --since 10m ts-stalwart"),
+    ],
+)
+def test_logs_command_lines(
+    tree: Path, settings: Settings, service: str, follow: bool, since: str, expected: str
+) -> None:
+    c = mock({**PRECONDITIONS, expected: Result("")})
+    stack(c, settings, tree).logs(service, follow=follow, since=since)
+    assert commands(c)[-1] == expected
+
+
+def test_logs_of_an_unknown_service_is_bad_input(tree: Path, settings: Settings) -> None:
+    with pytest.raises(UsageError, match="unknown service 'postgres'"):
+        stack(mock({}), settings, tree).logs("postgres")
+
+
+# ---------------------------------------------------------------- restart
+
+
+def test_restart_stalwart_alone(tree: Path, settings: Settings) -> None:
+    restart = f"{BASE} restart stalwart"
+    c = mock(
+        {
+            **PRECONDITIONS,
+            restart: Result(""),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+            STATUS: Result(fixture("tailscale-status.json")),
+        }
+    )
+    stack(c, settings, tree).restart(checks=compose_checks)
+    assert commands(c)[2:4] == [restart, PS]
+    assert not any(cmd.endswith(("restart", "restart ts-stalwart")) for cmd in commands(c))
+
+
+@pytest.mark.parametrize("target", ["ts-stalwart", "all"])
+def test_restart_with_the_sidecar_recreates_both_in_order(
+    tree: Path, settings: Settings, target: str
+) -> None:
+    steps = [
+        f"{BASE} stop stalwart",
+        f"{BASE} up -d --force-recreate ts-stalwart",
+        f"{BASE} up -d --force-recreate stalwart",
+    ]
+    c = mock(
+        {
+            **PRECONDITIONS,
+            **{s: Result("") for s in steps},
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+            STATUS: Result(fixture("tailscale-status.json")),
+        }
+    )
+    stack(c, settings, tree).restart(target, checks=compose_checks)
+    assert commands(c)[2:5] == steps
+    assert not any(" restart" in cmd for cmd in commands(c))
+
+
+def test_restart_unknown_target_is_bad_input(tree: Path, settings: Settings) -> None:
+    with pytest.raises(UsageError, match="choose stalwart, ts-stalwart, all"):
+        stack(mock({}), settings, tree).restart("postgres", checks=compose_checks)
+
+
+def test_restart_dry_run(tree: Path, settings: Settings) -> None:
+    out = Output()
+    c = mock({})
+    stack(c, settings, tree, out=out).restart("all", dry_run=True, checks=compose_checks)
+    assert out.lines[3:6] == [
+        f"  {BASE} stop stalwart",
+        f"  {BASE} up -d --force-recreate ts-stalwart",
+        f"  {BASE} up -d --force-recreate stalwart",
+    ]
+    assert c.run.call_args_list == []
