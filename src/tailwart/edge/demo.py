@@ -143,6 +143,12 @@ def run_demo(
     work = short_tempdir("tailwart-demo-")
     try:
         return _run(built, work, say)
+    except OSError as exc:
+        raise DemoError(
+            f"the demo could not set up its loopback servers: {exc}\n"
+            f"Next: it needs Linux loopback addresses {EDGE_HOST}, {MAILBOX_HOST} and "
+            f"{CLIENT_HOST} (all of 127.0.0.0/8 is local on Linux)."
+        ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
