@@ -8,6 +8,7 @@ the policy's own tests fail, or when another writer keeps racing us.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +28,16 @@ CONFLICT_RETRIES = 3
 BACKUP_DIR = Path(".tailwart") / "acl-backups"
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 @dataclass
 class Output:
-    """Where a run reports: ``out`` for the plan and results, ``warn`` for warnings."""
+    """Where a run reports: ``out`` (stdout) for the plan and results, ``warn`` (stderr)."""
 
     out: Emit = print
-    warn: Emit = print
+    warn: Emit = _stderr
 
 
 def read_snippet(path: Path) -> str:
@@ -49,7 +54,9 @@ def report_merge(result: MergeResult, name: str, io: Output) -> None:
         io.warn(f"conflict: {conflict}")
     if result.changed:
         io.out(result.diff(name).rstrip("\n"))
-        io.out(f"{len(result.additions)} addition(s): " + "; ".join(result.additions))
+        io.out(f"{len(result.additions)} addition(s):")
+        for addition in result.additions:
+            io.out(f"  + {addition}")
 
 
 # ---------------------------------------------------------------- errors → lines
@@ -289,4 +296,75 @@ def apply_headscale(
         return True
     raise PolicyOperationError(
         f"{where}: the policy kept changing under us; gave up, nothing was written"
+    )
+
+
+# ---------------------------------------------------------------- the task
+
+
+def run_acl(
+    root: Path,
+    *,
+    file: str = "",
+    check: bool = False,
+    tailscale: bool = False,
+    headscale: str | bool = "",
+    dry_run: bool = False,
+    snippet: str = "acl-snippet.hujson",
+    env_file: str = ".env",
+    strict: bool = False,
+    io: Output | None = None,
+) -> bool:
+    """Validate the flags (all problems at once, exit 2), then run the chosen target."""
+    problems = []
+    targets = [
+        name
+        for name, on in (("--file", file), ("--tailscale", tailscale), ("--headscale", headscale))
+        if on
+    ]
+    if len(targets) != 1:
+        problems.append(
+            "choose exactly one target: --file PATH, --tailscale or --headscale [URL]"
+            + (f" (got {' and '.join(targets)})" if targets else "")
+        )
+    if check and not file:
+        problems.append("--check goes with --file (exit 1 when the merge would change the file)")
+    snippet_path = root / snippet
+    if not snippet_path.is_file():
+        problems.append(f"{snippet_path}: snippet not found (see --snippet)")
+    if problems:
+        raise PolicyInputError(
+            "inv acl: nothing was changed:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    snippet_text = read_snippet(snippet_path)
+    parse(snippet_text, snippet)  # a broken snippet is reported before any network call
+    if file:
+        path = Path(file)
+        return apply_file(
+            path if path.is_absolute() else root / path,
+            snippet_text,
+            check=check,
+            dry_run=dry_run,
+            io=io,
+        )
+
+    from ..cli import load_settings
+
+    settings = load_settings(
+        str(root / env_file) if not Path(env_file).is_absolute() else env_file, strict
+    )
+    if tailscale:
+        return apply_tailscale(
+            TailscaleAPI.from_settings(settings), snippet_text, root, dry_run=dry_run, io=io
+        )
+    url = headscale if isinstance(headscale, str) and headscale else settings["HEADSCALE_URL"]
+    if not url:
+        raise PolicyInputError("inv acl --headscale: give the URL or set HEADSCALE_URL in .env")
+    if not settings["HEADSCALE_API_KEY"]:
+        raise PolicyInputError(
+            "inv acl --headscale: HEADSCALE_API_KEY is not set in .env; "
+            "create one with `headscale apikeys create`"
+        )
+    return apply_headscale(
+        HeadscaleAPI(url, settings["HEADSCALE_API_KEY"]), snippet_text, root, dry_run=dry_run, io=io
     )
