@@ -1,0 +1,258 @@
+"""The policy snippet matches what the deployment uses (ids ``policy.*``).
+
+- ``policy.snippet``: acl-snippet.hujson is HuJSON without duplicate keys, its
+  tags are declared, its fields known, and its own ``tests`` pass.
+- ``policy.tags``: the tags the sidecar advertises (compose ``TS_EXTRA_ARGS``),
+  ``MAILBOX_TAG`` and ``EDGE_TAG`` are declared in the snippet's ``tagOwners``.
+- ``policy.ports``: the snippet lets the edge tag reach the mailbox tag on every
+  port caddy.json dials and Stalwart's HTTP listener (config.toml), and the
+  mailbox tag reach the Postgres, Redis and Garage ports of .env; ports opened
+  to the mailbox that nothing listens on are a warning.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from ..findings import Finding
+from . import SNIPPET_FILE, CheckContext
+
+G = "policy"
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    from ..policy.errors import PolicyInputError
+    from ..policy.evaluate import validate
+    from ..policy.hujson import parse
+
+    text = ctx.text(SNIPPET_FILE)
+    if text is None:
+        return [
+            Finding.error(
+                "policy.snippet",
+                f"{SNIPPET_FILE} is missing",
+                "restore it from git: inv acl merges it into the tailnet policy",
+                G,
+            )
+        ]
+    try:
+        snippet = parse(text, SNIPPET_FILE).value
+    except PolicyInputError as exc:
+        return [
+            Finding.error(
+                "policy.snippet",
+                str(exc).replace("\n", " "),
+                "fix the snippet: HuJSON only, each key once",
+                G,
+            )
+        ]
+    findings: list[Finding] = []
+    report = validate(snippet)
+    if report.ok:
+        count = len(snippet.get("tests", []))
+        findings.append(
+            Finding.ok("policy.snippet", f"{SNIPPET_FILE} is valid and its {count} test(s) pass", G)
+        )
+    else:
+        problems = [str(p) for p in report.problems] + [
+            f"tests[{f.index}]: {e}" for f in report.failures for e in f.errors
+        ]
+        findings.append(
+            Finding.error(
+                "policy.snippet",
+                "; ".join(problems),
+                "fix acl-snippet.hujson until its own tests pass",
+                G,
+            )
+        )
+    findings.append(_tags(ctx, snippet))
+    findings += _ports(ctx, snippet)
+    return findings
+
+
+def advertised_tags(compose: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Tags each compose service advertises through ``TS_EXTRA_ARGS --advertise-tags``."""
+    out: dict[str, list[str]] = {}
+    for name, service in ((compose or {}).get("services") or {}).items():
+        env = (service or {}).get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env if "=" in item)
+        args = str(env.get("TS_EXTRA_ARGS") or "")
+        try:
+            words = shlex.split(args)
+        except ValueError:
+            words = args.split()
+        tags: list[str] = []
+        for i, word in enumerate(words):
+            if word.startswith("--advertise-tags="):
+                tags += word.split("=", 1)[1].split(",")
+            elif word == "--advertise-tags" and i + 1 < len(words):
+                tags += words[i + 1].split(",")
+        if tags:
+            out[name] = [t for t in tags if t]
+    return out
+
+
+def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    owners = snippet.get("tagOwners") or {}
+    mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
+    problems = []
+    for key, tag in (("MAILBOX_TAG", mailbox), ("EDGE_TAG", edge)):
+        if tag and tag not in owners:
+            problems.append(f"{key}={tag} is not declared in the snippet's tagOwners")
+    for service, tags in advertised_tags(ctx.compose).items():
+        for tag in tags:
+            if tag not in owners:
+                problems.append(f"compose service {service} advertises {tag}, not in tagOwners")
+            if tag != mailbox:
+                problems.append(
+                    f"compose service {service} advertises {tag} but MAILBOX_TAG is {mailbox}"
+                )
+    if problems:
+        return Finding.error(
+            "policy.tags",
+            "; ".join(problems),
+            "use the same tags in acl-snippet.hujson, compose and .env",
+            G,
+        )
+    return Finding.ok(
+        "policy.tags", f"{mailbox} and {edge} are declared and match compose and .env", G
+    )
+
+
+def _port(address: str) -> int | None:
+    match = re.search(r":(\d+)$", address.strip())
+    return int(match.group(1)) if match else None
+
+
+def edge_ports(ctx: CheckContext) -> dict[int, str]:
+    """Ports the edge dials on the mailbox (caddy.json) and Stalwart's HTTP listener port."""
+    from ..edge.render import JMAP_PORT
+
+    ports: dict[int, str] = {}
+    servers = ctx.caddy_config.get("apps", {}).get("layer4", {}).get("servers", {})
+    for name, server in servers.items():
+        for route in server.get("routes", []):
+            for handler in route.get("handle", []):
+                for upstream in handler.get("upstreams", []):
+                    for dial in upstream.get("dial", []):
+                        port = _port(str(dial))
+                        if port is not None:
+                            ports[port] = f"caddy.json {name}"
+    listeners = ((ctx.stalwart_config or {}).get("server") or {}).get("listener") or {}
+    http = [
+        name
+        for name, listener in listeners.items()
+        if isinstance(listener, dict) and listener.get("protocol") == "http"
+    ]
+    for name in http or ([] if listeners else ["http"]):
+        binds = listeners.get(name, {}).get("bind", []) if listeners else []
+        for bind in binds if isinstance(binds, list) else [binds]:
+            port = _port(str(bind))
+            if port is not None:
+                ports.setdefault(port, f"config.toml listener {name}")
+    if not any(source.startswith("config.toml") for source in ports.values()):
+        ports.setdefault(JMAP_PORT, "JMAP/HTTP (default)")
+    return ports
+
+
+def listening_ports(ctx: CheckContext) -> set[int]:
+    listeners = ((ctx.stalwart_config or {}).get("server") or {}).get("listener") or {}
+    ports: set[int] = set()
+    for listener in listeners.values():
+        binds = listener.get("bind", []) if isinstance(listener, dict) else []
+        for bind in binds if isinstance(binds, list) else [binds]:
+            port = _port(str(bind))
+            if port is not None:
+                ports.add(port)
+    return ports
+
+
+def _opened(snippet: dict[str, Any], src: str, dst: str) -> set[int]:
+    """Single ports the snippet opens from tag ``src`` to tag ``dst`` (acls and grants)."""
+    from ..policy.evaluate import split_address
+
+    out: set[int] = set()
+    for rule in snippet.get("acls") or []:
+        if src not in (rule.get("src") or []):
+            continue
+        for address in rule.get("dst") or []:
+            selector, ports = split_address(address)
+            if selector == dst:
+                out |= {int(p) for p in ports.split(",") if p.isdigit()}
+    for grant in snippet.get("grants") or []:
+        if src in (grant.get("src") or []) and dst in (grant.get("dst") or []):
+            for spec in grant.get("ip") or []:
+                port = spec.rpartition(":")[2]
+                if port.isdigit():
+                    out.add(int(port))
+    return out
+
+
+def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> list[Finding]:
+    from ..policy.evaluate import first_accepting_rule
+
+    mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
+    missing = [
+        f"{port} ({source})"
+        for port, source in sorted(edge_ports(ctx).items())
+        if first_accepting_rule(snippet, edge, mailbox, port, 6) is None
+    ]
+    backends = {
+        "STALWART_DB_PORT": ctx.settings["STALWART_DB_PORT"],
+        "STALWART_REDIS_PORT": ctx.settings["STALWART_REDIS_PORT"],
+        "STALWART_S3_PORT": ctx.settings["STALWART_S3_PORT"],
+    }
+    for key, value in backends.items():
+        if not value.isdigit():
+            continue
+        allowed = any(
+            str(rule_port) == value
+            for rule in (snippet.get("acls") or [])
+            if mailbox in (rule.get("src") or [])
+            for address in rule.get("dst") or []
+            for rule_port in address.rpartition(":")[2].split(",")
+        ) or any(
+            spec.rpartition(":")[2] == value
+            for grant in (snippet.get("grants") or [])
+            if mailbox in (grant.get("src") or [])
+            for spec in grant.get("ip") or []
+        )
+        if not allowed:
+            missing.append(f"{value} ({key}, from {mailbox})")
+    findings = []
+    if missing:
+        findings.append(
+            Finding.error(
+                "policy.ports",
+                f"acl-snippet.hujson does not allow {edge} → {mailbox} or "
+                f"{mailbox} → backends on: {', '.join(missing)}",
+                "add the ports to the snippet's acls (and its tests), then inv acl",
+                G,
+            )
+        )
+    else:
+        findings.append(
+            Finding.ok(
+                "policy.ports",
+                f"{edge} → {mailbox} on every port the edge dials, and {mailbox} → "
+                "Postgres, Redis, Garage ports",
+                G,
+            )
+        )
+    listening = listening_ports(ctx)
+    if listening:
+        idle = sorted(_opened(snippet, edge, mailbox) - listening)
+        if idle:
+            findings.append(
+                Finding.warning(
+                    "policy.ports-unused",
+                    f"the snippet opens {edge} → {mailbox} on {', '.join(map(str, idle))}, where "
+                    "config.toml has no listener",
+                    "remove those ports from the snippet",
+                    G,
+                )
+            )
+    return findings
