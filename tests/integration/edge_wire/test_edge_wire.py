@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import smtplib
 import socket
@@ -248,3 +249,19 @@ def test_upstream_down_closes_promptly_and_other_ports_keep_serving(
     with connect(edge.layout.listen_port(143), "127.0.0.52", timeout=10) as sock:
         assert sock.recv(100) == b""
     assert [s.port for s in mailbox.seen] == [25]
+
+
+def test_the_standin_mailbox_refuses_a_client_without_a_proxy_header(
+    mailbox: StandinMailbox,
+) -> None:
+    """Without this the wire tests would prove nothing: the mailbox demands PROXY v2."""
+    for port in PORTS:
+        with socket.create_connection((MAILBOX_HOST, mailbox.ports[port]), 15) as sock:
+            sock.sendall(b"EHLO client.example.test\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(100) == b"", f"port {port} answered without a PROXY header"
+    # aiosmtpd (25, 587) drops such a client before its PROXY hook; the others record why
+    others = {465, 143, 993}
+    assert mailbox.wait_for(lambda seen, _: len(seen) == len(others), 15)
+    assert {s.port for s in mailbox.seen} == others
+    assert all("no PROXY v2 header" in s.error and s.src is None for s in mailbox.seen)
