@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TOOL_CACHE, need, write_env
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from mailbox_support import ROOT, TOOL_CACHE, edit, mock, need, write_env
+
 from tailwart.checks import CheckContext, compose_rules
 from tailwart.checks.run import collect, context_for
 from tailwart.findings import Finding, Status
@@ -19,9 +21,6 @@ from tailwart.mailbox import loader
 from tailwart.mailbox.errors import StackRefused
 from tailwart.mailbox.stack import Stack
 from tailwart.settings.example import example_settings
-
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from mailbox_support import edit, mock
 
 pytestmark = pytest.mark.integration
 

@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from invoke import MockContext, Result
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _root_conftest() -> ModuleType:
+    """tests/conftest.py as pytest loaded it (several conftest.py share the module name)."""
+    path = ROOT / "tests" / "conftest.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(path):
+            return module
+    spec = importlib.util.spec_from_file_location("tailwart_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _root_conftest()
+need: Callable[[bool, str], None] = _conftest.need
+need_tool: Callable[[str], str] = _conftest.need_tool
+write_env: Callable[..., Path] = _conftest.write_env
+TOOL_CACHE: Path = _conftest.TOOL_CACHE
 FIXTURES = ROOT / "tests" / "fixtures" / "docker"
 BASE = "docker compose --env-file .env -f compose/docker-compose.yml -p tailwart-mail"
 DAEMON = "docker info --format '{{.ServerVersion}}'"
 COMPOSE_VERSION = "docker compose version --short"
 PS = f"{BASE} ps --all --format json"
 INSPECT = "docker inspect tailwart-mail-ts-stalwart-1 tailwart-mail-stalwart-1"
-STATUS = f"{BASE} exec -T ts-stalwart tailscale status --json"
+STATUS = f"{BASE} exec -T ts-stalwart tailscale --socket=/tmp/tailscaled.sock status --json"
 PRECONDITIONS = {DAEMON: Result("28.2.2\n"), COMPOSE_VERSION: Result("2.40.3\n")}
 
 

@@ -420,3 +420,84 @@ def test_restart_dry_run(tree: Path, settings: Settings) -> None:
         f"  {BASE} up -d --force-recreate stalwart",
     ]
     assert c.run.call_args_list == []
+
+
+# ---------------------------------------------------------------- secrets and failed steps
+
+
+def test_failure_report_masks_secrets_quoted_by_container_logs(
+    tree: Path, settings: Settings
+) -> None:
+    password = settings["STALWART_REDIS_PASSWORD"]
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(""),
+            PS: ps("unhealthy"),
+            INSPECT: inspected("unhealthy"),
+            LOGS_STALWART: Result(f"stalwart-1  | redis://:{password}@redis:6379/3 refused\n"),
+        }
+    )
+    with pytest.raises(MailboxError) as raised:
+        stack(c, settings, tree).up(timeout=0, checks=compose_checks)
+    assert password not in str(raised.value)
+    assert "redis://:<secret>@redis:6379/3 refused" in str(raised.value)
+
+
+def test_streamed_output_is_masked_even_when_a_secret_spans_two_chunks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from invoke import Context
+
+    from tailwart.mailbox.compose import RedactingStream, Runner
+
+    secret = "s3cr3t-value-42"
+    out = Runner(Context(), secrets=(secret,), show=lambda _: None).stream(
+        ["sh", "-c", f"printf 'url=%s\\nnext' '{secret}'"]
+    )
+    assert out.ok
+    assert capsys.readouterr().out == "url=<secret>\nnext"
+
+    import io
+
+    target = io.StringIO()
+    stream = RedactingStream(target, (secret,))
+    stream.write("a s3cr3t-")
+    stream.flush()
+    stream.write("value-42 b\ntail")
+    stream.close()
+    assert target.getvalue() == "a <secret> b\ntail"
+
+
+def test_compose_failure_with_healthy_containers_says_so(tree: Path, settings: Settings) -> None:
+    c = mock(
+        {
+            **PRECONDITIONS,
+            UP: Result(stderr="network tailwart-mail_default: conflict\n", exited=1),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+        }
+    )
+    with pytest.raises(MailboxError, match=r"docker compose up -d failed \(see its output"):
+        stack(c, settings, tree).up(checks=compose_checks)
+
+
+def test_restart_step_failure_reports_the_containers(tree: Path, settings: Settings) -> None:
+    stop = f"{BASE} stop stalwart"
+    recreate = f"{BASE} up -d --force-recreate ts-stalwart"
+    c = mock(
+        {
+            **PRECONDITIONS,
+            stop: Result(""),
+            recreate: Result(exited=1),
+            PS: ps("exited"),
+            INSPECT: inspected("exited"),
+            f"{BASE} logs --no-color --tail 30 ts-stalwart": Result("boot: failed\n"),
+            LOGS_STALWART: Result(""),
+        }
+    )
+    with pytest.raises(
+        MailboxError, match="ts-stalwart \\(tailwart-mail-ts-stalwart-1\\): exited with code 1"
+    ):
+        stack(c, settings, tree).restart("ts-stalwart", checks=compose_checks)
+    assert f"{BASE} up -d --force-recreate stalwart" not in commands(c)

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 from invoke import Context, Result
-from mailbox_support import COMPOSE_VERSION, DAEMON, ROOT, commands, mock
+from mailbox_support import (
+    COMPOSE_VERSION,
+    DAEMON,
+    ROOT,
+    TOOL_CACHE,
+    commands,
+    mock,
+    need,
+    need_tool,
+    write_env,
+)
 
-from conftest import TOOL_CACHE, need, need_tool, write_env
 from tailwart.errors import UsageError
 from tailwart.mailbox.compose import Runner
 from tailwart.mailbox.errors import PreconditionError

@@ -8,10 +8,11 @@ to the process environment, so secrets never appear on a command line.
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from ..settings import Settings
 from ..settings.derived import compose_environment
@@ -23,6 +24,8 @@ STALWART = "stalwart"
 SERVICES: tuple[str, ...] = (SIDECAR, STALWART)
 #: how many log lines a failure report shows per container
 LOG_TAIL = 30
+#: containerboot's default TS_SOCKET (the compose file does not set it)
+TS_SOCKET = "/tmp/tailscaled.sock"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,9 @@ class Compose:
         return [*self.base(), "exec", "-T", SIDECAR, *command]
 
     def tailscale_status(self) -> list[str]:
-        return self.exec_sidecar("tailscale", "status", "--json")
+        # containerboot's tailscaled listens on TS_SOCKET (default /tmp/tailscaled.sock), not
+        # on the CLI's default /var/run/tailscale/tailscaled.sock
+        return self.exec_sidecar("tailscale", f"--socket={TS_SOCKET}", "status", "--json")
 
 
 def inspect(*containers: str) -> list[str]:
@@ -125,20 +130,72 @@ class Outcome:
         return self.exited == 0
 
 
+#: secrets shorter than this are not masked (too likely to clobber ordinary words)
+MIN_SECRET = 6
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """The values of every secret key that is set, longest first."""
+    from ..settings.contract import KEYS
+
+    values = {settings[k.name] for k in KEYS if k.secret and len(settings[k.name]) >= MIN_SECRET}
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret value replaced by ``<secret>``."""
+    for value in secrets:
+        text = text.replace(value, "<secret>")
+    return text
+
+
+class RedactingStream:
+    """A line-buffered text stream that masks secrets before writing to ``target``.
+
+    Invoke flushes after every chunk it reads, so only whole lines are passed on: a
+    secret split across two chunks is still masked. ``close`` writes the rest.
+    """
+
+    def __init__(self, target: TextIO, secrets: Sequence[str]) -> None:
+        self.target = target
+        self.secrets = secrets
+        self.pending = ""
+
+    def write(self, data: str) -> int:
+        *lines, self.pending = (self.pending + data).split("\n")
+        for row in lines:
+            self.target.write(redact(row, self.secrets) + "\n")
+        return len(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def close(self) -> None:
+        if self.pending:
+            self.target.write(redact(self.pending, self.secrets))
+            self.pending = ""
+        self.target.flush()
+
+
 @dataclass
 class Runner:
-    """Runs docker command lines through an Invoke context with the compose environment."""
+    """Runs docker command lines through an Invoke context with the compose environment.
+
+    Secrets travel only in the environment, and are masked in everything the commands
+    print or return (container logs may quote a connection URL).
+    """
 
     c: Context
     env: Mapping[str, str] = field(default_factory=dict)
     #: where ``stream`` shows the command it runs
     show: Callable[[str], None] = print
+    secrets: tuple[str, ...] = ()
 
     @classmethod
     def for_settings(
         cls, c: Context, settings: Settings, show: Callable[[str], None] = print
     ) -> Runner:
-        return cls(c, compose_environment(settings), show)
+        return cls(c, compose_environment(settings), show, secret_values(settings))
 
     def capture(self, args: Sequence[str]) -> Outcome:
         """Run quietly and return its output; never raises on a non-zero exit."""
@@ -152,13 +209,29 @@ class Runner:
 
     def _run(self, args: Sequence[str], hide: bool) -> Outcome:
         command = line(args)
-        result = self.c.run(
-            command, env=dict(self.env), hide=hide, warn=True, pty=False, in_stream=False
-        )
+        streams: dict[str, RedactingStream] = {}
+        if not hide:
+            streams = {
+                "out_stream": RedactingStream(sys.stdout, self.secrets),
+                "err_stream": RedactingStream(sys.stderr, self.secrets),
+            }
+        try:
+            result = self.c.run(
+                command,
+                env=dict(self.env),
+                hide=hide,
+                warn=True,
+                pty=False,
+                in_stream=False,
+                **streams,
+            )
+        finally:
+            for stream in streams.values():
+                stream.close()
         exited = getattr(result, "exited", 1)
         return Outcome(
             command,
             0 if exited is None else int(exited),
-            str(getattr(result, "stdout", "") or ""),
-            str(getattr(result, "stderr", "") or ""),
+            redact(str(getattr(result, "stdout", "") or ""), self.secrets),
+            redact(str(getattr(result, "stderr", "") or ""), self.secrets),
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .compose import SERVICES
+from .compose import SERVICES, SIDECAR
 
 SERVICE_LABEL = "com.docker.compose.service"
 #: health-log entries shown per container in a failure report
@@ -220,10 +220,12 @@ def failure_report(state: StackState, logs: dict[str, str], waited: float, timed
     for service in state.not_ready:
         container = state.containers.get(service)
         if container is None:
-            lines.append(
-                f"\n{service}: not created (compose did not start it: its dependency "
-                "is not healthy)"
+            why = (
+                "see docker compose's output above"
+                if service == SIDECAR
+                else f"compose starts it only once {SIDECAR} is healthy"
             )
+            lines.append(f"\n{service}: not created ({why})")
             continue
         lines.append(f"\n{service} ({container.name}): {container.describe()}")
         if container.log:

@@ -123,6 +123,14 @@ class Stack:
                 logs[service] = out.stdout if out.ok else f"(logs failed: {out.stderr.strip()})"
         raise MailboxError(health.failure_report(state, logs, waited, timed_out))
 
+    def failed_step(self, what: str) -> NoReturn:
+        """A compose step failed: report the containers at once (compose gives up when the
+        sidecar never turns healthy), or compose's own output when they look fine."""
+        state = self.poll()
+        if state.not_ready:
+            self.fail(state, 0, timed_out=False)
+        raise MailboxError(f"docker compose {what} failed (see its output above)")
+
     def report_identity(self) -> None:
         """Print the node name the sidecar got; warn when the edge would dial another."""
         status = self.runner.capture(self.compose.tailscale_status())
@@ -152,10 +160,8 @@ class Stack:
             self.print_plan([step], self.wait_plan(timeout))
             return
         require_docker(self.runner)
-        started = self.runner.stream(step)
-        if not started.ok:
-            # compose gives up when the sidecar never turns healthy: say why, without waiting
-            self.fail(self.poll(), 0, timed_out=False)
+        if not self.runner.stream(step).ok:
+            self.failed_step("up -d")
         self.await_healthy(timeout)
         self.report_identity()
 
@@ -241,7 +247,7 @@ class Stack:
         require_docker(self.runner)
         for step in steps:
             if not self.runner.stream(step).ok:
-                self.fail(self.poll(), 0, timed_out=False)
+                self.failed_step(" ".join(step[len(self.compose.base()) :]))
         self.await_healthy(timeout)
         self.report_identity()
 
