@@ -17,8 +17,8 @@ from pathlib import Path
 from ..files import write_atomic
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
-from .headscale_api import HeadscaleAPI
-from .hujson import parse, parse_model, plain
+from .headscale_api import HeadscaleAPI, adapt_snippet
+from .hujson import Style, parse, parse_model, plain, render
 from .merge import MergeResult, merge
 from .tailscale_api import PreconditionFailed, TailscaleAPI, Validation
 
@@ -262,6 +262,10 @@ def apply_headscale(
     """GET + merge → (dry run stops) → /policy/check → re-read updatedAt → backup → PUT."""
     io = io or Output()
     where = f"headscale at {api.base_url}"
+    adapted, notes = adapt_snippet(parse(snippet, "acl-snippet.hujson").value)
+    for note in notes:
+        io.warn(f"note: {note}")
+    snippet = render(adapted, Style(), "") + "\n"
     for attempt in range(CONFLICT_RETRIES + 1):
         stored = api.get_policy()
         result = merge(stored.text, snippet, "headscale policy")

@@ -124,3 +124,54 @@ def _updated(data: dict[str, Any]) -> str:
 def _no_policy_yet(response: requests.Response) -> bool:
     text = message_of(response).lower()
     return "record not found" in text or "no policy" in text or "not found" in text
+
+
+#: top-level fields headscale v0.29 accepts; it rejects the rest (postures, ipsets, ...)
+HEADSCALE_FIELDS = frozenset(
+    {
+        "groups",
+        "hosts",
+        "tagOwners",
+        "acls",
+        "grants",
+        "ssh",
+        "autoApprovers",
+        "nodeAttrs",
+        "tests",
+        "sshTests",
+    }
+)
+
+
+def adapt_snippet(snippet: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The snippet in headscale's dialect, and a note per change.
+
+    headscale has no ``autogroup:admin`` (tag owners are users ``name@``, groups
+    or tags) and rejects fields it does not know, so those are left out with a
+    note instead of failing the whole policy.
+    """
+    notes: list[str] = []
+    out: dict[str, Any] = {}
+    for key, value in snippet.items():
+        if key not in HEADSCALE_FIELDS:
+            notes.append(f"headscale does not support {key!r}: left out of the merge")
+            continue
+        out[key] = value
+    owners = out.get("tagOwners")
+    if isinstance(owners, dict):
+        adapted: dict[str, Any] = {}
+        dropped: set[str] = set()
+        for tag, names in owners.items():
+            if isinstance(names, list):
+                keep = [n for n in names if not (isinstance(n, str) and n.startswith("autogroup:"))]
+                dropped |= {n for n in names if n not in keep}
+                adapted[tag] = keep
+            else:
+                adapted[tag] = names
+        out["tagOwners"] = adapted
+        for name in sorted(dropped):
+            notes.append(
+                f"headscale has no {name}: dropped from the snippet's tagOwners (add your admin "
+                "user 'name@' or a group as owner in the headscale policy)"
+            )
+    return out, notes
