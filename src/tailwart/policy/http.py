@@ -36,7 +36,8 @@ class Transport:
             import requests
 
             self.session = requests.Session()
-            self.session.trust_env = False  # no proxy settings or .netrc credentials
+            # no .netrc: it would replace the Authorization header; proxies are passed per call
+            self.session.trust_env = False
         return self.session
 
     def request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
@@ -44,6 +45,7 @@ class Transport:
         import requests
 
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
         last = ""
         for attempt in range(self.attempts):
             if attempt:
