@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from mailbox_support import ROOT, TOOL_CACHE, edit, mock, need, write_env
+from mailbox_support import ROOT, TOOL_CACHE, client_settings, edit, mock, need, write_env
 
 from tailwart.checks import CheckContext, compose_rules
 from tailwart.checks.run import collect, context_for
@@ -46,7 +46,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: Path) -> Path:
 
 
 def rules(root: Path) -> dict[str, Finding]:
-    ctx = context_for(example_settings(), root)
+    ctx = context_for(client_settings(), root)
     assert ctx.compose_normalised is not None, "the loader did not run"
     return {f.id: f for f in compose_rules.run(ctx)}
 

@@ -245,6 +245,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     findings += _networks(stalwart)
     findings += _network_mode(stalwart)
     findings += _sidecar(sidecar, ctx.settings)
+    findings += _oauth_secret(ctx.settings)
     findings += _env_passed(stalwart, env, ctx)
     findings += _health(stalwart)
     findings += _volumes(stalwart, doc, compose_dir, ctx.path(CONFIG_FILE))
@@ -412,6 +413,46 @@ def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
             "compose.sidecar-boilerplate",
             "sidecar matches the fixed boilerplate "
             f"(ephemeral, kernel networking, MagicDNS, {tag})",
+            GROUP,
+        )
+    ]
+
+
+OAUTH_ADVICE = (
+    "create a Tailscale OAuth client with Devices → Core, Keys → Auth Keys and Keys → OAuth "
+    "Keys (read+write) that may assign {tag}, and put its tskey-client-… secret here"
+)
+
+
+def _oauth_secret(settings: Settings) -> list[Finding]:
+    """The boilerplate's TS_AUTHKEY only works with an OAuth client secret."""
+    secret, tag = settings["TS_OAUTH_CLIENT_SECRET"], settings["MAILBOX_TAG"]
+    if secret.startswith("tskey-client-"):
+        return [
+            Finding.ok(
+                "compose.sidecar-oauth",
+                f"the sidecar joins with an OAuth client secret (ephemeral, tagged {tag})",
+                GROUP,
+            )
+        ]
+    kind = secret.split("-")[1] if secret.startswith("tskey-") and secret.count("-") > 1 else ""
+    if kind:
+        return [
+            Finding.error(
+                "compose.sidecar-oauth",
+                f"TS_OAUTH_CLIENT_SECRET is a tskey-{kind}-… key, not an "
+                "OAuth client secret: tailscale up would take '<key>?ephemeral=true' literally and "
+                "the sidecar would never join",
+                OAUTH_ADVICE.format(tag=tag),
+                GROUP,
+            )
+        ]
+    return [
+        Finding.warning(
+            "compose.sidecar-oauth",
+            "TS_OAUTH_CLIENT_SECRET does not look like an OAuth client "
+            "secret (tskey-client-…): only those honour ?ephemeral=true and --advertise-tags",
+            OAUTH_ADVICE.format(tag=tag),
             GROUP,
         )
     ]
