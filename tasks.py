@@ -301,6 +301,8 @@ def edge_status(
         dry_run=True,
     )
     status(t.jobs, DeployOptions(ssh=t.ssh), audit_lines=audit_lines)
+
+
 # ---------------------------------------------------------------- mailbox (compose)
 
 
