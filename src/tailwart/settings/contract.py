@@ -19,6 +19,7 @@ class Key:
     group: str
     required: bool = True
     default: str | None = None
+    #: example value; for a secret, the prefix of the generated example
     example: str | None = None
     #: passed into the stalwart container (referenced by config.toml macros)
     stalwart: bool = False
@@ -348,6 +349,7 @@ KEYS: tuple[Key, ...] = (
         Kind.SECRET,
         "OAuth client secret the sidecar joins with (tskey-client-…; must own the mailbox tag)",
         TAILSCALE,
+        example="tskey-client-",
     ),
     Key(
         "TS_API_URL",

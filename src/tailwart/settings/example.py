@@ -62,7 +62,7 @@ def example_values(with_secrets: bool = True) -> dict[str, str]:
     for key in KEYS:
         if key.secret:
             if key.required and with_secrets:
-                values[key.name] = secrets.token_hex(16)
+                values[key.name] = (key.example or "") + secrets.token_hex(16)
         elif key.required and key.example is not None:
             values[key.name] = key.example
     return values
