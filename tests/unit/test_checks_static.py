@@ -300,3 +300,35 @@ def test_real_tree_reads_every_declared_key() -> None:
     """Every declared key is read by some code in the real repository."""
     found = findings(ROOT, "envcontract")["env.unused-keys"]
     assert found.status is Status.OK, found.message
+
+
+def test_render_then_check_pass_on_the_example_values(tree: Path) -> None:
+    """The Done-when of the operator surface: `inv render && inv check` on the example."""
+    import os
+    import sys
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "-r", str(tree), *args],
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(tree / "src")},
+        )
+
+    (tree / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    assert inv("render", "--example").returncode == 0
+    human = inv("check", "--example")
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "0 error(s)" in human.stdout
+    machine = inv("check", "--example", "--json")
+    data = json.loads(machine.stdout)
+    assert data["summary"]["error"] == 0
+    ids = {f["id"] for f in data["findings"]}
+    assert {"proxy.trust", "stalwart.keys", "hygiene.tracked", "env.macros-passed"} <= ids
+    # and a broken tree makes the task exit 1 naming the check
+    edit(config(tree), '["%{env:EDGE_TAILNET_ADDR}%"]', '["0.0.0.0/0"]')
+    broken = inv("check", "--example")
+    assert broken.returncode == 1
+    assert "ERROR proxy.trust" in broken.stdout
