@@ -131,6 +131,10 @@ class NetnsHost:
         return path.read_text().splitlines() if path.exists() else []
 
 
+class _EarlyClose(ConnectionError):
+    pass
+
+
 class Upstream:
     """The mailbox stand-in: checks the PROXY v2 header, greets, then echoes lines."""
 
@@ -170,8 +174,10 @@ class Upstream:
         data = b""
         while len(data) < n:
             chunk = conn.recv(n - len(data))
+            if not chunk and not data:
+                raise _EarlyClose("closed before the PROXY header")
             if not chunk:
-                raise ConnectionError("closed inside the PROXY header")
+                raise ConnectionError(f"closed inside the PROXY header after {data!r}")
             data += chunk
         return data
 
@@ -202,6 +208,8 @@ class Upstream:
                         conn.sendall(b"221 bye\r\n")
                         return
                     conn.sendall(line + b"\n")
+        except _EarlyClose:
+            pass  # a bare TCP probe (the health gate) hung up before caddy sent the header
         except Exception as exc:
             with self._lock:
                 self.errors.append(f"{port}: {exc}")

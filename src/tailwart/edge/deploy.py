@@ -43,6 +43,10 @@ MODES = ("auto", "systemd", "supervised")
 class DeployError(OperationError):
     """A deploy, rollback or status failed on at least one host (the report says which)."""
 
+    def __init__(self, message: str, results: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
+
 
 class LockHeld(OperationError):
     """Another deploy holds the host's lock."""
@@ -626,7 +630,7 @@ def deploy(
     out.write(text + "\n")
     if any(r.failed for r in results):
         failed = [r.host for r in results if r.failed]
-        raise DeployError(f"deploy failed on {', '.join(failed)} (see the report above)")
+        raise DeployError(f"deploy failed on {', '.join(failed)} (see the report above)", results)
     return results
 
 
@@ -711,7 +715,8 @@ def rollback(
     results = rollout(jobs, lambda job: rollback_host(job, opts, to, out), opts.parallel)
     out.write(report(results, "rollback") + "\n")
     if any(r.failed for r in results):
-        raise DeployError("rollback failed on " + ", ".join(r.host for r in results if r.failed))
+        failed = ", ".join(r.host for r in results if r.failed)
+        raise DeployError(f"rollback failed on {failed} (see the report above)", results)
     return results
 
 
@@ -785,7 +790,7 @@ def status(
         if s.state is None or not s.state.running_pid or not all(c.ok for c in s.checks)
     ]
     if bad:
-        raise DeployError(f"edge not serving on {', '.join(bad)}")
+        raise DeployError(f"edge not serving on {', '.join(bad)}", statuses)
     return statuses
 
 

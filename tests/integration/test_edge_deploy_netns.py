@@ -1,0 +1,516 @@
+"""deploy-edge, rollback-edge, edge-status against real sshd hosts in network namespaces.
+
+Real parts: OpenSSH servers (keys made per run), Fabric/paramiko, the caddy-l4
+binaries ensure_caddy builds (two pins, for the binary-change scenario), a
+PROXY-v2-checking upstream on the root side of each veth. Hosts have no
+systemd, so the supervised mode (caddy start/reload/stop + pidfile) runs here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from netns_hosts import HeldConnections, Lab, NetnsHost, lab
+from tests.conftest import need_root, need_tool
+
+from tailwart.edge.deploy import (
+    BinaryProvider,
+    DeployError,
+    DeployOptions,
+    HostJob,
+    HostResult,
+    built_binary_provider,
+    deploy,
+    rollback,
+    status,
+)
+from tailwart.paths import cache_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+#: a second pin caddy-l4 v0.1.2 accepts (caddy >= v2.11.4), for the binary-change scenario
+ALT_CADDY = "v2.11.8"
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+def _provider(caddy: str | None = None) -> BinaryProvider:
+    from tailwart.edge.build import load_pins
+
+    pins = load_pins()
+    if caddy:
+        pins = dataclasses.replace(pins, caddy=caddy)
+    provide = built_binary_provider(pins=pins, out_dir=cache_dir("deploy-test-bin"))
+    provide("linux", "amd64")  # build or reuse now, outside any timing
+    return provide
+
+
+@pytest.fixture(scope="session")
+def binary() -> BinaryProvider:
+    """caddy-l4 at the repo's pins (ensure_caddy: reused from build-caddy's cache)."""
+    need_root()
+    return _provider()
+
+
+@pytest.fixture(scope="session")
+def alt_binary() -> BinaryProvider:
+    """caddy-l4 built from another caddy pin: a genuinely different binary."""
+    need_root()
+    return _provider(ALT_CADDY)
+
+
+def _lab(count: int) -> Iterator[Lab]:
+    need_root()
+    need_tool("sshd")
+    need_tool("ip")
+    with lab(count) as the_lab:
+        the_lab.trust_all()
+        yield the_lab
+
+
+@pytest.fixture
+def lab1() -> Iterator[Lab]:
+    yield from _lab(1)
+
+
+@pytest.fixture
+def lab3() -> Iterator[Lab]:
+    yield from _lab(3)
+
+
+def _opts(the_lab: Lab, **kw: object) -> DeployOptions:
+    ssh_kw = {k: kw.pop(k) for k in ("accept_new_host_key",) if k in kw}
+    kw.setdefault("health_timeout", 5.0)
+    return DeployOptions(
+        ssh=the_lab.ssh_options(**ssh_kw),
+        progress=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _job(the_lab: Lab, host: NetnsHost, **layout: object) -> HostJob:
+    return HostJob(host.target, the_lab.layout(host, **layout), host.root)
+
+
+def run_deploy(
+    jobs: list[HostJob], opts: DeployOptions, provider: BinaryProvider
+) -> tuple[list[HostResult], str, bool]:
+    """(results, printed output, ok) of one rollout."""
+    out = io.StringIO()
+    try:
+        return deploy(jobs, opts, provider, out=out), out.getvalue(), True
+    except DeployError as exc:
+        return exc.results, out.getvalue(), False  # type: ignore[return-value]
+
+
+def greet(host: NetnsHost, port: int = 25) -> bytes:
+    """Connect through the edge and return the upstream's greeting."""
+    with socket.create_connection((host.addr, port), timeout=5) as sock:
+        sock.settimeout(5)
+        data = b""
+        while b"\n" not in data:
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def serving(the_lab: Lab, host: NetnsHost, port: int = 25) -> bool:
+    """The edge forwards ``port`` with a PROXY v2 header naming our address as the client."""
+    up = the_lab.upstreams[host.index]
+    before = len(up.sources)
+    try:
+        ok = greet(host, port).startswith((b"220", b"* OK"))
+    except OSError:
+        return False
+    return ok and len(up.sources) > before and up.sources[-1][0] == host.peer and not up.errors
+
+
+def load_count(host: NetnsHost) -> int:
+    """Config loads the running caddy logged (one per start or reload)."""
+    return host.caddy_log().count('"msg":"load complete"') + host.caddy_log().count(
+        "serving initial configuration"
+    )
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProvider) -> None:
+    host = lab1.hosts[0]
+    lab1.known_hosts.write_text("")
+    jobs = [_job(lab1, host)]
+
+    results, out, ok = run_deploy(jobs, _opts(lab1), binary)
+    assert not ok and results[0].status == "failed"
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", str(host.dir / "host_key.pub")], capture_output=True, text=True
+    ).stdout.split()[1]
+    assert "unknown host key ssh-ed25519 " + fp in results[0].detail
+    assert "--accept-new-host-key" in results[0].detail
+    assert not Path(host.root).exists(), "nothing may change on a host we do not trust"
+
+    results, out, ok = run_deploy(jobs, _opts(lab1, accept_new_host_key=True), binary)
+    assert ok, out
+    assert host.addr in lab1.known_hosts.read_text()
+    res = results[0]
+    assert (res.status, res.action) == ("deployed", "first-install")
+    assert "first install" in out and "caddy validate: ok" in out
+    assert host.current() == res.release and host.releases() == [res.release]
+    assert host.running_exe() == f"{host.root}/releases/{res.release}/caddy"
+    assert serving(lab1, host, 25) and serving(lab1, host, 143) and serving(lab1, host, 587)
+    assert not (Path(host.root) / "lock").exists()
+    audit = host.audit()
+    assert len(audit) == 1 and f"release={res.release} result=ok:first-install" in audit[0]
+    assert audit[0].endswith(f"from={host.peer}")
+
+    # an SSH config alias works too (HostName/User from the config), and a known key is reused
+    alias = HostJob(
+        dataclasses.replace(host.target, host="edge0", user=None, port=None),
+        lab1.layout(host),
+        host.root,
+    )
+    results, out, ok = run_deploy([alias], _opts(lab1), binary)
+    assert ok and results[0].status == "unchanged", out
+
+
+def test_noop_redeploy_sends_no_binary_bytes_and_does_not_reload(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    jobs = [_job(lab1, host)]
+    assert run_deploy(jobs, _opts(lab1), binary)[2]
+    pid, loads, audit = host.caddy_pids(), load_count(host), host.audit()
+    size = os.path.getsize(binary("linux", "amd64").path)
+
+    tx = host.tx_bytes()
+    results, out, ok = run_deploy(jobs, _opts(lab1), binary)
+    sent_on_wire = host.tx_bytes() - tx
+
+    assert ok and results[0].status == "unchanged" and results[0].action == "none", out
+    assert "nothing to do" in out
+    assert results[0].bytes_sent == 0
+    assert sent_on_wire < 64 * 1024 < size  # every byte the veth carried: SSH chatter only
+    assert len(results[0].commands) == 1 and "reload" not in results[0].commands[0]
+    assert host.caddy_pids() == pid and load_count(host) == loads  # no reload, no restart
+    assert host.audit() == audit  # a no-op takes no lock and writes nothing
+
+
+def test_config_change_reloads_with_zero_failed_connections(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    first = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    pid = host.caddy_pids()
+    up = dict(lab1.upstreams[0].ports)
+    up[993] = up[143]  # the imaps server now dials another upstream port: config only
+    job = _job(lab1, host, upstream=up)
+
+    with HeldConnections(host.addr, 25, 50) as probe:
+        time.sleep(0.3)
+        results, out, ok = run_deploy([job], _opts(lab1), binary)
+        time.sleep(0.3)
+        outcome = probe.finish()
+
+    assert ok, out
+    res = results[0]
+    assert res.action == "reload" and "established sessions survive" in out
+    assert "binary     no upload (reuse" in out and "config diff:" in out
+    assert res.bytes_sent < 10_000
+    assert outcome.held == 50 and outcome.held_alive == 50, outcome.errors[:5]
+    assert outcome.new_failed == 0 and outcome.new_ok > 20, outcome.errors[:5]
+    assert host.caddy_pids() == pid  # the same process: reloaded, not restarted
+    assert host.current() == res.release and first.release in host.releases()
+
+
+def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
+    lab1: Lab, binary: BinaryProvider, alt_binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    old = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    old_pid = host.caddy_pids()
+
+    results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), alt_binary)
+    assert ok, out
+    new = results[0]
+    assert new.action == "restart" and "RESTART: the binary changes" in out
+    assert "binary     upload" in out
+    assert host.caddy_pids() != old_pid
+    assert host.running_exe() == f"{host.root}/releases/{new.release}/caddy"
+    version = subprocess.run([host.running_exe(), "version"], capture_output=True, text=True).stdout
+    assert version.startswith(ALT_CADDY)
+    assert serving(lab1, host)
+    assert old.release in host.releases()  # kept for rollback
+
+    out_buf = io.StringIO()
+    status([_job(lab1, host)], _opts(lab1), out=out_buf)
+    assert f"current release: {new.release}" in out_buf.getvalue()
+    assert f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}" in out_buf.getvalue()
+
+    out_buf = io.StringIO()
+    back = rollback([_job(lab1, host)], _opts(lab1), out=out_buf)
+    assert back[0].status == "ok" and back[0].release == old.release, out_buf.getvalue()
+    assert "RESTART" in out_buf.getvalue()
+    assert host.current() == old.release
+    assert host.running_exe() == f"{host.root}/releases/{old.release}/caddy"
+    assert serving(lab1, host)
+    assert "action=rollback" in host.audit()[-1] and f"release={old.release}" in host.audit()[-1]
+
+
+def test_rollback_of_a_config_change_reloads_and_to_picks_a_release(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    a = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    b = run_deploy([_job(lab1, host, listen={25: 2525})], _opts(lab1), binary)[0][0]
+    assert host.current() == b.release and serving(lab1, host, 2525)
+    pid = host.caddy_pids()
+
+    out = io.StringIO()
+    plan = rollback([_job(lab1, host)], _opts(lab1, dry_run=True), out=out)
+    assert plan[0].status == "planned" and host.current() == b.release
+    assert f"rollback {b.release} -> {a.release}: reload" in out.getvalue()
+
+    rollback([_job(lab1, host)], _opts(lab1), out=io.StringIO())
+    assert host.current() == a.release and host.caddy_pids() == pid
+    assert serving(lab1, host, 25) and not serving(lab1, host, 2525)
+
+    rollback([_job(lab1, host)], _opts(lab1), to=b.release, out=io.StringIO())
+    assert host.current() == b.release and serving(lab1, host, 2525)
+
+    with pytest.raises(DeployError) as err:
+        rollback([_job(lab1, host)], _opts(lab1), to="nope", out=io.StringIO())
+    assert "no release 'nope'" in err.value.results[0].detail  # type: ignore[attr-defined]
+
+
+def test_invalid_config_is_refused_before_the_switch(lab1: Lab, binary: BinaryProvider) -> None:
+    host = lab1.hosts[0]
+    good = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    pid = host.caddy_pids()
+
+    results, _, ok = run_deploy([_job(lab1, host, listen={25: 99999})], _opts(lab1), binary)
+    assert not ok and results[0].status == "failed"
+    assert "caddy validate refused the new config; nothing was switched" in results[0].detail
+    assert "99999" in results[0].detail
+    assert host.current() == good.release and host.releases() == [good.release]
+    assert not list(Path(host.root, "releases").glob(".incoming-*"))
+    assert host.caddy_pids() == pid and serving(lab1, host)
+    assert not Path(host.root, "lock").exists()
+    assert "result=failed" in host.audit()[-1]
+
+
+def test_health_gate_failure_rolls_back(lab1: Lab, binary: BinaryProvider) -> None:
+    host = lab1.hosts[0]
+    good = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    # a port already taken on the host: validate cannot see it, the load on the host fails
+    squatter = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            host.netns,
+            sys.executable,
+            "-c",
+            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2600)); s.listen(); "
+            "print('up', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+        results, out, ok = run_deploy([_job(lab1, host, listen={25: 2600})], _opts(lab1), binary)
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert not ok and results[0].status == "rolled-back", out
+    assert "address already in use" in results[0].detail
+    assert f"rolled back to {good.release} (reload): serving" in results[0].detail
+    assert host.current() == good.release and serving(lab1, host, 25)
+
+    # and a gate that needs the greeting: the new config dials a dead upstream port
+    dead = socket.socket()
+    dead.bind((host.peer, 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    up = dict(lab1.upstreams[0].ports)
+    up[25] = dead_port
+    results, out, ok = run_deploy(
+        [_job(lab1, host, upstream=up)], _opts(lab1, check_greeting=True, health_timeout=3), binary
+    )
+    assert not ok and results[0].status == "rolled-back", out
+    assert "health gate failed: smtp:25 FAILED" in results[0].detail
+    assert host.current() == good.release and serving(lab1, host, 25)
+    assert "result=rolled-back" in host.audit()[-1]
+
+
+def test_link_cut_mid_upload_leaves_nothing_half_installed(
+    lab1: Lab, binary: BinaryProvider, alt_binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    old = run_deploy([_job(lab1, host)], _opts(lab1), alt_binary)[0][0]
+    pid = host.caddy_pids()
+    releases = Path(host.root, "releases")
+    cut = threading.Event()
+
+    def cutter() -> None:  # watch the upload arrive on the host's disk; kill SSH at 8 MiB
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cut.is_set():
+            for part in releases.glob(".incoming-*/caddy"):
+                try:
+                    if part.stat().st_size > 8 << 20:
+                        host.cut_ssh_sessions()
+                        cut.set()
+                        return
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=cutter)
+    watcher.start()
+    results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), binary)
+    watcher.join()
+    assert cut.is_set(), "the upload finished before the link could be cut"
+    res = results[0]
+    assert not ok and res.status == "failed", out
+    assert "SSH link lost" in res.detail
+    assert "reconnected: partial upload discarded, lock released" in res.detail
+    assert 0 < res.bytes_sent < os.path.getsize(binary("linux", "amd64").path)
+    assert host.current() == old.release and host.releases() == [old.release]
+    assert not list(releases.glob(".incoming-*")) and not Path(host.root, "lock").exists()
+    assert host.caddy_pids() == pid and serving(lab1, host)
+
+    results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), binary)
+    assert ok and results[0].status == "deployed" and results[0].action == "restart", out
+    assert host.current() == results[0].release and serving(lab1, host)
+
+
+def test_concurrent_deploy_is_refused_by_the_lock(lab1: Lab, binary: BinaryProvider) -> None:
+    host = lab1.hosts[0]
+    releases = Path(host.root, "releases")
+    first: list[tuple[list[HostResult], str, bool]] = []
+    t = threading.Thread(
+        target=lambda: first.append(
+            run_deploy([_job(lab1, host)], _opts(lab1, message="release 42"), binary)
+        )
+    )
+    t.start()
+    deadline = time.monotonic() + 60
+    while not list(releases.glob(".incoming-*/caddy")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = run_deploy([_job(lab1, host)], _opts(lab1), binary)
+    t.join()
+
+    assert first[0][2] and first[0][0][0].status == "deployed", first[0][1]
+    results, out, ok = second
+    assert not ok and results[0].status == "failed"
+    assert "deploy refused: locked by holder=" in results[0].detail
+    assert 'message="release 42"' in results[0].detail
+    assert host.releases() == [first[0][0][0].release]
+
+    # a dead deploy's lock: refused until --force-unlock
+    Path(host.root, "lock").mkdir()
+    Path(host.root, "lock", "info").write_text("holder=ghost@gone\nsince=then\ntoken=dead\n")
+    job = _job(lab1, host, listen={25: 2525})
+    results, out, ok = run_deploy([job], _opts(lab1), binary)
+    assert not ok and "locked by holder=ghost@gone" in results[0].detail
+    results, out, ok = run_deploy([job], _opts(lab1, force_unlock=True), binary)
+    assert ok and results[0].status == "deployed", out
+    assert not Path(host.root, "lock").exists() and serving(lab1, host, 2525)
+
+
+def test_two_hosts_second_fails_third_untouched(lab3: Lab, binary: BinaryProvider) -> None:
+    jobs = [_job(lab3, h) for h in lab3.hosts]
+    results, out, ok = run_deploy(jobs, _opts(lab3, parallel=2), binary)
+    assert ok and [r.status for r in results] == ["deployed"] * 3, out
+    old = [r.release for r in results]  # per host: each dials its own upstream
+    h0, h1, h2 = lab3.hosts
+
+    new_jobs = [_job(lab3, h, listen={25: 2600}) for h in lab3.hosts]
+    squatter = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            h1.netns,
+            sys.executable,
+            "-c",
+            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2600)); s.listen(); "
+            "print('up', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+        results, out, ok = run_deploy(new_jobs, _opts(lab3), binary)
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert not ok
+    assert [r.status for r in results] == ["deployed", "rolled-back", "skipped"], out
+    assert h0.current() == results[0].release != old[0] and serving(lab3, h0, 2600)
+    assert h1.current() == old[1] and serving(lab3, h1, 25)
+    assert h2.current() == old[2] and serving(lab3, h2, 25) and h2.releases() == [old[2]]
+    assert results[2].bytes_sent == 0 and results[2].commands == []
+    report = out[out.index("deploy report:") :]
+    assert "rolled-back" in report and "address already in use" in report
+    assert "not attempted: an earlier host failed" in report
+
+
+def test_cli_dry_run_prints_the_plan_and_changes_nothing(
+    lab1: Lab, binary: BinaryProvider, tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    from tests.conftest import write_env
+
+    host = lab1.hosts[0]
+    values = dict(example_values, EDGE_HOSTS=f"root@{host.addr}", EDGE_ROOT=host.root)
+    env = write_env(tmp_path / ".env", values)
+    common = [
+        "--env-file",
+        str(env),
+        "--known-hosts",
+        str(lab1.known_hosts),
+        "--identity",
+        str(lab1.key),
+        "--ssh-config",
+        str(lab1.ssh_config),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), "deploy-edge", "--dry-run", *common],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"root@{host.addr}: release " in proc.stdout and "(supervised mode)" in proc.stdout
+    assert "first install" in proc.stdout and "binary     upload, " in proc.stdout
+    assert "dry run report:" in proc.stdout and "planned" in proc.stdout
+    assert not Path(host.root).exists()  # no lock, no directory, nothing
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), "edge-status", *common],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "NOT RUNNING" in proc.stdout
+    assert "edge not serving" in proc.stderr and "Traceback" not in proc.stderr
