@@ -34,6 +34,7 @@ from tailwart.settings.derived import compose_environment
 from tailwart.settings.example import example_settings
 
 UP = f"{BASE} up -d"
+DRY_RUN = "dry run: nothing runs. The docker commands, in order:"
 LOGS_STALWART = f"{BASE} logs --no-color --tail 30 stalwart"
 
 
@@ -62,6 +63,11 @@ class Output:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+    @property
+    def plan(self) -> list[str]:
+        """The lines from the dry-run header on (warnings of the checks come before)."""
+        return self.lines[self.lines.index(DRY_RUN) :]
 
 
 def stack(
@@ -218,7 +224,7 @@ def test_up_dry_run_prints_the_exact_commands_and_runs_nothing(
     out = Output()
     stack(c, settings, tree, out=out).up(dry_run=True, timeout=90, checks=compose_checks)
     assert c.run.call_args_list == []
-    assert out.lines[:4] == [
+    assert out.plan[:4] == [
         "dry run: nothing runs. The docker commands, in order:",
         f"  {DAEMON}",
         "  docker compose version --short",
@@ -414,7 +420,7 @@ def test_restart_dry_run(tree: Path, settings: Settings) -> None:
     out = Output()
     c = mock({})
     stack(c, settings, tree, out=out).restart("all", dry_run=True, checks=compose_checks)
-    assert out.lines[3:6] == [
+    assert out.plan[3:6] == [
         f"  {BASE} stop stalwart",
         f"  {BASE} up -d --force-recreate ts-stalwart",
         f"  {BASE} up -d --force-recreate stalwart",
@@ -501,3 +507,13 @@ def test_restart_step_failure_reports_the_containers(tree: Path, settings: Setti
     ):
         stack(c, settings, tree).restart("ts-stalwart", checks=compose_checks)
     assert f"{BASE} up -d --force-recreate stalwart" not in commands(c)
+
+
+def test_warnings_of_the_checks_are_shown_but_do_not_refuse(tree: Path, settings: Settings) -> None:
+    def warning(ctx: CheckContext) -> list[Finding]:
+        return [Finding.warning("compose.image-pinned", "stalwart 0.14.1", "pin v0.15.5")]
+
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(dry_run=True, checks=warning)
+    assert out.lines[0] == "warning: compose.image-pinned: stalwart 0.14.1 → pin v0.15.5"
+    assert out.lines[1] == "dry run: nothing runs. The docker commands, in order:"

@@ -70,6 +70,9 @@ class Stack:
                 f"refused: the static checks found {errors} error(s) (above); no "
                 "docker command was run → fix them, `inv check` to confirm"
             )
+        for finding in findings:
+            if finding.status is Status.WARNING:
+                self.err(f"warning: {finding.id}: {finding.message} → {finding.advice}")
         return findings
 
     def print_plan(self, steps: Sequence[Sequence[str]], after: Sequence[str] = ()) -> None:
