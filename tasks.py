@@ -416,6 +416,7 @@ def restart(
 
 @task(
     optional=["headscale"],
+    auto_shortflags=False,  # no -h: `inv acl -h` must not mean --headscale
     help={
         **ENV,
         "file": "merge into this policy file (a GitOps repo's policy.hujson); prints the diff",
