@@ -114,12 +114,6 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "passed with another value than .env gives: STALWART_DB_HOST",
         ),
         (
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n",
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n      X: ${NOT_A_KEY:?x}\n",
-            "compose.variables",
-            "variables inv up does not supply: NOT_A_KEY",
-        ),
-        (
             "/healthz/ready",
             "/healthz/live",
             "compose.stalwart-health",
@@ -236,7 +230,6 @@ def test_interpolation_follows_compose() -> None:
         "${A}?ephemeral=true": "a?ephemeral=true",
     }
     assert {k: compose_rules.interpolate(k, env) for k in cases} == cases
-    assert compose_rules.referenced("$${NOT} ${A:?x} $B") == {"A", "B"}
 
 
 @pytest.mark.parametrize(

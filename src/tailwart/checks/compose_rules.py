@@ -39,16 +39,6 @@ _VAR = re.compile(
 # ---------------------------------------------------------------- interpolation (raw YAML)
 
 
-def referenced(text: str) -> set[str]:
-    """Names of the variables a compose text interpolates (``$$`` is a literal dollar)."""
-    names = set()
-    for m in _VAR.finditer(text):
-        name = m.group("braced") or m.group("bare")
-        if name:
-            names.add(name)
-    return names
-
-
 def interpolate(value: str, env: Mapping[str, str]) -> str:
     """Compose's interpolation of one string (``${X}``, ``${X:-d}``, ``${X:?m}``, ``$$``…)."""
 
@@ -210,17 +200,6 @@ def run(ctx: CheckContext) -> list[Finding]:
     findings += _loader_findings(ctx, raw is not None)
     if raw is None:
         return findings
-
-    unknown = sorted(referenced(text) - set(env))
-    if unknown:
-        findings.append(
-            Finding.error(
-                "compose.variables",
-                f"compose reads variables inv up does not supply: {', '.join(unknown)}",
-                "use a key declared in src/tailwart/settings/contract.py (or one of its DERIVED)",
-                GROUP,
-            )
-        )
 
     doc = (
         ctx.compose_normalised
