@@ -112,3 +112,32 @@ def test_postures_are_evaluated_from_test_attributes() -> None:
         ],
     }
     assert validate(policy).ok
+
+
+def test_ssh_tests_against_ssh_rules() -> None:
+    policy = {
+        "groups": {"group:sre": ["hana@x.example"]},
+        "tagOwners": {"tag:db": ["group:sre"]},
+        "ssh": [
+            {"action": "check", "src": ["group:sre"], "dst": ["tag:db"], "users": ["postgres"]},
+            {
+                "action": "accept",
+                "src": ["group:sre"],
+                "dst": ["tag:db"],
+                "users": ["autogroup:nonroot"],
+            },
+        ],
+        "sshTests": [
+            {
+                "src": "hana@x.example",
+                "dst": ["tag:db"],
+                "check": ["postgres"],
+                "accept": ["ubuntu"],
+                "deny": ["root"],
+            },
+            {"src": "hana@x.example", "dst": ["tag:db"], "accept": ["root"]},
+        ],
+    }
+    report = validate(policy)
+    assert [f.index for f in report.failures] == [1]
+    assert report.failures[0].errors == ("tag:db as 'root': want: accept, got: deny",)

@@ -57,7 +57,7 @@ def run(ctx: CheckContext) -> list[Finding]:
         )
     else:
         problems = [str(p) for p in report.problems] + [
-            f"tests[{f.index}]: {e}" for f in report.failures for e in f.errors
+            f"{f.section}[{f.index}]: {e}" for f in report.failures for e in f.errors
         ]
         findings.append(
             Finding.error(

@@ -78,7 +78,7 @@ def find_line(text: str, token: str) -> int | None:
 
 
 def test_lines(
-    text: str, index: int | None = None, src: str | None = None
+    text: str, index: int | None = None, src: str | None = None, section: str = "tests"
 ) -> list[tuple[int, dict[str, int]]]:
     """(line of the test, {address: line}) for tests[index] or every test with this src."""
     from json5.model import JSONArray, JSONObject, String
@@ -90,7 +90,7 @@ def test_lines(
     if not isinstance(root.value, JSONObject):
         return out
     for key, value in root.value.key_value_pairs:
-        if key_name(key) != "tests" or not isinstance(value, JSONArray):
+        if key_name(key) != section or not isinstance(value, JSONArray):
             continue
         for i, test in enumerate(value.values):
             if not isinstance(test, JSONObject) or (index is not None and i != index):
@@ -137,12 +137,13 @@ def explain_report(text: str, report: Report) -> list[str]:
         line = find_line(text, problem.token) if problem.token else None
         lines.append(f"  {'line ' + str(line) + ': ' if line else ''}{problem}")
     for failure in report.failures:
-        located = test_lines(text, index=failure.index)
+        located = test_lines(text, index=failure.index, section=failure.section)
         addresses = located[0][1] if located else {}
-        for error, address in zip(failure.errors, failure.addresses, strict=False):
+        for n, error in enumerate(failure.errors):
+            address = failure.addresses[n] if n < len(failure.addresses) else ""
             line = addresses.get(address) or (located[0][0] if located else None)
             lines.append(
-                f"  {'line ' + str(line) + ': ' if line else ''}tests[{failure.index}] "
+                f"  {'line ' + str(line) + ': ' if line else ''}{failure.section}[{failure.index}] "
                 f"from {failure.src}: {error}"
             )
     return lines

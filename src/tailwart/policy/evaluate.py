@@ -5,6 +5,7 @@
   and host aliases.
 - ``run_tests``: evaluates the policy's ``tests`` against its ``acls`` and
   ``grants``: for each test source and ``dst:port``, is some rule accepting it?
+  ``run_ssh_tests`` does the same for ``sshTests`` against the ``ssh`` rules.
 
 Used by ``inv acl --file`` before writing, by ``inv check`` on the snippet and
 by the local Tailscale API server in the tests. Node inventory is unknown
@@ -92,6 +93,7 @@ class TestFailure:
     errors: tuple[str, ...]
     #: the ``dst:port`` strings that failed, to find their lines
     addresses: tuple[str, ...] = ()
+    section: str = "tests"
 
 
 @dataclass
@@ -112,7 +114,7 @@ def validate(policy: Any) -> Report:
     problems = check_references(policy)
     if problems:
         return Report(problems)
-    return Report([], run_tests(policy))
+    return Report([], run_tests(policy) + run_ssh_tests(policy))
 
 
 # ---------------------------------------------------------------- schema
@@ -311,6 +313,39 @@ def run_tests(policy: dict[str, Any]) -> list[TestFailure]:
         if errors:
             failures.append(TestFailure(index, src, tuple(errors), tuple(addresses)))
     return failures
+
+
+def run_ssh_tests(policy: dict[str, Any]) -> list[TestFailure]:
+    """Evaluate ``sshTests`` against the ``ssh`` rules (accept, check, deny per login user)."""
+    failures: list[TestFailure] = []
+    for index, test in enumerate(_list(policy.get("sshTests"))):
+        if not isinstance(test, dict) or not isinstance(test.get("src"), str):
+            continue
+        src, errors = test["src"], []
+        for dst in _strs(test, "dst"):
+            for want in ("accept", "check", "deny"):
+                for user in _strs(test, want):
+                    got = ssh_action(policy, src, dst, user)
+                    if got != want:
+                        errors.append(f"{dst} as {user!r}: want: {want}, got: {got}")
+        if errors:
+            failures.append(TestFailure(index, src, tuple(errors), (), "sshTests"))
+    return failures
+
+
+def ssh_action(policy: dict[str, Any], src: str, dst: str, user: str) -> str:
+    """``accept``, ``check`` or ``deny``: what the first matching ssh rule does."""
+    for rule in _list(policy.get("ssh")):
+        if not isinstance(rule, dict):
+            continue
+        if not any(_src_matches(policy, s, src) for s in _strs(rule, "src")):
+            continue
+        if not any(_dst_matches(policy, d, dst) for d in _strs(rule, "dst")):
+            continue
+        users = _strs(rule, "users")
+        if user in users or (user != "root" and "autogroup:nonroot" in users):
+            return "check" if rule.get("action") == "check" else "accept"
+    return "deny"
 
 
 def first_accepting_rule(
