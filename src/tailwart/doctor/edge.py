@@ -18,7 +18,7 @@ EXPECT = {25: "220", 465: "220", 587: "220", 143: "* OK", 993: "* OK"}
 
 
 def port_greeting(public: int, ctx: DoctorContext) -> Finding:
-    host, port = ctx.edge_host(), ctx.edge_port(public)
+    host, port = ctx.address(ctx.edge_host()), ctx.edge_port(public)
     where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
     tls = public in IMPLICIT_TLS_PORTS
     want = EXPECT[public]

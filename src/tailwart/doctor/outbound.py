@@ -15,13 +15,13 @@ GROUP = "outbound"
 
 
 def _smtp_session(
-    host: str, port: int, timeout: float, implicit: bool, helo: str
+    host: str, port: int, timeout: float, implicit: bool, helo: str, sni: str = ""
 ) -> tuple[str, list[str]]:
     """(greeting, EHLO keywords) from an SMTP server; QUIT afterwards."""
     sock = connect(host, port, timeout)
     try:
         if implicit:
-            sock = tls_wrap(sock, host)
+            sock = tls_wrap(sock, sni or host)
         greeting = read_smtp_reply(sock)
         if not greeting[0].startswith("220"):
             return greeting[0], []
@@ -51,7 +51,12 @@ def smarthost(ctx: DoctorContext) -> Finding:
     where = f"smarthost {target.host}:{target.port}"
     try:
         greeting, keywords = _smtp_session(
-            target.host, target.port, ctx.timeout, implicit, s["MAIL_HOSTNAME"]
+            ctx.address(target.host),
+            target.port,
+            ctx.timeout,
+            implicit,
+            s["MAIL_HOSTNAME"],
+            sni=target.host,
         )
     except WireError as exc:
         return error(
@@ -83,7 +88,11 @@ def port25(ctx: DoctorContext) -> Finding:
     where = f"{target.host}:{target.port}"
     try:
         greeting, _ = _smtp_session(
-            target.host, target.port, ctx.timeout, False, ctx.settings["MAIL_HOSTNAME"]
+            ctx.address(target.host),
+            target.port,
+            ctx.timeout,
+            False,
+            ctx.settings["MAIL_HOSTNAME"],
         )
     except WireError as exc:
         return error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,21 @@ class DoctorContext:
 
     def edge_port(self, public: int) -> int:
         return self.options.port_map.get(public, public)
+
+    def address(self, host: str) -> str:
+        """The address to dial for ``host``: asked of DNS_RESOLVER when set, like every name
+        the doctor looks up; otherwise left to the system resolver."""
+        if not self.settings["DNS_RESOLVER"]:
+            return host
+        try:
+            ipaddress.ip_address(host)
+            return host
+        except ValueError:
+            pass
+        from .dns import Dns
+
+        found = Dns(self.settings, self.timeout).addresses(host)
+        return str(found[0]) if found else host
 
 
 CheckFn = Callable[[DoctorContext], Finding]

@@ -56,7 +56,7 @@ def verify_context(ca_file: str) -> ssl.SSLContext:
 
 
 def certificate(public: int, ctx: DoctorContext, now: dt.datetime | None = None) -> Finding:
-    host, port = ctx.edge_host(), ctx.edge_port(public)
+    host, port = ctx.address(ctx.edge_host()), ctx.edge_port(public)
     name = ctx.settings["MAIL_HOSTNAME"]
     where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
     try:

@@ -1,0 +1,557 @@
+"""Real servers for the bootstrap and doctor tests, on loopback or 198.18.0.0/15 only.
+
+Postgres (Debian 15) runs as the ``postgres`` user with ``trust`` on loopback and
+``scram-sha-256`` from 198.18.0.0/15 (the pitfall of the shared containers); the
+non-loopback address lives on a veth pair this module creates and deletes.
+Redis runs with ``requirepass``; Garage is the real binary from the cache; knotd
+serves test zones; small threaded servers speak SMTP/IMAP greetings, with TLS
+certificates made per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+GARAGE_VERSION = "2.1.0"
+
+
+def garage_binary(cache: Path) -> Path:
+    return cache / f"garage-{GARAGE_VERSION}-debug" / "bin" / "garage"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = 30,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout}s")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=1):
+        return True
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------ network
+
+
+@dataclass
+class VethAddress:
+    """An address in 198.18.0.0/15 on a veth pair in the root namespace."""
+
+    address: str
+    link: str
+
+    @classmethod
+    def create(cls) -> VethAddress:
+        pid = os.getpid()
+        link = f"twbk{pid % 100000}a"
+        peer = f"twbk{pid % 100000}b"
+        address = f"198.19.{128 + pid % 120}.{1 + (pid // 120) % 250}"
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+        subprocess.run(
+            ["ip", "link", "add", link, "type", "veth", "peer", "name", peer], check=True
+        )
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True)
+        for name in (link, peer):
+            subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        return cls(address, link)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True, check=False)
+
+
+# ------------------------------------------------------------------ postgres
+
+
+@dataclass
+class PostgresServer:
+    """Postgres with the pitfall: trust on loopback and socket, SCRAM from 198.18.0.0/15."""
+
+    tcp_host: str
+    port: int
+    admin_user: str
+    admin_password: str
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, tcp_host: str) -> PostgresServer:
+        pw = pwd.getpwnam("postgres")
+        base = Path(tempfile.mkdtemp(prefix="tailwart-pg-", dir="/tmp"))
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        admin_password = secrets.token_hex(16)
+        pwfile = base / "pw"
+        pwfile.write_text(admin_password + "\n")
+        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+        pwfile.chmod(0o600)
+        run_as = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": base}
+        subprocess.run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(base / "data"),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,
+        )  # type: ignore[arg-type]
+        pwfile.unlink()
+        hba = base / "data" / "pg_hba.conf"
+        hba.write_text(
+            "# the shared-container pitfall: loopback trusts ANY password\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 trust\n"
+            "host all all ::1/128 trust\n"
+            "host all all 198.18.0.0/15 scram-sha-256\n"
+        )
+        server = cls(tcp_host, free_port(), "postgres", admin_password, base)
+        log = base / "postgres.log"
+        with log.open("wb") as out:
+            server.proc = subprocess.Popen(
+                [
+                    str(PG_BIN / "postgres"),
+                    "-D",
+                    str(base / "data"),
+                    "-c",
+                    f"listen_addresses=127.0.0.1,{tcp_host}",
+                    "-c",
+                    f"port={server.port}",
+                    "-c",
+                    f"unix_socket_directories={base}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "shared_buffers=16MB",
+                    "-c",
+                    "max_connections=40",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                **run_as,
+            )  # type: ignore[arg-type]
+        wait_for(lambda: port_open(tcp_host, server.port), "postgres", proc=server.proc, log=log)
+        return server
+
+    def admin(self, host: str | None = None):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        return psycopg.connect(
+            host=host or self.tcp_host,
+            port=self.port,
+            user=self.admin_user,
+            password=self.admin_password,
+            dbname="postgres",
+            autocommit=True,
+        )
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ redis
+
+
+@dataclass
+class RedisServer:
+    port: int
+    password: str
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def start(cls, binary: str) -> RedisServer:
+        base = Path(tempfile.mkdtemp(prefix="tailwart-redis-"))
+        server = cls(free_port(), secrets.token_hex(16), base)
+        conf = base / "redis.conf"  # the password stays off the command line
+        conf.write_text(
+            f"bind 127.0.0.1\nport {server.port}\nrequirepass {server.password}\n"
+            f'save ""\nappendonly no\ndatabases 32\ndir {base}\nprotected-mode yes\n'
+        )
+        conf.chmod(0o600)
+        log = base / "redis.log"
+        with log.open("wb") as out:
+            server.proc = subprocess.Popen(
+                [binary, str(conf)], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(
+            lambda: port_open("127.0.0.1", server.port), "redis-server", proc=server.proc, log=log
+        )
+        return server
+
+    def client(self, db: int):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis(
+            host=self.host, port=self.port, db=db, password=self.password, decode_responses=True
+        )
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ garage
+
+
+@dataclass
+class GarageServer:
+    s3_port: int
+    admin_port: int
+    admin_token: str
+    region: str
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @classmethod
+    def start(cls, binary: Path, region: str = "garage") -> GarageServer:
+        base = Path(tempfile.mkdtemp(prefix="tailwart-garage-"))
+        rpc = free_port()
+        server = cls(free_port(), free_port(), secrets.token_hex(24), region, base)
+        conf = base / "garage.toml"
+        conf.write_text(f"""\
+metadata_dir = "{base}/meta"
+data_dir = "{base}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secrets.token_hex(32)}"
+
+[s3_api]
+s3_region = "{region}"
+api_bind_addr = "127.0.0.1:{server.s3_port}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{server.admin_port}"
+admin_token = "{server.admin_token}"
+""")
+        conf.chmod(0o600)
+        log = base / "garage.log"
+        with log.open("wb") as out:
+            server.proc = subprocess.Popen(
+                [str(binary), "-c", str(conf), "server"], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(server._status_ok, "garage", proc=server.proc, log=log, timeout=60)
+        return server
+
+    def _status_ok(self) -> bool:
+        import requests
+
+        resp = requests.get(
+            f"{self.admin_url}/v2/GetClusterStatus",
+            timeout=2,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        return resp.status_code == 200
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ DNS (knotd)
+
+
+@dataclass
+class KnotServer:
+    port: int
+    base: Path
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, binary: str, zones: dict[str, str]) -> KnotServer:
+        base = Path(tempfile.mkdtemp(prefix="tailwart-knot-"))
+        server = cls(free_port(), base)
+        (base / "zones").mkdir()
+        for name, text in zones.items():
+            (base / "zones" / f"{name}.zone").write_text(text)
+        zone_conf = "".join(f"  - domain: {name}\n" for name in zones)
+        (base / "knot.conf").write_text(f"""\
+server:
+    rundir: "{base}"
+    listen: 127.0.0.1@{server.port}
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "{base}/db"
+template:
+  - id: default
+    storage: "{base}/zones"
+    file: "%s.zone"
+    semantic-checks: off
+zone:
+{zone_conf}""")
+        log = base / "knot.log"
+        with log.open("wb") as out:
+            server.proc = subprocess.Popen(
+                [binary, "-c", str(base / "knot.conf")], stdout=out, stderr=subprocess.STDOUT
+            )
+        first = next(iter(zones))
+        wait_for(lambda: server.answers(first), "knotd", proc=server.proc, log=log)
+        return server
+
+    def answers(self, name: str) -> bool:
+        import dns.message
+        import dns.query
+
+        query = dns.message.make_query(name + ".", "SOA")
+        reply = dns.query.udp(query, self.host, port=self.port, timeout=1)
+        return bool(reply.answer)
+
+    @property
+    def resolver(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ certificates
+
+
+@dataclass
+class Pki:
+    """A CA made per run and certificates it signs, as PEM files in ``base``."""
+
+    base: Path
+    ca_key: object = None
+    ca_cert: object = None
+
+    @classmethod
+    def create(cls, base: Path) -> Pki:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tailwart test CA")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        pki = cls(base, key, cert)
+        (base / "ca.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+        return pki
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.base / "ca.pem")
+
+    def issue(
+        self, label: str, names: list[str], days: float, self_signed: bool = False
+    ) -> tuple[str, str]:
+        """(cert.pem, key.pem) for ``names`` valid for ``days`` from now (negative: expired)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        now = dt.datetime.now(dt.UTC)
+        not_after = now + dt.timedelta(days=days)
+        issuer = subject if self_signed else self.ca_cert.subject  # type: ignore[attr-defined]
+        signer = key if self_signed else self.ca_key
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(min(now - dt.timedelta(days=30), not_after - dt.timedelta(days=1)))
+            .not_valid_after(not_after)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
+            .sign(signer, hashes.SHA256())
+        )  # type: ignore[arg-type]
+        cert_path, key_path = self.base / f"{label}.pem", self.base / f"{label}.key"
+        chain = cert.public_bytes(Encoding.PEM)
+        cert_path.write_bytes(chain)
+        key_path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        return str(cert_path), str(key_path)
+
+    def context(
+        self, label: str, names: list[str], days: float, self_signed: bool = False
+    ) -> ssl.SSLContext:
+        cert, key = self.issue(label, names, days, self_signed)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+
+# ------------------------------------------------------------------ greeting servers
+
+
+@dataclass
+class LineServer:
+    """A threaded TCP server on loopback: optional TLS, a greeting line, minimal SMTP/IMAP."""
+
+    greeting: str
+    tls: ssl.SSLContext | None = None
+    #: EHLO keywords answered (SMTP); None = hang up after the greeting's exchange
+    ehlo: list[str] | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    sock: socket.socket | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> LineServer:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        assert self.sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            sock: socket.socket = self.tls.wrap_socket(conn, server_side=True) if self.tls else conn
+            if self.greeting:
+                sock.sendall(self.greeting.encode() + b"\r\n")
+            buf = b""
+            while self.ehlo is not None:
+                data = sock.recv(1024)
+                if not data:
+                    break
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    verb = line.strip().split(b" ")[0].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        lines = ["tailwart-test", *self.ehlo]
+                        reply = "".join(
+                            f"250{'-' if i < len(lines) - 1 else ' '}{t}\r\n"
+                            for i, t in enumerate(lines)
+                        )
+                        sock.sendall(reply.encode())
+                    elif verb == b"QUIT":
+                        sock.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        sock.sendall(b"502 not here\r\n")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.sock is not None:
+            self.sock.close()
+
+
+@contextlib.contextmanager
+def line_servers(*servers: LineServer) -> Iterator[list[LineServer]]:
+    started = [s.start() for s in servers]
+    try:
+        yield started
+    finally:
+        for s in started:
+            s.close()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    return free_port()

@@ -1,0 +1,112 @@
+"""inv doctor end to end: every group against real servers, table and --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresServer, RedisServer
+from test_doctor_edge import edge_servers
+
+from conftest import _shared, backend_values, garage_key, inv, values
+from tailwart.backends.bootstrap import bootstrap
+from tailwart.settings import from_mapping
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
+    tmp_path: Path,
+    pg_server: PostgresServer,
+    redis_server: RedisServer,
+    garage_ready: GarageServer,
+    knot: KnotServer,
+    pki: Pki,
+) -> None:
+    tag = secrets.token_hex(4)
+    names = {"role": f"cli_{tag}", "db": f"cli_{tag}", "bucket": f"cli-{tag}"}
+    redis_server.client(28).flushdb()
+    relay = LineServer("220 relay.test ESMTP", ehlo=["STARTTLS", "AUTH PLAIN"])
+    servers = edge_servers(pki)
+    with relay_and(relay, servers):
+        env_values = backend_values(
+            pg_server,
+            redis_server,
+            garage_ready,
+            28,
+            names,
+            garage_key(),
+            DNS_RESOLVER=knot.resolver,
+            DKIM_SELECTOR="s1",
+            STALWART_SMARTHOST=f"lo.relay.test:{relay.port}",
+        )
+        bootstrap(
+            from_mapping(env_values),
+            say=lambda _: None,
+            environ={"PG_ADMIN_PASSWORD": pg_server.admin_password},
+        )
+        env = _shared.write_env(tmp_path / ".env", env_values)
+        flags = ["--edge", "127.0.0.1", "--ca-file", pki.ca_file, "--timeout", "5"]
+        for public, server in servers.items():
+            flags += ["--port", f"{public}={server.port}"]
+
+        table = inv("doctor", "--env-file", str(env), *flags)
+        assert table.returncode == 0, table.stdout + table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[-1] == "21 ok, 0 warning(s), 0 error(s)"
+        assert all(line.startswith("ok ") for line in lines[:-2]), table.stdout
+        (tmp_path / "doctor-table.txt").write_text(table.stdout)
+
+        as_json = inv("doctor", "--env-file", str(env), "--json", *flags)
+        assert as_json.returncode == 0
+        data = json.loads(as_json.stdout)
+        assert data["summary"] == {"ok": 21, "warning": 0, "error": 0}
+        assert [row["group"] for row in data["findings"]] == (
+            ["backends"] * 7 + ["edge"] * 5 + ["dns"] * 6 + ["tls"] * 2 + ["outbound"]
+        )
+        assert set(data["findings"][0]) == {"id", "group", "status", "message", "advice"}
+
+        # the same setup with a drifted DB password and a wrong DNS zone: exit 1, errors named
+        broken = _shared.write_env(
+            tmp_path / "broken.env",
+            {
+                **env_values,
+                "STALWART_DB_PASSWORD": secrets.token_hex(16),
+                "MAIL_DOMAIN": "bad.test",
+                "MAIL_HOSTNAME": "mail.bad.test",
+                "EDGE_PUBLIC_IP": "198.18.5.26",
+            },
+        )
+        run = inv("doctor", "--env-file", str(broken), "--json", "--only", "backends,dns", *flags)
+        assert run.returncode == 1
+        assert "inv doctor: errors found" in run.stderr
+        found = {row["id"]: row for row in json.loads(run.stdout)["findings"]}
+        assert {row["group"] for row in found.values()} == {"backends", "dns"}
+        assert found["backends.postgres.login"]["status"] == "error"
+        assert found["dns.mx"]["status"] == "error"
+        assert found["backends.redis.db"]["status"] == "ok"
+        for secret in (
+            env_values["STALWART_DB_PASSWORD"],
+            env_values["STALWART_REDIS_PASSWORD"],
+            env_values["STALWART_S3_SECRET_KEY"],
+        ):
+            assert secret not in table.stdout + as_json.stdout + run.stdout + run.stderr
+
+
+def relay_and(relay: LineServer, servers: dict[int, LineServer]):  # type: ignore[no-untyped-def]
+    from backend_servers import line_servers
+
+    return line_servers(relay, *servers.values())
+
+
+def test_bad_flags_are_usage_errors(tmp_path: Path) -> None:
+    env = _shared.write_env(tmp_path / ".env", values())
+    run = inv("doctor", "--env-file", str(env), "--only", "dns,nope")
+    assert run.returncode == 2
+    assert "unknown group(s) nope; choose from backends, edge, dns, tls, outbound" in run.stderr
+    run = inv("doctor", "--env-file", str(env), "--port", "25:2525", "--port", "x=1")
+    assert run.returncode == 2
+    assert "--port '25:2525': expected PUBLIC=ACTUAL" in run.stderr
+    assert "--port 'x=1'" in run.stderr

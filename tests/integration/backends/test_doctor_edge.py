@@ -1,0 +1,125 @@
+"""Doctor groups edge and tls against real greeting servers on loopback (TLS made per run)."""
+
+from __future__ import annotations
+
+import pytest
+from backend_servers import LineServer, Pki, closed_port, line_servers
+
+from conftest import settings
+from tailwart.doctor import runner
+from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
+from tailwart.findings import Finding, Status
+
+pytestmark = pytest.mark.integration
+HOST = "mail.good.test"
+
+
+def run_groups(
+    groups: tuple[str, ...],
+    ports: dict[int, int],
+    ca_file: str = "",
+) -> dict[str, Finding]:
+    options = DoctorOptions(edge_host="127.0.0.1", port_map=ports, ca_file=ca_file, timeout=3)
+    ctx = DoctorContext(settings(), options)
+    return {f.id: f for f in runner.run(ctx, registry(ctx, groups))}
+
+
+def edge_servers(
+    pki: Pki, days: float = 90, names: tuple[str, ...] = (HOST,)
+) -> dict[int, LineServer]:
+    tls = pki.context(f"edge-{days}-{names[0]}", list(names), days)
+    return {
+        25: LineServer("220 mail.good.test ESMTP Stalwart"),
+        465: LineServer("220 mail.good.test ESMTP Stalwart", tls=tls),
+        587: LineServer("220 mail.good.test ESMTP Stalwart"),
+        143: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready"),
+        993: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready", tls=tls),
+    }
+
+
+def test_every_port_greets_through_the_edge(pki: Pki) -> None:
+    servers = edge_servers(pki)
+    with line_servers(*servers.values()):
+        found = run_groups(("edge", "tls"), {p: s.port for p, s in servers.items()}, pki.ca_file)
+    assert {k: f.status for k, f in found.items()} == dict.fromkeys(
+        [
+            "edge.smtp",
+            "edge.submissions",
+            "edge.submission",
+            "edge.imap",
+            "edge.imaps",
+            "tls.submissions",
+            "tls.imaps",
+        ],
+        Status.OK,
+    )
+    assert found["edge.smtp"].message.endswith("(public :25): 220 mail.good.test ESMTP Stalwart")
+    assert "TLSv1.3, * OK [CAPABILITY IMAP4rev2] Stalwart ready" in found["edge.imaps"].message
+    assert f"valid for {HOST} until" in found["tls.imaps"].message
+    assert "issuer tailwart test CA" in found["tls.imaps"].message
+
+
+def test_closed_port_wrong_greeting_and_plaintext_on_a_tls_port(pki: Pki) -> None:
+    servers = edge_servers(pki)
+    servers[25] = LineServer("554 5.7.1 no PROXY header")
+    servers[993] = LineServer("* OK plaintext where TLS belongs")
+    servers[465] = LineServer("", tls=servers[465].tls)  # TLS, then silence closing
+    with line_servers(*servers.values()):
+        ports = {p: s.port for p, s in servers.items()}
+        ports[143] = closed_port()
+        found = run_groups(("edge",), ports)
+    assert found["edge.smtp"].status is Status.ERROR
+    assert "expected '220' greeting, got '554 5.7.1 no PROXY header'" in found["edge.smtp"].message
+    assert found["edge.imap"].status is Status.ERROR
+    assert "refused the connection" in found["edge.imap"].message
+    assert "caddy-l4 running" in found["edge.imap"].advice
+    assert found["edge.imaps"].status is Status.ERROR
+    assert "no TLS handshake" in found["edge.imaps"].message
+    assert "pass TLS through" in found["edge.imaps"].advice
+    assert found["edge.submissions"].status is Status.ERROR
+    assert found["edge.submission"].status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("days", "names", "ca", "status", "text"),
+    [
+        (10, (HOST,), True, Status.WARNING, "expires"),
+        (2, (HOST,), True, Status.ERROR, "expires"),
+        (-1, (HOST,), True, Status.ERROR, "expired on"),
+        (
+            90,
+            ("other.good.test",),
+            True,
+            Status.ERROR,
+            "is for other.good.test, not mail.good.test",
+        ),
+        (90, ("*.good.test",), True, Status.OK, "valid for mail.good.test"),
+        (90, (HOST,), False, Status.ERROR, "certificate not trusted"),
+    ],
+    ids=["10-days", "2-days", "expired", "wrong-name", "wildcard", "untrusted"],
+)
+def test_certificate_expiry_name_and_trust(
+    pki: Pki,
+    days: float,
+    names: tuple[str, ...],
+    ca: bool,
+    status: Status,
+    text: str,
+) -> None:
+    servers = edge_servers(pki, days, names)
+    with line_servers(servers[465], servers[993]):
+        found = run_groups(
+            ("tls",), {465: servers[465].port, 993: servers[993].port}, pki.ca_file if ca else ""
+        )
+    for check in ("tls.submissions", "tls.imaps"):
+        assert found[check].status is status, found[check]
+        assert text in found[check].message
+
+
+def test_tls_port_without_tls_is_an_error(pki: Pki) -> None:
+    plain = LineServer("220 plaintext")
+    with line_servers(plain):
+        found = run_groups(("tls",), {465: plain.port, 993: closed_port()})
+    assert found["tls.submissions"].status is Status.ERROR
+    assert "no TLS handshake" in found["tls.submissions"].message
+    assert "refused the connection" in found["tls.imaps"].message
