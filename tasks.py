@@ -36,7 +36,10 @@ def render(c: Context, env_file: str = ".env", strict: bool = False, example: bo
 @task(help={**ENV, "example": EXAMPLE_HELP, "json": "print the findings as JSON"})
 @exits
 def check(
-    c: Context, env_file: str = ".env", strict: bool = False, example: bool = False,
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    example: bool = False,
     json: bool = False,
 ) -> None:
     """Static consistency checks of .env, config.toml, compose, caddy.json, git hygiene."""

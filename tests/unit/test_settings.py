@@ -352,3 +352,12 @@ def test_committed_example_and_readme_table_are_in_sync() -> None:
     from tailwart.render_files import write_env_example
 
     assert write_env_example(ROOT, check=True).startswith("up to date")
+
+
+def test_image_may_name_a_registry_with_a_port() -> None:
+    values = example_values()
+    values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart:v0.15.5"
+    assert from_mapping(values)["STALWART_IMAGE"] == values["STALWART_IMAGE"]
+    values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart"
+    with pytest.raises(SettingsError, match="pinned tag"):
+        from_mapping(values)

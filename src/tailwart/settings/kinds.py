@@ -13,7 +13,8 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 _TAG = re.compile(r"^tag:[a-z0-9][a-z0-9-]*$")
 _IMAGE = re.compile(
-    r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+    r"^(?:[A-Za-z0-9.-]+(?::\d{1,5})?/)?"  # optional registry host[:port]/
+    r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
 _SSH_TARGET = re.compile(
     r"^(?:[A-Za-z0-9._-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$"
