@@ -476,7 +476,7 @@ def verify_cross(go: Path, path: Path, pins: Pins, goos: str, goarch: str) -> st
         env=_go_env(target=False),
         check=False,
     )
-    info = out.stdout
+    info = out.stdout.replace(f"{path}: ", "", 1)  # the temp path means nothing later
     wanted = [
         (CADDY_MODULE, pins.caddy),
         (CADDY_L4_MODULE, pins.caddy_l4),
