@@ -220,3 +220,28 @@ def test_build_caddy_task_exit_codes(tmp_path: Path) -> None:
     bad_arch = _inv("build-caddy", "--arch", "sparc", env=env)
     assert bad_arch.returncode == 2
     assert "amd64|arm64" in bad_arch.stderr
+
+
+def _elf(path: Path, machine: int) -> Path:
+    path.write_bytes(b"\x7fELF" + bytes(14) + machine.to_bytes(2, "little") + bytes(64))
+    return path
+
+
+def test_a_cross_build_is_checked_by_elf_header_and_embedded_modules(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    go.write_text(
+        "#!/bin/sh\n"
+        'echo "$3: go1.26.8"\n'
+        "printf '\\tdep\\tgithub.com/caddyserver/caddy/v2\\tv2.11.9\\th1:x=\\n'\n"
+        "printf '\\tdep\\tgithub.com/mholt/caddy-l4\\tv0.1.2\\th1:y=\\n'\n"
+        "printf '\\tbuild\\tGOARCH=arm64\\n\\tbuild\\tGOOS=linux\\n'\n"
+    )
+    go.chmod(0o755)
+    arm = _elf(tmp_path / "caddy-arm64", 0xB7)
+    info = build.verify_cross(go, arm, PINS, "linux", "arm64")
+    assert info.startswith("go1.26.8") and str(arm) not in info
+    with pytest.raises(EdgeBuildError, match="not a linux/arm64 ELF"):
+        build.verify_cross(go, _elf(tmp_path / "caddy-x86", 0x3E), PINS, "linux", "arm64")
+    other = Pins("v2.11.9", "v0.1.1", "v0.4.5", "1.25.1")
+    with pytest.raises(EdgeBuildError, match=r"caddy-l4 v0\.1\.1 not found"):
+        build.verify_cross(go, arm, other, "linux", "arm64")
