@@ -40,12 +40,13 @@ from tailwart.edge.standin import V2_SIGNATURE, free_port  # noqa: E402
 
 EDGE_HOST = "127.0.0.1"
 UPSTREAM_HOST = "127.0.0.2"
-LATENCY_SESSIONS = 400
+LATENCY_SESSIONS = 600
 WARMUP_SESSIONS = 30
 RATE_CLIENTS = 32
 RATE_SESSIONS = 3000
 DATA_MB = 100
 DATA_RUNS = 3
+ROUNDS = 3
 TIMEOUT = 30.0
 RESULTS = ROOT / "benchmarks" / "results" / "edge.md"
 
@@ -170,16 +171,14 @@ def session(host: str, port: int, source: str = "127.0.0.60") -> None:
         assert _read_reply(s, buf).startswith(b"221")
 
 
-def latency(host: str, port: int) -> tuple[float, float]:
-    for _ in range(WARMUP_SESSIONS):
-        session(host, port)
+def latency_samples(host: str, port: int, count: int) -> list[float]:
+    """Milliseconds per sequential session, ``count`` of them."""
     times = []
-    for _ in range(LATENCY_SESSIONS):
+    for _ in range(count):
         t0 = time.perf_counter()
         session(host, port)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
 
 
 async def _async_session(host: str, port: int, source: str) -> None:
@@ -206,9 +205,11 @@ async def _async_session(host: str, port: int, source: str) -> None:
         await writer.wait_closed()
 
 
-def conn_rate(host: str, port: int) -> float:
+def conn_rate(host: str, port: int, sessions: int) -> float:
+    """Sessions per second with RATE_CLIENTS concurrent clients."""
+
     async def main() -> float:
-        left = RATE_SESSIONS
+        left = sessions
 
         async def worker(i: int) -> None:
             nonlocal left
@@ -219,7 +220,7 @@ def conn_rate(host: str, port: int) -> float:
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(RATE_CLIENTS)))
-        return RATE_SESSIONS / (time.perf_counter() - t0)
+        return sessions / (time.perf_counter() - t0)
 
     return asyncio.run(main())
 
@@ -229,31 +230,30 @@ _CHUNK = _LINE * 1024  # ~1 MB
 
 
 def data_throughput(host: str, port: int) -> float:
-    """MB/s for one DATA transfer of DATA_MB, best-of-median over DATA_RUNS."""
-    rates = []
-    for _ in range(DATA_RUNS):
-        with socket.create_connection((host, port), TIMEOUT, ("127.0.0.61", 0)) as s:
-            buf = bytearray()
-            _read_reply(s, buf)
-            s.sendall(b"EHLO bench.client\r\n")
-            _read_reply(s, buf)
-            s.sendall(b"MAIL FROM:<a@bench.test>\r\n")
-            _read_reply(s, buf)
-            s.sendall(b"RCPT TO:<b@bench.test>\r\n")
-            _read_reply(s, buf)
-            s.sendall(b"DATA\r\n")
-            assert _read_reply(s, buf).startswith(b"354")
-            total = 0
-            t0 = time.perf_counter()
-            while total < DATA_MB * 1024 * 1024:
-                s.sendall(_CHUNK)
-                total += len(_CHUNK)
-            s.sendall(b".\r\n")
+    """MB/s of one DATA transfer of DATA_MB (DATA → 250 after the final dot)."""
+    with socket.create_connection((host, port), TIMEOUT, ("127.0.0.61", 0)) as s:
+        buf = bytearray()
+        _read_reply(s, buf)
+        for command in (
+            b"EHLO bench.client",
+            b"MAIL FROM:<a@bench.test>",
+            b"RCPT TO:<b@bench.test>",
+        ):
+            s.sendall(command + b"\r\n")
             assert _read_reply(s, buf).startswith(b"250")
-            rates.append(total / (1024 * 1024) / (time.perf_counter() - t0))
-            s.sendall(b"QUIT\r\n")
-            _read_reply(s, buf)
-    return statistics.median(rates)
+        s.sendall(b"DATA\r\n")
+        assert _read_reply(s, buf).startswith(b"354")
+        total = 0
+        t0 = time.perf_counter()
+        while total < DATA_MB * 1024 * 1024:
+            s.sendall(_CHUNK)
+            total += len(_CHUNK)
+        s.sendall(b".\r\n")
+        assert _read_reply(s, buf).startswith(b"250")
+        rate = total / (1024 * 1024) / (time.perf_counter() - t0)
+        s.sendall(b"QUIT\r\n")
+        _read_reply(s, buf)
+    return rate
 
 
 # ---------------------------------------------------------------- HAProxy
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (markdown)")
     args = parser.parse_args(argv)
     if args.quick:
-        LATENCY_SESSIONS, RATE_SESSIONS, DATA_MB, DATA_RUNS = 50, 300, 10, 1
+        LATENCY_SESSIONS, RATE_SESSIONS, DATA_MB, DATA_RUNS = 60, 300, 10, 1
     built = ensure_caddy(*_host_target(), progress=lambda m: print(m, file=sys.stderr))
     ctx = mp.get_context("spawn")
     ports: Any = ctx.Queue()
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         admin_socket=str(work / "admin.sock"),
     )
     haproxy = _haproxy(haproxy_port, proxy_port, work)
-    figures: dict[str, Figures] = {}
+    load_before = _loadavg()
     try:
         with RunningEdge(built.path, layout, work / "edge"):
             paths = {
@@ -373,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 "edge": (EDGE_HOST, layout.listen_port(25)),
                 "haproxy": (EDGE_HOST, haproxy_port),
             }
-            for name, (host, port) in paths.items():
-                print(f"measuring {name} …", file=sys.stderr, flush=True)
-                figures[name] = _measure(host, port)
+            figures = _measure(paths)
     finally:
         haproxy.terminate()
         haproxy.wait(10)
@@ -397,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- latency: {LATENCY_SESSIONS} sequential sessions (connect → 220 → EHLO → QUIT) "
         f"after {WARMUP_SESSIONS} warm-up; rate: {RATE_SESSIONS} sessions over "
         f"{RATE_CLIENTS} concurrent asyncio clients; throughput: {DATA_MB} MB DATA, "
-        f"median of {DATA_RUNS}",
+        f"median of {DATA_RUNS}; paths interleaved in {ROUNDS} rounds so background load "
+        "hits all three alike",
+        f"- load average (1 min) before/after: {load_before} / {_loadavg()}",
         f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         "`python benchmarks/bench_edge.py` (or `nox -s bench -- edge`)",
         "",
@@ -415,9 +415,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measure(host: str, port: int) -> Figures:
-    median, p99 = latency(host, port)
-    return Figures(median, p99, conn_rate(host, port), data_throughput(host, port))
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def _measure(paths: dict[str, tuple[str, int]]) -> dict[str, Figures]:
+    """Every metric for every path, interleaved: round r measures each path in turn."""
+    lat: dict[str, list[float]] = {name: [] for name in paths}
+    rate: dict[str, list[float]] = {name: [] for name in paths}
+    mbps: dict[str, list[float]] = {name: [] for name in paths}
+    for host, port in paths.values():
+        for _ in range(WARMUP_SESSIONS):
+            session(host, port)
+    for r in range(ROUNDS):
+        print(f"round {r + 1}/{ROUNDS} …", file=sys.stderr, flush=True)
+        for name, (host, port) in paths.items():
+            lat[name] += latency_samples(host, port, LATENCY_SESSIONS // ROUNDS)
+        for name, (host, port) in paths.items():
+            rate[name].append(conn_rate(host, port, RATE_SESSIONS // ROUNDS))
+        if r < DATA_RUNS:
+            for name, (host, port) in paths.items():
+                mbps[name].append(data_throughput(host, port))
+    out = {}
+    for name in paths:
+        times = sorted(lat[name])
+        p99 = times[max(0, int(len(times) * 0.99) - 1)]
+        out[name] = Figures(
+            statistics.median(times),
+            p99,
+            statistics.median(rate[name]),
+            statistics.median(mbps[name]),
+        )
+    return out
 
 
 if __name__ == "__main__":
