@@ -125,7 +125,7 @@ def _imap(port: int, edge_port: int, tls: TlsFiles) -> Exchange:
         imap = _IMAP(EDGE_HOST, edge_port, timeout=TIMEOUT)
     client = imap.sock.getsockname()[:2]
     greeting = imap.welcome.decode(errors="replace")
-    greeting = greeting if len(greeting) < 40 else greeting[:37] + "…"
+    greeting = greeting if len(greeting) < 56 else greeting[:53] + "…"
     typ, _ = imap.capability()
     imap.logout()
     how = "TLS, mailbox certificate" if port == 993 else "plain"
@@ -216,7 +216,7 @@ def _report(
     by_src = {s.src: s for s in seen if s.src}
     head = (
         f"{'port':<5} {'service':<12} {'client sent from':<18} {'mailbox saw (PROXY v2)':<23} "
-        f"{'edge listener':<16} {'edge own address':<16}"
+        f"{'edge listener':<16} edge own address"
     )
     say("")
     say(head)
@@ -227,7 +227,7 @@ def _report(
         name = dict((p, n) for n, p in MAIL_PORTS)[ex.port]
         say(
             f"{ex.port:<5} {name:<12} {_fmt(ex.client):<18} {_fmt(got.src if got else None):<23} "
-            f"{_fmt(got.dst if got else None):<16} {_fmt(got.peer if got else None):<16}"
+            f"{_fmt(got.dst if got else None):<16} {_fmt(got.peer if got else None)}"
         )
         say(f"{'':<18} └ {ex.result}")
         if got is None:
