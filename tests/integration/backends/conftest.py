@@ -6,18 +6,13 @@ in 198.18.0.0/15 (SCRAM applies there; loopback is ``trust``, like the pitfall).
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import itertools
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from backend_env import TOOL_CACHE, need, need_root, need_tool, zones
 from backend_servers import (
     GarageServer,
     KnotServer,
@@ -27,31 +22,6 @@ from backend_servers import (
     VethAddress,
     garage_binary,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py's helpers (need, need_tool...) under a name of their own."""
-    name = "tailwart_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _root_conftest()
-TOOL_CACHE: Path = _shared.TOOL_CACHE
-need = _shared.need
-need_root = _shared.need_root
-need_tool = _shared.need_tool
-sys.path.insert(0, str(ROOT / "src"))
-
-from tailwart.settings import Settings, from_mapping  # noqa: E402
-from tailwart.settings.example import example_values  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -114,66 +84,6 @@ def garage_ready() -> Iterator[GarageServer]:
 
 # ------------------------------------------------------------------ DNS
 
-EDGE_IP = "198.18.5.25"
-RELAY_NET = "198.18.6.0/24"
-
-
-def _txt(value: str) -> str:
-    return " ".join(f'"{value[i : i + 200]}"' for i in range(0, len(value), 200))
-
-
-def _soa(origin: str) -> str:
-    return (
-        f"$ORIGIN {origin}.\n$TTL 300\n@ SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 "
-        f"86400 300\n@ NS ns.{origin}.\nns A 127.0.0.1\n"
-    )
-
-
-def dkim_key() -> str:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(der).decode()
-
-
-def zones() -> dict[str, str]:
-    """good.test passes every DNS check; bad.test and odd.test fail or warn on each."""
-    key = dkim_key()
-    return {
-        "good.test": _soa("good.test")
-        + (
-            "@ MX 10 mail.good.test.\n"
-            f"mail A {EDGE_IP}\n"
-            '@ TXT "v=spf1 a:mail.good.test include:_spf.relay.test -all"\n'
-            '_dmarc TXT "v=DMARC1; p=reject; rua=mailto:postmaster@good.test"\n'
-            f"s1._domainkey TXT {_txt('v=DKIM1; k=rsa; p=' + key)}\n"
-        ),
-        "bad.test": _soa("bad.test")
-        + (
-            "@ MX 10 mx.elsewhere.test.\n"
-            "mail A 198.18.5.99\n"
-            '@ TXT "v=spf1 ip4:192.0.2.1 -all"\n'
-            '@ TXT "an unrelated verification token"\n'
-        ),
-        "odd.test": _soa("odd.test")
-        + (
-            "@ MX 5 backup.odd.test.\n@ MX 10 mail.odd.test.\n"
-            f"mail A {EDGE_IP}\nmail A 198.18.5.77\n"
-            '@ TXT "v=spf1 -all"\n@ TXT "v=spf1 +all"\n'
-            '_dmarc TXT "v=DMARC1; p=none"\n'
-            's1._domainkey TXT "v=DKIM1; k=rsa; p="\n'
-        ),
-        "relay.test": _soa("relay.test")
-        + (
-            "smtp A 198.18.6.10\nlo A 127.0.0.1\n"
-            f'_spf TXT "v=spf1 ip4:{RELAY_NET} a:lo.relay.test -all"\n'
-        ),
-        "5.18.198.in-addr.arpa": _soa("5.18.198.in-addr.arpa")
-        + ("25 PTR mail.good.test.\n26 PTR mail.bad.test.\n77 PTR mail.odd.test.\n"),
-    }
-
 
 @pytest.fixture(scope="session")
 def knot() -> Iterator[KnotServer]:
@@ -208,75 +118,3 @@ def redis_db(redis_server: RedisServer) -> int:
 def names() -> dict[str, str]:
     tag = secrets.token_hex(4)
     return {"role": f"stalwart_{tag}", "db": f"stalwart_{tag}", "bucket": f"stalwart-{tag}"}
-
-
-def garage_key() -> tuple[str, str]:
-    return "GK" + secrets.token_hex(12), secrets.token_hex(32)
-
-
-def values(**overrides: str) -> dict[str, str]:
-    """Valid .env values for the test domain good.test; ``overrides`` replace or add keys."""
-    out = example_values()
-    out.update(
-        {
-            "MAIL_DOMAIN": "good.test",
-            "MAIL_HOSTNAME": "mail.good.test",
-            "MAILBOX_FQDN": "stalwart.tail0000.ts.net",
-            "EDGE_PUBLIC_IP": EDGE_IP,
-        }
-    )
-    out.update(overrides)
-    return {k: v for k, v in out.items() if v != ""}
-
-
-def settings(**overrides: str) -> Settings:
-    return from_mapping(values(**overrides), "<test>")
-
-
-def backend_values(
-    pg: PostgresServer,
-    redis: RedisServer,
-    garage: GarageServer,
-    db: int,
-    names: dict[str, str],
-    key: tuple[str, str],
-    **more: str,
-) -> dict[str, str]:
-    return values(
-        STALWART_DB_HOST=pg.tcp_host,
-        STALWART_DB_PORT=str(pg.port),
-        STALWART_DB_NAME=names["db"],
-        STALWART_DB_USER=names["role"],
-        STALWART_DB_PASSWORD=secrets.token_hex(16),
-        PG_ADMIN_USER=pg.admin_user,
-        STALWART_REDIS_HOST="127.0.0.1",
-        STALWART_REDIS_PORT=str(redis.port),
-        STALWART_REDIS_DB=str(db),
-        STALWART_REDIS_PASSWORD=redis.password,
-        STALWART_S3_HOST="127.0.0.1",
-        STALWART_S3_PORT=str(garage.s3_port),
-        STALWART_S3_REGION=garage.region,
-        STALWART_S3_BUCKET=names["bucket"],
-        STALWART_S3_ACCESS_KEY=key[0],
-        STALWART_S3_SECRET_KEY=key[1],
-        GARAGE_ADMIN_URL=garage.admin_url,
-        GARAGE_ADMIN_TOKEN=garage.admin_token,
-        **more,
-    )
-
-
-def inv(
-    *args: str, env_extra: dict[str, str] | None = None, cwd: Path = ROOT
-) -> subprocess.CompletedProcess[str]:
-    """Run ``inv`` like an operator does; the admin password only via the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG_ADMIN", "STALWART_"))}
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )

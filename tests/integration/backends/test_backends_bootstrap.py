@@ -6,18 +6,15 @@ import secrets
 from pathlib import Path
 
 import pytest
+from backend_env import backend_values, garage_key, inv, write_env
 from backend_servers import GarageServer, PostgresServer, RedisServer
 
-from conftest import _shared, backend_values, garage_key, inv
+from tailwart.backends.bootstrap import bootstrap
 from tailwart.backends.garage import GarageAdmin
 from tailwart.backends.redis_store import MARKER_KEY
+from tailwart.settings import from_mapping
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def write_env(path: Path, values: dict[str, str]) -> Path:
-    result: Path = _shared.write_env(path, values)
-    return result
 
 
 def admin_env(pg: PostgresServer) -> dict[str, str]:
@@ -180,8 +177,8 @@ def ready(
     """A .env whose backends were bootstrapped once (shared Garage node with a layout)."""
     values = backend_values(pg_server, redis_server, garage_ready, redis_db, names, garage_key())
     env = write_env(tmp_path / ".env", values)
-    first = inv("bootstrap", "--env-file", str(env), env_extra=admin_env(pg_server))
-    assert first.returncode == 0, first.stdout + first.stderr
+    plan = bootstrap(from_mapping(values), environ=admin_env(pg_server), say=lambda _: None)
+    assert len(plan.changes) == 6 and not plan.refusals  # all but the layout
     return env, values
 
 

@@ -6,9 +6,9 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from backend_env import backend_values, garage_key
 from backend_servers import GarageServer, PostgresServer, RedisServer
 
-from conftest import backend_values, garage_key
 from tailwart.backends.bootstrap import bootstrap
 from tailwart.backends.garage import GarageAdmin
 from tailwart.doctor import runner

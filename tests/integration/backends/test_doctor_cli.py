@@ -7,10 +7,9 @@ import secrets
 from pathlib import Path
 
 import pytest
+from backend_env import backend_values, edge_servers, garage_key, inv, values, write_env
 from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresServer, RedisServer
-from test_doctor_edge import edge_servers
 
-from conftest import _shared, backend_values, garage_key, inv, values
 from tailwart.backends.bootstrap import bootstrap
 from tailwart.settings import from_mapping
 
@@ -47,7 +46,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
             say=lambda _: None,
             environ={"PG_ADMIN_PASSWORD": pg_server.admin_password},
         )
-        env = _shared.write_env(tmp_path / ".env", env_values)
+        env = write_env(tmp_path / ".env", env_values)
         flags = ["--edge", "127.0.0.1", "--ca-file", pki.ca_file, "--timeout", "5"]
         for public, server in servers.items():
             flags += ["--port", f"{public}={server.port}"]
@@ -69,7 +68,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         assert set(data["findings"][0]) == {"id", "group", "status", "message", "advice"}
 
         # the same setup with a drifted DB password and a wrong DNS zone: exit 1, errors named
-        broken = _shared.write_env(
+        broken = write_env(
             tmp_path / "broken.env",
             {
                 **env_values,
@@ -102,7 +101,7 @@ def relay_and(relay: LineServer, servers: dict[int, LineServer]):  # type: ignor
 
 
 def test_bad_flags_are_usage_errors(tmp_path: Path) -> None:
-    env = _shared.write_env(tmp_path / ".env", values())
+    env = write_env(tmp_path / ".env", values())
     run = inv("doctor", "--env-file", str(env), "--only", "dns,nope")
     assert run.returncode == 2
     assert "unknown group(s) nope; choose from backends, edge, dns, tls, outbound" in run.stderr

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from backend_env import HOST, edge_servers, settings
 from backend_servers import LineServer, Pki, closed_port, line_servers
 
-from conftest import settings
 from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
 
 pytestmark = pytest.mark.integration
-HOST = "mail.good.test"
 
 
 def run_groups(
@@ -22,19 +21,6 @@ def run_groups(
     options = DoctorOptions(edge_host="127.0.0.1", port_map=ports, ca_file=ca_file, timeout=3)
     ctx = DoctorContext(settings(), options)
     return {f.id: f for f in runner.run(ctx, registry(ctx, groups))}
-
-
-def edge_servers(
-    pki: Pki, days: float = 90, names: tuple[str, ...] = (HOST,)
-) -> dict[int, LineServer]:
-    tls = pki.context(f"edge-{days}-{names[0]}", list(names), days)
-    return {
-        25: LineServer("220 mail.good.test ESMTP Stalwart"),
-        465: LineServer("220 mail.good.test ESMTP Stalwart", tls=tls),
-        587: LineServer("220 mail.good.test ESMTP Stalwart"),
-        143: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready"),
-        993: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready", tls=tls),
-    }
 
 
 def test_every_port_greets_through_the_edge(pki: Pki) -> None:

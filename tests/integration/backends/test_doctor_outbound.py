@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from backend_env import settings
 from backend_servers import LineServer, Pki, closed_port, line_servers
 
-from conftest import settings
 from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
