@@ -216,15 +216,22 @@ def test_config_change_reloads_with_zero_failed_connections(
     lab1: Lab, binary: BinaryProvider
 ) -> None:
     host = lab1.hosts[0]
-    first = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    opts = _opts(lab1, keep=2)
+    first = run_deploy([_job(lab1, host)], opts, binary)[0][0]
     pid = host.caddy_pids()
+    # two config changes first: with keep=2 the first release is pruned from the list of
+    # switch targets, but never the one whose binary the reloaded process still runs
+    for port in (20001, 20002):
+        res = run_deploy([_job(lab1, host, listen={993: port})], opts, binary)[0][0]
+        assert res.action == "reload" and host.caddy_pids() == pid
+    assert first.release in host.releases() and len(host.releases()) == 3
     up = dict(lab1.upstreams[0].ports)
     up[993] = up[143]  # the imaps server now dials another upstream port: config only
     job = _job(lab1, host, upstream=up)
 
     with HeldConnections(host.addr, 25, 50) as probe:
         time.sleep(0.3)
-        results, out, ok = run_deploy([job], _opts(lab1), binary)
+        results, out, ok = run_deploy([job], opts, binary)
         time.sleep(0.3)
         outcome = probe.finish()
 
@@ -236,7 +243,8 @@ def test_config_change_reloads_with_zero_failed_connections(
     assert outcome.held == 50 and outcome.held_alive == 50, outcome.errors[:5]
     assert outcome.new_failed == 0 and outcome.new_ok > 20, outcome.errors[:5]
     assert host.caddy_pids() == pid  # the same process: reloaded, not restarted
-    assert host.current() == res.release and first.release in host.releases()
+    assert host.current() == res.release and "pruned 1 old release(s)" in out
+    assert first.release in host.releases() and len(host.releases()) == 3
 
 
 def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(

@@ -157,6 +157,19 @@ def test_plan_prunes_all_but_the_most_recently_active() -> None:
     assert set(plan.prune) == {o.id for o in olds[:4]}
 
 
+def test_plan_never_prunes_the_release_whose_binary_still_runs() -> None:
+    olds = [rel(BIN_A, f"{{}}{i}", float(i)) for i in range(1, 6)]
+    cur = rel(BIN_A, CONFIG_1, 100.0)
+    # reloaded many times: the process still runs the binary of the oldest release
+    state = RemoteState("linux", "amd64", False, (cur, *olds), cur.id, CONFIG_1, 7, olds[0].id)
+    plan = make_plan("h", local(config=CONFIG_2), state, mode="supervised", keep=2)
+    assert plan.action is Action.RELOAD
+    assert olds[0].id not in plan.prune and set(plan.prune) == {o.id for o in olds[1:]}
+    # after a restart the old process is gone: its release may go
+    plan = make_plan("h", local(BIN_B, CONFIG_2), state, mode="supervised", keep=2)
+    assert plan.action is Action.RESTART and olds[0].id in plan.prune
+
+
 def test_plan_systemd_first_install_installs_the_unit() -> None:
     empty = RemoteState("linux", "amd64", True)
     plan = make_plan("h", local(), empty, mode="systemd", keep=5, unit_sha256="u" * 64)
@@ -235,6 +248,11 @@ def test_release_install_and_switch_commands() -> None:
         f"--quiet && chmod 755 caddy && {{ {ENV} {inc}/caddy validate --config "
         f"{inc}/caddy.json 2>&1 || {{ rm -rf /opt/tailwart-edge/releases/.incoming-*; exit 3; }}; "
         f"}} && mv -T {inc} /opt/tailwart-edge/releases/r1"
+    )
+    # a binary hard-linked from a kept release was verified when it arrived: config only
+    assert rc.verify_command(L, "r1", "aa", "cc", binary=False) == (
+        f"cd {inc} && printf %s 'cc  caddy.json\n' | sha256sum --check --strict --quiet && "
+        "chmod 755 caddy"
     )
     assert rc.switch_command(L, "r1") == (
         "ln -sfn releases/r1 /opt/tailwart-edge/.current.new && "
@@ -402,7 +420,11 @@ def test_config_change_runs_lock_stage_switch_reload_finish(
                     + " && "
                     + rc.reuse_binary_command(L, new.id, old.id)
                 ),
-                Command(rc.install_release_command(L, new.id, lb.sha256, new.config_sha256)),
+                Command(
+                    rc.install_release_command(
+                        L, new.id, lb.sha256, new.config_sha256, uploaded=False
+                    )
+                ),
                 Command(rc.switch_command(L, new.id) + " && " + rc.reload_command(L, "supervised")),
                 Command(None),  # audit + unlock
             ],

@@ -276,7 +276,13 @@ def _stage(
         f"{inc}/meta",
     )
     res = remote.run(
-        rc.install_release_command(layout, rid, local.binary_sha256, local.config_sha256),
+        rc.install_release_command(
+            layout,
+            rid,
+            local.binary_sha256,
+            local.config_sha256,
+            uploaded=binary.source == "upload",
+        ),
         check=False,
     )
     if res.exited == rc.VALIDATE_REFUSED:

@@ -181,13 +181,19 @@ def config_diff(old: str, new: str, host: str) -> str:
     )
 
 
-def keep_after(state: RemoteState, new_id: str, keep: int) -> tuple[str, ...]:
-    """Releases to prune once ``new_id`` is current: all but the ``keep`` most recently active."""
+def keep_after(
+    state: RemoteState, new_id: str, keep: int, running: str | None = None
+) -> tuple[str, ...]:
+    """Releases to prune once ``new_id`` is current: all but the ``keep`` most recently active.
+
+    ``running`` (the release whose binary the process keeps running after a reload) is never
+    pruned: the process must stay recognisable, or the next deploy would restart it.
+    """
     keep = max(keep, 1)
     others = sorted(
         (r for r in state.releases if r.id != new_id), key=lambda r: r.activated, reverse=True
     )
-    protected = {new_id}
+    protected = {new_id} | ({running} if running else set())
     kept = 1
     for rel in others:
         if kept < keep or rel.id == state.current:
@@ -250,6 +256,13 @@ def make_plan(
         new_config=summary if first else "",
         install_unit=install_unit,
         switch_from=state.current if state.current != rid else None,
-        prune=keep_after(state, rid, keep) if action is not Action.NONE else (),
+        prune=keep_after(
+            state,
+            rid,
+            keep,
+            state.running_release if action in (Action.RELOAD, Action.NONE) else None,
+        )
+        if action is not Action.NONE
+        else (),
         notes=tuple(notes),
     )

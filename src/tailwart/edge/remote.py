@@ -225,23 +225,30 @@ def reuse_binary_command(layout: Layout, rid: str, source: str) -> str:
 VALIDATE_REFUSED = 3
 
 
-def install_release_command(layout: Layout, rid: str, binary_sha: str, config_sha: str) -> str:
+def install_release_command(
+    layout: Layout, rid: str, binary_sha: str, config_sha: str, *, uploaded: bool = True
+) -> str:
     """Verify the upload, ``caddy validate`` it, and publish it as a release: one round trip.
 
     Exit 3: validate refused the config (the upload is discarded); other non-zero: a
     sha256 mismatch or a file-system failure.
     """
     return (
-        f"{verify_command(layout, rid, binary_sha, config_sha)} && "
+        f"{verify_command(layout, rid, binary_sha, config_sha, binary=uploaded)} && "
         f"{{ {validate_command(layout, rid)} || {{ {discard_incoming_command(layout)}; "
         f"exit {VALIDATE_REFUSED}; }}; }} && {publish_command(layout, rid)}"
     )
 
 
-def verify_command(layout: Layout, rid: str, binary_sha: str, config_sha: str) -> str:
-    """Check what arrived, by sha256, and make the binary executable."""
+def verify_command(
+    layout: Layout, rid: str, binary_sha: str, config_sha: str, *, binary: bool = True
+) -> str:
+    """Check what arrived, by sha256, and make the binary executable.
+
+    ``binary=False``: the binary is a hard link to a kept (already verified) release.
+    """
     inc = q(layout.incoming(rid))
-    sums = f"{binary_sha}  caddy\n{config_sha}  caddy.json\n"
+    sums = (f"{binary_sha}  caddy\n" if binary else "") + f"{config_sha}  caddy.json\n"
     return (
         f"cd {inc} && printf %s {q(sums)} | sha256sum --check --strict --quiet && chmod 755 caddy"
     )
