@@ -48,8 +48,15 @@ def _pg_connect(ctx: DoctorContext, password: str, dbname: str, scram: bool) -> 
 
 
 def _reason(exc: Exception) -> str:
+    """The server's words from a libpq error, without the "connection to server at" preamble."""
     text = str(exc).strip()
-    return text.splitlines()[-1].strip() if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[-1].strip()
+    for marker in ("FATAL:", "ERROR:"):
+        if marker in line:
+            return line.rsplit(marker, 1)[1].strip()
+    return line
 
 
 def _where(ctx: DoctorContext) -> str:
@@ -122,6 +129,11 @@ def postgres_database(ctx: DoctorContext) -> Finding:
         reason = _reason(exc)
         if "does not exist" in reason:
             return error(f"database {name!r} does not exist", BOOTSTRAP)
+        if "password authentication failed" in reason:
+            return error(
+                f"database {name!r} not checked: {role!r} cannot log in",
+                "fix the login first (backends.postgres.login)",
+            )
         return error(
             f"cannot open database {name!r} as {role!r}: {reason}",
             "fix the login first (backends.postgres.login)",

@@ -59,9 +59,12 @@ class DoctorContext:
             return host
         except ValueError:
             pass
-        from .dns import Dns
+        from .dns import Dns, DnsFailure
 
-        found = Dns(self.settings, self.timeout).addresses(host)
+        try:
+            found = Dns(self.settings, self.timeout).addresses(host)
+        except DnsFailure:
+            return host  # the dns group reports the resolver; dialling tells its own story
         return str(found[0]) if found else host
 
 
