@@ -50,6 +50,7 @@ def test_closed_port_wrong_greeting_and_plaintext_on_a_tls_port(pki: Pki) -> Non
     servers[25] = LineServer("554 5.7.1 no PROXY header")
     servers[993] = LineServer("* OK plaintext where TLS belongs")
     servers[465] = LineServer("", tls=servers[465].tls)  # TLS, then silence closing
+    servers[587] = LineServer("* OK Dovecot ready")  # the edge dials the wrong service
     with line_servers(*servers.values()):
         ports = {p: s.port for p, s in servers.items()}
         ports[143] = closed_port()
@@ -63,7 +64,8 @@ def test_closed_port_wrong_greeting_and_plaintext_on_a_tls_port(pki: Pki) -> Non
     assert "no TLS handshake" in found["edge.imaps"].message
     assert "pass TLS through" in found["edge.imaps"].advice
     assert found["edge.submissions"].status is Status.ERROR
-    assert found["edge.submission"].status is Status.OK
+    assert found["edge.submission"].status is Status.ERROR
+    assert "expected '220' greeting, got '* OK Dovecot ready'" in found["edge.submission"].message
 
 
 @pytest.mark.parametrize(
