@@ -7,6 +7,7 @@ the policy's own tests fail, or when another writer keeps racing us.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import time
@@ -149,6 +150,17 @@ def explain_report(text: str, report: Report) -> list[str]:
     return lines
 
 
+def locate_headscale_error(text: str, line: str) -> str:
+    """A headscale test failure (``SRC -> DST:PORT: expected …``) prefixed with its line."""
+    match = re.match(r"(\S+) -> (\S+?)(?: \([a-z]+\))?: ", line)
+    if not match:
+        return line
+    for _, addresses in test_lines(text, src=match.group(1)):
+        if match.group(2) in addresses:
+            return f"line {addresses[match.group(2)]}: {line}"
+    return line
+
+
 # ---------------------------------------------------------------- --file
 
 
@@ -282,7 +294,10 @@ def apply_headscale(
         if verdict is None:
             io.warn(f"{where}: no /api/v1/policy/check on this server; headscale checks on write")
         elif verdict:
-            io.warn(f"headscale policy check failed: {verdict}")
+            first, *rest = verdict.splitlines() or [verdict]
+            io.warn(f"headscale policy check failed: {first}")
+            for line in rest:
+                io.warn("  " + locate_headscale_error(result.after, line))
             raise PolicyOperationError(
                 f"{where}: the merged policy fails headscale's policy check; nothing was written"
             )
@@ -294,7 +309,8 @@ def apply_headscale(
                 break
             io.warn(f"{where}: the policy changed since it was fetched; re-merging")
             continue
-        saved = backup(root, "headscale", stored.text, stored.updated_at)
+        digest = hashlib.sha256(stored.text.encode()).hexdigest()
+        saved = backup(root, "headscale", stored.text, digest)
         io.out(f"backup of the fetched policy: {saved}")
         written = api.put(result.after)
         io.out(f"{where}: policy updated ({written.updated_at or 'no timestamp'})")

@@ -1,0 +1,304 @@
+"""``inv acl --headscale`` against a real headscale v0.29 (database policy mode) on 127.0.0.1.
+
+headscale is built once by scripts/setup/40-policy.sh. The server gets a temp
+config that keeps it off the internet: no DERP map URL (a local map file), no
+update check, no logtail, no DNS override, no OIDC. Tagged nodes are created
+with its debug CLI so that the policy's ``tests`` resolve to real addresses and
+run on the server itself when the merged policy is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import TOOL_CACHE, need, write_env
+from tailwart.policy.hujson import comment_tokens, parse
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
+BINARY = TOOL_CACHE / "tools" / f"headscale-{VERSION}" / "headscale"
+NODES = {
+    "edge": "tag:reverse-proxy",
+    "stalwart": "tag:stalwart",
+    "postgres": "tag:postgres",
+    "redis": "tag:redis",
+    "garage": "tag:garage",
+}
+
+#: the headscale admin's policy before tailwart: comments, a group, owners for the tags
+BEFORE = """// headscale policy of the mail tailnet (stored in the database).
+{
+	// people
+	"groups": {
+		"group:admins": ["ops@"], // the on-call account
+	},
+
+	/* Tags of the shared infrastructure; admins assign them. */
+	"tagOwners": {
+		"tag:reverse-proxy": ["group:admins"],
+		"tag:stalwart": ["group:admins"],
+		"tag:postgres": ["group:admins"],
+		"tag:redis": ["group:admins"],
+		"tag:garage": ["group:admins"],
+	},
+
+	"acls": [
+		// admins reach everything over ssh
+		{"action": "accept", "src": ["group:admins"], "dst": ["*:22"]},
+	],
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Headscale:
+    url: str
+    config: Path
+    workdir: Path
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(BINARY), "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.workdir,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"headscale {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done
+
+
+def write_config(tmp: Path, port: int) -> Path:
+    derp = tmp / "derp.yaml"
+    derp.write_text(
+        "regions:\n"
+        "  900:\n"
+        "    regionid: 900\n"
+        "    regioncode: local\n"
+        "    regionname: loopback only\n"
+        "    nodes:\n"
+        "      - name: 900a\n"
+        "        regionid: 900\n"
+        "        hostname: 127.0.0.1\n"
+        "        ipv4: 127.0.0.1\n"
+        "        stunport: -1\n"
+    )
+    config = tmp / "config.yaml"
+    config.write_text(f"""
+server_url: http://127.0.0.1:{port}
+listen_addr: 127.0.0.1:{port}
+metrics_listen_addr: 127.0.0.1:{free_port()}
+grpc_listen_addr: 127.0.0.1:{free_port()}
+grpc_allow_insecure: false
+noise:
+  private_key_path: {tmp}/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: false
+  urls: []
+  paths:
+    - {derp}
+  auto_update_enabled: false
+disable_check_updates: true
+database:
+  type: sqlite
+  sqlite:
+    path: {tmp}/db.sqlite
+    write_ahead_log: true
+log:
+  level: warn
+  format: text
+policy:
+  mode: database
+dns:
+  magic_dns: false
+  override_local_dns: false
+  nameservers:
+    global: []
+unix_socket: {tmp}/headscale.sock
+unix_socket_permission: "0770"
+logtail:
+  enabled: false
+""")
+    return config
+
+
+@pytest.fixture
+def headscale(tmp_path: Path) -> Iterator[Headscale]:
+    need(BINARY.is_file(), f"headscale {VERSION} is not built (scripts/setup/40-policy.sh)")
+    port = free_port()
+    config = write_config(tmp_path, port)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    log = (tmp_path / "headscale.log").open("w")
+    server = subprocess.Popen(
+        [str(BINARY), "-c", str(config), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    hs = Headscale(f"http://127.0.0.1:{port}", config, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+                if (tmp_path / "headscale.sock").exists():
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise AssertionError(
+                    "headscale did not start:\n" + (tmp_path / "headscale.log").read_text()[-3000:]
+                )
+            time.sleep(0.2)
+        yield hs
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def tagged_nodes(hs: Headscale) -> None:
+    """One node per tag, registered through headscale's debug CLI, then tagged."""
+    import json
+
+    hs.cli("users", "create", "ops")
+    for name in NODES:
+        auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+        hs.cli("debug", "create-node", "--user", "ops", "--name", name, "--key", auth_id)
+        hs.cli("auth", "register", "--user", "ops", "--auth-id", auth_id)
+    nodes = json.loads(hs.cli("nodes", "list", "-o", "json").stdout)
+    ids = {n["name"]: n["id"] for n in nodes}
+    for name, tag in NODES.items():
+        hs.cli("nodes", "tag", "-i", str(ids[name]), "-t", tag)
+
+
+def run_inv(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "HEADSCALE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "acl", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_merged_policy_passes_headscale_and_its_tests_run_there(
+    headscale: Headscale, tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    hs = headscale
+    (hs.workdir / "before.hujson").write_text(BEFORE)
+    hs.cli("policy", "set", "-f", str(hs.workdir / "before.hujson"))
+    tagged_nodes(hs)
+    key = hs.cli("apikeys", "create", "--expiration", "1h").stdout.strip().splitlines()[-1]
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / "acl-snippet.hujson").write_text((ROOT / "acl-snippet.hujson").read_text())
+    env_file = write_env(work / ".env", {**example_values, "HEADSCALE_API_KEY": key})
+
+    dry = run_inv(work, "--headscale", hs.url, "--env-file", str(env_file), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+\t\t// added by tailwart" in dry.stdout
+    assert "dry run: nothing sent" in dry.stdout
+    assert "headscale has no autogroup:admin" in dry.stderr
+    assert hs.cli("policy", "get").stdout.strip() == BEFORE.strip()
+
+    done = run_inv(work, "--headscale", hs.url, "--env-file", str(env_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "policy check passed (including its tests)" in done.stdout
+    assert "policy updated" in done.stdout
+    assert key not in done.stdout + done.stderr
+
+    stored = hs.cli("policy", "get").stdout
+    assert [c for c in comment_tokens(stored) if "tailwart" not in c] == comment_tokens(BEFORE)
+    merged = parse(stored, "stored").value
+    assert merged["tagOwners"]["tag:stalwart"] == ["group:admins", "tag:stalwart"]
+    assert len(merged["tests"]) == 2
+    # headscale's own check of the stored policy (its tests evaluated against the tagged nodes)
+    (hs.workdir / "stored.hujson").write_text(stored)
+    hs.cli("policy", "check", "-f", str(hs.workdir / "stored.hujson"))
+    [backup] = (work / ".tailwart" / "acl-backups").iterdir()
+    assert backup.read_text().strip() == BEFORE.strip()
+    assert key not in backup.read_text()
+
+    again = run_inv(work, "--headscale", hs.url, "--env-file", str(env_file))
+    assert again.returncode == 0, again.stderr
+    assert "already holds the snippet; nothing to send" in again.stdout
+
+
+def test_headscale_rejects_a_policy_failing_its_tests_and_nothing_is_written(
+    headscale: Headscale, tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    hs = headscale
+    # an allow-all rule: the snippet's deny tests must fail on the server
+    allow_all = BEFORE.replace(
+        '"src": ["group:admins"], "dst": ["*:22"]', '"src": ["*"], "dst": ["*:*"]'
+    )
+    assert allow_all != BEFORE
+    (hs.workdir / "before.hujson").write_text(allow_all)
+    hs.cli("policy", "set", "-f", str(hs.workdir / "before.hujson"))
+    tagged_nodes(hs)
+    key = hs.cli("apikeys", "create").stdout.strip().splitlines()[-1]
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / "acl-snippet.hujson").write_text((ROOT / "acl-snippet.hujson").read_text())
+    env_file = write_env(
+        work / ".env", {**example_values, "HEADSCALE_URL": hs.url, "HEADSCALE_API_KEY": key}
+    )
+    done = run_inv(work, "--headscale", "--env-file", str(env_file))
+    assert done.returncode == 1
+    assert "headscale policy check failed" in done.stderr
+    assert "test(s) failed" in done.stderr
+    assert "line 37: tag:reverse-proxy -> tag:stalwart:22: expected DENIED, got ALLOWED" in (
+        done.stderr
+    )
+    assert "nothing was written" in done.stderr
+    assert hs.cli("policy", "get").stdout.strip() == allow_all.strip()
+    assert not (work / ".tailwart").exists()
+
+
+def test_wrong_api_key_is_explained(
+    headscale: Headscale, tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / "acl-snippet.hujson").write_text((ROOT / "acl-snippet.hujson").read_text())
+    bogus = "hskey-api-notreal.0000000000000000000000"
+    env_file = write_env(work / ".env", {**example_values, "HEADSCALE_API_KEY": bogus})
+    done = run_inv(work, "--headscale", headscale.url, "--env-file", str(env_file))
+    assert done.returncode == 1
+    assert "headscale refused the API key" in done.stderr
+    assert "headscale apikeys create" in done.stderr
+    assert bogus not in done.stdout + done.stderr
