@@ -302,3 +302,42 @@ def test_wrong_api_key_is_explained(
     assert "headscale refused the API key" in done.stderr
     assert "headscale apikeys create" in done.stderr
     assert bogus not in done.stdout + done.stderr
+
+
+def test_concurrent_edit_is_detected_by_updated_at_and_both_edits_kept(
+    headscale: Headscale, tmp_path: Path
+) -> None:
+    from tailwart.policy.apply import Output, apply_headscale
+    from tailwart.policy.headscale_api import HeadscaleAPI
+
+    hs = headscale
+    (hs.workdir / "before.hujson").write_text(BEFORE)
+    hs.cli("policy", "set", "-f", str(hs.workdir / "before.hujson"))
+    tagged_nodes(hs)
+    key = hs.cli("apikeys", "create").stdout.strip().splitlines()[-1]
+    colleague = BEFORE.replace(
+        '"group:admins": ["ops@"], // the on-call account',
+        '"group:admins": ["ops@"], // the on-call account\n'
+        '\t\t"group:audit": ["ops@"], // added meanwhile',
+    )
+    (hs.workdir / "colleague.hujson").write_text(colleague)
+
+    class RacedHeadscale(HeadscaleAPI):
+        raced = False
+
+        def check(self, text: str) -> str | None:
+            if not self.raced:  # a colleague stores a policy between our read and our write
+                self.raced = True
+                hs.cli("policy", "set", "-f", str(hs.workdir / "colleague.hujson"))
+            return super().check(text)
+
+    lines: list[str] = []
+    api = RacedHeadscale(hs.url, key)
+    snippet = (ROOT / "acl-snippet.hujson").read_text()
+    assert apply_headscale(api, snippet, tmp_path, io=Output(lines.append, lines.append))
+    assert any("changed since it was fetched; re-merging" in line for line in lines)
+    stored = hs.cli("policy", "get").stdout
+    merged = parse(stored, "stored").value
+    assert merged["groups"]["group:audit"] == ["ops@"]
+    assert "// added meanwhile" in stored
+    assert len(merged["tests"]) == 2
