@@ -37,6 +37,8 @@ def _root_conftest() -> ModuleType:
 
 
 need: Callable[[bool, str], None] = _root_conftest().need
+need_root: Callable[[], None] = _root_conftest().need_root
+need_tool: Callable[[str], str] = _root_conftest().need_tool
 TOOL_CACHE: Path = _root_conftest().TOOL_CACHE
 
 EDGE_HOST = "127.0.0.1"

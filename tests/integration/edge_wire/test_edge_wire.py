@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import random
 import smtplib
 import socket
 import ssl
-import threading
+import subprocess
+import sys
 import time
-from dataclasses import replace
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, get_proxy
@@ -25,7 +27,7 @@ from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, get_proxy
 from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
 
-from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
+from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder, need_root, need_tool
 
 pytestmark = pytest.mark.integration
 PORTS = [port for _, port in MAIL_PORTS]
@@ -174,63 +176,36 @@ def test_an_idle_connection_stays_open_for_two_minutes(
 
 
 def test_reload_through_the_admin_socket_keeps_100_connections_and_accepts_new_ones(
-    start_edge: EdgeFactory, mailbox: StandinMailbox, tls: TlsFiles
+    caddy_binary: Path,
 ) -> None:
-    edge = start_edge(mailbox.ports)
-    held = []
-    for _ in range(100):
-        sock = connect(edge.layout.listen_port(143), "127.0.0.40")
-        assert read_line(sock).startswith(b"* OK")
-        held.append(sock)
+    """20 reloads (every other one a real config change) with 100 connections held open.
 
-    stop = threading.Event()
-    results: list[tuple[float, float, bool]] = []
-
-    def keep_connecting() -> None:
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                with connect(edge.layout.listen_port(25), "127.0.0.41", timeout=10) as sock:
-                    ok = read_line(sock).startswith(b"220 ")
-                    sock.sendall(b"QUIT\r\n")
-            except OSError:
-                ok = False
-            results.append((began, time.monotonic(), ok))
-
-    worker = threading.Thread(target=keep_connecting)
-    worker.start()
-    windows = []
-    try:
-        time.sleep(0.2)
-        for _ in range(3):
-            t0 = time.monotonic()
-            edge.reload()  # caddy reload --address unix//…/admin.sock --force
-            windows.append((t0, time.monotonic()))
-            time.sleep(0.1)
-        # a real change: 465 moves to a new port, the held connections are on 143
-        moved = replace(
-            edge.layout, listen={**dict(edge.layout.listen or {}), 465: free_port(EDGE_HOST)}
-        )
-        t0 = time.monotonic()
-        edge.reload(moved)
-        windows.append((t0, time.monotonic()))
-        time.sleep(0.2)
-    finally:
-        stop.set()
-        worker.join(30)
-
-    assert results and all(ok for _, _, ok in results), "a new connection failed during reload"
-    overlapping = [r for r in results if any(r[0] < w1 and r[1] > w0 for w0, w1 in windows)]
-    assert overlapping, "no new connection overlapped a reload"
-    for i, sock in enumerate(held):
-        sock.sendall(f"r{i} NOOP\r\n".encode())
-        assert read_line(sock) == f"r{i} OK NOOP completed\r\n".encode(), f"connection {i}"
-        sock.close()
-    with connect(moved.listen_port(465), "127.0.0.42") as raw:
-        sock, line = greet(raw, 465, tls)
-        assert line.startswith(b"220 ")
-        sock.close()
-    assert edge.log_text().count('"msg":"load complete"') == len(windows)
+    Runs in a network namespace of its own with ``net.ipv4.tcp_migrate_req=1``: caddy
+    hands listeners over with SO_REUSEPORT, and with the kernel default (0) a connection
+    still queued on the closing listener is reset (measured here: 4 and 8 of ~14,500 new
+    sessions across 200 reloads; 0 with the sysctl). The edge host needs the same sysctl.
+    """
+    need_root()
+    unshare, ip, sysctl = need_tool("unshare"), need_tool("ip"), need_tool("sysctl")
+    script = Path(__file__).with_name("reload_scenario.py")
+    inner = (
+        f"{ip} link set lo up && {sysctl} -qw net.ipv4.tcp_migrate_req=1 && "
+        f'exec "$0" {script} {caddy_binary} 20'
+    )
+    run = subprocess.run(
+        [unshare, "--net", "sh", "-c", inner, sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    assert report["held_usable_after"] == report["held"] == 100
+    assert report["new_session_failures"] == []
+    assert report["new_sessions_during_reloads"] > 0, "no new session overlapped a reload"
+    assert report["moved_port_serves"] is True  # the changed config really applied
+    assert report["loads_logged"] == report["reloads"] == 20
 
 
 def test_upstream_down_closes_promptly_and_other_ports_keep_serving(
