@@ -297,3 +297,20 @@ def test_unreachable_api_fails_after_bounded_retries(tmp_path: Path) -> None:
     assert pauses == [0.01, 0.02, 0.04]
     assert token not in str(err.value)
     assert not isinstance(err.value, PolicyAuthError)
+
+
+def test_missing_credentials_are_bad_input_before_any_request(
+    workdir: Path, example_values: dict[str, str]
+) -> None:
+    with serve(FakeTailscale(POLICY)) as fake:
+        env = write_env(workdir / ".env", example_values, TS_API_URL=fake.url)
+        done = run_inv(workdir, env, "--tailscale")
+        assert done.returncode == 2
+        assert "needs credentials in .env: TS_API_CLIENT_ID + TS_API_CLIENT_SECRET" in done.stderr
+        env = write_env(
+            workdir / ".env", example_values, TS_API_URL=fake.url, TS_API_CLIENT_ID="k123"
+        )
+        done = run_inv(workdir, env, "--tailscale")
+        assert done.returncode == 2
+        assert "OAuth client id and secret go together" in done.stderr
+        assert fake.requests == []
