@@ -480,6 +480,8 @@ class LineServer:
     tls: ssl.SSLContext | None = None
     #: EHLO keywords answered (SMTP); None = hang up after the greeting's exchange
     ehlo: list[str] | None = None
+    #: keep the connection open without a word until the client leaves (a hung service)
+    hold: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     sock: socket.socket | None = None
@@ -510,6 +512,10 @@ class LineServer:
             sock: socket.socket = self.tls.wrap_socket(conn, server_side=True) if self.tls else conn
             if self.greeting:
                 sock.sendall(self.greeting.encode() + b"\r\n")
+            if self.hold:
+                conn.settimeout(60)
+                while sock.recv(1024) and not self._stop.is_set():
+                    pass
             buf = b""
             while self.ehlo is not None:
                 data = sock.recv(1024)

@@ -111,3 +111,13 @@ def test_tls_port_without_tls_is_an_error(pki: Pki) -> None:
     assert found["tls.submissions"].status is Status.ERROR
     assert "no TLS handshake" in found["tls.submissions"].message
     assert "refused the connection" in found["tls.imaps"].message
+
+
+def test_a_port_that_accepts_but_never_greets_times_out() -> None:
+    silent = LineServer("", hold=True)
+    with line_servers(silent):
+        options = DoctorOptions(edge_host="127.0.0.1", port_map={25: silent.port}, timeout=1)
+        ctx = DoctorContext(settings(), options)
+        found = runner.run(ctx, [c for c in registry(ctx, ("edge",)) if c.id == "edge.smtp"])
+    assert found[0].status is Status.ERROR
+    assert found[0].message.endswith(f"127.0.0.1:{silent.port} sent no greeting within 1s")
