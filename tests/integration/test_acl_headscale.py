@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOOL_CACHE, need, write_env
 from tailwart.policy.hujson import comment_tokens, parse
+from testkit import TOOL_CACHE, need, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

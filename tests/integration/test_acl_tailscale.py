@@ -71,7 +71,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def write_env(path: Path, example_values: dict[str, str], **keys: str) -> Path:
-    from conftest import write_env as write
+    from testkit import write_env as write
 
     return write(path, {**example_values, **keys})
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,24 +14,8 @@ from invoke import MockContext, Result
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py as pytest loaded it (several conftest.py share the module name)."""
-    path = ROOT / "tests" / "conftest.py"
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == str(path):
-            return module
-    spec = importlib.util.spec_from_file_location("tailwart_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from testkit import TOOL_CACHE, need, need_tool, write_env  # noqa: E402, F401
 
-
-_conftest = _root_conftest()
-need: Callable[[bool, str], None] = _conftest.need
-need_tool: Callable[[str], str] = _conftest.need_tool
-write_env: Callable[..., Path] = _conftest.write_env
-TOOL_CACHE: Path = _conftest.TOOL_CACHE
 FIXTURES = ROOT / "tests" / "fixtures" / "docker"
 BASE = "docker compose --env-file .env -f compose/docker-compose.yml -p tailwart-mail"
 DAEMON = "docker info --format '{{.ServerVersion}}'"

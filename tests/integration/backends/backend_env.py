@@ -6,38 +6,18 @@ Kept out of conftest.py so test modules import them by a name no other directory
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from backend_servers import GarageServer, LineServer, Pki, PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py's helpers (need, need_tool...) under a name of their own."""
-    name = "tailwart_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _root_conftest()
-TOOL_CACHE: Path = _shared.TOOL_CACHE
-need = _shared.need
-need_root = _shared.need_root
-need_tool = _shared.need_tool
 sys.path.insert(0, str(ROOT / "src"))
-write_env = _shared.write_env
 
 from tailwart.settings import Settings, from_mapping  # noqa: E402
 from tailwart.settings.example import example_values  # noqa: E402

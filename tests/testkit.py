@@ -1,0 +1,50 @@
+"""Helpers every test may import (``from testkit import need, ...``).
+
+Kept out of conftest.py: several directories have a conftest.py, so importing
+"conftest" by name picks whichever was loaded first. tests/conftest.py puts
+this directory on sys.path before any test module is imported.
+
+Under CI (``CI`` or ``TAILWART_REQUIRE_TOOLS`` set) a missing tool or server
+FAILS the test instead of skipping it, so a green CI cannot hide a missing
+install step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_TOOLS = bool(os.environ.get("CI") or os.environ.get("TAILWART_REQUIRE_TOOLS"))
+#: the real user's cache of built tools (caddy, garage, compose...), read before HOME is faked
+TOOL_CACHE = Path(os.environ.get("TAILWART_CACHE", Path.home() / ".cache" / "tailwart"))
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip locally, fail under CI, when a prerequisite is missing."""
+    if condition:
+        return
+    if REQUIRE_TOOLS:
+        pytest.fail(f"prerequisite missing under CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def need_tool(name: str) -> str:
+    """Path of executable ``name`` (PATH, then sbin and Postgres' bin), or skip/fail."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/lib/postgresql/15/bin")
+    need(path is not None, f"{name} is not installed (scripts/setup-machine.sh installs it)")
+    assert path is not None
+    return path
+
+
+def need_root() -> None:
+    need(os.geteuid() == 0, "needs root for network namespaces")
+
+
+def write_env(path: Path, values: dict[str, str], mode: int = 0o600) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(mode)
+    return path
