@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from testkit import (
+    GO_ENV,
     REQUIRE_TOOLS,
     ROOT,
     TOOL_CACHE,
@@ -26,16 +27,16 @@ from testkit import (
     write_env,
 )
 
-__all__ = ["REQUIRE_TOOLS", "ROOT", "TOOL_CACHE", "need", "need_root", "need_tool", "write_env"]
-
-
-_REAL_HOME = Path.home()
-#: Go's caches stay the real ones (a build inside a test must not start cold)
-GO_ENV = {
-    "GOCACHE": os.environ.get("GOCACHE") or str(_REAL_HOME / ".cache" / "go-build"),
-    "GOMODCACHE": os.environ.get("GOMODCACHE") or str(_REAL_HOME / "go" / "pkg" / "mod"),
-    "GOPATH": os.environ.get("GOPATH") or str(_REAL_HOME / "go"),
-}
+__all__ = [
+    "GO_ENV",
+    "REQUIRE_TOOLS",
+    "ROOT",
+    "TOOL_CACHE",
+    "need",
+    "need_root",
+    "need_tool",
+    "write_env",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,15 @@ REQUIRE_TOOLS = bool(os.environ.get("CI") or os.environ.get("TAILWART_REQUIRE_TO
 TOOL_CACHE = Path(os.environ.get("TAILWART_CACHE", Path.home() / ".cache" / "tailwart"))
 
 
+_REAL_HOME = Path.home()
+#: Go's caches stay the real ones (a build inside a test must not start cold)
+GO_ENV = {
+    "GOCACHE": os.environ.get("GOCACHE") or str(_REAL_HOME / ".cache" / "go-build"),
+    "GOMODCACHE": os.environ.get("GOMODCACHE") or str(_REAL_HOME / "go" / "pkg" / "mod"),
+    "GOPATH": os.environ.get("GOPATH") or str(_REAL_HOME / "go"),
+}
+
+
 def need(condition: bool, why: str) -> None:
     """Skip locally, fail under CI, when a prerequisite is missing."""
     if condition:

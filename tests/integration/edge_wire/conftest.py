@@ -6,50 +6,24 @@ a missing Go fails these tests instead of skipping them.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
 from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
-
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py as pytest loaded it (several conftest.py share the name)."""
-    path = Path(__file__).resolve().parents[2] / "conftest.py"
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == str(path):
-            return module
-    spec = importlib.util.spec_from_file_location("tailwart_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-need: Callable[[bool, str], None] = _root_conftest().need
-need_root: Callable[[], None] = _root_conftest().need_root
-need_tool: Callable[[str], str] = _root_conftest().need_tool
-TOOL_CACHE: Path = _root_conftest().TOOL_CACHE
+from testkit import GO_ENV, need
 
 EDGE_HOST = "127.0.0.1"
 MAILBOX_HOST = "127.0.0.2"
 #: Go's caches as the real user has them (HOME is faked per test)
-_REAL_HOME = Path.home()
-_GO_CACHES = {
-    "GOCACHE": os.environ.get("GOCACHE") or str(_REAL_HOME / ".cache" / "go-build"),
-    "GOMODCACHE": os.environ.get("GOMODCACHE") or str(_REAL_HOME / "go" / "pkg" / "mod"),
-    "GOPATH": os.environ.get("GOPATH") or str(_REAL_HOME / "go"),
-}
+_GO_CACHES = GO_ENV
 
 
 @pytest.fixture(scope="session")

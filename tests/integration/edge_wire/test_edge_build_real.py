@@ -24,8 +24,9 @@ from tailwart.edge.build import (
     load_pins,
 )
 from tailwart.edge.standin import free_port
+from testkit import TOOL_CACHE, need
 
-from .conftest import _GO_CACHES, TOOL_CACHE, need
+from .conftest import _GO_CACHES
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

@@ -26,8 +26,9 @@ from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, get_proxy
 
 from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
+from testkit import need_root, need_tool
 
-from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder, need_root, need_tool
+from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
 
 pytestmark = pytest.mark.integration
 PORTS = [port for _, port in MAIL_PORTS]
