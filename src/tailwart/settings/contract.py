@@ -288,12 +288,18 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_S3_ACCESS_KEY",
         Kind.IDENT,
-        "Garage access key id (GK…)",
+        "Garage access key id, imported by inv bootstrap: GK + 24 hex (GK$(openssl rand -hex 12))",
         GARAGE,
         example="GK31c2f218a2e44f485b94239e",
         stalwart=True,
     ),
-    Key("STALWART_S3_SECRET_KEY", Kind.SECRET, "Garage secret access key", GARAGE, stalwart=True),
+    Key(
+        "STALWART_S3_SECRET_KEY",
+        Kind.SECRET,
+        "Garage secret access key: 64 hex (openssl rand -hex 32)",
+        GARAGE,
+        stalwart=True,
+    ),
     Key(
         "GARAGE_ADMIN_URL",
         Kind.URL,
