@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_env import TOOL_CACHE, need, need_root, need_tool, zones
+from backend_env import zones
 from backend_servers import (
     GarageServer,
     KnotServer,
@@ -22,6 +22,8 @@ from backend_servers import (
     VethAddress,
     garage_binary,
 )
+
+from testkit import TOOL_CACHE, need, need_root, need_tool
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 
 import pytest
-from backend_env import backend_values, edge_servers, garage_key, inv, values, write_env
+from backend_env import backend_values, edge_servers, garage_key, inv, values
 from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresServer, RedisServer
 
 from tailwart.backends.bootstrap import bootstrap
 from tailwart.settings import from_mapping
+from testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
