@@ -351,10 +351,18 @@ def _start_host(lab: Lab, index: int, octet: int) -> NetnsHost:
     return host
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(f"terminated by signal {signum}")
+
+
 @contextlib.contextmanager
 def lab(count: int = 1) -> Iterator[Lab]:
     """``count`` namespaced SSH hosts; everything is removed on exit, even after a failure."""
     the_lab = Lab(Path(tempfile.mkdtemp(prefix="twd", dir="/tmp")))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # a SIGTERM (CI timeout, `timeout`) still runs the teardown below
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(the_lab.key))
         (the_lab.dir / "authorized_keys").write_text(the_lab.key.with_suffix(".pub").read_text())
@@ -369,6 +377,8 @@ def lab(count: int = 1) -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ traffic probe

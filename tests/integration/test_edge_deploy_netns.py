@@ -8,6 +8,7 @@ systemd, so the supervised mode (caddy start/reload/stop + pidfile) runs here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -407,6 +408,52 @@ def test_link_cut_mid_upload_leaves_nothing_half_installed(
     results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), binary)
     assert ok and results[0].status == "deployed" and results[0].action == "restart", out
     assert host.current() == results[0].release and serving(lab1, host)
+
+
+def test_link_down_mid_upload_fails_within_the_timeout_and_force_unlock_recovers(
+    lab1: Lab, binary: BinaryProvider, alt_binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    old = run_deploy([_job(lab1, host)], _opts(lab1), alt_binary)[0][0]
+    releases = Path(host.root, "releases")
+    down = threading.Event()
+
+    def unplug() -> None:  # the link silently stops carrying packets at 8 MiB
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for part in releases.glob(".incoming-*/caddy"):
+                with contextlib.suppress(FileNotFoundError):
+                    if part.stat().st_size > 8 << 20:
+                        host.link(False)
+                        down.set()
+                        return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=unplug)
+    watcher.start()
+    ssh = dataclasses.replace(lab1.ssh_options(), io_timeout=3.0, connect_timeout=2.0)
+    opts = dataclasses.replace(_opts(lab1), ssh=ssh)
+    started = time.monotonic()
+    try:
+        results, out, ok = run_deploy([_job(lab1, host)], opts, binary)
+    finally:
+        watcher.join()
+        host.link(True)
+    assert down.is_set(), "the upload finished before the link went down"
+    assert time.monotonic() - started < 30  # bounded by the I/O timeout, not TCP's minutes
+    res = results[0]
+    assert not ok and res.status == "failed" and "SSH link lost" in res.detail, out
+    assert "the lock stays held" in res.detail and "--force-unlock" in res.detail
+    # the partial upload stays in its .incoming dir: never a release, never current
+    assert host.current() == old.release
+    assert [r for r in host.releases() if not r.startswith(".incoming-")] == [old.release]
+    assert serving(lab1, host)
+
+    results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), binary)
+    assert not ok and "deploy refused: locked by holder=" in results[0].detail
+    results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1, force_unlock=True), binary)
+    assert ok and results[0].status == "deployed", out
+    assert not list(releases.glob(".incoming-*")) and serving(lab1, host)
 
 
 def test_concurrent_deploy_is_refused_by_the_lock(lab1: Lab, binary: BinaryProvider) -> None:

@@ -436,7 +436,7 @@ def _recover_after_loss(
             f"could not reconnect to clean up ({exc}); the lock stays held: check the host and "
             "rerun with --force-unlock"
         )
-    remote = Remote(conn, str(job.target))
+    remote = Remote(conn, str(job.target), opts.ssh.io_timeout)
     try:
         remote.run(rc.discard_incoming_command(layout), check=False)
         what = "partial upload discarded"
@@ -466,7 +466,7 @@ def deploy_host(
     previous: str | None = None
     layout = job.remote_layout
     try:
-        remote = Remote(connect(job.target, opts.ssh), label)
+        remote = Remote(connect(job.target, opts.ssh), label, opts.ssh.io_timeout)
         state = probe(remote, layout)
         mode = resolve_mode(opts.mode, state, label)
         binary = binaries(state.goos, state.goarch)
@@ -656,7 +656,7 @@ def rollback_host(
     locked = False
     layout = job.remote_layout
     try:
-        remote = Remote(connect(job.target, opts.ssh), label)
+        remote = Remote(connect(job.target, opts.ssh), label, opts.ssh.io_timeout)
         state = probe(remote, layout)
         mode = resolve_mode(opts.mode, state, label)
         target = state.release(to) if to else state.previous()
@@ -766,7 +766,7 @@ class HostStatus:
 def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> HostStatus:
     label = str(job.target)
     try:
-        remote = Remote(connect(job.target, opts.ssh), label)
+        remote = Remote(connect(job.target, opts.ssh), label, opts.ssh.io_timeout)
     except OperationError as exc:
         return HostStatus(label, None, error=str(exc))
     try:

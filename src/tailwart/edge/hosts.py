@@ -113,6 +113,8 @@ class SshOptions:
     #: save an accepted key to known_hosts (False in dry runs: they change nothing)
     save_new_host_key: bool = True
     connect_timeout: float = 10.0
+    #: seconds a command or a transfer may stall before the link counts as lost
+    io_timeout: float = 60.0
 
 
 def default_known_hosts() -> Path:
