@@ -219,8 +219,8 @@ def main() -> int:
         "the kept release on the host. The first deploy costs more than the naive copy: it "
         "verifies the upload by sha256 on the host, runs `caddy validate`, takes the lock, "
         "gates on every port and writes the audit line. The "
-        "per-command cost on these hosts includes root's ~/.bashrc (pyenv init, ~0.15 s per "
-        "SSH command), so absolute times are pessimistic.",
+        "per-command cost on these hosts includes root's ~/.bashrc (pyenv init) on every SSH "
+        "command, and the machine is shared: compare within a run, not across runs.",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

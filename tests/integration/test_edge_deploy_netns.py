@@ -270,7 +270,10 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     out_buf = io.StringIO()
     status([_job(lab1, host)], _opts(lab1), out=out_buf)
     assert f"current release: {new.release}" in out_buf.getvalue()
-    assert f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}" in out_buf.getvalue()
+    assert (
+        f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}, the current binary"
+        in out_buf.getvalue()
+    )
 
     out_buf = io.StringIO()
     back = rollback([_job(lab1, host)], _opts(lab1), out=out_buf)

@@ -745,10 +745,14 @@ class HostStatus:
         if cur is not None:
             lines.append(f"  binary sha256:   {cur.binary_sha256}")
         if st.running_pid:
-            runs = st.running_release or "a binary outside the releases"
-            lines.append(
-                f"  running:         pid {st.running_pid}, {self.version} (binary of {runs})"
-            )
+            ran = st.release(st.running_release)
+            if ran is None:
+                runs = "a binary outside the kept releases: redeploy to restart it"
+            elif cur is not None and ran.binary_sha256 == cur.binary_sha256:
+                runs = "the current binary"
+            else:
+                runs = f"the binary of release {ran.id}, NOT current's: a restart is pending"
+            lines.append(f"  running:         pid {st.running_pid}, {self.version}, {runs}")
         else:
             lines.append("  running:         NOT RUNNING")
         up = [f"{c.name}:{c.port} {'up' if c.ok else 'DOWN'}" for c in self.checks]
@@ -772,7 +776,9 @@ def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> Host
     try:
         layout = job.remote_layout
         state = probe(remote, layout)
-        extra = remote.run(rc.status_command(layout, audit_lines), what="status").stdout
+        extra = remote.run(
+            rc.status_command(layout, audit_lines, state.running_pid), what="status"
+        ).stdout
         head, _, audit = extra.partition("--- audit ---\n")
         version = head.strip().removeprefix("version ").strip()
         checks = health_gate(remote.conn.host, state.current_config, timeout=2.0)

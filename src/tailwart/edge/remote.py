@@ -373,11 +373,12 @@ def prune_command(layout: Layout, rids: tuple[str, ...]) -> str:
     return f"rm -rf {paths}"
 
 
-def status_command(layout: Layout, lines: int) -> str:
-    """Extra status facts: lock holder, version of the running binary, last audit lines."""
+def status_command(layout: Layout, lines: int, pid: int | None) -> str:
+    """Extra status facts: the version of the RUNNING binary, the last audit lines."""
     r = q(layout.root)
+    exe = f"/proc/{int(pid)}/exe" if pid else f"{r}/current/caddy"
     return (
-        f'v=$({r}/current/caddy version 2>/dev/null | cut -d" " -f1); echo "version ${{v:-?}}"; '
+        f'v=$({exe} version 2>/dev/null | cut -d" " -f1); echo "version ${{v:-?}}"; '
         f'echo "--- audit ---"; tail -n {int(lines)} {r}/audit.log 2>/dev/null; true'
     )
 
