@@ -442,6 +442,44 @@ def test_config_change_runs_lock_stage_switch_reload_finish(
     assert "reload through the admin socket" in out.getvalue()
 
 
+def test_systemd_first_install_installs_the_unit_and_enables_it(
+    tmp_path: Path, listeners: dict[int, int]
+) -> None:
+    from tailwart.edge.unit import render_unit
+
+    job, binary = _job_and_binary(tmp_path, listeners, "mailbox.example.ts.net")
+    provider = fixed_binary_provider(binary)
+    lb = provider("linux", "amd64")
+    new = LocalRelease(str(binary), lb.sha256, lb.size, caddy_json(job.layout))
+    probe = b"os Linux aarch64\nsystemd yes\ncurrent \n--- current caddy.json ---\n"
+    with mocked_ssh(enable_sftp=True) as mock:
+        mock.expect(
+            host="127.0.0.1",
+            user="root",
+            port=22,
+            enable_sftp=True,
+            commands=[
+                Command(rc.probe_command(L), out=probe),
+                Command(None, out=b"acquired\n" + probe),
+                Command(rc.prepare_command(L, new.id)),
+                Command(rc.install_release_command(L, new.id, lb.sha256, new.config_sha256)),
+                Command("mkdir -p /opt/tailwart-edge"),
+                Command(" && ".join(rc.install_unit_commands("/opt/tailwart-edge/.unit.new"))),
+                Command(rc.switch_command(L, new.id) + " && systemctl enable --now tailwart-edge"),
+                Command(None),
+            ],
+        )
+        result = deploy_host(job, _opts(tmp_path), provider, out=io.StringIO())
+        sftp = mock.sessions[0].sftp
+    assert result.status == "deployed", result.detail
+    assert result.action == "first-install" and result.plan is not None
+    assert result.plan.mode == "systemd" and result.plan.install_unit
+    sftp.put.assert_called_once()
+    assert sftp.put.call_args.args[1] == f"/opt/tailwart-edge/releases/.incoming-{new.id}/caddy"
+    unit_upload = [c for c in sftp.putfo.call_args_list if c.args[1].endswith(".unit.new")]
+    assert unit_upload[0].args[0].getvalue().decode() == render_unit()
+
+
 def test_held_lock_refuses_and_names_the_holder(tmp_path: Path, listeners: dict[int, int]) -> None:
     job, binary = _job_and_binary(tmp_path, listeners, "mailbox2.example.ts.net")
     provider = fixed_binary_provider(binary)
