@@ -491,6 +491,7 @@ def test_concurrent_deploy_is_refused_by_the_lock(lab1: Lab, binary: BinaryProvi
     results, out, ok = run_deploy([job], _opts(lab1, force_unlock=True), binary)
     assert ok and results[0].status == "deployed", out
     assert not Path(host.root, "lock").exists() and serving(lab1, host, 2525)
+    assert "lock=forced(was:holder=ghost@gone since=then)" in host.audit()[-1]
 
 
 def test_two_hosts_second_fails_third_untouched(lab3: Lab, binary: BinaryProvider) -> None:

@@ -492,8 +492,10 @@ def deploy_host(
             say("unchanged; health gate ok")
             result.status = "unchanged"
             return result
+        held_by = state.lock
         state = _take_lock(remote, layout, token, opts.message, opts.force_unlock)
         locked = True
+        forced = f" lock=forced(was:{held_by.split(' token=')[0]})" if held_by else ""
         replan = make_plan(label, local, state, mode=mode, keep=opts.keep, unit_sha256=unit_sha)
         if replan != plan:
             out.write("the host changed since the plan; now:\n" + replan.render() + "\n")
@@ -519,7 +521,8 @@ def deploy_host(
             remote,
             layout,
             token,
-            _audit_line("deploy", plan.release, f"ok:{plan.action.value}", opts.message),
+            _audit_line("deploy", plan.release, f"ok:{plan.action.value}", opts.message)
+            + (forced if opts.force_unlock else ""),
             plan.prune,
         )
         locked = False
