@@ -25,7 +25,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from netns_hosts import HeldConnections, Lab, NetnsHost, lab
-from tests.conftest import need_root, need_tool
 
 from tailwart.edge.deploy import (
     BinaryProvider,
@@ -39,6 +38,7 @@ from tailwart.edge.deploy import (
     status,
 )
 from tailwart.paths import cache_dir
+from testkit import need_root, need_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -536,7 +536,7 @@ def test_two_hosts_second_fails_third_untouched(lab3: Lab, binary: BinaryProvide
 def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     lab1: Lab, binary: BinaryProvider, tmp_path: Path, example_values: dict[str, str]
 ) -> None:
-    from tests.conftest import write_env
+    from testkit import write_env
 
     host = lab1.hosts[0]
     values = dict(example_values, EDGE_HOSTS=f"root@{host.addr}", EDGE_ROOT=host.root)

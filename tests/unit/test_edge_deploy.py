@@ -553,7 +553,7 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     ):
         assert line in text.splitlines(), line
     analyze = Path("/usr/bin/systemd-analyze")
-    from tests.conftest import need
+    from testkit import need
 
     need(analyze.exists(), "systemd-analyze is not installed (scripts/setup/20-deploy.sh)")
     unit = tmp_path / "tailwart-edge.service"
@@ -596,7 +596,7 @@ def _inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_deploy_edge_bad_hosts_exit_2_listing_every_problem(
     tmp_path: Path, example_values: dict[str, str]
 ) -> None:
-    from tests.conftest import write_env
+    from testkit import write_env
 
     env = write_env(tmp_path / ".env", example_values)
     proc = _inv(
