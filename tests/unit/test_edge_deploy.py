@@ -189,6 +189,56 @@ def test_plan_systemd_first_install_installs_the_unit() -> None:
     assert not make_plan("h", local(), done, mode="systemd", keep=5, unit_sha256="u" * 64).changes
 
 
+MIGRATE_LINE = "  sysctl:  set net.ipv4.tcp_migrate_req=1 (reload hand-over without resets)"
+PERSIST_LINE = (
+    "  sysctl:  persist net.ipv4.tcp_migrate_req = 1 in /etc/sysctl.d/60-tailwart-edge.conf"
+)
+
+
+def test_plan_sets_tcp_migrate_req_when_it_brings_the_edge_up_and_it_is_not_1() -> None:
+    from dataclasses import replace
+
+    zero = replace(installed(), tcp_migrate_req="0")
+    plan = make_plan("h", local(config=CONFIG_2), zero, mode="supervised", keep=5)
+    assert plan.action is Action.RELOAD and plan.set_migrate_req and not plan.persist_sysctl
+    lines = plan.render().splitlines()
+    assert MIGRATE_LINE in lines and PERSIST_LINE not in lines
+    # already 1: nothing to set, nothing said
+    one = replace(installed(), tcp_migrate_req="1")
+    plan = make_plan("h", local(config=CONFIG_2), one, mode="supervised", keep=5)
+    assert not plan.set_migrate_req and "sysctl" not in plan.render()
+    # nothing to bring up: the deploy stays a probe, whatever the value
+    plan = make_plan("h", local(), zero, mode="supervised", keep=5)
+    assert plan.action is Action.NONE and not plan.set_migrate_req and not plan.changes
+
+
+def test_plan_systemd_persists_tcp_migrate_req_in_a_sysctl_drop_in() -> None:
+    empty = RemoteState("linux", "amd64", True, tcp_migrate_req="0")
+    plan = make_plan("h", local(), empty, mode="systemd", keep=5, unit_sha256="u" * 64)
+    assert plan.action is Action.FIRST_INSTALL and plan.set_migrate_req and plan.persist_sysctl
+    lines = plan.render().splitlines()
+    assert MIGRATE_LINE in lines and PERSIST_LINE in lines
+    # already 1 at run time (set by hand): only the drop-in is missing
+    one = RemoteState("linux", "amd64", True, tcp_migrate_req="1")
+    plan = make_plan("h", local(), one, mode="systemd", keep=5, unit_sha256="u" * 64)
+    assert plan.persist_sysctl and not plan.set_migrate_req
+    # the drop-in is there: nothing to write
+    done = RemoteState("linux", "amd64", True, tcp_migrate_req="1", sysctl_dropin=True)
+    plan = make_plan("h", local(), done, mode="systemd", keep=5, unit_sha256="u" * 64)
+    assert not plan.persist_sysctl and "sysctl" not in plan.render()
+
+
+def test_plan_warns_when_the_kernel_has_no_tcp_migrate_req() -> None:
+    old_kernel = RemoteState("linux", "amd64", True, tcp_migrate_req="missing")
+    plan = make_plan("h", local(), old_kernel, mode="systemd", keep=5, unit_sha256="u" * 64)
+    assert plan.action is Action.FIRST_INSTALL
+    assert not plan.set_migrate_req and not plan.persist_sysctl
+    assert (
+        "  warning: the host has no net.ipv4.tcp_migrate_req (kernel < 5.14): a reload may "
+        "reset connections queued on the old listener; deploying anyway"
+    ) in plan.render().splitlines()
+
+
 # ------------------------------------------------------------------ probe parsing
 
 PROBE_OUT = """os Linux x86_64
@@ -198,6 +248,8 @@ release abc binary_sha256=aa config_sha256=cc version=v2.11.9 created=t by=me ac
 release old binary_sha256=bb config_sha256=dd version=v2.11.8 created=t by=me activated=1600
 lock holder=alice@laptop since=2026-01-01T00:00:00Z message="x" token=t1
 running 4242 /opt/tailwart-edge/releases/abc/caddy
+tcp_migrate_req 0
+sysctl_dropin yes
 --- current caddy.json ---
 {"x": 1}
 """
@@ -211,6 +263,37 @@ def test_probe_output_parses_into_state() -> None:
     assert st.previous() is not None and st.previous().id == "old"  # type: ignore[union-attr]
     assert st.lock is not None and st.lock.startswith("holder=alice@laptop")
     assert st.current_config == '{"x": 1}\n'
+    assert (st.tcp_migrate_req, st.sysctl_dropin) == ("0", True)
+    assert parse_probe("tcp_migrate_req missing\n", L).tcp_migrate_req == "missing"
+
+
+def test_probe_reads_tcp_migrate_req_and_the_drop_in() -> None:
+    probe = rc.probe_command(L)
+    assert (
+        'echo "tcp_migrate_req $(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null '
+        '|| echo missing)"; [ -f /etc/sysctl.d/60-tailwart-edge.conf ] && '
+        'echo "sysctl_dropin yes"; '
+    ) in probe
+
+
+def test_status_shows_tcp_migrate_req_or_warns() -> None:
+    from dataclasses import replace
+
+    from tailwart.edge.deploy import HostStatus
+
+    def line(value: str) -> list[str]:
+        text = HostStatus("h", replace(installed(), tcp_migrate_req=value), "v2.11.9").render()
+        return [x for x in text.splitlines() if "tcp_migrate_req" in x]
+
+    assert line("1") == ["  tcp_migrate_req: 1"]
+    assert line("0") == [
+        "  tcp_migrate_req: 0: WARNING: a reload may reset connections queued on the old "
+        "listener; the next deploy that brings the edge up sets it to 1"
+    ]
+    assert line("missing") == [
+        "  tcp_migrate_req: WARNING: not available (kernel < 5.14): a reload may reset "
+        "connections queued on the old listener"
+    ]
 
 
 # ------------------------------------------------------------------ exact command lines
@@ -297,6 +380,22 @@ def test_systemd_commands() -> None:
     ]
 
 
+def test_tcp_migrate_req_commands() -> None:
+    assert rc.migrate_req_command(runtime=True, persist=False) == (
+        "sysctl -w net.ipv4.tcp_migrate_req=1"
+    )
+    tmp = "/etc/sysctl.d/.60-tailwart-edge.conf.new"
+    assert rc.migrate_req_command(runtime=True, persist=True) == (
+        "mkdir -p /etc/sysctl.d && printf '%s\\n' '# tailwart edge: reloads hand queued "
+        "connections to the new listener' 'net.ipv4.tcp_migrate_req = 1' "
+        f"> {tmp} && chmod 644 {tmp} && mv -f {tmp} /etc/sysctl.d/60-tailwart-edge.conf && "
+        "sysctl -w net.ipv4.tcp_migrate_req=1"
+    )
+    assert rc.migrate_req_command(runtime=False, persist=True).endswith(
+        "/etc/sysctl.d/60-tailwart-edge.conf"
+    )
+
+
 def test_finish_command_audits_prunes_and_unlocks() -> None:
     assert rc.finish_command(L, "line x", "t1", ("old1", "old2")) == (
         'printf "%s from=%s\\n" \'line x\' "${SSH_CLIENT%% *}" >> /opt/tailwart-edge/audit.log; '
@@ -351,13 +450,14 @@ def mocked_ssh(enable_sftp: bool = False) -> Iterator[MockRemote]:
         mock.stop()
 
 
-def _probe_out(rid: str, binary_sha: str, config: str, cfg_sha: str) -> bytes:
+def _probe_out(rid: str, binary_sha: str, config: str, cfg_sha: str, migrate: str = "1") -> bytes:
     return (
         "os Linux x86_64\nsystemd no\n"
         f"current releases/{rid}\n"
         f"release {rid} binary_sha256={binary_sha} config_sha256={cfg_sha} version=v2.11.9 "
         "created=t by=me activated=100\n"
         f"running 4242 /opt/tailwart-edge/releases/{rid}/caddy\n"
+        f"tcp_migrate_req {migrate}\n"
         f"--- current caddy.json ---\n{config}"
     ).encode()
 
@@ -442,6 +542,65 @@ def test_config_change_runs_lock_stage_switch_reload_finish(
     assert "reload through the admin socket" in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("migrate", "sysctl", "said"),
+    [
+        ("0", Command("sysctl -w net.ipv4.tcp_migrate_req=1"), "net.ipv4.tcp_migrate_req=1: "),
+        ("1", None, ""),
+        ("missing", None, "warning: the host has no net.ipv4.tcp_migrate_req (kernel < 5.14)"),
+        (
+            "0",
+            Command(
+                "sysctl -w net.ipv4.tcp_migrate_req=1",
+                err=b"sysctl: permission denied on key 'net.ipv4.tcp_migrate_req'\n",
+                exit=255,
+            ),
+            "warning: the host refused net.ipv4.tcp_migrate_req=1 (sysctl: permission denied",
+        ),
+    ],
+    ids=["0-sets-it", "1-nothing", "missing-warns", "refused-warns"],
+)
+def test_reload_sets_tcp_migrate_req_first_or_warns_and_carries_on(
+    tmp_path: Path, listeners: dict[int, int], migrate: str, sysctl: Command | None, said: str
+) -> None:
+    job, binary = _job_and_binary(tmp_path, listeners, "mailbox2.example.ts.net")
+    provider = fixed_binary_provider(binary)
+    lb = provider("linux", "amd64")
+    old_cfg = caddy_json(EdgeLayout("mailbox.example.ts.net", "127.0.0.1", listeners))
+    from tailwart.edge.plan import sha256_text
+
+    old = LocalRelease(str(binary), lb.sha256, lb.size, old_cfg)
+    new = LocalRelease(str(binary), lb.sha256, lb.size, caddy_json(job.layout))
+    probe = _probe_out(old.id, lb.sha256, old_cfg, sha256_text(old_cfg), migrate)
+    switch = rc.switch_command(L, new.id) + " && " + rc.reload_command(L, "supervised")
+    out = io.StringIO()
+    with mocked_ssh(enable_sftp=True) as mock:
+        mock.expect(
+            host="127.0.0.1",
+            user="root",
+            port=22,
+            enable_sftp=True,
+            commands=[
+                Command(rc.probe_command(L), out=probe),
+                Command(None, out=b"acquired\n" + probe),
+                Command(None),  # prepare + reuse the binary
+                Command(None),  # verify + validate + publish
+                *([sysctl] if sysctl else []),
+                Command(switch),
+                Command(None),  # audit + unlock
+            ],
+        )
+        result = deploy_host(job, _opts(tmp_path), provider, out=out)
+    assert result.status == "deployed", result.detail
+    assert result.commands[4] == (sysctl.cmd if sysctl else switch)
+    assert sum("sysctl -w" in c for c in result.commands) == (1 if sysctl else 0)
+    text = out.getvalue()
+    assert said in text
+    if not said:  # already 1: not a word about it
+        assert "tcp_migrate_req" not in text
+    assert (MIGRATE_LINE in text.splitlines()) == (migrate == "0")
+
+
 def test_systemd_first_install_installs_the_unit_and_enables_it(
     tmp_path: Path, listeners: dict[int, int]
 ) -> None:
@@ -451,7 +610,9 @@ def test_systemd_first_install_installs_the_unit_and_enables_it(
     provider = fixed_binary_provider(binary)
     lb = provider("linux", "amd64")
     new = LocalRelease(str(binary), lb.sha256, lb.size, caddy_json(job.layout))
-    probe = b"os Linux aarch64\nsystemd yes\ncurrent \n--- current caddy.json ---\n"
+    probe = (
+        b"os Linux aarch64\nsystemd yes\ncurrent \ntcp_migrate_req 0\n--- current caddy.json ---\n"
+    )
     with mocked_ssh(enable_sftp=True) as mock:
         mock.expect(
             host="127.0.0.1",
@@ -463,6 +624,7 @@ def test_systemd_first_install_installs_the_unit_and_enables_it(
                 Command(None, out=b"acquired\n" + probe),
                 Command(rc.prepare_command(L, new.id)),
                 Command(rc.install_release_command(L, new.id, lb.sha256, new.config_sha256)),
+                Command(rc.migrate_req_command(runtime=True, persist=True)),
                 Command("mkdir -p /opt/tailwart-edge"),
                 Command(" && ".join(rc.install_unit_commands("/opt/tailwart-edge/.unit.new"))),
                 Command(rc.switch_command(L, new.id) + " && systemctl enable --now tailwart-edge"),
@@ -474,6 +636,7 @@ def test_systemd_first_install_installs_the_unit_and_enables_it(
     assert result.status == "deployed", result.detail
     assert result.action == "first-install" and result.plan is not None
     assert result.plan.mode == "systemd" and result.plan.install_unit
+    assert result.plan.set_migrate_req and result.plan.persist_sysctl
     sftp.put.assert_called_once()
     assert sftp.put.call_args.args[1] == f"/opt/tailwart-edge/releases/.incoming-{new.id}/caddy"
     unit_upload = [c for c in sftp.putfo.call_args_list if c.args[1].endswith(".unit.new")]

@@ -29,7 +29,16 @@ from ..errors import OperationError, UsageError
 from . import remote as rc
 from .health import PortCheck, health_gate
 from .hosts import HostError, HostTarget, SshOptions, connect
-from .plan import Action, LocalRelease, Plan, RemoteState, decide_action, make_plan
+from .plan import (
+    MIGRATE_SYSCTL,
+    SYSCTL_DROPIN,
+    Action,
+    LocalRelease,
+    Plan,
+    RemoteState,
+    decide_action,
+    make_plan,
+)
 from .remote import Layout, Remote, RemoteError, parse_probe
 from .render import EdgeLayout, caddy_json
 
@@ -309,6 +318,26 @@ def _activation_command(layout: Layout, mode: str, action: Action, pid: int | No
     return ""
 
 
+def _migrate_req(remote: Remote, plan: Plan, say: _Say) -> None:
+    """net.ipv4.tcp_migrate_req=1 before the release comes up; a refusal warns, never fails."""
+    if not (plan.set_migrate_req or plan.persist_sysctl):
+        return
+    res = remote.run(
+        rc.migrate_req_command(runtime=plan.set_migrate_req, persist=plan.persist_sysctl),
+        check=False,
+        what="sysctl",
+    )
+    if res.exited == 0:
+        kept = f", kept in {SYSCTL_DROPIN}" if plan.persist_sysctl else ""
+        say(f"{MIGRATE_SYSCTL}=1{kept}: reloads hand queued connections over")
+        return
+    why = " ".join((res.stdout + res.stderr).split())[-200:] or f"exit {res.exited}"
+    say(
+        f"warning: the host refused {MIGRATE_SYSCTL}=1 ({why}): a reload may reset "
+        "connections queued on the old listener; deploying anyway"
+    )
+
+
 def _install_unit(remote: Remote, layout: Layout, unit_text: str) -> None:
     tmp = f"{layout.root}/.unit.new"
     remote.run(f"mkdir -p {rc.q(layout.root)}", what="mkdir")
@@ -502,6 +531,7 @@ def deploy_host(
         plan = result.plan = replan
         result.action = plan.action.value
         _stage(remote, layout, local, plan, say, opts.progress)
+        _migrate_req(remote, plan, say)
         previous, switched = state.current, True
         result.checks = _switch_and_serve(
             remote,
@@ -758,6 +788,8 @@ class HostStatus:
             lines.append(f"  running:         pid {st.running_pid}, {self.version}, {runs}")
         else:
             lines.append("  running:         NOT RUNNING")
+        if st.tcp_migrate_req:
+            lines.append(f"  tcp_migrate_req: {_migrate_req_status(st.tcp_migrate_req)}")
         up = [f"{c.name}:{c.port} {'up' if c.ok else 'DOWN'}" for c in self.checks]
         lines.append(f"  listeners:       {', '.join(up) or '-'}")
         lines.append(
@@ -768,6 +800,15 @@ class HostStatus:
         lines.append("  last audit lines:")
         lines += [f"    {line}" for line in self.audit] or ["    (none)"]
         return "\n".join(lines)
+
+
+def _migrate_req_status(value: str) -> str:
+    if value == "1":
+        return "1"
+    resets = "a reload may reset connections queued on the old listener"
+    if value == "missing":
+        return f"WARNING: not available (kernel < 5.14): {resets}"
+    return f"{value}: WARNING: {resets}; the next deploy that brings the edge up sets it to 1"
 
 
 def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> HostStatus:

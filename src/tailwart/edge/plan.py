@@ -11,6 +11,12 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+#: with 1, a listener closed by a reload hands its queued connections to the new one
+#: (SO_REUSEPORT); with the default 0 the kernel resets them (Linux >= 5.14)
+MIGRATE_SYSCTL = "net.ipv4.tcp_migrate_req"
+#: systemd mode: the drop-in that keeps it across reboots
+SYSCTL_DROPIN = "/etc/sysctl.d/60-tailwart-edge.conf"
+
 
 class Action(StrEnum):
     """What happens to the running edge."""
@@ -86,6 +92,11 @@ class RemoteState:
     unit_installed: bool = False
     unit_sha256: str = ""
     lock: str | None = None
+    #: net.ipv4.tcp_migrate_req as read on the host; "missing": the kernel has none (< 5.14);
+    #: "": not reported
+    tcp_migrate_req: str = ""
+    #: SYSCTL_DROPIN exists on the host
+    sysctl_dropin: bool = False
 
     def release(self, rid: str | None) -> RemoteRelease | None:
         return next((r for r in self.releases if r.id == rid), None)
@@ -124,6 +135,11 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     #: first install: a summary of the config instead of a diff against nothing
     new_config: str = ""
+    #: set net.ipv4.tcp_migrate_req=1 before bringing the release up
+    set_migrate_req: bool = False
+    #: write SYSCTL_DROPIN (systemd mode)
+    persist_sysctl: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def changes(self) -> bool:
@@ -144,10 +160,16 @@ class Plan:
             lines.append(f"  {up.name:<11}{what}, {_size(up.size)}")
         if self.install_unit:
             lines.append("  unit:    install /etc/systemd/system/tailwart-edge.service")
+        if self.set_migrate_req:
+            lines.append(f"  sysctl:  set {MIGRATE_SYSCTL}=1 (reload hand-over without resets)")
+        if self.persist_sysctl:
+            lines.append(f"  sysctl:  persist {MIGRATE_SYSCTL} = 1 in {SYSCTL_DROPIN}")
         if self.prune:
             lines.append(f"  prune:   {', '.join(self.prune)}")
         for note in self.notes:
             lines.append(f"  note:    {note}")
+        for warning in self.warnings:
+            lines.append(f"  warning: {warning}")
         if self.new_config:
             lines.append(f"  config:  new caddy.json, {self.new_config}")
         elif self.config_diff:
@@ -156,6 +178,12 @@ class Plan:
         elif self.action is not Action.NONE:
             lines.append("  config diff: (none)")
         return "\n".join(lines)
+
+
+MIGRATE_MISSING = (
+    f"the host has no {MIGRATE_SYSCTL} (kernel < 5.14): a reload may reset connections "
+    "queued on the old listener; deploying anyway"
+)
 
 
 def _size(n: int) -> str:
@@ -244,6 +272,11 @@ def make_plan(
     )
     if mode == "systemd" and state.unit_installed and install_unit:
         notes.append("the systemd unit changes: daemon-reload")
+    brings_up = action is not Action.NONE
+    migrate = state.tcp_migrate_req
+    warnings: list[str] = []
+    if brings_up and migrate == "missing":
+        warnings.append(MIGRATE_MISSING)
     first = not state.current
     summary = f"{len(local.config.splitlines())} lines, sha256 {local.config_sha256[:16]}"
     return Plan(
@@ -265,4 +298,10 @@ def make_plan(
         if action is not Action.NONE
         else (),
         notes=tuple(notes),
+        set_migrate_req=brings_up and migrate not in ("", "1", "missing"),
+        persist_sysctl=brings_up
+        and mode == "systemd"
+        and not state.sysctl_dropin
+        and migrate not in ("", "missing"),
+        warnings=tuple(warnings),
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OperationError
-from .plan import RemoteRelease, RemoteState
+from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, RemoteRelease, RemoteState
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -33,6 +33,7 @@ SERVICE = "tailwart-edge"
 SERVICE_USER = "tailwart-edge"
 UNIT_PATH = f"/etc/systemd/system/{SERVICE}.service"
 CONFIG_MARK = "--- current caddy.json ---"
+MIGRATE_PROC = "/proc/sys/" + MIGRATE_SYSCTL.replace(".", "/")
 ARCHES = {
     "x86_64": "amd64",
     "amd64": "amd64",
@@ -122,6 +123,8 @@ def probe_command(layout: Layout) -> str:
         '[ "${spid:-0}" != 0 ] && pid=$spid; fi; '
         'if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; '
         'then echo "running $pid $(readlink /proc/$pid/exe)"; fi; '
+        f'echo "tcp_migrate_req $(cat {MIGRATE_PROC} 2>/dev/null || echo missing)"; '
+        f'[ -f {SYSCTL_DROPIN} ] && echo "sysctl_dropin yes"; '
         f'echo "{CONFIG_MARK}"; cat "$R/current/caddy.json" 2>/dev/null; true'
     )
 
@@ -137,6 +140,8 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
     lock: str | None = None
     pid: int | None = None
     running_release: str | None = None
+    migrate = ""
+    dropin = False
     for line in head.splitlines():
         word, _, rest = line.partition(" ")
         if word == "os":
@@ -163,6 +168,10 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
             )
         elif word == "lock":
             lock = rest.strip() or "(no info)"
+        elif word == "tcp_migrate_req":
+            migrate = rest.strip() or "missing"
+        elif word == "sysctl_dropin":
+            dropin = True
         elif word == "running":
             spid, _, exe = rest.partition(" ")
             pid = int(spid)
@@ -182,6 +191,8 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
         unit_installed=bool(unit_sha),
         unit_sha256=unit_sha,
         lock=lock,
+        tcp_migrate_req=migrate,
+        sysctl_dropin=dropin,
     )
 
 
@@ -348,6 +359,21 @@ def install_unit_commands(unit_tmp: str) -> list[str]:
         f"--home-dir /var/lib/{SERVICE_USER} --shell /usr/sbin/nologin {SERVICE_USER}",
         f"mv -f {q(unit_tmp)} {UNIT_PATH} && chmod 644 {UNIT_PATH} && systemctl daemon-reload",
     ]
+
+
+def migrate_req_command(*, runtime: bool, persist: bool) -> str:
+    """net.ipv4.tcp_migrate_req=1 now (``runtime``) and across reboots (``persist``: drop-in)."""
+    steps = []
+    if persist:
+        tmp = SYSCTL_DROPIN.replace("/60-", "/.60-") + ".new"
+        text = q("# tailwart edge: reloads hand queued connections to the new listener")
+        steps.append(
+            f"mkdir -p /etc/sysctl.d && printf '%s\\n' {text} {q(MIGRATE_SYSCTL + ' = 1')} "
+            f"> {tmp} && chmod 644 {tmp} && mv -f {tmp} {SYSCTL_DROPIN}"
+        )
+    if runtime:
+        steps.append(f"sysctl -w {MIGRATE_SYSCTL}=1")
+    return " && ".join(steps)
 
 
 def enable_command() -> str:
