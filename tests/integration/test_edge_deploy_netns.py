@@ -143,6 +143,14 @@ def serving(the_lab: Lab, host: NetnsHost, port: int = 25) -> bool:
     return ok and len(up.sources) > before and up.sources[-1][0] == host.peer and not up.errors
 
 
+MIGRATE_PLAN = "sysctl:  set net.ipv4.tcp_migrate_req=1 (reload hand-over without resets)"
+
+
+def migrate_req(host: NetnsHost) -> str:
+    """net.ipv4.tcp_migrate_req inside the host's namespace (per network namespace)."""
+    return host.ns("cat", "/proc/sys/net/ipv4/tcp_migrate_req").stdout.strip()
+
+
 def load_count(host: NetnsHost) -> int:
     """Config loads the running caddy logged (one per start or reload)."""
     return host.caddy_log().count('"msg":"load complete"') + host.caddy_log().count(
@@ -157,6 +165,7 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     host = lab1.hosts[0]
     lab1.known_hosts.write_text("")
     jobs = [_job(lab1, host)]
+    assert migrate_req(host) == "0"  # a new namespace starts with the kernel's default
 
     results, out, ok = run_deploy(jobs, _opts(lab1), binary)
     assert not ok and results[0].status == "failed"
@@ -166,6 +175,7 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     assert "unknown host key ssh-ed25519 " + fp in results[0].detail
     assert "--accept-new-host-key" in results[0].detail
     assert not Path(host.root).exists(), "nothing may change on a host we do not trust"
+    assert migrate_req(host) == "0"
 
     results, out, ok = run_deploy(jobs, _opts(lab1, accept_new_host_key=True), binary)
     assert ok, out
@@ -173,6 +183,8 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     res = results[0]
     assert (res.status, res.action) == ("deployed", "first-install")
     assert "first install" in out and "caddy validate: ok" in out
+    assert MIGRATE_PLAN in out and "net.ipv4.tcp_migrate_req=1: reloads hand" in out
+    assert migrate_req(host) == "1"
     assert host.current() == res.release and host.releases() == [res.release]
     assert host.running_exe() == f"{host.root}/releases/{res.release}/caddy"
     assert serving(lab1, host, 25) and serving(lab1, host, 143) and serving(lab1, host, 587)
@@ -270,6 +282,7 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     out_buf = io.StringIO()
     status([_job(lab1, host)], _opts(lab1), out=out_buf)
     assert f"current release: {new.release}" in out_buf.getvalue()
+    assert "  tcp_migrate_req: 1\n" in out_buf.getvalue()
     assert (
         f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}, the current binary"
         in out_buf.getvalue()
@@ -562,7 +575,9 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     assert f"root@{host.addr}: release " in proc.stdout and "(supervised mode)" in proc.stdout
     assert "first install" in proc.stdout and "binary     upload, " in proc.stdout
     assert "dry run report:" in proc.stdout and "planned" in proc.stdout
+    assert MIGRATE_PLAN in proc.stdout
     assert not Path(host.root).exists()  # no lock, no directory, nothing
+    assert migrate_req(host) == "0"
 
     proc = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(ROOT), "edge-status", *common],
@@ -572,4 +587,5 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
         timeout=120,
     )
     assert proc.returncode == 1 and "NOT RUNNING" in proc.stdout
+    assert "tcp_migrate_req: 0: WARNING: a reload may reset connections" in proc.stdout
     assert "edge not serving" in proc.stderr and "Traceback" not in proc.stderr
