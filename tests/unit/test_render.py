@@ -110,3 +110,16 @@ def test_inv_list_shows_every_task_with_help() -> None:
     for line in result.stdout.splitlines()[2:]:
         if line.startswith("  ") and not line.startswith("    "):
             assert len(line.split()) > 1, f"task without help: {line!r}"
+
+
+def test_readme_lists_every_task() -> None:
+    result = _inv(ROOT, "--list")
+    readme = (ROOT / "README.md").read_text()
+    names = [
+        line.split()[0]
+        for line in result.stdout.splitlines()[2:]
+        if line.startswith("  ") and not line.startswith("    ") and line.strip()
+    ]
+    assert len(names) >= 17
+    missing = [name for name in names if f"| `inv {name}` |" not in readme]
+    assert not missing, f"README's task table lacks {missing}"
