@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,22 @@ def write_env(path: Path, values: dict[str, str], mode: int = 0o600) -> Path:
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(mode)
     return path
+
+
+def inv(
+    *args: str,
+    cwd: Path = ROOT,
+    root: Path = ROOT,
+    env_extra: Mapping[str, str] | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """Run tailwart's task runner as an operator does: tasks.py from ``root``, in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(root), *args],
+        cwd=cwd,
+        env={**os.environ, **(env_extra or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

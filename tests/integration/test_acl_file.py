@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tailwart.policy.hujson import comment_tokens
+from testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "policy_corpus"
 
 
 def inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "HEADSCALE_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "acl", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_inv("acl", *args, cwd=cwd, timeout=120)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tailwart.policy.hujson import comment_tokens, parse
-from testkit import TOOL_CACHE, need, write_env
+from testkit import TOOL_CACHE, inv, need, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -204,15 +203,7 @@ def tagged_nodes(hs: Headscale) -> None:
 
 
 def run_inv(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "HEADSCALE_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "acl", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return inv("acl", *args, cwd=workdir, timeout=120)
 
 
 def test_merged_policy_passes_headscale_and_its_tests_run_there(

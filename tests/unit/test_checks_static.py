@@ -16,6 +16,7 @@ from tailwart.edge.render import rendered_files
 from tailwart.findings import Finding, Status
 from tailwart.settings import Key, Kind, Settings, from_mapping
 from tailwart.settings.example import example_values
+from testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 COPY = ["compose", "config", ".env.example", "acl-snippet.hujson", ".gitignore", "tasks.py", "src"]
@@ -304,18 +305,9 @@ def test_real_tree_reads_every_declared_key() -> None:
 
 def test_render_then_check_pass_on_the_example_values(tree: Path) -> None:
     """The Done-when of the operator surface: `inv render && inv check` on the example."""
-    import os
-    import sys
 
     def inv(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "invoke", "-r", str(tree), *args],
-            cwd=tree,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PYTHONPATH": str(tree / "src")},
-        )
+        return run_inv(*args, cwd=tree, root=tree, timeout=120)
 
     (tree / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     assert inv("render", "--example").returncode == 0

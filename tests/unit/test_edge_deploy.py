@@ -6,7 +6,6 @@ import contextlib
 import io
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tailwart.edge.plan import (
 from tailwart.edge.remote import Layout, parse_probe
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json
 from tailwart.errors import UsageError
+from testkit import inv
 
 ROOT = Path(__file__).resolve().parents[2]
 L = Layout(root="/opt/tailwart-edge", admin_socket="/run/tailwart-edge/admin.sock")
@@ -747,13 +747,7 @@ def test_unit_refuses_an_admin_socket_outside_run() -> None:
 
 
 def _inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return inv(*args, cwd=cwd, timeout=120)
 
 
 def test_deploy_edge_bad_hosts_exit_2_listing_every_problem(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json, jmap_vhost, layout_for
 from tailwart.files import write_atomic
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
+from testkit import inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,14 +79,7 @@ def test_write_atomic_reports_change_and_keeps_mode(tmp_path: Path) -> None:
 
 
 def _inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    return inv(*args, cwd=cwd, timeout=60)
 
 
 def test_render_task_writes_then_reports_unchanged(tmp_path: Path) -> None:

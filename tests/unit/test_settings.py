@@ -6,9 +6,7 @@ the exit code, the message naming the key, and that no file was written.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,20 +14,13 @@ import pytest
 
 from tailwart.settings import BY_NAME, KEYS, SettingsError, from_mapping, load
 from tailwart.settings.example import env_example, example_values
+from testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run tailwart's real task runner with tasks.py from the repo and cwd elsewhere."""
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    return run_inv(*args, cwd=cwd, timeout=60)
 
 
 def env_text(values: dict[str, str]) -> str:

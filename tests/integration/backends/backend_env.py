@@ -6,7 +6,6 @@ Kept out of conftest.py so test modules import them by a name no other directory
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import subprocess
 import sys
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tailwart.settings import Settings, from_mapping  # noqa: E402
 from tailwart.settings.example import example_values  # noqa: E402
+from testkit import inv as run_inv  # noqa: E402
 
 EDGE_IP = "198.18.5.25"
 RELAY_NET = "198.18.6.0/24"
@@ -142,17 +142,7 @@ def inv(
     *args: str, env_extra: dict[str, str] | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     """Run ``inv`` like an operator does; the admin password only via the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG_ADMIN", "STALWART_"))}
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_inv(*args, cwd=cwd, env_extra=env_extra, timeout=180)
 
 
 HOST = "mail.good.test"
