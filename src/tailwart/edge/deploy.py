@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import secrets
 import socket
@@ -38,6 +37,7 @@ from .plan import (
     RemoteState,
     decide_action,
     make_plan,
+    sha256_text,
 )
 from .remote import Layout, Remote, RemoteError, parse_probe
 from .render import EdgeLayout, caddy_json
@@ -126,14 +126,6 @@ class HostResult:
 # ------------------------------------------------------------------ local side
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def built_binary_provider(
     verbose: bool = False, pins: Pins | None = None, out_dir: Path | None = None
 ) -> BinaryProvider:
@@ -160,6 +152,8 @@ def fixed_binary_provider(path: Path) -> BinaryProvider:
     """Deploy one given binary to every host (the operator vouches for its OS/arch)."""
     if not path.is_file():
         raise UsageError(f"--binary {path}: no such file")
+    from .build import file_sha256
+
     binary = LocalBinary(path, file_sha256(path), path.stat().st_size, "")
 
     def provide(goos: str, goarch: str) -> LocalBinary:
@@ -504,10 +498,10 @@ def deploy_host(
         )
         unit_text = unit_sha = ""
         if mode == "systemd":
-            from .unit import render_unit, unit_sha256
+            from .unit import render_unit
 
             unit_text = render_unit(job.root, job.layout.admin_socket)
-            unit_sha = unit_sha256(unit_text)
+            unit_sha = sha256_text(unit_text)
         plan = make_plan(label, local, state, mode=mode, keep=opts.keep, unit_sha256=unit_sha)
         result.plan, result.release, result.action = plan, plan.release, plan.action.value
         out.write(plan.render() + "\n")

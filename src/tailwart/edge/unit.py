@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from .remote import DEFAULT_ROOT, SERVICE_USER
 
 TEMPLATE = "tailwart-edge.service.j2"
@@ -29,7 +27,3 @@ def render_unit(
     return env.get_template(TEMPLATE).render(
         root=root, user=user, admin_socket=admin_socket, runtime_dir="/".join(parts[2:-1])
     )
-
-
-def unit_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
