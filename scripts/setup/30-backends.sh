@@ -1,6 +1,6 @@
 # Backends and doctor tests: Debian's PostgreSQL 15, Redis and Knot DNS (the tests
 # start their own instances on free loopback ports), and the real Garage binary,
-# built once from crates.io into the cache (keyed by version).
+# built once with cargo install into the cache (keyed by version).
 apt_need postgresql-15 redis-server knot build-essential pkg-config
 
 garage_version=2.1.0

@@ -161,7 +161,7 @@ def test_go_install_failure_is_classified(tmp_path: Path, monkeypatch: pytest.Mo
             "go: github.com/mholt/caddy-l4@v0.1.2 requires go >= 1.25.1 (running go 1.24.3)",
             "Go too old",
         ),
-        ("dial tcp: lookup proxy.golang.org: no such host", "unreachable"),
+        ("dial tcp: lookup goproxy.example.invalid: no such host", "unreachable"),
         ("compile: internal compiler error", "rerun `inv build-caddy --verbose`"),
     ],
 )

@@ -370,7 +370,7 @@ def classify_failure(what: str, lines: list[str], pins: Pins) -> EdgeBuildError:
     """Turn go/xcaddy output into an error that says what to do next."""
     text = "\n".join(lines)
     low = text.lower()
-    proxy = _redact_url(os.environ.get("GOPROXY") or "https://proxy.golang.org,direct")
+    proxy = _redact_url(os.environ.get("GOPROXY") or "Go's default GOPROXY (go env GOPROXY)")
     noise = ("creating new go.mod", "to add module requirements", "go mod tidy")
     patterns = ("requires go >=", *_UNREACHABLE, *_REFUSED)
     relevant = [
