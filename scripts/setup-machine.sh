@@ -21,6 +21,29 @@ apt_need() {
 }
 export -f apt_need 2>/dev/null || true
 
+# go_module_build MODULE VERSION PACKAGE OUTPUT [LDFLAGS] : build a Go command from
+# a module as the module proxy serves it, against the module's own go.mod/go.sum,
+# inside a writable copy in the cache. For modules `go install …@version` refuses
+# (exclude directives in go.mod, or a proxy that refuses the version-list lookup).
+go_module_build() {
+  local module=$1 version=$2 package=$3 output=$4 ldflags=${5:-"-s -w"}
+  local src="$TAILWART_CACHE/src/${module//\//_}@$version" dir
+  export PATH="/usr/local/go/bin:$PATH"
+  if [ ! -f "$src/go.mod" ]; then
+    dir=$(cd /tmp && go mod download -json "$module@$version" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$src"
+    mkdir -p "$(dirname "$src")"
+    cp -r "$dir" "$src"
+    chmod -R u+w "$src"
+  fi
+  mkdir -p "$(dirname "$output")" "$TAILWART_CACHE/logs"
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "$ldflags" \
+    -o "$output.tmp" "$package") >"$TAILWART_CACHE/logs/$(basename "$output").log" 2>&1 \
+    || { tail -30 "$TAILWART_CACHE/logs/$(basename "$output").log" >&2; return 1; }
+  mv "$output.tmp" "$output"
+}
+
 for step in "$here"/setup/*.sh; do
   [ -e "$step" ] || continue
   echo "setup: $(basename "$step")"
