@@ -573,15 +573,20 @@ def deploy_host(
                 )
                 locked = False
     finally:
-        if remote is not None:
-            if locked:
-                result.detail += "; the lock may still be held: check with inv edge-status"
-            result.bytes_sent = remote.counters.bytes_sent
-            result.commands = list(remote.counters.commands)
-            with contextlib.suppress(Exception):
-                remote.close()
-        result.seconds = time.monotonic() - started
+        _wrap_up(result, remote, locked, started)
     return result
+
+
+def _wrap_up(result: HostResult, remote: Remote | None, locked: bool, started: float) -> None:
+    """Record what went over the wire, close the connection, and say when a lock is left."""
+    if remote is not None:
+        if locked:
+            result.detail += "; the lock may still be held: check with inv edge-status"
+        result.bytes_sent = remote.counters.bytes_sent
+        result.commands = list(remote.counters.commands)
+        with contextlib.suppress(Exception):
+            remote.close()
+    result.seconds = time.monotonic() - started
 
 
 # ------------------------------------------------------------------ rollouts
@@ -731,14 +736,7 @@ def rollback_host(
                 )
                 locked = False
     finally:
-        if remote is not None:
-            if locked:
-                result.detail += "; the lock may still be held: check with inv edge-status"
-            result.bytes_sent = remote.counters.bytes_sent
-            result.commands = list(remote.counters.commands)
-            with contextlib.suppress(Exception):
-                remote.close()
-        result.seconds = time.monotonic() - started
+        _wrap_up(result, remote, locked, started)
     return result
 
 
