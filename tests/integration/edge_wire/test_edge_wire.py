@@ -29,6 +29,7 @@ from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
 from testkit import need_root, need_tool
 
 from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
+from .reload_scenario import read_line
 
 pytestmark = pytest.mark.integration
 PORTS = [port for _, port in MAIL_PORTS]
@@ -55,16 +56,6 @@ def connect(port: int, source: str, timeout: float = 10) -> socket.socket:
 def tls_client(tls: TlsFiles) -> ssl.SSLContext:
     """Trusts only the mailbox's certificate and checks its name: the edge has no cert."""
     return ssl.create_default_context(cafile=str(tls.cert))
-
-
-def read_line(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def greet(sock: socket.socket, port: int, tls: TlsFiles) -> tuple[socket.socket, bytes]:
