@@ -161,6 +161,31 @@ def load_count(host: NetnsHost) -> int:
 # ------------------------------------------------------------------ scenarios
 
 
+@contextlib.contextmanager
+def port_taken(netns: str, port: int) -> Iterator[None]:
+    """Another process listens on ``port`` inside ``netns`` for the duration."""
+    squatter = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); "
+            "print('up', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+        yield
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
 def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProvider) -> None:
     host = lab1.hosts[0]
     lab1.known_hosts.write_text("")
@@ -344,26 +369,8 @@ def test_health_gate_failure_rolls_back(lab1: Lab, binary: BinaryProvider) -> No
     host = lab1.hosts[0]
     good = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
     # a port already taken on the host: validate cannot see it, the load on the host fails
-    squatter = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            host.netns,
-            sys.executable,
-            "-c",
-            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2600)); s.listen(); "
-            "print('up', flush=True); time.sleep(600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+    with port_taken(host.netns, 2600):
         results, out, ok = run_deploy([_job(lab1, host, listen={25: 2600})], _opts(lab1), binary)
-    finally:
-        squatter.kill()
-        squatter.wait()
     assert not ok and results[0].status == "rolled-back", out
     assert "address already in use" in results[0].detail
     assert f"rolled back to {good.release} (reload): serving" in results[0].detail
@@ -515,26 +522,8 @@ def test_two_hosts_second_fails_third_untouched(lab3: Lab, binary: BinaryProvide
     h0, h1, h2 = lab3.hosts
 
     new_jobs = [_job(lab3, h, listen={25: 2600}) for h in lab3.hosts]
-    squatter = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            h1.netns,
-            sys.executable,
-            "-c",
-            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2600)); s.listen(); "
-            "print('up', flush=True); time.sleep(600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+    with port_taken(h1.netns, 2600):
         results, out, ok = run_deploy(new_jobs, _opts(lab3), binary)
-    finally:
-        squatter.kill()
-        squatter.wait()
     assert not ok
     assert [r.status for r in results] == ["deployed", "rolled-back", "skipped"], out
     assert h0.current() == results[0].release != old[0] and serving(lab3, h0, 2600)
