@@ -169,7 +169,8 @@ BAD: list[tuple[str, Edit, str, str]] = [
         "MAILBOX_FQDN",
         "MAILBOX_NODE_NAME",
     ),
-    ("line-without-equals", plus("JUST_A_WORD"), "JUST_A_WORD", "no '='"),
+    # a lone word may be a pasted secret: named by its line, never echoed (issue 14, finding 7)
+    ("line-without-equals", plus("JUST_A_WORD"), ".env (line", "has no '='"),
     ("ssh-targets", setting("EDGE_HOSTS", "root@edge one"), "EDGE_HOSTS", "user@host"),
 ]
 

@@ -118,7 +118,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "MAILBOX_NODE_NAME",
-        Kind.HOSTNAME,
+        Kind.LABEL,
         "the sidecar's tailnet node name (TS_HOSTNAME)",
         MAILBOX,
         required=False,
@@ -141,7 +141,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "COMPOSE_PROJECT",
-        Kind.IDENT,
+        Kind.COMPOSE_PROJECT,
         "docker compose project name",
         MAILBOX,
         required=False,
@@ -278,7 +278,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "STALWART_S3_BUCKET",
-        Kind.HOSTNAME,
+        Kind.BUCKET,
         "bucket for Stalwart's blobs",
         GARAGE,
         required=False,
@@ -367,7 +367,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "TS_TAILNET",
-        Kind.IDENT,
+        Kind.TAILNET,
         "tailnet name for the policy API ('-' = the token's own)",
         TAILSCALE,
         required=False,

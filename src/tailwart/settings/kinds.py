@@ -1,24 +1,65 @@
-"""Value kinds of the .env contract: what each accepts and how it says so."""
+"""Value kinds of the .env contract: what each accepts and how it says so.
+
+Every kind first applies the same hygiene (``hygiene``): a size limit of its own;
+no control, format (bidi, zero-width), separator, surrogate, private-use or
+unassigned character; no whitespace around the value. Then its own grammar, always
+matched in full (``re.fullmatch`` on ASCII classes: ``$`` lets a final newline
+through, ``str.isdigit`` accepts ``²``). A kind accepts only the characters it needs.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
-_TAG = re.compile(r"^tag:[a-z0-9][a-z0-9-]*$")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", re.ASCII)
+_TAG = re.compile(r"tag:[a-z0-9][a-z0-9-]*", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]+", re.ASCII)
+_CIDR = re.compile(r"([0-9A-Fa-f:.]+)/([0-9]{1,3})", re.ASCII)
+#: compose-spec: a project name is lower-case letters, digits, '-' and '_', led by a letter/digit
+_COMPOSE_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*", re.ASCII)
+#: Garage's bucket rule (and S3's): lower-case letters, digits, '-', '.', led and ended by
+#: a letter or digit, not an IP address, no 'xn--' label start, no '-s3alias' end
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+#: the local part of a tailnet name such as user@github or alice@example.com
+_TAILNET_USER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?", re.ASCII)
+# image references (the distribution/reference grammar, restricted to sha256 digests)
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE = re.compile(
-    r"^(?:[A-Za-z0-9.-]+(?::\d{1,5})?/)?"  # optional registry host[:port]/
-    r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+    rf"(?:(?P<domain>localhost(?::[0-9]{{1,5}})?|{_DOMAIN_PART}(?:\.{_DOMAIN_PART})+(?::[0-9]{{1,5}})?"
+    rf"|{_DOMAIN_PART}:[0-9]{{1,5}})/)?"
+    rf"(?P<path>{_PATH_PART}(?:/{_PATH_PART})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?",
+    re.ASCII,
 )
+_SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}", re.ASCII)
+#: an SSH alias (a ``Host`` of the SSH config) or a host name; never led by '-' (an option)
+_SSH_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}", re.ASCII)
 _SSH_TARGET = re.compile(
-    r"^(?:[A-Za-z0-9._-]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$"
+    r"(?:(?P<user>[^@]*)@)?(?:\[(?P<ip6>[^\]]*)\]|(?P<host>[^:@\[\]]*))(?::(?P<port>[^:]*))?",
+    re.ASCII,
 )
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:\[(?P<ip6>[^\]/]*)\]|(?P<host>[^:/]*))"
+    r"(?::(?P<port>[^/]*))?(?P<path>/.*)?",
+    re.ASCII | re.DOTALL,
+)
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*", re.ASCII)
+#: printable ASCII without the space: what generated secrets are made of
+_SECRET = re.compile(r"[!-~]+", re.ASCII)
+
+#: Unicode categories no value may hold: controls, format (bidi, zero-width, BOM),
+#: surrogates, private use, unassigned, line and paragraph separators
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 PLACEHOLDERS = frozenset(
     {
@@ -39,20 +80,46 @@ PLACEHOLDERS = frozenset(
 )
 
 
+def hygiene(value: str, limit: int) -> str | None:
+    """What every kind refuses: too long, invisible or control characters, outer whitespace.
+
+    The message names the position and code point, never the character itself.
+    """
+    if len(value) > limit:
+        return f"is {len(value)} characters long; at most {limit} are allowed"
+    for index, char in enumerate(value, 1):
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES:
+            what = {
+                "Cc": "a control character",
+                "Cf": "an invisible format character (bidi, zero-width or BOM)",
+                "Zl": "a line separator",
+                "Zp": "a paragraph separator",
+            }.get(category, "a character that is not text")
+            return f"holds {what} (U+{ord(char):04X}) at position {index}"
+    if value != value.strip():
+        return "has whitespace around it; remove it"
+    return None
+
+
 def _hostname(value: str) -> str | None:
     if not value or len(value) > 253:
         return "must be 1 to 253 characters"
-    labels = value.rstrip(".").split(".")
-    bad = [label for label in labels if not _LABEL.match(label)]
+    labels = (value[:-1] if value.endswith(".") else value).split(".")
+    bad = [label for label in labels if not _LABEL.fullmatch(label)]
     if bad:
         return (
             f"label {bad[0]!r} is not a DNS label (letters, digits and inner hyphens, "
-            "no spaces, no leading or trailing hyphen)"
+            "no spaces, no leading or trailing hyphen, 1-63 characters)"
         )
+    if labels[-1].isdigit():
+        return "ends in an all-digit label: neither a host name nor a valid IP address"
     return None
 
 
 def _fqdn(value: str) -> str | None:
+    if _IP_CHARS.fullmatch(value) and _ip_literal(value) is None:
+        return "is an IP address; a fully qualified name is expected"
     problem = _hostname(value)
     if problem:
         return problem
@@ -61,19 +128,42 @@ def _fqdn(value: str) -> str | None:
     return None
 
 
-def _host(value: str) -> str | None:
-    """A host name or an IP literal (IPv6 without brackets)."""
+def _ip_literal(value: str) -> str | None:
+    """An IPv4 or IPv6 address, plain: no zone/scope id, no brackets, ASCII only."""
+    if "%" in value:
+        return "carries an IPv6 zone id ('%…'); give the address alone"
+    if not _IP_CHARS.fullmatch(value):
+        return "is not an IPv4 or IPv6 address"
     try:
         ipaddress.ip_address(value)
-        return None
     except ValueError:
-        return _hostname(value)
+        return "is not an IPv4 or IPv6 address"
+    return None
+
+
+def _host(value: str) -> str | None:
+    """A host name or an IP literal (IPv6 without brackets, no zone id)."""
+    if "%" in value:
+        return "carries an IPv6 zone id ('%…'); give the address alone"
+    if ":" in value:
+        return _ip_literal(value)
+    if _ip_literal(value) is None:
+        return None
+    return _hostname(value)
+
+
+def _label(value: str) -> str | None:
+    if not _LABEL.fullmatch(value):
+        return "must be one DNS label: letters, digits and inner hyphens, 1-63 characters, no dots"
+    return None
 
 
 def _port(value: str) -> str | None:
-    if not value.isdigit():
-        return "must be a whole number"
-    if not 1 <= int(value) <= 65535:
+    if not _DIGITS.fullmatch(value):
+        return "must be a whole number (ASCII digits)"
+    if len(value) > 1 and value.startswith("0"):
+        return "must be written without leading zeros"
+    if len(value) > 5 or not 1 <= int(value) <= 65535:
         return "must be between 1 and 65535"
     return None
 
@@ -83,10 +173,8 @@ def _hostport(value: str) -> str | None:
         host, sep, port = value[1:].partition("]:")
         if not sep:
             return "must be [IPv6]:port"
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv6 address"
+        if not _IP_CHARS.fullmatch(host) or ":" not in host or _ip_literal(host):
+            return "the bracketed part is not an IPv6 address"
     else:
         host, sep, port = value.rpartition(":")
         if not sep or not host:
@@ -101,16 +189,18 @@ def _hostport(value: str) -> str | None:
 
 
 def _ip(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "is not an IPv4 or IPv6 address"
-    return None
+    return _ip_literal(value)
+
+
+_V4_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def _host_cidr(value: str) -> str | None:
     if "/" not in value:
         return "needs an explicit host prefix: /32 for IPv4, /128 for IPv6"
+    match = _CIDR.fullmatch(value)
+    if not match or _ip_literal(match[1]):
+        return "is not address/prefix (e.g. 100.64.0.10/32 or fd7a:115c:a1e0::a/128)"
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
@@ -121,35 +211,109 @@ def _host_cidr(value: str) -> str | None:
         return (
             f"is a range of {net.num_addresses} addresses; must be one host (/{net.max_prefixlen})"
         )
-    if net.network_address.is_loopback or net.network_address.is_unspecified:
+    addr = net.network_address
+    if isinstance(addr, ipaddress.IPv6Address) and (
+        addr.ipv4_mapped is not None or addr.sixtofour is not None or addr.teredo is not None
+    ):
+        return (
+            "embeds an IPv4 address (IPv4-mapped, 6to4 or Teredo); give the edge's own "
+            "tailnet address (IPv4 with /32)"
+        )
+    if addr.is_loopback or addr.is_unspecified or addr in _V4_THIS_NETWORK:
         return "must be the edge's tailnet address, not loopback or unspecified"
+    if addr.is_multicast or addr.is_link_local or addr.is_reserved:
+        return "must be the edge's tailnet address, not multicast, link-local or reserved"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local:
+        return "must be the edge's tailnet address, not a deprecated site-local address"
     return None
 
 
 def _url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    match = _URL.fullmatch(value)
+    if not match or match["scheme"] not in ("http", "https"):
         return "must be an http:// or https:// URL with a host"
-    if " " in value:
-        return "must not contain spaces"
+    if "@" in value:
+        return "must not carry credentials or '@'; API credentials have keys of their own"
+    if match["ip6"] is not None:
+        if ":" not in match["ip6"] or _ip_literal(match["ip6"]):
+            return "the bracketed host is not an IPv6 address"
+    else:
+        problem = _host(match["host"]) if match["host"] else "is empty"
+        if problem or ":" in match["host"]:
+            return f"host {problem or 'needs brackets'}"
+    if match["port"] is not None:
+        problem = _port(match["port"])
+        if problem:
+            return f"port {problem}"
+    if match["path"] is not None and not _URL_PATH.fullmatch(match["path"]):
+        return (
+            "path may hold only letters, digits and . _ ~ / - (no query, fragment, "
+            "escapes or spaces)"
+        )
     return None
 
 
 def _tag(value: str) -> str | None:
-    if not _TAG.match(value):
+    if not _TAG.fullmatch(value):
         return "must be a Tailscale tag like tag:stalwart (lower case, 'tag:' prefix)"
     return None
 
 
 def _ident(value: str) -> str | None:
-    if not _IDENT.match(value):
+    if not _IDENT.fullmatch(value):
         return "must start with a letter or _ and hold only letters, digits, _ . - (max 63)"
     return None
 
 
+def _compose_project(value: str) -> str | None:
+    if not _COMPOSE_PROJECT.fullmatch(value):
+        return (
+            "must hold only lower-case letters, digits, '-' and '_', and start with a "
+            "letter or digit (docker compose's rule)"
+        )
+    return None
+
+
+def _bucket(value: str) -> str | None:
+    if not _BUCKET.fullmatch(value):
+        return (
+            "must be 3-63 lower-case letters, digits, '-' and '.', starting and ending "
+            "with a letter or digit"
+        )
+    if ".." in value or ".-" in value or "-." in value:
+        return "must not hold '..', '.-' or '-.'"
+    if _ip_literal(value) is None:
+        return "must not be an IP address"
+    if value.startswith("xn--") or ".xn--" in value or value.endswith("-s3alias"):
+        return "must not start a label with 'xn--' or end with '-s3alias'"
+    return None
+
+
+def _tailnet(value: str) -> str | None:
+    """'-', or an organisation's tailnet name: a DNS name, optionally user@ in front."""
+    if value == "-":
+        return None
+    user, at, domain = value.rpartition("@")
+    if at and not _TAILNET_USER.fullmatch(user):
+        return (
+            "the part before '@' is not a user name (letters, digits, . _ + -; "
+            "at most 64); expected '-', example.com or user@github"
+        )
+    if not domain:
+        return "has nothing after '@'; expected '-', example.com or user@github"
+    if domain.endswith("."):
+        return "must not end with '.'; expected '-', example.com or user@github"
+    problem = _hostname(domain) if not domain.isdigit() else "is all digits"
+    if problem:
+        return f"{problem}; expected '-', example.com or user@github"
+    return None
+
+
 def _uint(value: str) -> str | None:
-    if not value.isdigit():
-        return "must be a non-negative whole number"
+    if not _DIGITS.fullmatch(value):
+        return "must be a non-negative whole number (ASCII digits)"
+    if len(value) > 1 and value.startswith("0"):
+        return "must be written without leading zeros"
     return None
 
 
@@ -164,7 +328,12 @@ def _bool(value: str) -> str | None:
 
 
 def _secret(value: str) -> str | None:
-    if value.strip().lower() in PLACEHOLDERS or set(value.lower()) <= {"x", "*", "."}:
+    if not _SECRET.fullmatch(value):
+        return (
+            "must be printable ASCII without spaces (letters, digits, punctuation); "
+            "generate one with: openssl rand -hex 32"
+        )
+    if value.lower() in PLACEHOLDERS or set(value.lower()) <= {"x", "*", "."}:
         return "is a placeholder; generate a real secret (e.g. openssl rand -hex 32)"
     if len(value) < 8:
         return "is shorter than 8 characters"
@@ -172,26 +341,62 @@ def _secret(value: str) -> str | None:
 
 
 def _image(value: str) -> str | None:
-    if not _IMAGE.match(value):
+    match = _IMAGE.fullmatch(value)
+    if not match:
         return "must be an image reference like stalwartlabs/stalwart:v0.15.5"
-    if ":" not in value.rsplit("/", 1)[-1] and "@" not in value:
+    name = value.split("@", 1)[0].rsplit(":", 1)[0] if match["tag"] else value.split("@", 1)[0]
+    if len(name) > 255:
+        return "has a repository name over 255 characters"
+    if match["tag"] is None and match["digest"] is None:
         return "must carry a pinned tag (never an implicit latest)"
-    if value.rsplit(":", 1)[-1] == "latest":
+    if match["tag"] == "latest":
         return "must be pinned; 'latest' floats across incompatible releases"
+    return None
+
+
+def _ssh_target(item: str) -> str | None:
+    match = _SSH_TARGET.fullmatch(item)
+    if not match:
+        return "is not user@host[:port] or an SSH alias"
+    if match["user"] is not None and not _SSH_USER.fullmatch(match["user"]):
+        return "has a user that is not letters, digits, . _ - (not led by '-'; max 32)"
+    if match["ip6"] is not None:
+        if ":" not in match["ip6"] or _ip_literal(match["ip6"]):
+            return "has a bracketed part that is not an IPv6 address"
+    elif not match["host"] or not _SSH_HOST.fullmatch(match["host"]):
+        return "has a host that is not a host name, an address or an SSH alias (not led by '-')"
+    if match["port"] is not None and _port(match["port"]):
+        return f"port {_port(match['port'])}"
     return None
 
 
 def _ssh_targets(value: str) -> str | None:
     items = [item.strip() for item in value.split(",")]
-    bad = [item for item in items if not _SSH_TARGET.match(item)]
-    if bad:
-        return f"{bad[0]!r} is not user@host[:port] or an SSH alias (comma-separated list)"
+    if len(items) > 64:
+        return "lists more than 64 targets"
+    for number, item in enumerate(items, 1):
+        problem = _ssh_target(item) if item else "is empty"
+        if problem:
+            return (
+                f"target {number} {problem}; expected user@host[:port] or an SSH alias "
+                "(comma-separated list)"
+            )
     return None
 
 
 def _abspath(value: str) -> str | None:
-    if not value.startswith("/") or "\n" in value or " " in value:
-        return "must be an absolute path without spaces"
+    if not value.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if value == "/":
+        return "must not be / itself"
+    segments = value[1:].split("/")
+    for segment in segments:
+        if not segment:
+            return "must not hold '//' or end with '/'"
+        if segment in (".", ".."):
+            return "must not hold '.' or '..' segments"
+        if not _PATH_SEGMENT.fullmatch(segment):
+            return "may hold only letters, digits and _ . - between slashes (no spaces, no %)"
     return None
 
 
@@ -203,32 +408,37 @@ def _choice(*options: str) -> Callable[[str], str | None]:
 
 
 class Kind(Enum):
-    """Each kind: (what the example/README says is expected, validator)."""
+    """Each kind: (what the example/README says is expected, validator, size limit)."""
 
-    HOSTNAME = ("host name", _host)
-    FQDN = ("fully qualified domain name", _fqdn)
-    HOSTPORT = ("host:port", _hostport)
-    PORT = ("port 1-65535", _port)
-    IP = ("IP address", _ip)
-    HOST_CIDR = ("host CIDR (/32 or /128)", _host_cidr)
-    URL = ("http(s) URL", _url)
-    TAG = ("Tailscale tag", _tag)
-    IDENT = ("identifier", _ident)
-    UINT = ("non-negative integer", _uint)
-    BOOL = ("boolean", _bool)
-    SECRET = ("secret", _secret)
-    IMAGE = ("pinned image reference", _image)
-    SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets)
-    ABSPATH = ("absolute path", _abspath)
-    SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"))
+    HOSTNAME = ("host name", _host, 253)
+    LABEL = ("DNS label", _label, 63)
+    FQDN = ("fully qualified domain name", _fqdn, 253)
+    HOSTPORT = ("host:port", _hostport, 259)
+    PORT = ("port 1-65535", _port, 5)
+    IP = ("IP address", _ip, 45)
+    HOST_CIDR = ("host CIDR (/32 or /128)", _host_cidr, 49)
+    URL = ("http(s) URL", _url, 512)
+    TAG = ("Tailscale tag", _tag, 128)
+    IDENT = ("identifier", _ident, 63)
+    COMPOSE_PROJECT = ("compose project name", _compose_project, 63)
+    BUCKET = ("S3 bucket name", _bucket, 63)
+    TAILNET = ("tailnet name", _tailnet, 318)
+    UINT = ("non-negative integer", _uint, 9)
+    BOOL = ("boolean", _bool, 5)
+    SECRET = ("secret", _secret, 1024)
+    IMAGE = ("pinned image reference", _image, 512)
+    SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets, 4096)
+    ABSPATH = ("absolute path", _abspath, 255)
+    SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"), 9)
 
-    def __init__(self, label: str, validator: Callable[[str], str | None]) -> None:
+    def __init__(self, label: str, validator: Callable[[str], str | None], limit: int) -> None:
         self.label = label
         self.validator = validator
+        self.limit = limit
 
     def check(self, value: str) -> str | None:
         """Return what is wrong with ``value``, or None when it is acceptable."""
-        return self.validator(value)
+        return hygiene(value, self.limit) or self.validator(value)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import io
+import os
+import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +46,24 @@ class SettingsError(UsageError):
         super().__init__("\n".join(lines))
 
 
+#: how much of a long (non-secret) value an error message shows
+SHOWN_CHARS = 48
+#: the largest .env tailwart reads (a real one is a few KiB)
+ENV_SIZE_CAP = 1024 * 1024
+#: what a key name may be (POSIX environment variable names)
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
+
+
 def mask(key: str, value: str) -> str:
-    """Show a value for a message; a secret shows only its length."""
+    """Show a value for a message: a secret only by its length, a URL with '@' not at all,
+    a long value cut short (``repr`` escapes what is invisible)."""
     spec = BY_NAME.get(key)
     if spec is not None and spec.secret:
         return f"<secret, {len(value)} chars>"
+    if spec is not None and spec.kind is Kind.URL and "@" in value:
+        return f"<URL with '@' (credentials?), {len(value)} chars, not shown>"
+    if len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}… ({len(value)} chars)"
     return repr(value)
 
 
@@ -119,6 +134,7 @@ def validate(
             continue
         raw[key] = value
     values: dict[str, str] = {}
+    refused: set[str] = set()
     for spec in KEYS:
         value = raw.get(spec.name, "")
         line = seen.get(spec.name)
@@ -138,6 +154,7 @@ def validate(
             continue
         wrong = spec.kind.check(value)
         if wrong:
+            refused.add(spec.name)
             problems.append(
                 Problem(
                     spec.name,
@@ -146,37 +163,53 @@ def validate(
                 )
             )
         values[spec.name] = value
-    problems += _cross_checks(values)
+    # rules across keys see only values that passed their kind (never a huge or hostile one)
+    problems += _cross_checks(values, refused)
     warnings = tuple(p for p in problems if p.level == "warning")
     return Settings(values, source, warnings), problems
 
 
-def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
-    """Rules that tie several keys together."""
+def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """Rules that tie several keys together; a rule is skipped when one of its keys was
+    already refused (its problem is reported; the rule would only add noise)."""
     out: list[Problem] = []
-    if values.get("STALWART_SMARTHOST_USER") and not values.get("STALWART_SMARTHOST_PASSWORD"):
+
+    def ok(*names: str) -> bool:
+        return not any(name in refused for name in names)
+
+    if (
+        ok("STALWART_SMARTHOST_USER", "STALWART_SMARTHOST_PASSWORD")
+        and values.get("STALWART_SMARTHOST_USER")
+        and not values.get("STALWART_SMARTHOST_PASSWORD")
+    ):
         out.append(
             Problem(
                 "STALWART_SMARTHOST_PASSWORD",
                 "is missing while STALWART_SMARTHOST_USER is set; expected secret",
             )
         )
-    if values.get("STALWART_SMARTHOST_PASSWORD") and not values.get("STALWART_SMARTHOST"):
+    if (
+        ok("STALWART_SMARTHOST_PASSWORD", "STALWART_SMARTHOST")
+        and values.get("STALWART_SMARTHOST_PASSWORD")
+        and not values.get("STALWART_SMARTHOST")
+    ):
         out.append(
             Problem(
                 "STALWART_SMARTHOST",
                 "is missing while smarthost credentials are set; expected host:port",
             )
         )
-    if bool(values.get("TS_API_CLIENT_ID")) != bool(values.get("TS_API_CLIENT_SECRET")):
+    if ok("TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET") and bool(
+        values.get("TS_API_CLIENT_ID")
+    ) != bool(values.get("TS_API_CLIENT_SECRET")):
         out.append(
             Problem(
                 "TS_API_CLIENT_SECRET" if values.get("TS_API_CLIENT_ID") else "TS_API_CLIENT_ID",
                 "OAuth client id and secret go together; set both or neither",
             )
         )
-    mail_host = values.get("MAIL_HOSTNAME", "")
-    mailbox = values.get("MAILBOX_FQDN", "")
+    mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
+    mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
         out.append(
             Problem(
@@ -185,7 +218,7 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
                 "name, not the public name (that loops back to the edge)",
             )
         )
-    node = values.get("MAILBOX_NODE_NAME", "")
+    node = values.get("MAILBOX_NODE_NAME", "") if ok("MAILBOX_NODE_NAME") else ""
     if node and mailbox and mailbox.split(".", 1)[0].lower() != node.lower():
         out.append(
             Problem(
@@ -197,8 +230,30 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
     return out
 
 
+def _unparseable(original: str) -> str:
+    """What is wrong with a line python-dotenv could not parse, without quoting it."""
+    first = original.split("\n", 1)[0].strip()
+    body = first.removeprefix("export ").lstrip() if first.startswith("export ") else first
+    key, eq, value = body.partition("=")
+    spanned = original.rstrip("\n").count("\n")
+    skipped = f"; the {spanned} line(s) after it were skipped too" if spanned else ""
+    if eq and not key.strip():
+        return "has no key before '='; expected KEY=value"
+    if eq and any(char.isspace() for char in key.strip()):
+        return "has whitespace inside the key; expected KEY=value"
+    if eq and value.lstrip()[:1] in ("'", '"'):
+        return (
+            "has a quoted value that does not end cleanly (a quote never closed, or text "
+            f"after the closing quote){skipped}"
+        )
+    return f"is not KEY=value{skipped}"
+
+
 def parse_text(text: str) -> tuple[list[tuple[str, str, int | None]], list[Problem]]:
-    """Parse .env text (BOM, CRLF, quotes, ``export`` and comments tolerated)."""
+    """Parse .env text (BOM, CRLF, quotes, ``export`` and comments tolerated).
+
+    A line that cannot be parsed is named by its number, never quoted: it may hold a secret.
+    """
     from dotenv.parser import parse_stream
 
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
@@ -207,30 +262,114 @@ def parse_text(text: str) -> tuple[list[tuple[str, str, int | None]], list[Probl
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            snippet = binding.original.string.strip()[:40]
-            problems.append(Problem(f"line {line}", f"cannot be parsed: {snippet!r}", line=line))
+            message = f"cannot be parsed: it {_unparseable(binding.original.string)}"
+            problems.append(Problem(".env", message, line=line))
             continue
         if binding.key is None:
             continue
+        if binding.key not in BY_NAME and not _KEY_NAME.fullmatch(binding.key):
+            problems.append(
+                Problem(
+                    ".env",
+                    "has a key that is not a variable name (letters, digits and _, not led "
+                    "by a digit); the line is not shown",
+                    line=line,
+                )
+            )
+            continue
         if binding.value is None:
-            problems.append(Problem(binding.key, "has no '=' and no value", line=line))
+            if binding.key in BY_NAME:
+                problems.append(Problem(binding.key, "has no '=' and no value", line=line))
+            else:  # a lone word may be a pasted secret: never echo it
+                problems.append(
+                    Problem(
+                        ".env",
+                        "has no '='; expected KEY=value (the line is not shown)",
+                        line=line,
+                    )
+                )
             continue
         pairs.append((binding.key, binding.value, line))
     return pairs, problems
 
 
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(mode: int) -> str:
+    return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def read_env_file(path: Path) -> tuple[str, int]:
+    """The text and permission bits of ``path``; SettingsError unless it is a readable
+    regular file of at most ``ENV_SIZE_CAP`` bytes in UTF-8.
+
+    Opened with O_NONBLOCK and checked on the open descriptor, so a FIFO, a device
+    or a file swapped in between is refused instead of read (or waited on forever).
+    """
+    source = str(path)
+
+    def refuse(message: str, line: int | None = None) -> SettingsError:
+        return SettingsError(source, [Problem(".env", message, line=line)])
+
+    if source in ("", "."):
+        raise refuse("no .env path given (an empty --env-file); name the file, e.g. .env")
+    try:
+        before = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise refuse(f"{path} does not exist; copy .env.example to {path} and fill it in") from None
+    except OSError as exc:
+        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise refuse(f"{path} is {_not_regular(before.st_mode)}; the .env must be a regular file")
+    cap = f"at most {ENV_SIZE_CAP} bytes (1 MiB) are read"
+    if before.st_size > ENV_SIZE_CAP:
+        raise refuse(f"{path} is {before.st_size} bytes; {cap}")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
+            raise refuse(f"{path} is {_not_regular(now.st_mode)}; the .env must be a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= ENV_SIZE_CAP:
+            chunk = os.read(fd, min(65536, ENV_SIZE_CAP + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > ENV_SIZE_CAP:
+        raise refuse(f"{path} grew past {ENV_SIZE_CAP} bytes while being read; {cap}")
+    data = b"".join(chunks)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise refuse("is not valid UTF-8; save the .env as UTF-8", line=line) from None
+    return text, stat.S_IMODE(now.st_mode)
+
+
 def load(path: Path, strict: bool = False) -> Settings:
     """Load and validate ``path``; raise SettingsError listing every problem."""
     source = str(path)
-    if not path.exists():
-        raise SettingsError(
-            source,
-            [Problem(".env", f"{path} does not exist; copy .env.example to {path} and fill it in")],
-        )
-    pairs, problems = parse_text(path.read_text(encoding="utf-8", errors="replace"))
+    text, mode = read_env_file(path)
+    pairs, problems = parse_text(text)
     settings, more = validate(pairs, source)
     problems += more
-    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         problems.append(
             Problem(
@@ -265,5 +404,6 @@ __all__ = [
     "load",
     "mask",
     "parse_text",
+    "read_env_file",
     "validate",
 ]
