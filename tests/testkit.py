@@ -56,6 +56,27 @@ def need_root() -> None:
     need(os.geteuid() == 0, "needs root for network namespaces")
 
 
+def built_caddy(out_dir: Path) -> Path:
+    """The verified caddy-l4 binary (built or reused through ``ensure_caddy``, the code of
+    ``inv build-caddy``), copied into ``out_dir``; skip locally, fail under CI, if it cannot be."""
+    from tailwart.edge.build import EdgeBuildError, _host_target, ensure_caddy
+
+    saved = {k: os.environ.get(k) for k in GO_ENV}
+    os.environ.update(GO_ENV)
+    try:
+        built = ensure_caddy(*_host_target(), out_dir=out_dir)
+    except EdgeBuildError as exc:
+        need(False, f"cannot build caddy-l4: {exc}")
+        raise
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return built.path
+
+
 def write_env(path: Path, values: dict[str, str], mode: int = 0o600) -> Path:
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(mode)

@@ -537,3 +537,25 @@ def test_compose_itself_refuses_those_project_names_and_accepts_ours() -> None:
     assert loads("1tailwart_mail-2")
     for name in COMPOSE_REFUSES:
         assert not loads(name), name
+
+
+def test_names_with_a_final_dot_and_digit_only_hosts_are_refused(tmp_path: Path) -> None:
+    """Found by the fuzz's real-tool pass: caddy refuses 'mail.example.org.' as a site
+    address ("subject does not qualify for certificate"), so no kind accepts a final dot;
+    and '10.1' or '0' would be read as IPv4 addresses by inet_aton."""
+    values = example_values()
+    values["MAIL_HOSTNAME"] = "mail.example.org."
+    values["STALWART_DB_HOST"] = "postgres.tail1234.ts.net."
+    values["STALWART_REDIS_HOST"] = "10.1"
+    values["EDGE_HOSTS"] = "root@10.1"
+    refused(
+        tmp_path,
+        values,
+        "render",
+        expect={
+            "MAIL_HOSTNAME": "final dot",
+            "STALWART_DB_HOST": "final dot",
+            "STALWART_REDIS_HOST": "all-digit label",
+            "EDGE_HOSTS": "digits and dots",
+        },
+    )

@@ -47,6 +47,7 @@ _SSH_TARGET = re.compile(
     r"(?:(?P<user>[^@]*)@)?(?:\[(?P<ip6>[^\]]*)\]|(?P<host>[^:@\[\]]*))(?::(?P<port>[^:]*))?",
     re.ASCII,
 )
+_DOTTED_DIGITS = re.compile(r"[0-9.]+", re.ASCII)
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:\[(?P<ip6>[^\]/]*)\]|(?P<host>[^:/]*))"
@@ -105,7 +106,10 @@ def hygiene(value: str, limit: int) -> str | None:
 def _hostname(value: str) -> str | None:
     if not value or len(value) > 253:
         return "must be 1 to 253 characters"
-    labels = (value[:-1] if value.endswith(".") else value).split(".")
+    if value.endswith("."):
+        # caddy refuses 'name.' as a site address (no certificate for it): write names plain
+        return "must not end with '.'; write the name without the final dot"
+    labels = value.split(".")
     bad = [label for label in labels if not _LABEL.fullmatch(label)]
     if bad:
         return (
@@ -123,7 +127,7 @@ def _fqdn(value: str) -> str | None:
     problem = _hostname(value)
     if problem:
         return problem
-    if "." not in value.rstrip("."):
+    if "." not in value:
         return "must be a fully qualified name with at least one dot"
     return None
 
@@ -365,6 +369,9 @@ def _ssh_target(item: str) -> str | None:
             return "has a bracketed part that is not an IPv6 address"
     elif not match["host"] or not _SSH_HOST.fullmatch(match["host"]):
         return "has a host that is not a host name, an address or an SSH alias (not led by '-')"
+    elif _DOTTED_DIGITS.fullmatch(match["host"]) and _ip_literal(match["host"]):
+        # inet_aton would read '10.1' or '0' as an address: only a real IPv4 address may look so
+        return "has a host of digits and dots that is not an IPv4 address"
     if match["port"] is not None and _port(match["port"]):
         return f"port {_port(match['port'])}"
     return None

@@ -6,7 +6,6 @@ a missing Go fails these tests instead of skipping them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -18,7 +17,7 @@ import pytest
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
 from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
-from testkit import GO_ENV, need
+from testkit import GO_ENV, built_caddy
 
 EDGE_HOST = "127.0.0.1"
 MAILBOX_HOST = "127.0.0.2"
@@ -29,22 +28,7 @@ _GO_CACHES = GO_ENV
 @pytest.fixture(scope="session")
 def caddy_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The verified caddy-l4 binary (built or reused through ensure_caddy)."""
-    from tailwart.edge.build import EdgeBuildError, _host_target, ensure_caddy
-
-    saved = {k: os.environ.get(k) for k in _GO_CACHES}
-    os.environ.update(_GO_CACHES)
-    try:
-        built = ensure_caddy(*_host_target(), out_dir=tmp_path_factory.mktemp("caddy-bin"))
-    except EdgeBuildError as exc:
-        need(False, f"cannot build caddy-l4: {exc}")
-        raise
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return built.path
+    return built_caddy(tmp_path_factory.mktemp("caddy-bin"))
 
 
 @pytest.fixture(scope="session")
