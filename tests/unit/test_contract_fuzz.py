@@ -398,37 +398,35 @@ def test_sampled_values_pass_caddy(
     caddy = built_caddy(tmp_path_factory.mktemp("caddy-bin"))
     work = tmp_path_factory.mktemp("caddy-fuzz")
     env = {**os.environ, "XDG_DATA_HOME": str(work / "data"), "XDG_CONFIG_HOME": str(work)}
+
+    def run_caddy(*args: str) -> str:
+        proc = subprocess.run(
+            [str(caddy), *args], capture_output=True, text=True, timeout=60, env=env, check=False
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
     for number, values in enumerate(sample):
         files = rendered_files(_settings(values))
         config = work / f"caddy-{number}.json"
         config.write_text(files["caddy/caddy.json"])
-        check = subprocess.run(
-            [str(caddy), "validate", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        assert check.returncode == 0, check.stderr[-2000:]
+        run_caddy("validate", "--config", str(config))
         vhost = work / f"jmap-{number}.caddy"
         vhost.write_text(files["caddy/jmap.caddy"])
-        adapted = subprocess.run(
-            [str(caddy), "adapt", "--config", str(vhost), "--adapter", "caddyfile"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        assert adapted.returncode == 0, adapted.stderr[-2000:]
-        (server,) = json.loads(adapted.stdout)["apps"]["http"]["servers"].values()
+        adapted = run_caddy("adapt", "--config", str(vhost), "--adapter", "caddyfile")
+        (server,) = json.loads(adapted)["apps"]["http"]["servers"].values()
         (route,) = server["routes"]
         # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay as is
         assert route["match"] == [{"host": [values["MAIL_HOSTNAME"].lower()]}]
         (proxy,) = route["handle"][0]["routes"][0]["handle"]
         assert proxy["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
         assert proxy["transport"]["proxy_protocol"] == "v2"
+    # control: the same check fails on a value the contract refuses (a final dot)
+    bad = Settings({**_settings(sample[0]).values, "MAIL_HOSTNAME": "mail.example.org."})
+    vhost = work / "jmap-refused.caddy"
+    vhost.write_text(rendered_files(bad)["caddy/jmap.caddy"])
+    with pytest.raises(AssertionError, match="does not qualify"):
+        run_caddy("adapt", "--config", str(vhost), "--adapter", "caddyfile")
 
 
 @pytest.mark.integration
