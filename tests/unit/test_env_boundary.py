@@ -559,3 +559,18 @@ def test_names_with_a_final_dot_and_digit_only_hosts_are_refused(tmp_path: Path)
             "EDGE_HOSTS": "digits and dots",
         },
     )
+
+
+def test_readme_states_each_kinds_size_limit() -> None:
+    from tailwart.settings import Kind
+
+    readme = (ROOT / "README.md").read_text()
+    stated: dict[str, int] = {}
+    for row in re.findall(r"^\| (.+) \|$", readme, flags=re.MULTILINE):
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)]
+        for label, limit in zip(cells[::2], cells[1::2], strict=False):
+            if limit.isdigit():
+                stated[label] = int(limit)
+    assert {kind.label: kind.limit for kind in Kind} == {
+        kind.label: stated.get(kind.label) for kind in Kind
+    }
