@@ -112,6 +112,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "URL": _url,
     "TAG": st.from_regex(r"tag:[a-z0-9][a-z0-9-]{0,15}", fullmatch=True),
     "IDENT": _ident,
+    "LOGIN": st.one_of(_ident, st.tuples(_ident, _fqdn).map("@".join)),
     "COMPOSE_PROJECT": st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True),
     "BUCKET": st.from_regex(r"[a-z0-9][a-z0-9.-]{1,20}[a-z0-9]", fullmatch=True),
     "TAILNET": st.one_of(st.just("-"), _fqdn, _label, st.tuples(_ident, _fqdn).map("@".join)),

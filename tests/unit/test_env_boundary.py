@@ -432,7 +432,7 @@ def test_env_file_that_is_a_directory(tmp_path: Path) -> None:
 
 
 def test_empty_env_file_flag(tmp_path: Path) -> None:
-    _file_refused(tmp_path, "", "no .env path given")
+    _file_refused(tmp_path, "", "the .env path is empty")
 
 
 def test_fifo_as_env_file_is_refused_not_waited_on(tmp_path: Path) -> None:
@@ -574,3 +574,19 @@ def test_readme_states_each_kinds_size_limit() -> None:
     assert {kind.label: kind.limit for kind in Kind} == {
         kind.label: stated.get(kind.label) for kind in Kind
     }
+
+
+def test_a_relay_login_may_be_an_email_address_but_not_hostile(tmp_path: Path) -> None:
+    values = example_values()
+    values.update(
+        {
+            "STALWART_SMARTHOST": "smtp.relay.example.net:587",
+            "STALWART_SMARTHOST_USER": "postmaster@mg.example.org",
+            "STALWART_SMARTHOST_PASSWORD": secrets.token_hex(16),
+        }
+    )
+    ok = inv(tmp_path, "render", env_file=write(tmp_path / ".env", values))
+    assert ok.returncode == 0, ok.stderr
+    shutil.rmtree(tmp_path / "caddy")
+    values["STALWART_SMARTHOST_USER"] = "user'; DROP ROLE x; --@example.org"
+    refused(tmp_path, values, "render", expect={"STALWART_SMARTHOST_USER": "e-mail address"})

@@ -327,7 +327,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "STALWART_SMARTHOST_USER",
-        Kind.IDENT,
+        Kind.LOGIN,
         "smarthost login",
         SMARTHOST,
         required=False,

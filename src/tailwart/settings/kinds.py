@@ -22,6 +22,8 @@ _TAG = re.compile(r"tag:[a-z0-9][a-z0-9-]*", re.ASCII)
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _IP_CHARS = re.compile(r"[0-9A-Fa-f:.]+", re.ASCII)
 _CIDR = re.compile(r"([0-9A-Fa-f:.]+)/([0-9]{1,3})", re.ASCII)
+#: a relay login: a user name or an e-mail address (user@example.com)
+_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]*", re.ASCII)
 #: compose-spec: a project name is lower-case letters, digits, '-' and '_', led by a letter/digit
 _COMPOSE_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*", re.ASCII)
 #: Garage's bucket rule (and S3's): lower-case letters, digits, '-', '.', led and ended by
@@ -269,6 +271,15 @@ def _ident(value: str) -> str | None:
     return None
 
 
+def _login(value: str) -> str | None:
+    if not _LOGIN.fullmatch(value):
+        return (
+            "must be a login name or an e-mail address: letters, digits and . _ + = @ -, "
+            "led by a letter or digit"
+        )
+    return None
+
+
 def _compose_project(value: str) -> str | None:
     if not _COMPOSE_PROJECT.fullmatch(value):
         return (
@@ -427,6 +438,7 @@ class Kind(Enum):
     URL = ("http(s) URL", _url, 512)
     TAG = ("Tailscale tag", _tag, 128)
     IDENT = ("identifier", _ident, 63)
+    LOGIN = ("login name or e-mail address", _login, 255)
     COMPOSE_PROJECT = ("compose project name", _compose_project, 63)
     BUCKET = ("S3 bucket name", _bucket, 63)
     TAILNET = ("tailnet name", _tailnet, 318)

@@ -319,7 +319,7 @@ def read_env_file(path: Path) -> tuple[str, int]:
         return SettingsError(source, [Problem(".env", message, line=line)])
 
     if source in ("", "."):
-        raise refuse("no .env path given (an empty --env-file); name the file, e.g. .env")
+        raise refuse("the .env path is empty (or '.'); name the file, e.g. --env-file .env")
     try:
         before = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
