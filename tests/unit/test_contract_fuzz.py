@@ -347,6 +347,45 @@ def test_every_value_is_refused_naming_its_key_or_round_trips(name: str) -> None
     assert seen["refused"] > 0 and seen["accepted"] > 0, seen
 
 
+#: broken .env lines around a secret-like token T: each must be named by its line number only
+BROKEN_LINES = [
+    "T",
+    "export T",
+    "=T",
+    'STALWART_DB_PASSWORD="T',
+    "STALWART_DB_PASSWORD='T",
+    'STALWART_DB_PASSWORD="T" trailing',
+    "STALWART DB PASSWORD=T",
+    '"T',
+    "T T",
+    "STALWART_DB_PASSWORD T",
+    "T=",
+    'T="x',
+]
+
+
+@FUZZ
+@given(
+    template=st.sampled_from(BROKEN_LINES),
+    token=st.from_regex(r"tskey-[A-Za-z0-9]{16,40}", fullmatch=True),
+    noise=st.lists(st.sampled_from(ADVERSARIAL), max_size=3).map("".join),
+    at=st.integers(0, len(BASE)),
+)
+def test_a_broken_line_is_named_by_number_and_never_echoed(
+    template: str, token: str, noise: str, at: int
+) -> None:
+    from tailwart.settings.load import parse_text
+
+    lines = [f"{k}={v}" for k, v in BASE.items()]
+    lines.insert(at, template.replace("T", token) + noise)
+    pairs, problems = parse_text("\n".join(lines) + "\n")
+    _, more = validate(pairs, "<fuzz>")
+    text = str(SettingsError("<fuzz>", [*problems, *more]))
+    assert token not in text and token[6:22] not in text, text
+    if template.startswith(("T", "=T", '"T', "export T", "STALWART DB")):
+        assert f".env (line {at + 1})" in text, text
+
+
 def test_the_fuzz_covers_every_kind() -> None:
     missing = sorted({key.kind.name for key in KEYS} - set(PLAUSIBLE))
     assert missing == [], f"add a generator for {missing}"
