@@ -590,3 +590,55 @@ def test_a_relay_login_may_be_an_email_address_but_not_hostile(tmp_path: Path) -
     shutil.rmtree(tmp_path / "caddy")
     values["STALWART_SMARTHOST_USER"] = "user'; DROP ROLE x; --@example.org"
     refused(tmp_path, values, "render", expect={"STALWART_SMARTHOST_USER": "e-mail address"})
+
+
+def _tasks_reading_env() -> list[list[str]]:
+    """Every task that takes --env-file, as an operator would call it (dry run if it has one)."""
+    import importlib.util
+    import inspect
+
+    spec = importlib.util.spec_from_file_location("tailwart_tasks_for_test", ROOT / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from invoke import Collection
+
+    calls = []
+    collection = Collection.from_module(module)
+    for name in sorted(collection.task_names):
+        params = inspect.signature(collection[name].body).parameters
+        if "env_file" not in params:
+            continue
+        args = [name]
+        if "dry_run" in params:
+            args.append("--dry-run")
+        if name == "acl":
+            args.append("--tailscale")
+        calls.append(args)
+    return calls
+
+
+TASKS_READING_ENV = _tasks_reading_env()
+
+
+def test_every_task_reading_env_is_covered() -> None:
+    names = {call[0] for call in TASKS_READING_ENV}
+    assert {"render", "check", "up", "bootstrap", "acl", "deploy-edge", "doctor"} <= names
+
+
+@pytest.mark.parametrize("call", TASKS_READING_ENV, ids=[c[0] for c in TASKS_READING_ENV])
+def test_every_task_refuses_a_hostile_env_before_doing_anything(
+    tmp_path: Path, call: list[str]
+) -> None:
+    values = example_values()
+    values["MAILBOX_FQDN"] = "stalwart.tail1234.ts.net\n"
+    values["STALWART_DB_HOST"] = "::1%x 5432;touch pwned;true"
+    values["TS_API_URL"] = "http://127.0.0.1:9"  # loopback, were it ever reached
+    shutil.copy2(ROOT / "acl-snippet.hujson", tmp_path / "acl-snippet.hujson")
+    refused(
+        tmp_path,
+        values,
+        *call,
+        expect={"MAILBOX_FQDN": "U+000A", "STALWART_DB_HOST": "zone id"},
+        hidden=secret_values(values),
+    )
