@@ -228,28 +228,37 @@ def run_foreground(caddy: Path, layout: EdgeLayout, workdir: Path) -> int:
             flush=True,
         )
     print(f"  admin        unix socket {layout.admin_socket}; Ctrl-C stops", flush=True)
-    proc = subprocess.Popen(
-        [str(caddy), "run", "--config", str(config)],
-        env=caddy_env(workdir),
-        stdin=subprocess.DEVNULL,
-    )
+    # Ctrl-C and SIGTERM are forwarded to caddy, never raised here: a signal that
+    # lands before caddy is started is held and sent as soon as it runs, so caddy
+    # can never outlive this process (it holds the terminal's output).
+    started: list[subprocess.Popen[bytes]] = []
+    held: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if not started:
+            held.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+            started[0].send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                forward(signal.SIGINT, None)
+        started.append(
+            subprocess.Popen(
+                [str(caddy), "run", "--config", str(config)],
+                env=caddy_env(workdir),
+                stdin=subprocess.DEVNULL,
+            )
+        )
+        for signum in held:
+            forward(signum, None)
+        return started[0].wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if started and started[0].poll() is None:
+            started[0].kill()
+            started[0].wait()
 
 
 def edge_run(

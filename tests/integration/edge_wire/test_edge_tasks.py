@@ -159,3 +159,33 @@ def test_edge_run_rejects_bad_ports() -> None:
     )
     assert run.returncode == 2
     assert "'25=x'" in run.stderr and "99 is not a mail port" in run.stderr
+
+
+def test_edge_run_interrupted_during_start_leaves_no_caddy(caddy_binary: Path) -> None:
+    """Ctrl-C while caddy is starting stops caddy too: the run ends, its output closes,
+    and the listening port is free again. (Under load a signal that landed between
+    caddy's start and the handler used to leave caddy running, holding the pipe.)"""
+    offset = _free_offset()
+    proc = subprocess.Popen(
+        [*INV, "edge-run", "--example", "--port-offset", str(offset), "--upstream-host", MAILBOX],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"level"' in line:  # caddy's first log line: it has just started
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)  # EOF: no caddy holds the pipe
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in rest
+    time.sleep(0.2)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 25 + offset))
