@@ -111,6 +111,8 @@ def test_registry_ids_are_stable_and_grouped() -> None:
         "dns.dkim",
         "tls.submissions",
         "tls.imaps",
+        "tls.submission",
+        "tls.imap",
         "outbound.smarthost",
         "outbound.port25",
     ]

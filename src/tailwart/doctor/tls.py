@@ -1,7 +1,8 @@
-"""Doctor group ``tls``: the certificates served on 465 and 993 through the edge.
+"""Doctor group ``tls``: the certificates a client sees through the edge.
 
-Valid for MAIL_HOSTNAME, trusted (system store plus ``--ca-file``), and not
-about to expire: warning under 14 days, error under 3.
+On 465 and 993 (implicit TLS) and after STARTTLS on 587 and 143: valid for
+MAIL_HOSTNAME, trusted (system store plus ``--ca-file``), not self-signed, and
+not about to expire: warning under 14 days, error under 3.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from .wire import WireError, greet
 GROUP = "tls"
 WARN_DAYS = 14
 ERROR_DAYS = 3
-PORTS = (("submissions", 465), ("imaps", 993))
+#: (check label, public port, STARTTLS dialogue or "" for implicit TLS)
+PORTS = (
+    ("submissions", 465, ""),
+    ("imaps", 993, ""),
+    ("submission", 587, "smtp"),
+    ("imap", 143, "imap"),
+)
 RENEW = "renew the certificate (Stalwart's ACME) and check that the edge passes TLS through"
+SELF_SIGNED = (
+    "Stalwart serves its own self-signed certificate when none is configured: give it "
+    "one (ACME or mounted PEM files), apply it with inv provision, then run inv doctor again"
+)
 
 
 def name_matches(pattern: str, host: str) -> bool:
@@ -30,6 +41,14 @@ def name_matches(pattern: str, host: str) -> bool:
         head, _, rest = host.partition(".")
         return bool(head) and rest == pattern[2:] and rest.count(".") >= 1
     return False
+
+
+def self_signed(cert_der: bytes) -> bool:
+    """Whether a certificate names itself as its issuer."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(cert_der)
+    return cert.issuer == cert.subject
 
 
 def cert_names(cert_der: bytes) -> tuple[list[str], dt.datetime, str]:
@@ -55,12 +74,16 @@ def verify_context(ca_file: str) -> ssl.SSLContext:
     return context
 
 
-def certificate(public: int, ctx: DoctorContext, now: dt.datetime | None = None) -> Finding:
+def certificate(
+    public: int, ctx: DoctorContext, now: dt.datetime | None = None, starttls: str = ""
+) -> Finding:
     host, port = ctx.address(ctx.edge_host()), ctx.edge_port(public)
     name = ctx.settings["MAIL_HOSTNAME"]
     where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
+    if starttls:
+        where += " after STARTTLS"
     try:
-        got = greet(host, port, ctx.timeout, tls=True, sni=name)
+        got = greet(host, port, ctx.timeout, tls=True, sni=name, starttls=starttls)
     except WireError as exc:
         return error(f"{where}: {exc}", RENEW)
     assert got.cert_der is not None
@@ -79,9 +102,17 @@ def certificate(public: int, ctx: DoctorContext, now: dt.datetime | None = None)
         return error(f"{where}: certificate expires {until}", RENEW)
     try:
         greet(
-            host, port, ctx.timeout, tls=True, sni=name, context=verify_context(ctx.options.ca_file)
+            host,
+            port,
+            ctx.timeout,
+            tls=True,
+            sni=name,
+            context=verify_context(ctx.options.ca_file),
+            starttls=starttls,
         )
     except WireError as exc:
+        if self_signed(got.cert_der):
+            return error(f"{where}: self-signed certificate (issuer {issuer})", SELF_SIGNED)
         return error(
             f"{where}: {exc} (issuer {issuer})",
             "serve the full chain from a public CA (or pass --ca-file for a private CA)",
@@ -93,6 +124,11 @@ def certificate(public: int, ctx: DoctorContext, now: dt.datetime | None = None)
 
 def checks(ctx: DoctorContext) -> list[Check]:
     return [
-        Check(f"tls.{label}", GROUP, f"TLS certificate on {port}", partial(certificate, port))
-        for label, port in PORTS
+        Check(
+            f"tls.{label}",
+            GROUP,
+            f"TLS certificate on {port}" + (" (STARTTLS)" if starttls else ""),
+            partial(certificate, port, starttls=starttls),
+        )
+        for label, port, starttls in PORTS
     ]

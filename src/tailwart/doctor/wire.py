@@ -70,6 +70,31 @@ def tls_wrap(sock: socket.socket, sni: str, context: ssl.SSLContext | None = Non
         raise WireError(f"no TLS handshake: {reason}") from None
 
 
+def _ask_starttls(sock: socket.socket, protocol: str, where: str) -> None:
+    """The plaintext dialogue that upgrades an SMTP or IMAP session to TLS."""
+    if protocol == "smtp":
+        sock.sendall(b"EHLO tailwart-doctor\r\n")
+        reply = read_smtp_reply(sock)
+        if not reply[-1].startswith("250"):
+            raise WireError(f"{where}: EHLO refused: {short(reply[-1])!r}")
+        if not any(line[4:].strip().upper() == "STARTTLS" for line in reply):
+            raise WireError(f"{where}: does not offer STARTTLS")
+        sock.sendall(b"STARTTLS\r\n")
+        answer = read_smtp_reply(sock)[-1]
+        if not answer.startswith("220"):
+            raise WireError(f"{where}: STARTTLS refused: {short(answer)!r}")
+    elif protocol == "imap":
+        sock.sendall(b"t1 STARTTLS\r\n")
+        for _ in range(20):  # untagged lines may come first
+            line = read_line(sock)
+            if not line or line.startswith("t1 "):
+                break
+        if not line.upper().startswith("T1 OK"):
+            raise WireError(f"{where}: STARTTLS refused: {short(line) or 'connection closed'!r}")
+    else:  # pragma: no cover - callers pass a literal
+        raise ValueError(protocol)
+
+
 def greet(
     host: str,
     port: int,
@@ -78,18 +103,29 @@ def greet(
     tls: bool = False,
     sni: str = "",
     context: ssl.SSLContext | None = None,
+    starttls: str = "",
 ) -> Greeting:
-    """Connect (TLS first when ``tls``), read the server's first line, hang up."""
+    """Connect (TLS first when ``tls``), read the server's first line, hang up.
+
+    With ``starttls`` ("smtp" or "imap") the greeting is read in plaintext, the
+    session is upgraded with STARTTLS, and the certificate is the upgraded one's.
+    """
     sock: socket.socket | ssl.SSLSocket = connect(host, port, timeout)
     cert: bytes | None = None
     version = ""
     try:
-        if tls:
+        if tls and not starttls:
             sock = tls_wrap(sock, sni or host, context)
             cert = sock.getpeercert(binary_form=True)
             version = sock.version() or ""
         try:
             banner = read_line(sock)
+            if starttls:
+                assert not isinstance(sock, ssl.SSLSocket)
+                _ask_starttls(sock, starttls, f"{host}:{port}")
+                sock = tls_wrap(sock, sni or host, context)
+                cert = sock.getpeercert(binary_form=True)
+                version = sock.version() or ""
         except TimeoutError:
             raise WireError(f"{host}:{port} sent no greeting within {timeout:g}s") from None
         except OSError as exc:

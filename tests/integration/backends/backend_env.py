@@ -156,7 +156,7 @@ def edge_servers(
     return {
         25: LineServer("220 mail.good.test ESMTP Stalwart"),
         465: LineServer("220 mail.good.test ESMTP Stalwart", tls=tls),
-        587: LineServer("220 mail.good.test ESMTP Stalwart"),
-        143: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready"),
+        587: LineServer("220 mail.good.test ESMTP Stalwart", ehlo=["STARTTLS"], starttls=tls),
+        143: LineServer("* OK [CAPABILITY IMAP4rev2 STARTTLS] Stalwart ready", starttls=tls),
         993: LineServer("* OK [CAPABILITY IMAP4rev2] Stalwart ready", tls=tls),
     }

@@ -482,6 +482,9 @@ class LineServer:
     ehlo: list[str] | None = None
     #: keep the connection open without a word until the client leaves (a hung service)
     hold: bool = False
+    #: upgrade on STARTTLS with this context (SMTP: list "STARTTLS" in ``ehlo``; IMAP:
+    #: a greeting starting "* OK" answers ``<tag> STARTTLS``)
+    starttls: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
     port: int = 0
     sock: socket.socket | None = None
@@ -516,6 +519,9 @@ class LineServer:
                 conn.settimeout(60)
                 while sock.recv(1024) and not self._stop.is_set():
                     pass
+            if self.starttls and self.greeting.startswith("* OK"):
+                self._imap_starttls(sock, self.starttls)
+                return
             buf = b""
             while self.ehlo is not None:
                 data = sock.recv(1024)
@@ -535,12 +541,27 @@ class LineServer:
                     elif verb == b"QUIT":
                         sock.sendall(b"221 bye\r\n")
                         return
+                    elif verb == b"STARTTLS" and self.starttls and "STARTTLS" in self.ehlo:
+                        sock.sendall(b"220 2.0.0 ready to start TLS\r\n")
+                        sock = self.starttls.wrap_socket(sock, server_side=True)
                     else:
                         sock.sendall(b"502 not here\r\n")
         except (OSError, ssl.SSLError):
             pass
         finally:
             conn.close()
+
+    @staticmethod
+    def _imap_starttls(sock: socket.socket, context: ssl.SSLContext) -> None:
+        line = sock.recv(1024).decode("ascii", "replace").strip()
+        tag, _, command = line.partition(" ")
+        if command.upper() != "STARTTLS":
+            sock.sendall(f"{tag} BAD not here\r\n".encode())
+            return
+        sock.sendall(f"{tag} OK begin TLS now\r\n".encode())
+        tls = context.wrap_socket(sock, server_side=True)
+        while tls.recv(1024):  # until the client hangs up
+            pass
 
     def close(self) -> None:
         self._stop.set()

@@ -36,6 +36,8 @@ def test_every_port_greets_through_the_edge(pki: Pki) -> None:
             "edge.imaps",
             "tls.submissions",
             "tls.imaps",
+            "tls.submission",
+            "tls.imap",
         ],
         Status.OK,
     )
@@ -43,6 +45,12 @@ def test_every_port_greets_through_the_edge(pki: Pki) -> None:
     assert "TLSv1.3, * OK [CAPABILITY IMAP4rev2] Stalwart ready" in found["edge.imaps"].message
     assert f"valid for {HOST} until" in found["tls.imaps"].message
     assert "issuer tailwart test CA" in found["tls.imaps"].message
+    assert "(public :587) after STARTTLS: valid for" in found["tls.submission"].message
+    assert "(public :143) after STARTTLS: valid for" in found["tls.imap"].message
+
+
+TLS_PORTS = (465, 993, 587, 143)
+TLS_CHECKS = ("tls.submissions", "tls.imaps", "tls.submission", "tls.imap")
 
 
 def test_closed_port_wrong_greeting_and_plaintext_on_a_tls_port(pki: Pki) -> None:
@@ -95,13 +103,45 @@ def test_certificate_expiry_name_and_trust(
     text: str,
 ) -> None:
     servers = edge_servers(pki, days, names)
-    with line_servers(servers[465], servers[993]):
+    with line_servers(*(servers[p] for p in TLS_PORTS)):
         found = run_groups(
-            ("tls",), {465: servers[465].port, 993: servers[993].port}, pki.ca_file if ca else ""
+            ("tls",), {p: servers[p].port for p in TLS_PORTS}, pki.ca_file if ca else ""
         )
-    for check in ("tls.submissions", "tls.imaps"):
+    for check in TLS_CHECKS:
         assert found[check].status is status, found[check]
         assert text in found[check].message
+
+
+def test_self_signed_certificate_is_an_error_that_says_what_to_do(pki: Pki) -> None:
+    """What Stalwart serves when no certificate is configured (a self-signed one)."""
+    tls = pki.context("self-signed", [HOST], 90, self_signed=True)
+    servers = {
+        465: LineServer("220 mail.good.test ESMTP", tls=tls),
+        993: LineServer("* OK ready", tls=tls),
+        587: LineServer("220 mail.good.test ESMTP", ehlo=["STARTTLS"], starttls=tls),
+        143: LineServer("* OK [CAPABILITY IMAP4rev2 STARTTLS] ready", starttls=tls),
+    }
+    with line_servers(*servers.values()):
+        found = run_groups(("tls",), {p: s.port for p, s in servers.items()}, pki.ca_file)
+    for check in TLS_CHECKS:
+        assert found[check].status is Status.ERROR, found[check]
+        assert "self-signed certificate" in found[check].message
+        assert "inv provision" in found[check].advice
+
+
+def test_starttls_not_offered_or_refused(pki: Pki) -> None:
+    servers = {
+        587: LineServer("220 mail.good.test ESMTP", ehlo=["PIPELINING"]),
+        143: LineServer("* OK ready"),  # hangs up instead of answering STARTTLS
+    }
+    with line_servers(*servers.values()):
+        ports = {p: s.port for p, s in servers.items()}
+        ports.update({465: closed_port(), 993: closed_port()})
+        found = run_groups(("tls",), ports, pki.ca_file)
+    assert found["tls.submission"].status is Status.ERROR
+    assert "does not offer STARTTLS" in found["tls.submission"].message
+    assert found["tls.imap"].status is Status.ERROR
+    assert "STARTTLS refused: 'connection closed'" in found["tls.imap"].message
 
 
 def test_tls_port_without_tls_is_an_error(pki: Pki) -> None:
