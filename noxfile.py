@@ -19,6 +19,8 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 PYTHON = "3.11"
+#: the lint session installs only ruff; keep equal to pyproject.toml's dev pin
+RUFF = "ruff==0.17.6"
 
 
 def _install(session: nox.Session) -> None:
@@ -28,7 +30,7 @@ def _install(session: nox.Session) -> None:
 @nox.session(python=PYTHON, tags=["check"])
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -52,6 +54,14 @@ def tests(session: nox.Session) -> None:
         session.run("bash", str(ROOT / "scripts" / "setup-machine.sh"), external=True)
     _install(session)
     session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHON, tags=["test"])
+def unit(session: nox.Session) -> None:
+    """Unit tests only: no root, no machine setup, no servers (real tools they use
+    skip when missing unless TAILWART_REQUIRE_TOOLS is on)."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["tests/unit"]))
 
 
 @nox.session(python=PYTHON)

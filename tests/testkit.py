@@ -21,7 +21,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRE_TOOLS = bool(os.environ.get("CI") or os.environ.get("TAILWART_REQUIRE_TOOLS"))
+_ON = frozenset({"1", "true", "yes", "on"})
+
+
+def _require_tools(environ: Mapping[str, str]) -> bool:
+    """TAILWART_REQUIRE_TOOLS decides when set (``0``/``false`` means off, even under
+    CI); otherwise a set ``CI`` (any value but 0/false) turns it on."""
+    explicit = environ.get("TAILWART_REQUIRE_TOOLS", "").strip().lower()
+    if explicit:
+        return explicit in _ON
+    ci = environ.get("CI", "").strip().lower()
+    return bool(ci) and ci not in {"0", "false", "no", "off"}
+
+
+REQUIRE_TOOLS = _require_tools(os.environ)
 #: the real user's cache of built tools (caddy, garage, compose...), read before HOME is faked
 TOOL_CACHE = Path(os.environ.get("TAILWART_CACHE", Path.home() / ".cache" / "tailwart"))
 
