@@ -195,6 +195,21 @@ def _abspath(value: str) -> str | None:
     return None
 
 
+def _restic_repo(value: str) -> str | None:
+    """A restic repository tailwart supports: a local absolute path or an S3 bucket."""
+    if value.startswith("s3:"):
+        parts = urlsplit(value[3:])
+        bucket = parts.path.strip("/").split("/", 1)[0]
+        if parts.scheme not in ("http", "https") or not parts.hostname or not bucket:
+            return "an S3 repository must be s3:http(s)://host[:port]/bucket[/prefix]"
+        if " " in value or parts.query or parts.fragment:
+            return "must not contain spaces, a query or a fragment"
+        return None
+    if not value.startswith("/") or "\n" in value:
+        return "must be an absolute path or s3:http(s)://host[:port]/bucket[/prefix]"
+    return None
+
+
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in options else f"must be one of: {', '.join(options)}"
@@ -221,6 +236,7 @@ class Kind(Enum):
     SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets)
     ABSPATH = ("absolute path", _abspath)
     SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"))
+    RESTIC_REPO = ("restic repository: /abs/path or s3:http(s)://host:port/bucket", _restic_repo)
 
     def __init__(self, label: str, validator: Callable[[str], str | None]) -> None:
         self.label = label

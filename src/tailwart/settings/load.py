@@ -175,6 +175,7 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
                 "OAuth client id and secret go together; set both or neither",
             )
         )
+    out += _backup_checks(values)
     mail_host = values.get("MAIL_HOSTNAME", "")
     mailbox = values.get("MAILBOX_FQDN", "")
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
@@ -192,6 +193,28 @@ def _cross_checks(values: Mapping[str, str]) -> list[Problem]:
                 "MAILBOX_FQDN",
                 f"{mailbox!r} does not start with MAILBOX_NODE_NAME {node!r}; the edge "
                 "would dial a name the sidecar never registers",
+            )
+        )
+    return out
+
+
+def _backup_checks(values: Mapping[str, str]) -> list[Problem]:
+    """BACKUP_*: a repository needs its password, an s3: one its key, retention keeps one."""
+    out: list[Problem] = []
+    repo = values.get("BACKUP_REPOSITORY", "")
+    if not repo:
+        return out
+    if not values.get("BACKUP_PASSWORD"):
+        out.append(Problem("BACKUP_PASSWORD", "is missing while BACKUP_REPOSITORY is set"))
+    if repo.startswith("s3:"):
+        for name in ("BACKUP_S3_ACCESS_KEY", "BACKUP_S3_SECRET_KEY"):
+            if not values.get(name):
+                out.append(Problem(name, "is missing while BACKUP_REPOSITORY is an s3: bucket"))
+    keep = ("BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY")
+    if all(values.get(k, "0").isdigit() and int(values.get(k) or 0) == 0 for k in keep):
+        out.append(
+            Problem(
+                "BACKUP_KEEP_DAILY", "every BACKUP_KEEP_* is 0: forget --prune would keep nothing"
             )
         )
     return out
