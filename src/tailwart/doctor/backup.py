@@ -33,11 +33,13 @@ def parse_time(value: str) -> dt.datetime:
 def snapshot_age(ctx: DoctorContext) -> Finding:
     from ..backup.create import TAG
     from ..backup.repository import repository
-    from ..backup.restic import Restic
+    from ..backup.restic import RepositoryMissing, Restic
 
     try:
         restic = Restic(repository(ctx.settings), timeout=max(30.0, ctx.timeout * 3))
         snaps = restic.snapshots([TAG], latest=1)
+    except RepositoryMissing:
+        snaps = []
     except TailwartError as exc:
         return error(
             f"cannot list snapshots: {str(exc).splitlines()[0]}",
