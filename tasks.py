@@ -535,6 +535,8 @@ def doctor(
         "schedule": "print a systemd timer + service (and a cron line) that run the backup nightly",
         "install": "with --schedule: write the units and enable the timer",
         "unit_dir": "with --install: directory for the units (default /etc/systemd/system)",
+        "verify": "restic check reading 10% of the data back, and the newest manifest",
+        "target_env": "with --verify: env file of scratch backends for a trial restore",
     }
 )
 @exits
@@ -548,6 +550,8 @@ def backup(
     schedule: bool = False,
     install: bool = False,
     unit_dir: str = "",
+    verify: bool = False,
+    target_env: str = "",
 ) -> None:
     """Back up the mailbox into restic: pg_dump (SCRAM), then every blob, then a manifest.
 
@@ -566,6 +570,19 @@ def backup(
             print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
         else:
             print(render(sched), end="")
+        return
+    if verify or target_env:
+        from tailwart.backup.verify import run_verify
+
+        print(
+            run_verify(
+                settings,
+                to=to,
+                target_env=target_env,
+                progress=lambda m: print(m, file=sys.stderr, flush=True),
+            ),
+            end="",
+        )
         return
     from tailwart.backup.create import run_backup
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,7 +97,15 @@ class Outcome:
 
 
 def _last_words(stderr: str) -> str:
+    """restic's reason: its JSON exit_error message, else the last line of stderr."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("{") and '"exit_error"' in line:
+            try:
+                message = str(json.loads(line).get("message", ""))
+            except ValueError:
+                continue
+            return "; ".join(m.strip() for m in message.splitlines() if m.strip())[:300]
     return lines[-1][:300] if lines else "no message"
 
 
@@ -115,6 +124,7 @@ class Restic:
         self.timeout = timeout
         #: a dry run writes nothing, not even restic's local cache
         self.no_cache = no_cache
+        self._reached = False
 
     def environment(self) -> dict[str, str]:
         inherited = {
@@ -141,6 +151,9 @@ class Restic:
         check: bool = True,
     ) -> Outcome:
         """Run ``restic ARGS`` (--json added); messages are parsed as they arrive."""
+        if not self._reached:
+            self.reachable()
+            self._reached = True
         argv = [self.binary, *self.globals(), "--json", *args]
         with tempfile.TemporaryFile(mode="w+") as err:
             try:
@@ -158,7 +171,9 @@ class Restic:
             assert proc.stdout is not None
             messages: list[dict[str, Any]] = []
             raw: list[str] = []
-            deadline = time.monotonic() + self.timeout
+            watchdog = threading.Timer(self.timeout, proc.kill)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 for line in proc.stdout:
                     raw.append(line)
@@ -172,14 +187,13 @@ class Restic:
                             messages.append(message)
                             if on_message is not None:
                                 on_message(message)
-                    if time.monotonic() > deadline:
-                        proc.kill()
-                        break
                 code = proc.wait()
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
+            finally:
+                watchdog.cancel()
             err.seek(0)
             outcome = Outcome(code, messages, "".join(raw), err.read())
         if check and outcome.code != 0:
@@ -203,8 +217,8 @@ class Restic:
                 "runs, remove a stale lock with: restic unlock"
             )
         words = _last_words(outcome.stderr)
-        for message in outcome.of_type("exit_error"):
-            words = str(message.get("message", words))[:300]
+        if outcome.code < 0:
+            words = f"stopped after {self.timeout:g}s without finishing"
         raise BackupError(f"restic {command} failed (exit {outcome.code}) at {where}: {words}")
 
     # ------------------------------------------------------------ commands
@@ -215,6 +229,25 @@ class Restic:
         )
         words = proc.stdout.split()
         return words[1] if len(words) > 1 else "unknown"
+
+    def reachable(self, timeout: float = 10) -> None:
+        """Fail fast when an S3 repository's endpoint does not answer (restic would retry
+        for many minutes)."""
+        import socket
+        from urllib.parse import urlsplit
+
+        if not self.repo.is_s3:
+            return
+        parts = urlsplit(self.repo.location[3:])
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+        except OSError as exc:
+            raise BackupError(
+                f"the restic repository {self.repo.location} is unreachable "
+                f"({parts.hostname}:{port}: {exc.strerror or type(exc).__name__}); "
+                "check BACKUP_REPOSITORY and the network; nothing was changed"
+            ) from None
 
     def exists(self) -> bool:
         """True when a repository is at the location and BACKUP_PASSWORD opens it."""
@@ -275,6 +308,9 @@ class Restic:
         return [s for s in data if isinstance(s, dict)]
 
     def dump(self, snapshot: str, path: str) -> bytes:
+        if not self._reached:
+            self.reachable()
+            self._reached = True
         argv = [self.binary, *self.globals(), "dump", snapshot, path]
         proc = subprocess.run(
             argv, env=self.environment(), capture_output=True, timeout=self.timeout, check=False

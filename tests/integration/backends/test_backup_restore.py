@@ -223,3 +223,74 @@ def test_doctor_warns_when_the_newest_snapshot_is_old(world: World) -> None:
     assert inv("backup", f"--env-file={env}").returncode == 0
     proc = inv("doctor", f"--env-file={env}", "--only=backup", "--json")
     assert '"status": "ok"' in proc.stdout and "backup.snapshot.age" in proc.stdout
+
+
+def test_verify_checks_the_repository_and_proves_a_trial_restore(world: World) -> None:
+    env = world.env()
+    assert inv("backup", f"--env-file={env}").returncode == 0
+    target_env = world.target_env()
+    proc = inv("backup", f"--env-file={env}", "--verify", f"--target-env={target_env}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "restic check: no errors" in proc.stdout and "restore verified" in proc.stdout
+    assert table_rows(world.pg, world.target) == table_rows(world.pg, world.source)
+    # a pack file lost from the repository: verify fails (exit 1), restic agrees
+    packs = sorted((world.repo / "data").rglob("*"))
+    packs = [p for p in packs if p.is_file()]
+    packs[0].unlink()
+    proc = inv("backup", f"--env-file={env}", "--verify")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    clean(proc.stdout + proc.stderr, world.password)
+    assert "restic check failed" in proc.stderr
+    assert restic_cli(world, "check").returncode != 0
+
+
+def test_an_unreachable_repository_fails_fast_and_cleanly(world: World) -> None:
+    from backend_servers import closed_port
+
+    key = world.source.key
+    env = world.env(BACKUP_S3_ACCESS_KEY=key[0], BACKUP_S3_SECRET_KEY=key[1])
+    repo = f"s3:http://127.0.0.1:{closed_port()}/backup"
+    for task in (["backup", f"--to={repo}"], ["backup", "--dry-run", f"--to={repo}"]):
+        proc = inv(*task, f"--env-file={env}")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "unreachable" in proc.stderr and "BACKUP_REPOSITORY" in proc.stderr
+        clean(proc.stdout + proc.stderr, world.password, key[1])
+    assert not world.staging.exists()
+
+
+def test_an_interrupted_backup_is_followed_by_a_clean_run(world: World) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from backend_env import ROOT
+
+    env = world.env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), "backup", f"--env-file={env}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # interrupt in the middle: while the blobs are copied
+        if "objects listed" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert snapshots(world) == []  # no half snapshot
+    done = inv("backup", f"--env-file={env}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(snapshots(world)) == 1
+    assert restic_cli(world, "check", "--read-data").returncode == 0
+    restored = world.base / "restored"
+    snap = snapshots(world)[0]
+    out = restic_cli(
+        world, "restore", f"{snap['id']}:{snap['paths'][0]}", "--target", str(restored)
+    )
+    assert out.returncode == 0, out.stderr
+    assert not list(restored.rglob("*.part"))
+    assert len(list((restored / "blobs").iterdir())) == 40
