@@ -26,6 +26,9 @@ from backup_world import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+#: messages (rows + blobs) in the source mailbox
+MESSAGES = 24
+
 
 @pytest.fixture
 def world(
@@ -43,7 +46,7 @@ def world(
         Side.fresh(pg_server, garage_ready, "src"),
         Side.fresh(pg_server, garage_ready, "dst"),
     )
-    w.populate()
+    w.populate(MESSAGES)
     yield w
 
 
@@ -57,13 +60,14 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     env = world.env()
     source_rows = table_rows(world.pg, world.source)
     source_blobs = bucket_objects(world.garage, world.source)
-    assert len(source_blobs) == 40 and sum(len(r) for r in source_rows.values()) > 160
+    assert len(source_blobs) == MESSAGES
+    assert sum(len(r) for r in source_rows.values()) == 4 * MESSAGES + 2
 
     # a dry run reads, prints the plan and writes nothing
     proc = inv("backup", f"--env-file={env}", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "would be created" in proc.stdout and "5 tables" in proc.stdout
-    assert "40 objects" in proc.stdout and "nothing was written" in proc.stdout
+    assert f"{MESSAGES} objects" in proc.stdout and "nothing was written" in proc.stdout
     assert not world.repo.exists() and not world.staging.exists()
 
     proc = inv("backup", f"--env-file={env}")
@@ -93,10 +97,10 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     assert table_rows(world.pg, world.source) == source_rows
 
     # a second backup after a few new messages adds only the change
-    world.populate(messages=2, start=40)
+    world.populate(messages=2, start=MESSAGES)
     proc = inv("backup", f"--env-file={env}")
     assert proc.returncode == 0, proc.stderr
-    assert "fetched 2 " in proc.stdout and "unchanged 40" in proc.stdout
+    assert "fetched 2 " in proc.stdout and f"unchanged {MESSAGES}" in proc.stdout
     assert len(snapshots(world)) == 2
     growth = tree_bytes(world.repo) - first_repo_bytes
     assert 0 < growth < first_repo_bytes / 4, (growth, first_repo_bytes)
@@ -201,7 +205,7 @@ def test_a_blob_purged_between_listing_and_copy_is_reported_not_fatal(world: Wor
 
     out = mirror(bucket, world.base / "mirror", world.base / "state.json", progress)
     assert out.vanished == [victim]
-    assert len(out.blobs) == 39 and victim not in out.blobs
+    assert len(out.blobs) == MESSAGES - 1 and victim not in out.blobs
     assert any("vanished" in line for line in said)
 
 
@@ -293,4 +297,4 @@ def test_an_interrupted_backup_is_followed_by_a_clean_run(world: World) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert not list(restored.rglob("*.part"))
-    assert len(list((restored / "blobs").iterdir())) == 40
+    assert len(list((restored / "blobs").iterdir())) == MESSAGES
