@@ -62,7 +62,7 @@ def plan_text(src: Sources, restic: Restic, progress: Progress) -> str:
     size = pgdump.database_size(src.pg)
     tables = pgdump.user_tables(src.pg)
     lines.append(
-        f"postgres    pg_dump {src.pg.where} over SCRAM: {len(tables)} tables, "
+        f"postgres    pg_dump {pgdump.where(src.pg)} over SCRAM: {len(tables)} tables, "
         f"{human_bytes(size)} on disk"
     )
     client = src.bucket.client()
@@ -171,7 +171,7 @@ def take(src: Sources, restic: Restic, prune: bool, progress: Progress) -> Backu
             "stalwart_image": src.settings["STALWART_IMAGE"],
         },
         source={
-            "db": src.pg.where.split("@", 1)[1],
+            "db": pgdump.where(src.pg).split("@", 1)[1],
             "bucket": src.bucket.name,
             "s3_endpoint": src.bucket.endpoint,
         },

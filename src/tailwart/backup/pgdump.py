@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..backends.postgres import PgTarget
 from ..errors import UsageError
-from ..settings import Settings
 from .errors import BackupError
 
 if TYPE_CHECKING:
@@ -39,38 +39,24 @@ CHECKSUM_SQL = (
 )
 
 
-@dataclass(frozen=True)
-class PgSource:
-    """Where a database is and who logs in to it (from a .env)."""
+#: the database a backup reads or a restore writes: bootstrap's target (host, port, dbname,
+#: role, password from STALWART_DB_*)
+PgSource = PgTarget
 
-    host: str
-    port: int
-    dbname: str
-    user: str
-    password: str
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PgSource:
-        return cls(
-            settings["STALWART_DB_HOST"],
-            settings.port("STALWART_DB_PORT"),
-            settings["STALWART_DB_NAME"],
-            settings["STALWART_DB_USER"],
-            settings["STALWART_DB_PASSWORD"],
-        )
+def where(source: PgSource) -> str:
+    return f"{source.role}@{source.host}:{source.port}/{source.dbname}"
 
-    @property
-    def where(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
-    def tool_env(self) -> dict[str, str]:
-        """Environment for pg_dump/pg_restore/psql: the password, and no service files."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGPASSWORD=self.password, PGCONNECT_TIMEOUT="15", PGAPPNAME="tailwart-backup")
-        return env
+def tool_env(source: PgSource) -> dict[str, str]:
+    """Environment for pg_dump/pg_restore: the password, and no inherited PG* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD=source.password, PGCONNECT_TIMEOUT="15", PGAPPNAME="tailwart-backup")
+    return env
 
-    def tool_args(self) -> list[str]:
-        return ["-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.dbname]
+
+def tool_args(source: PgSource) -> list[str]:
+    return ["-h", source.host, "-p", str(source.port), "-U", source.role, "-d", source.dbname]
 
 
 def refuse_loopback(source: PgSource, key: str = "STALWART_DB_HOST") -> None:
@@ -94,7 +80,7 @@ def connect(
         return psycopg.connect(
             host=source.host,
             port=source.port,
-            user=source.user,
+            user=source.role,
             password=source.password,
             dbname=source.dbname,
             connect_timeout=timeout,
@@ -109,7 +95,7 @@ def connect(
             if marker in reason:
                 reason = reason.rsplit(marker, 1)[1].strip()
         raise BackupError(
-            f"postgres: cannot log in as {source.where} over SCRAM: {reason}"
+            f"postgres: cannot log in as {where(source)} over SCRAM: {reason}"
         ) from None
 
 
@@ -175,20 +161,20 @@ def dump(source: PgSource, out: Path, progress: Progress) -> Dumped:
         proc = subprocess.run(
             [
                 "pg_dump",
-                *source.tool_args(),
+                *tool_args(source),
                 "--format=custom",
                 "--compress=0",
                 f"--snapshot={snapshot}",
                 f"--file={part}",
             ],
-            env=source.tool_env(),
+            env=tool_env(source),
             capture_output=True,
             text=True,
             check=False,
         )
         if proc.returncode != 0:
             part.unlink(missing_ok=True)
-            raise BackupError(f"pg_dump of {source.where} failed: {_pg_words(proc.stderr)}")
+            raise BackupError(f"pg_dump of {where(source)} failed: {_pg_words(proc.stderr)}")
         facts = table_facts(conn, progress)
         conn.rollback()
     except psycopg.Error as exc:
@@ -227,12 +213,12 @@ def restore(target: PgSource, dump_file: Path, progress: Progress, clean: bool =
 
     ``clean`` (restore --force onto a non-empty target) drops the dump's objects first.
     """
-    progress(f"postgres: pg_restore into {target.where}")
+    progress(f"postgres: pg_restore into {where(target)}")
     extra = ["--clean", "--if-exists"] if clean else []
     proc = subprocess.run(
         [
             "pg_restore",
-            *target.tool_args(),
+            *tool_args(target),
             "--no-owner",
             "--no-privileges",
             "--exit-on-error",
@@ -240,14 +226,14 @@ def restore(target: PgSource, dump_file: Path, progress: Progress, clean: bool =
             *extra,
             str(dump_file),
         ],
-        env=target.tool_env(),
+        env=tool_env(target),
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         raise BackupError(
-            f"pg_restore into {target.where} failed and was rolled back: {_pg_words(proc.stderr)}"
+            f"pg_restore into {where(target)} failed and was rolled back: {_pg_words(proc.stderr)}"
         )
 
 

@@ -184,7 +184,7 @@ def run_restore(
         f"bucket {m['source']['bucket']})",
         f"holds     {len(m['postgres']['tables'])} tables, {m['postgres']['rows']} rows; "
         f"{m['blobs']['count']} blobs, {human_bytes(m['blobs']['bytes'])}",
-        f"target    {pg.where}, {bucket.where}: {state.describe()}",
+        f"target    {pgdump.where(pg)}, {bucket.where}: {state.describe()}",
     ]
     if not state.empty and not force:
         raise UsageError(
