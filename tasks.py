@@ -564,8 +564,8 @@ def backup(
         from tailwart.backup.schedule import install as install_units
         from tailwart.cli import repo_root
 
-        repository(settings, to)
-        sched = schedule_for(repo_root(), env_file)
+        repository(settings)
+        sched = schedule_for(repo_root(), env_file, to)
         if install or unit_dir:
             print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
         else:

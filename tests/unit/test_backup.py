@@ -136,6 +136,8 @@ def test_schedule_prints_units_systemd_analyze_accepts(
     assert f"backup --env-file={env} --prune" in out
     cron = [line for line in out.splitlines() if line.startswith("30 3 * * * ")]
     assert len(cron) == 1 and "flock -n" in cron[0]
+    proc = inv("backup", f"--env-file={env}", "--schedule", "--to=/elsewhere", cwd=tmp_path)
+    assert proc.returncode == 2 and "--to" in _clean(proc, SECRET)
 
     # --install into a directory: --dry-run writes nothing, then both units are written
     units = tmp_path / "units"

@@ -10,6 +10,7 @@ same exported snapshot, so the manifest describes exactly what the dump holds.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """
+#: the lines of pg_dump/pg_restore --verbose worth showing as progress
+TABLE_LINE = re.compile(r'(dumping contents of table|processing data for table) "([^"]+)"')
 #: an order-independent digest of a table's rows (md5 of the sorted row md5s)
 CHECKSUM_SQL = (
     "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') "
@@ -158,23 +161,19 @@ def dump(source: PgSource, out: Path, progress: Progress) -> Dumped:
         part = out.with_name(out.name + ".part")
         out.parent.mkdir(parents=True, exist_ok=True)
         progress(f"postgres: pg_dump {source.dbname} (snapshot {snapshot}) → {out.name}")
-        proc = subprocess.run(
-            [
-                "pg_dump",
-                *tool_args(source),
-                "--format=custom",
-                "--compress=0",
-                f"--snapshot={snapshot}",
-                f"--file={part}",
-            ],
-            env=tool_env(source),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
+        argv = [
+            "pg_dump",
+            *tool_args(source),
+            "--format=custom",
+            "--compress=0",
+            "--verbose",
+            f"--snapshot={snapshot}",
+            f"--file={part}",
+        ]
+        code, stderr = run_verbose(argv, tool_env(source), progress)
+        if code != 0:
             part.unlink(missing_ok=True)
-            raise BackupError(f"pg_dump of {where(source)} failed: {_pg_words(proc.stderr)}")
+            raise BackupError(f"pg_dump of {where(source)} failed: {_pg_words(stderr)}")
         facts = table_facts(conn, progress)
         conn.rollback()
     except psycopg.Error as exc:
@@ -185,9 +184,32 @@ def dump(source: PgSource, out: Path, progress: Progress) -> Dumped:
     return Dumped(out, version, pg_dump_version, facts)
 
 
+def run_verbose(argv: list[str], env: dict[str, str], progress: Progress) -> tuple[int, str]:
+    """Run a --verbose pg tool: each table it starts on becomes a progress line."""
+    try:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+    except OSError:
+        raise BackupError(
+            f"{argv[0]} is missing: install postgresql-client (scripts/setup/60-backup.sh)"
+        ) from None
+    assert proc.stderr is not None
+    kept: list[str] = []
+    for line in proc.stderr:
+        match = TABLE_LINE.search(line)
+        if match:
+            progress(f"postgres: {argv[0]}: {match.group(1)} {match.group(2)}")
+        else:
+            kept.append(line)
+    return proc.wait(), "".join(kept[-20:])
+
+
 def _pg_words(stderr: str) -> str:
+    """The error lines of a pg tool's stderr (its --verbose chatter left out)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return "; ".join(lines[-3:])[:400] if lines else "no message"
+    errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+    return "; ".join((errors or lines)[-3:])[:400] if lines else "no message"
 
 
 def user_tables(source: PgSource) -> list[str]:
@@ -215,25 +237,21 @@ def restore(target: PgSource, dump_file: Path, progress: Progress, clean: bool =
     """
     progress(f"postgres: pg_restore into {where(target)}")
     extra = ["--clean", "--if-exists"] if clean else []
-    proc = subprocess.run(
-        [
-            "pg_restore",
-            *tool_args(target),
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--single-transaction",
-            *extra,
-            str(dump_file),
-        ],
-        env=tool_env(target),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
+    argv = [
+        "pg_restore",
+        *tool_args(target),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "--single-transaction",
+        "--verbose",
+        *extra,
+        str(dump_file),
+    ]
+    code, stderr = run_verbose(argv, tool_env(target), progress)
+    if code != 0:
         raise BackupError(
-            f"pg_restore into {where(target)} failed and was rolled back: {_pg_words(proc.stderr)}"
+            f"pg_restore into {where(target)} failed and was rolled back: {_pg_words(stderr)}"
         )
 
 

@@ -52,7 +52,12 @@ class Schedule:
         return f"{CRON_TIME} {command} >>/var/log/tailwart-backup.log 2>&1"
 
 
-def schedule_for(root: Path, env_file: str) -> Schedule:
+def schedule_for(root: Path, env_file: str, to: str = "") -> Schedule:
+    if to:
+        raise UsageError(
+            "--to: the scheduled backup writes to BACKUP_REPOSITORY; set it in the env file "
+            "instead of passing --to with --schedule"
+        )
     path = Path(env_file).resolve()
     if not path.is_file():
         raise UsageError(f"--env-file: {path} does not exist; the schedule runs with it")
