@@ -211,3 +211,78 @@ def test_restic_snapshot_times_parse(value: str, hours: float) -> None:
 
     base = dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.UTC)
     assert abs((base - parse_time(value)).total_seconds() / 3600 - hours) < 0.01
+
+
+# ------------------------------------------------------------------ the pure core
+
+ODD_KEYS = ["plain", "a/b/c", "ü ключ+%.eml", "tab\there", "new\nline", "..", ".", ".hidden"]
+ODD_KEYS += ["/lead", "%41", "%2E.", "k" * 900, "k" * 901]
+
+
+def test_blob_listing_round_trips_any_key() -> None:
+    from tailwart.backup.blobs import file_name
+    from tailwart.backup.manifest import listing_text, parse_listing
+
+    blobs = {key: (len(key), f"{i:064x}") for i, key in enumerate(ODD_KEYS)}
+    assert parse_listing(listing_text(blobs)) == blobs
+    names = [file_name(k) for k in ODD_KEYS]
+    assert len(set(names)) == len(ODD_KEYS)
+    assert all("/" not in n and not n.startswith(".") and "\n" not in n for n in names)
+    assert all(0 < len(n) <= 200 for n in names)
+
+
+def test_a_damaged_listing_or_manifest_is_named() -> None:
+    from tailwart.backup.errors import BackupError
+    from tailwart.backup.manifest import Manifest, parse_listing
+
+    with pytest.raises(BackupError, match=r"blobs\.tsv line 2"):
+        parse_listing("a\t1\tk\nbroken\n")
+    with pytest.raises(BackupError, match="not a tailwart-backup/1 manifest"):
+        Manifest.from_json('{"format": "other"}')
+    with pytest.raises(BackupError, match="not JSON"):
+        Manifest.from_json("{")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("/srv/backup", True),
+        ("s3:http://198.18.0.9:3900/bucket", True),
+        ("s3:https://s3.example.org/bucket/prefix", True),
+        ("relative/repo", False),
+        ("s3:http://host:3900/", False),
+        ("s3:ftp://host/bucket", False),
+        ("sftp:host:/srv", False),
+        ("s3:http://host/bucket?x=1", False),
+    ],
+)
+def test_restic_repository_kind(value: str, ok: bool) -> None:
+    from tailwart.settings import Kind
+
+    assert (Kind.RESTIC_REPO.check(value) is None) is ok
+
+
+def test_retention_flags_and_the_live_guard(example_values: dict[str, str]) -> None:
+    from tailwart.backup.repository import keep_policy
+    from tailwart.backup.restore import live_guard
+    from tailwart.settings import SettingsError, from_mapping
+
+    live = from_mapping(
+        {**example_values, "STALWART_DB_HOST": "127.0.0.1", "BACKUP_KEEP_WEEKLY": "0"}
+    )
+    assert keep_policy(live) == ["--keep-daily", "7", "--keep-monthly", "12"]
+    # the same database reached by another name for the same address is the live one
+    same = from_mapping({**example_values, "STALWART_DB_HOST": "localhost"})
+    with pytest.raises(SettingsError, match="STALWART_DB_NAME") as caught:
+        live_guard(live, same, overwrite_live=False)
+    assert "STALWART_S3_BUCKET" in str(caught.value)
+    live_guard(live, same, overwrite_live=True)  # the explicit flag lifts it
+    other = from_mapping(
+        {
+            **example_values,
+            "STALWART_DB_HOST": "localhost",
+            "STALWART_DB_NAME": "scratch",
+            "STALWART_S3_BUCKET": "scratch",
+        }
+    )
+    live_guard(live, other, overwrite_live=False)

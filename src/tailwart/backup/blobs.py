@@ -109,12 +109,27 @@ def is_empty(bucket: Bucket) -> bool:
     return not page.get("Contents")
 
 
-def file_name(key: str) -> str:
+#: longest file name used as is; longer keys get a name derived from their hash
+MAX_NAME = 200
+
+
+def encode_key(key: str) -> str:
+    """The key percent-encoded: one line, no tab, no slash; ``decode_key`` reverses it."""
     return quote(key, safe="")
 
 
-def key_of(name: str) -> str:
-    return unquote(name)
+def decode_key(text: str) -> str:
+    return unquote(text)
+
+
+def file_name(key: str) -> str:
+    """The mirror's file for ``key``: flat, never '.', '..' or hidden, never too long."""
+    name = encode_key(key)
+    if len(name) > MAX_NAME:
+        return "%long-" + hashlib.sha256(key.encode()).hexdigest()
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return name
 
 
 def sha256_file(path: Path) -> str:
@@ -218,11 +233,10 @@ def mirror(bucket: Bucket, directory: Path, state_file: Path, progress: Progress
             out.fetched_bytes += size
             if done % 200 == 0 or done == len(todo):
                 progress(f"garage: fetched {done}/{len(todo)}")
+    wanted = {file_name(key) for key in out.blobs}
     for local in directory.iterdir():
-        key = key_of(local.name)
-        if key not in out.blobs:
+        if local.name not in wanted:
             local.unlink()
-            state.pop(key, None)
             out.removed += 1
     state = {k: v for k, v in state.items() if k in out.blobs}
     tmp = state_file.with_name(state_file.name + ".tmp")

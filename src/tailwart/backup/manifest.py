@@ -20,22 +20,22 @@ BLOB_DIR = "blobs"
 
 
 def listing_text(blobs: dict[str, tuple[int, str]]) -> str:
-    from .blobs import file_name
+    from .blobs import encode_key
 
     return "".join(
-        f"{sha}\t{size}\t{file_name(key)}\n" for key, (size, sha) in sorted(blobs.items())
+        f"{sha}\t{size}\t{encode_key(key)}\n" for key, (size, sha) in sorted(blobs.items())
     )
 
 
 def parse_listing(text: str) -> dict[str, tuple[int, str]]:
-    from .blobs import key_of
+    from .blobs import decode_key
 
     out: dict[str, tuple[int, str]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         parts = line.split("\t")
         if len(parts) != 3 or not parts[1].isdigit():
             raise BackupError(f"{LISTING} line {number} is malformed; the snapshot is damaged")
-        out[key_of(parts[2])] = (int(parts[1]), parts[0])
+        out[decode_key(parts[2])] = (int(parts[1]), parts[0])
     return out
 
 

@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: messages (rows + blobs) in the source mailbox
 MESSAGES = 24
+ODD_KEYS = ("nested/dir/ключ ü+%.eml", ".hidden", "..")
 
 
 @pytest.fixture
@@ -58,16 +59,20 @@ def clean(proc_out: str, *secrets_: str) -> None:
 
 def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> None:
     env = world.env()
+    client = s3(world.garage, world.source.key)
+    for odd in ODD_KEYS:  # keys a flat mirror must not mistake for paths
+        client.put_object(Bucket=world.source.bucket, Key=odd, Body=odd.encode() * 3)
     source_rows = table_rows(world.pg, world.source)
     source_blobs = bucket_objects(world.garage, world.source)
-    assert len(source_blobs) == MESSAGES
+    blobs = MESSAGES + len(ODD_KEYS)
+    assert len(source_blobs) == blobs
     assert sum(len(r) for r in source_rows.values()) == 4 * MESSAGES + 2
 
     # a dry run reads, prints the plan and writes nothing
     proc = inv("backup", f"--env-file={env}", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "would be created" in proc.stdout and "5 tables" in proc.stdout
-    assert f"{MESSAGES} objects" in proc.stdout and "nothing was written" in proc.stdout
+    assert f"{blobs} objects" in proc.stdout and "nothing was written" in proc.stdout
     assert not world.repo.exists() and not world.staging.exists()
 
     proc = inv("backup", f"--env-file={env}")
@@ -100,7 +105,7 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     world.populate(messages=2, start=MESSAGES)
     proc = inv("backup", f"--env-file={env}")
     assert proc.returncode == 0, proc.stderr
-    assert "fetched 2 " in proc.stdout and f"unchanged {MESSAGES}" in proc.stdout
+    assert "fetched 2 " in proc.stdout and f"unchanged {blobs}" in proc.stdout
     assert len(snapshots(world)) == 2
     growth = tree_bytes(world.repo) - first_repo_bytes
     assert 0 < growth < first_repo_bytes / 4, (growth, first_repo_bytes)
