@@ -579,6 +579,7 @@ def backup(
                 settings,
                 to=to,
                 target_env=target_env,
+                dry_run=dry_run,
                 progress=lambda m: print(m, file=sys.stderr, flush=True),
             ),
             end="",

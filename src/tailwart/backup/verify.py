@@ -22,10 +22,12 @@ def run_verify(
     to: str = "",
     target_env: str = "",
     read_data_subset: str = READ_DATA_SUBSET,
+    dry_run: bool = False,
     progress: Progress,
 ) -> str:
+    """Check the repository; with ``target_env`` also restore into it (--dry-run: plan only)."""
     repo = repository(settings, to)
-    restic = Restic(repo)
+    restic = Restic(repo, no_cache=dry_run)
     progress(f"restic: check --read-data-subset={read_data_subset}")
     restic.check(read_data_subset)
     snap = pick_snapshot(restic, "latest")
@@ -40,7 +42,9 @@ def run_verify(
     ]
     if target_env:
         progress(f"trial restore into the backends of {target_env}")
-        lines += run_restore(settings, target_env, from_repo=to, progress=progress).splitlines()
+        lines += run_restore(
+            settings, target_env, from_repo=to, dry_run=dry_run, progress=progress
+        ).splitlines()
     else:
         lines.append("no trial restore: pass --target-env with scratch backends to prove one")
     return "\n".join(lines) + "\n"

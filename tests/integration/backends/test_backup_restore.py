@@ -238,6 +238,9 @@ def test_verify_checks_the_repository_and_proves_a_trial_restore(world: World) -
     env = world.env()
     assert inv("backup", f"--env-file={env}").returncode == 0
     target_env = world.target_env()
+    proc = inv("backup", f"--env-file={env}", "--verify", "--dry-run", f"--target-env={target_env}")
+    assert proc.returncode == 0 and "nothing was written" in proc.stdout, proc.stderr
+    assert table_rows(world.pg, world.target) == {}
     proc = inv("backup", f"--env-file={env}", "--verify", f"--target-env={target_env}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "restic check: no errors" in proc.stdout and "restore verified" in proc.stdout
