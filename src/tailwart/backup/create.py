@@ -142,6 +142,7 @@ def run_backup(
 def take(src: Sources, restic: Restic, prune: bool, progress: Progress) -> BackupResult:
     start = time.monotonic()
     created = False
+    pgdump.connect(src.pg).close()  # a refused login stops here, before anything is written
     if not restic.exists():
         progress(f"restic: creating the repository at {src.repo.location}")
         restic.init()
