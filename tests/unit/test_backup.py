@@ -121,7 +121,12 @@ def test_restore_bad_flags_and_an_incomplete_target_env(
     _clean(proc, SECRET)
     assert proc.returncode == 2
     for key in ("STALWART_DB_PORT", "STALWART_DB_PASSWORD", "STALWART_S3_HOST"):
-        assert key in proc.stderr, key
+        assert f"{key} (--target-env)" in proc.stderr, key
+    # a .env without a repository and a bad target: both reported in one go
+    bare = write_env(tmp_path / "bare.env", example_values)
+    proc = inv("restore", f"--env-file={bare}", f"--target-env={target}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "BACKUP_REPOSITORY" in proc.stderr and "STALWART_DB_PORT (--target-env)" in proc.stderr
     assert "MAIL_HOSTNAME" not in proc.stderr  # keys a restore does not use are not demanded
 
 

@@ -25,7 +25,7 @@ from . import manifest as mf
 from . import pgdump
 from .create import TAG
 from .errors import BackupError
-from .repository import repository, staging_dir
+from .repository import Repository, repository, staging_dir
 from .restic import Restic, human_bytes
 
 Progress = Callable[[str], None]
@@ -167,8 +167,7 @@ def run_restore(
         raise UsageError(f"--snapshot {snapshot!r}: expected 'latest' or a snapshot id (hex)")
     if not target_env:
         raise UsageError("--target-env: required: the env file naming the backends to restore into")
-    repo = repository(live, from_repo)
-    target = load_target(Path(target_env))
+    repo, target = _inputs(live, from_repo, Path(target_env))
     live_guard(live, target, overwrite_live)
     pg = pgdump.PgSource.from_settings(target)
     pgdump.refuse_loopback(pg, "STALWART_DB_HOST (--target-env)")
@@ -205,6 +204,24 @@ def run_restore(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return "\n".join([*head, *report]) + "\n"
+
+
+def _inputs(live: Settings, from_repo: str, target_env: Path) -> tuple[Repository, Settings]:
+    """The repository (.env) and the target (--target-env): every problem of both at once."""
+    problems: list[Problem] = []
+    repo: Repository | None = None
+    target: Settings | None = None
+    try:
+        repo = repository(live, from_repo)
+    except SettingsError as exc:
+        problems += exc.problems
+    try:
+        target = load_target(target_env)
+    except SettingsError as exc:
+        problems += [Problem(f"{p.key} (--target-env)", p.message, p.level) for p in exc.problems]
+    if problems or repo is None or target is None:
+        raise SettingsError(f"{live.source} and {target_env}", problems)
+    return repo, target
 
 
 def _work_parent(live: Settings) -> str:
