@@ -494,7 +494,7 @@ def bootstrap(
     help={
         **ENV,
         "json": "print the findings as JSON (shape documented in the README)",
-        "only": "comma-separated groups: backends, edge, dns, tls, outbound",
+        "only": "comma-separated groups: backends, edge, dns, tls, outbound, backup",
         "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
         "port": "PUBLIC=ACTUAL: dial another port for a public one, e.g. 25=2525 (repeatable)",
         "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
@@ -521,3 +521,121 @@ def doctor(
     options = DoctorOptions(edge, parse_port_map(port or []), ca_file, timeout)
     settings = load_settings(env_file, strict)
     run_doctor(settings, options, only=only, as_json=json)
+
+
+# ---------------------------------------------------------------- backup and restore
+
+
+@task(
+    help={
+        **ENV,
+        "dry_run": "print what would be backed up and write nothing",
+        "to": "restic repository to use instead of BACKUP_REPOSITORY (path or s3:URL)",
+        "prune": "afterwards apply retention: restic forget --prune with BACKUP_KEEP_*",
+        "schedule": "print a systemd timer + service (and a cron line) that run the backup nightly",
+        "install": "with --schedule: write the units and enable the timer",
+        "unit_dir": "with --install: directory for the units (default /etc/systemd/system)",
+        "verify": "restic check reading 10% of the data back, and the newest manifest",
+        "target_env": "with --verify: env file of scratch backends for a trial restore",
+    }
+)
+@exits
+def backup(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    to: str = "",
+    prune: bool = False,
+    schedule: bool = False,
+    install: bool = False,
+    unit_dir: str = "",
+    verify: bool = False,
+    target_env: str = "",
+) -> None:
+    """Back up the mailbox into restic: pg_dump (SCRAM), then every blob, then a manifest.
+
+    The restic password (BACKUP_PASSWORD) reaches restic only through its environment.
+    """
+    settings = load_settings(env_file, strict)
+    if schedule or install or unit_dir:
+        from tailwart.backup.repository import repository
+        from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
+        from tailwart.backup.schedule import install as install_units
+        from tailwart.cli import repo_root
+
+        repository(settings)
+        sched = schedule_for(repo_root(), env_file, to)
+        if install or unit_dir:
+            print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
+        else:
+            print(render(sched), end="")
+        return
+    if verify or target_env:
+        from tailwart.backup.verify import run_verify
+
+        print(
+            run_verify(
+                settings,
+                to=to,
+                target_env=target_env,
+                dry_run=dry_run,
+                progress=lambda m: print(m, file=sys.stderr, flush=True),
+            ),
+            end="",
+        )
+        return
+    from tailwart.backup.create import run_backup
+
+    print(
+        run_backup(
+            settings,
+            to=to,
+            dry_run=dry_run,
+            prune=prune,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        ),
+        end="",
+    )
+
+
+@task(
+    help={
+        **ENV,
+        "target_env": "env file naming the Postgres database and bucket to restore into",
+        "snapshot": "snapshot id (or a unique prefix); default: the newest tailwart snapshot",
+        "dry_run": "print the snapshot and the target's state; write nothing",
+        "force": "restore into a target that is not empty (drops the dump's objects there)",
+        "overwrite_live": "allow a target that names the live mailbox's database or bucket",
+        "from_repo": "restic repository to read instead of BACKUP_REPOSITORY",
+    }
+)
+@exits
+def restore(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    target_env: str = "",
+    snapshot: str = "latest",
+    dry_run: bool = False,
+    force: bool = False,
+    overwrite_live: bool = False,
+    from_repo: str = "",
+) -> None:
+    """Restore a backup into the backends of --target-env, then verify rows and blobs."""
+    from tailwart.backup.restore import run_restore
+
+    settings = load_settings(env_file, strict)
+    print(
+        run_restore(
+            settings,
+            target_env,
+            snapshot=snapshot,
+            dry_run=dry_run,
+            force=force,
+            overwrite_live=overwrite_live,
+            from_repo=from_repo,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        ),
+        end="",
+    )

@@ -49,6 +49,7 @@ def _isolated_home(
     for var, value in GO_ENV.items():
         monkeypatch.setenv(var, value)
     prefixes = ("TS_", "STALWART_", "PG_ADMIN", "GARAGE_", "HEADSCALE_", "SSH_AUTH_SOCK")
+    prefixes += ("BACKUP_", "RESTIC_", "TAILWART_RESTIC")
     for var in list(os.environ):
         if var.startswith(prefixes):
             monkeypatch.delenv(var, raising=False)

@@ -123,6 +123,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "SSH_TARGETS": st.lists(_ssh_target, min_size=1, max_size=3).map(", ".join),
     "ABSPATH": _abspath,
     "SMTP_TLS": st.sampled_from(["starttls", "implicit", "STARTTLS", "ssl"]),
+    "RESTIC_REPO": st.one_of(_abspath, _url.map(lambda u: "s3:" + u)),
 }
 
 
@@ -220,6 +221,15 @@ def _base() -> dict[str, str]:
         "DKIM_SELECTOR": "s2026",
         "DNS_RESOLVER": "127.0.0.53:53",
         "OUTBOUND_PROBE": "gmail-smtp-in.l.google.com:25",
+        "BACKUP_REPOSITORY": "s3:http://garage.tail1234.ts.net:3900/stalwart-backup",
+        "BACKUP_PASSWORD": "fuzz-backup-0123456789",
+        "BACKUP_S3_ACCESS_KEY": "GK0f1e2d3c4b5a69788796a5b4",
+        "BACKUP_S3_SECRET_KEY": "fuzz-backup-s3-0123456789",
+        "BACKUP_S3_REGION": "garage",
+        "BACKUP_STAGING_DIR": "/var/lib/tailwart-backup",
+        "BACKUP_KEEP_DAILY": "7",
+        "BACKUP_KEEP_WEEKLY": "4",
+        "BACKUP_KEEP_MONTHLY": "6",
     }
 
 

@@ -12,7 +12,7 @@ from ..findings import Finding, Status
 from ..settings import Settings
 
 #: groups in report order (also the values of --only)
-GROUPS: tuple[str, ...] = ("backends", "edge", "dns", "tls", "outbound")
+GROUPS: tuple[str, ...] = ("backends", "edge", "dns", "tls", "outbound", "backup")
 DEFAULT_TIMEOUT = 10.0
 
 

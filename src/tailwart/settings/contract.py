@@ -38,6 +38,7 @@ GARAGE = "Garage S3 (blobs)"
 SMARTHOST = "Outbound relay (smarthost)"
 TAILSCALE = "Tailscale and policy patching"
 DOCTOR = "Checks (inv doctor)"
+BACKUP = "Backup and restore (inv backup, inv restore)"
 
 KEYS: tuple[Key, ...] = (
     # --- mail identity
@@ -423,6 +424,76 @@ KEYS: tuple[Key, ...] = (
         "target for the outbound :25 check when no smarthost is set",
         DOCTOR,
         required=False,
+    ),
+    # --- backup
+    Key(
+        "BACKUP_REPOSITORY",
+        Kind.RESTIC_REPO,
+        "restic repository inv backup writes to: a local path or an S3 bucket",
+        BACKUP,
+        required=False,
+        example="s3:http://garage.tail1234.ts.net:3900/stalwart-backup",
+    ),
+    Key(
+        "BACKUP_PASSWORD",
+        Kind.SECRET,
+        "password of the restic repository (encrypts it; lose it and the backups are lost)",
+        BACKUP,
+        required=False,
+    ),
+    Key(
+        "BACKUP_S3_ACCESS_KEY",
+        Kind.IDENT,
+        "access key id for an s3: BACKUP_REPOSITORY (a key granted on the backup bucket)",
+        BACKUP,
+        required=False,
+    ),
+    Key(
+        "BACKUP_S3_SECRET_KEY",
+        Kind.SECRET,
+        "secret access key for an s3: BACKUP_REPOSITORY",
+        BACKUP,
+        required=False,
+    ),
+    Key(
+        "BACKUP_S3_REGION",
+        Kind.IDENT,
+        "region an s3: BACKUP_REPOSITORY signs for (Garage: its s3_region)",
+        BACKUP,
+        required=False,
+        default="garage",
+    ),
+    Key(
+        "BACKUP_STAGING_DIR",
+        Kind.ABSPATH,
+        "local mirror of the dump and the blobs that restic reads (needs the mailbox's size in "
+        "free space; default ~/.cache/tailwart/backup)",
+        BACKUP,
+        required=False,
+    ),
+    Key(
+        "BACKUP_KEEP_DAILY",
+        Kind.UINT,
+        "daily snapshots restic forget --prune keeps",
+        BACKUP,
+        required=False,
+        default="7",
+    ),
+    Key(
+        "BACKUP_KEEP_WEEKLY",
+        Kind.UINT,
+        "weekly snapshots restic forget --prune keeps",
+        BACKUP,
+        required=False,
+        default="5",
+    ),
+    Key(
+        "BACKUP_KEEP_MONTHLY",
+        Kind.UINT,
+        "monthly snapshots restic forget --prune keeps",
+        BACKUP,
+        required=False,
+        default="12",
     ),
 )
 

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from urllib.parse import urlsplit
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", re.ASCII)
@@ -418,6 +419,23 @@ def _abspath(value: str) -> str | None:
     return None
 
 
+def _restic_repo(value: str) -> str | None:
+    """A restic repository tailwart supports: a local absolute path or an S3 bucket."""
+    if value.startswith("s3:"):
+        url = value[3:]
+        problem = _url(url)
+        if problem:
+            return f"S3 URL {problem}"
+        bucket = urlsplit(url).path.strip("/").split("/", 1)[0]
+        if not bucket:
+            return "an S3 repository must be s3:http(s)://host[:port]/bucket[/prefix]"
+        problem = _bucket(bucket)
+        return f"bucket {bucket!r} {problem}" if problem else None
+    if not value.startswith("/"):
+        return "must be an absolute path or s3:http(s)://host[:port]/bucket[/prefix]"
+    return _abspath(value)
+
+
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in options else f"must be one of: {', '.join(options)}"
@@ -449,6 +467,11 @@ class Kind(Enum):
     SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets, 4096)
     ABSPATH = ("absolute path", _abspath, 255)
     SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"), 9)
+    RESTIC_REPO = (
+        "restic repository: /abs/path or s3:http(s)://host:port/bucket",
+        _restic_repo,
+        512,
+    )
 
     def __init__(self, label: str, validator: Callable[[str], str | None], limit: int) -> None:
         self.label = label

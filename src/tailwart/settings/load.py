@@ -208,6 +208,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 "OAuth client id and secret go together; set both or neither",
             )
         )
+    out += _backup_checks(values, refused)
     mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
     mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
@@ -247,6 +248,29 @@ def _unparseable(original: str) -> str:
             f"after the closing quote){skipped}"
         )
     return f"is not KEY=value{skipped}"
+
+
+def _backup_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """BACKUP_*: a repository needs its password, an s3: one its key, retention keeps one.
+    Keys already refused are left to their own problem."""
+    out: list[Problem] = []
+    repo = values.get("BACKUP_REPOSITORY", "")
+    if not repo:
+        return out
+    if not values.get("BACKUP_PASSWORD"):
+        out.append(Problem("BACKUP_PASSWORD", "is missing while BACKUP_REPOSITORY is set"))
+    if repo.startswith("s3:") and "BACKUP_REPOSITORY" not in refused:
+        for name in ("BACKUP_S3_ACCESS_KEY", "BACKUP_S3_SECRET_KEY"):
+            if not values.get(name):
+                out.append(Problem(name, "is missing while BACKUP_REPOSITORY is an s3: bucket"))
+    keep = ("BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY")
+    if not any(k in refused for k in keep) and all(int(values.get(k) or 0) == 0 for k in keep):
+        out.append(
+            Problem(
+                "BACKUP_KEEP_DAILY", "every BACKUP_KEEP_* is 0: forget --prune would keep nothing"
+            )
+        )
+    return out
 
 
 def parse_text(text: str) -> tuple[list[tuple[str, str, int | None]], list[Problem]]:
