@@ -705,8 +705,8 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     for line in (
         "Type=notify",
         "User=tailwart-edge",
-        f"ExecStart={root}/current/caddy run --environ --config {root}/current/caddy.json",
-        f"ExecReload={root}/current/caddy reload --config {root}/current/caddy.json --force",
+        f'ExecStart="{root}/current/caddy" run --environ --config "{root}/current/caddy.json"',
+        f'ExecReload="{root}/current/caddy" reload --config "{root}/current/caddy.json" --force',
         "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
         "RuntimeDirectory=tailwart-edge",
         "TimeoutStopSec=5s",
@@ -729,7 +729,7 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     )
     # the verifier does catch a broken unit (so the pass above means something)
     bad = tmp_path / "broken.service"
-    bad.write_text(text.replace(f"ExecStart={root}", "ExecStart=/nonexistent"))
+    bad.write_text(text.replace(f'ExecStart="{root}', 'ExecStart="/nonexistent'))
     proc = subprocess.run(
         [str(analyze), "verify", "--man=no", str(bad)], capture_output=True, text=True
     )

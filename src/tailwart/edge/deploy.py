@@ -871,8 +871,9 @@ def targets_from(
     keep: int | None = None,
 ) -> Targets:
     """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2)."""
-    from .hosts import default_known_hosts, parse_targets
+    from .hosts import default_known_hosts, parse_targets, ssh_input_problems
     from .render import layout_for
+    from .unit import root_problem
 
     problems: list[str] = []
     try:
@@ -880,9 +881,11 @@ def targets_from(
     except UsageError as exc:
         problems.append(str(exc))
         parsed = []
+    source = "--root" if root else "EDGE_ROOT"
     root = root or settings["EDGE_ROOT"] or rc.DEFAULT_ROOT
-    if not root.startswith("/") or " " in root:
-        problems.append(f"--root {root!r}: must be an absolute path without spaces")
+    problem = root_problem(root)
+    if problem:
+        problems.append(f"{source} {root!r}: {problem}; expected an absolute path")
     for flag, value in (("--identity", identity), ("--ssh-config", ssh_config)):
         if value and not Path(value).is_file():
             problems.append(f"{flag} {value}: no such file")
@@ -898,4 +901,7 @@ def targets_from(
         accept_new_host_key=accept_new_host_key,
         save_new_host_key=not dry_run,
     )
+    problems = ssh_input_problems(parsed, ssh)
+    if problems:
+        raise UsageError("\n".join(problems))
     return Targets(jobs_for(parsed, layout_for(settings), root), ssh, keep)

@@ -19,6 +19,8 @@ from ..files import write_atomic
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
 from .headscale_api import HeadscaleAPI, adapt_snippet
+from ..masking import mask_credentials
+from .http import check_request_inputs, url_problem
 from .hujson import Style, parse, parse_model, plain, render
 from .merge import MergeResult, merge
 from .tailscale_api import PreconditionFailed, TailscaleAPI, Validation
@@ -350,6 +352,8 @@ def run_acl(
         )
     if check and not file:
         problems.append("--check goes with --file (exit 1 when the merge would change the file)")
+    if isinstance(headscale, str) and headscale and url_problem(headscale):
+        problems.append(f"--headscale: {mask_credentials(url_problem(headscale) or '')}")
     snippet_path = root / snippet
     if not snippet_path.is_file():
         problems.append(f"{snippet_path}: snippet not found (see --snippet)")
@@ -386,6 +390,8 @@ def run_acl(
             "inv acl --headscale: HEADSCALE_API_KEY is not set in .env; "
             "create one with `headscale apikeys create`"
         )
+    flag = "--headscale" if isinstance(headscale, str) and headscale else "HEADSCALE_URL"
+    check_request_inputs(settings, ("HEADSCALE_API_KEY",), (flag, url))
     return apply_headscale(
         HeadscaleAPI(url, settings["HEADSCALE_API_KEY"]), snippet_text, root, dry_run=dry_run, io=io
     )
