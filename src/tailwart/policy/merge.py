@@ -141,7 +141,8 @@ def route_sections(
 ) -> list[tuple[str, Any]]:
     """The snippet's sections in order, with rules moved to the form the policy uses."""
     out: dict[str, Any] = {}
-    has_acls, has_grants = "acls" in policy, "grants" in policy
+    present = {name.lower() for name in policy}  # top-level keys match case-insensitively
+    has_acls, has_grants = "acls" in present, "grants" in present
     for key, value in snippet.items():
         target, converted = key, value
         if key == "acls" and has_grants and not has_acls and isinstance(value, list):
@@ -239,7 +240,7 @@ class _Merger:
     # ---- merge rules
 
     def merge_section(self, key: str, value: Any) -> None:
-        node = _lookup(self.top, key)
+        node = _lookup(self.top, key, fold=True)
         if node is None:
             self.add_pair(self.top, key, value, key)
         elif key in MAP_SECTIONS:
@@ -441,9 +442,12 @@ class _Layout:
     close_indent: str
 
 
-def _lookup(obj: JSONObject, key: str) -> Value | None:
+def _lookup(obj: JSONObject, key: str, fold: bool = False) -> Value | None:
+    """The value of ``key``; with ``fold``, matched case-insensitively (top-level sections:
+    headscale and Tailscale read ``"ACLs"`` as ``acls``)."""
     for k, v in obj.key_value_pairs:
-        if key_name(k) == key:
+        name = key_name(k)
+        if name == key or (fold and name.lower() == key.lower()):
             return v
     return None
 
