@@ -446,7 +446,7 @@ def _width(indent: str, style: Style) -> int:
 def _render_object(value: dict[str, Any], style: Style, indent: str, inline_objects: bool) -> str:
     inner = indent + style.unit
     items = [
-        f"{json.dumps(k, ensure_ascii=False)}: {render(v, style, inner, inline_objects)}"
+        f"{json_text(k)}: {render(v, style, inner, inline_objects)}"
         for k, v in value.items()
     ]
     return _block("{", "}", items, style, indent)
@@ -464,7 +464,7 @@ def render_inline(value: Any) -> str:
     """One-line HuJSON of ``value`` (``{"a": 1, "b": ["x"]}``)."""
     if isinstance(value, dict):
         inner = ", ".join(
-            f"{json.dumps(k, ensure_ascii=False)}: {render_inline(v)}" for k, v in value.items()
+            f"{json_text(k)}: {render_inline(v)}" for k, v in value.items()
         )
         return "{" + inner + "}"
     if isinstance(value, list):
@@ -475,4 +475,11 @@ def render_inline(value: Any) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, dict | list):
         return render_inline(value)
-    return json.dumps(value, ensure_ascii=False)
+    return json_text(value)
+
+
+def json_text(value: Any) -> str:
+    """JSON of a scalar; U+2028/U+2029 escaped (JSON5 readers take them for line breaks)."""
+    return json.dumps(value, ensure_ascii=False).replace("\u2028", "\\u2028").replace(
+        "\u2029", "\\u2029"
+    )

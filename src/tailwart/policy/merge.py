@@ -36,6 +36,7 @@ from .hujson import (
     is_single_line,
     item_front,
     item_indent,
+    json_text,
     key_name,
     line_indent,
     parse,
@@ -315,7 +316,7 @@ class _Merger:
 
     def add_pair(self, obj: JSONObject, key: str, value: Any, path: str) -> None:
         layout = self._layout(obj, value)
-        key_node = parse_value(json.dumps(key, ensure_ascii=False))
+        key_node = parse_value(json_text(key))
         value_node = parse_value(self._render(obj, value, layout))
         value_node.wsc_before = [" "]
         obj.keys.append(key_node)  # type: ignore[arg-type]
