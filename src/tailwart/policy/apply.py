@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import write_atomic
+from ..files import write_atomic, write_target
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
 from .headscale_api import HeadscaleAPI, adapt_snippet
@@ -201,8 +201,9 @@ def apply_file(
         return True
     if not report.ok:
         raise PolicyOperationError(f"{path}: not written: the merged policy fails its checks")
-    write_atomic(path, result.after.encode("utf-8"))
-    io.out(f"{path}: written")
+    write_atomic(path, result.after.encode("utf-8"))  # a symlink is written through
+    target = write_target(path)
+    io.out(f"{path}: written" + (f" (through the symlink, to {target})" if target != path else ""))
     return True
 
 
