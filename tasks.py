@@ -158,7 +158,8 @@ LOCK_HELP = {
         **LOCK_HELP,
         "keep": "releases kept per host (0 = EDGE_KEEP_RELEASES, default 5)",
         "parallel": "hosts deployed at once (default 1: a rolling deploy)",
-        "check_greeting": "health gate also waits for the mailbox greeting through the edge",
+        "check_greeting": "health gate hears the mailbox answer through the edge (default; "
+        "--no-check-greeting: TCP accept only)",
         "health_timeout": "seconds the health gate waits for every port (default 10)",
         "binary": "deploy this caddy-l4 binary instead of building for each host's OS/arch",
     },
@@ -175,7 +176,7 @@ def deploy_edge(
     mode: str = "auto",
     keep: int = 0,
     parallel: int = 1,
-    check_greeting: bool = False,
+    check_greeting: bool = True,
     health_timeout: float = 10.0,
     binary: str = "",
     root: str = "",

@@ -226,7 +226,9 @@ def test_a_bad_known_hosts_line_is_named_before_connecting(
     kh = tmp_path / "known_hosts"
     kh.write_text("# ok\n127.0.0.1 ssh-ed25519 !!!not-base64\n")
     with counting_listener() as (port, seen):
-        done = _deploy(tmp_path, env_file, "--host", f"root@127.0.0.1:{port}", "--known-hosts", str(kh))
+        done = _deploy(
+            tmp_path, env_file, "--host", f"root@127.0.0.1:{port}", "--known-hosts", str(kh)
+        )
     clean(done)
     assert done.returncode == 2, done.stderr
     assert f"--known-hosts {kh} line 2" in done.stderr

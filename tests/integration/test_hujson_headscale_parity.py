@@ -61,9 +61,21 @@ def headscale_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[st
     doc = tmp_path / "doc.hujson"
     doc.write_text(text, encoding="utf-8")
     return subprocess.run(
-        [str(BINARY), "-c", str(config), "--force", "policy", "check",
-         "--bypass-grpc-and-access-database-directly", "-f", str(doc)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            str(BINARY),
+            "-c",
+            str(config),
+            "--force",
+            "policy",
+            "check",
+            "--bypass-grpc-and-access-database-directly",
+            "-f",
+            str(doc),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
 
 

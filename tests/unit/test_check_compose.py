@@ -135,7 +135,12 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
         ),
         ("services:\n", "services:\n  - [unclosed\n", "compose.yaml", "broken YAML at line"),
         # issue 14 finding 1: the sidecar's root healthcheck never turns a value into code
-        ("        - CMD\n        - /bin/sh\n", "        - CMD-SHELL\n", "compose.sidecar-health", "not exec form"),
+        (
+            "        - CMD\n        - /bin/sh\n",
+            "        - CMD-SHELL\n",
+            "compose.sidecar-health",
+            "not exec form",
+        ),
         (
             '&& nc -z -w3 -- "$$1" "$$2"',
             "&& nc -z -w3 -- ${STALWART_DB_HOST} $$2",

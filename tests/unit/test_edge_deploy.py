@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import threading
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -410,16 +411,38 @@ def test_finish_command_audits_prunes_and_unlocks() -> None:
 
 @pytest.fixture
 def listeners() -> Iterator[dict[int, int]]:
-    """Loopback listeners standing in for the edge's public ports (the health gate dials them)."""
+    """Loopback listeners standing in for the edge's public ports (the health gate dials them).
+
+    Each answers like a mailbox behind a working edge: a greeting first (the gate asks
+    for the upstream's answer by default).
+    """
     socks = []
     ports = {}
+    stop = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"220 stand-in ESMTP\r\n")
+
+    threads = []
     for _, port in MAIL_PORTS:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         socks.append(sock)
         ports[port] = sock.getsockname()[1]
+        threads.append(threading.Thread(target=serve, args=(sock,), daemon=True))
+        threads[-1].start()
     yield ports
+    stop.set()
+    for thread in threads:
+        thread.join(1)
     for sock in socks:
         sock.close()
 

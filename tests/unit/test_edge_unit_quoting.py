@@ -84,7 +84,9 @@ def test_paths_systemd_cannot_run_are_refused_before_rendering(tmp_path: Path, c
     assert proc.returncode != 0 and "special characters" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("bad", ["/srv/a\nExecStartPre=+/bin/id", "/srv/a\rb", "/srv/\x00", "/a\u2028b"])
+@pytest.mark.parametrize(
+    "bad", ["/srv/a\nExecStartPre=+/bin/id", "/srv/a\rb", "/srv/\x00", "/a\u2028b"]
+)
 def test_a_control_character_never_reaches_the_unit(bad: str) -> None:
     from tailwart.edge.unit import UnitValueError, render_unit
 

@@ -400,7 +400,10 @@ def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
 
 
 #: the backends the sidecar's healthcheck must reach, as (host key, port key)
-HEALTH_BACKENDS = (("STALWART_DB_HOST", "STALWART_DB_PORT"), ("STALWART_S3_HOST", "STALWART_S3_PORT"))
+HEALTH_BACKENDS = (
+    ("STALWART_DB_HOST", "STALWART_DB_PORT"),
+    ("STALWART_S3_HOST", "STALWART_S3_PORT"),
+)
 _INTERPOLATION = re.compile(r"\$(?!\$)(?:\{|[A-Za-z_])")
 
 

@@ -97,7 +97,7 @@ class DeployOptions:
     dry_run: bool = False
     force_unlock: bool = False
     message: str = ""
-    check_greeting: bool = False
+    check_greeting: bool = True
     health_timeout: float = 10.0
     parallel: int = 1
     progress: bool = True
@@ -407,7 +407,12 @@ def _restore(
     if action is Action.NONE:
         action = Action.RELOAD  # the running process may hold the failed config
     remote.run(_activation_command(layout, mode, action, now.running_pid), what="restore")
-    checks = health_gate(remote.conn.host, now.current_config, timeout=opts.health_timeout)
+    checks = health_gate(
+        remote.conn.host,
+        now.current_config,
+        greeting=opts.check_greeting,
+        timeout=opts.health_timeout,
+    )
     serving = all(c.ok for c in checks)
     msg = f"rolled back to {previous} ({action.value}): " + (
         "serving" if serving else "NOT serving: " + "; ".join(map(str, checks))

@@ -272,10 +272,6 @@ def connect(target: HostTarget, options: SshOptions) -> Connection:
             ) from None
         except Exception as exc:  # SSHException, OSError, EOFError, a key file paramiko rejects
             why = "; ".join(dict.fromkeys(peer.messages)) or f"{exc}" or type(exc).__name__
-            hint = (
-                " (the port answers but does not speak SSH)"
-                if "protocol banner" in why
-                else ""
-            )
+            hint = " (the port answers but does not speak SSH)" if "protocol banner" in why else ""
             raise HostError(f"{target}: cannot connect over SSH: {why}{hint}") from None
     return conn

@@ -139,9 +139,7 @@ def check_request_inputs(
         if problem:
             problems.append(f"{name}: {mask_credentials(problem)}")
     if problems:
-        raise PolicyInputError(
-            "nothing was sent:\n" + "\n".join(f"  {p}" for p in problems)
-        )
+        raise PolicyInputError("nothing was sent:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def message_of(response: requests.Response) -> str:

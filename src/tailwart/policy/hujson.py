@@ -445,10 +445,7 @@ def _width(indent: str, style: Style) -> int:
 
 def _render_object(value: dict[str, Any], style: Style, indent: str, inline_objects: bool) -> str:
     inner = indent + style.unit
-    items = [
-        f"{json_text(k)}: {render(v, style, inner, inline_objects)}"
-        for k, v in value.items()
-    ]
+    items = [f"{json_text(k)}: {render(v, style, inner, inline_objects)}" for k, v in value.items()]
     return _block("{", "}", items, style, indent)
 
 
@@ -463,9 +460,7 @@ def _block(open_: str, close: str, items: list[str], style: Style, indent: str) 
 def render_inline(value: Any) -> str:
     """One-line HuJSON of ``value`` (``{"a": 1, "b": ["x"]}``)."""
     if isinstance(value, dict):
-        inner = ", ".join(
-            f"{json_text(k)}: {render_inline(v)}" for k, v in value.items()
-        )
+        inner = ", ".join(f"{json_text(k)}: {render_inline(v)}" for k, v in value.items())
         return "{" + inner + "}"
     if isinstance(value, list):
         return "[" + ", ".join(render_inline(v) for v in value) + "]"
@@ -480,6 +475,8 @@ def _scalar(value: Any) -> str:
 
 def json_text(value: Any) -> str:
     """JSON of a scalar; U+2028/U+2029 escaped (JSON5 readers take them for line breaks)."""
-    return json.dumps(value, ensure_ascii=False).replace("\u2028", "\\u2028").replace(
-        "\u2029", "\\u2029"
+    return (
+        json.dumps(value, ensure_ascii=False)
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
     )
