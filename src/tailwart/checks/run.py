@@ -13,7 +13,10 @@ from . import MODULES, CheckContext
 
 def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Finding]:
     """Every finding of every check module, in registry order."""
+    from ..masking import mask_all, secret_values
+
     findings: list[Finding] = []
+    secrets = secret_values(ctx.settings)
     for name in modules:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
@@ -22,7 +25,7 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
             findings.append(
                 Finding.error(
                     f"{name}.crashed",
-                    f"{type(exc).__name__}: {exc}",
+                    mask_all(f"check crashed: {type(exc).__name__}: {exc}", secrets),
                     "fix the file it reads, or report a tailwart bug",
                 )
             )

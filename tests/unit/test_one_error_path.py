@@ -1,0 +1,113 @@
+"""The one error path (issue 14): no task prints a traceback; secrets are masked everywhere.
+
+Driven through the real task runner (``python -m invoke``) on a tiny tasks file whose
+tasks are wrapped by ``tailwart.cli.exits`` exactly like tasks.py's, and crash on
+purpose: a bug (RuntimeError) carrying a secret from the loaded .env and a bearer
+token, and an expected UsageError.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testkit import ROOT, write_env
+
+TASKS = f'''
+import sys
+sys.path.insert(0, {str(ROOT / "src")!r})
+from invoke import task
+from tailwart.cli import exits, load_settings
+from tailwart.errors import UsageError
+
+
+@task
+@exits
+def crash(c, env_file=".env"):
+    s = load_settings(env_file)
+    raise RuntimeError(
+        "boom with " + s["STALWART_DB_PASSWORD"] + " and Authorization: Bearer tskey-api-zzzz"
+        + " via https://user:pa55word@host/x"
+    )
+
+
+@task
+@exits
+def crash_before_load(c, env_file=".env"):
+    raise KeyError(open(env_file).read().split("STALWART_DB_PASSWORD=")[1].split()[0])
+
+
+@task
+@exits
+def usage(c):
+    raise UsageError("--flag: bad")
+'''
+
+
+def run(tmp_path: Path, *args: str, debug: bool = False) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "tasks.py").write_text(TASKS)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if debug:
+        env["TAILWART_DEBUG"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(tmp_path), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def env_file(tmp_path: Path, example_values: dict[str, str]) -> tuple[Path, str]:
+    secret = "db-Pa55-" + "q" * 24
+    return write_env(tmp_path / ".env", {**example_values, "STALWART_DB_PASSWORD": secret}), secret
+
+
+@pytest.mark.parametrize("name", ["crash", "crash-before-load"])
+def test_unexpected_exception_is_one_masked_line_and_exit_1(
+    tmp_path: Path, env_file: tuple[Path, str], name: str
+) -> None:
+    path, secret = env_file
+    done = run(tmp_path, name, "--env-file", str(path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: unexpected ")
+    assert "TAILWART_DEBUG=1 shows the traceback" in lines[0]
+    assert "Traceback" not in done.stderr
+    for leaked in (secret, "tskey-api-zzzz", "pa55word"):
+        assert leaked not in done.stderr
+
+
+def test_debug_shows_the_traceback_still_masked(tmp_path: Path, env_file: tuple[Path, str]) -> None:
+    path, secret = env_file
+    done = run(tmp_path, "crash", "--env-file", str(path), debug=True)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "RuntimeError" in done.stderr
+    assert secret not in done.stderr and "pa55word" not in done.stderr
+
+
+def test_expected_error_keeps_its_exit_code(tmp_path: Path) -> None:
+    done = run(tmp_path, "usage")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "--flag: bad"
+
+
+def test_masking_shapes() -> None:
+    from tailwart.masking import mask_all
+
+    text = mask_all(
+        "x 'Bearer tskey-api-abc\\n' https://u:pw@h/?api_key=k&b=1 password=hunter22 "
+        '"client_secret": "s3" PG_ADMIN_PASSWORD: is missing; OAuth token exchange',
+        ["tskey-api-abc\n"],
+    )
+    for leaked in ("tskey-api-abc", "u:pw", "api_key=k", "hunter22", '"s3"'):
+        assert leaked not in text
+    # words that merely name a secret stay readable
+    assert "PG_ADMIN_PASSWORD: is missing" in text and "OAuth token exchange" in text
