@@ -163,7 +163,7 @@ def test_acl_file_on_a_symlink_writes_through_to_its_target(tmp_path: Path) -> N
     ]
 
 
-# ---------------------------------------------------------------- finding 8: read-only dir, full disk
+# ------------------------------------------------------- finding 8: read-only dir, full disk
 
 
 @contextlib.contextmanager

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import threading
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from testkit import need
 
 ANALYZE = Path("/usr/bin/systemd-analyze")

@@ -16,7 +16,7 @@ import pytest
 
 from testkit import ROOT, write_env
 
-TASKS = f'''
+TASKS = f"""
 import sys
 sys.path.insert(0, {str(ROOT / "src")!r})
 from invoke import task
@@ -44,7 +44,7 @@ def crash_before_load(c, env_file=".env"):
 @exits
 def usage(c):
     raise UsageError("--flag: bad")
-'''
+"""
 
 
 def run(tmp_path: Path, *args: str, debug: bool = False) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import re
 import secrets
 import socket
 import sys
@@ -863,6 +864,37 @@ class Targets:
     keep: int
 
 
+@dataclass(frozen=True)
+class FlagValues:
+    """The deploy/rollback/status flags besides hosts and SSH files, for one up-front check."""
+
+    mode: str = "auto"
+    parallel: int = 1
+    health_timeout: float = 10.0
+    message: str = ""
+    binary: str = ""
+    to: str = ""
+    audit_lines: int = 5
+
+    def problems(self) -> list[str]:
+        from .. import flags
+
+        found = [
+            flags.count("--parallel", self.parallel, most=64),
+            flags.seconds("--health-timeout", self.health_timeout, at_most=600),
+            flags.control("--message", self.message),
+            flags.existing_file("--binary", self.binary) if self.binary else None,
+            flags.count("--audit-lines", self.audit_lines, least=0, most=1000),
+        ]
+        if self.mode not in MODES:
+            found.append(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.to and not re.fullmatch(r"[0-9a-f]{16}", self.to):
+            found.append(
+                f"--to {self.to!r}: expected a release id (16 hex digits, see edge-status)"
+            )
+        return [p for p in found if p]
+
+
 def targets_from(
     settings: Settings,
     hosts: Sequence[str],
@@ -874,8 +906,13 @@ def targets_from(
     accept_new_host_key: bool = False,
     dry_run: bool = False,
     keep: int | None = None,
+    flags: FlagValues | None = None,
 ) -> Targets:
-    """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2)."""
+    """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2).
+
+    ``flags``: the task's other flags, checked here too so that every problem is
+    reported at once, before any connection.
+    """
     from .hosts import default_known_hosts, parse_targets, ssh_input_problems
     from .render import layout_for
     from .unit import root_problem
@@ -897,6 +934,7 @@ def targets_from(
     keep = keep if keep is not None else settings.integer("EDGE_KEEP_RELEASES")
     if keep < 1:
         problems.append(f"--keep {keep}: keep at least 1 release")
+    problems += (flags or FlagValues()).problems()
     if problems:
         raise UsageError("\n".join(problems))
     ssh = SshOptions(

@@ -11,6 +11,7 @@ upstream's first bytes (its ServerHello). An edge that closes or stays silent fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -49,10 +50,8 @@ def _tls_answer(sock: socket.socket) -> int:
     ctx.verify_mode = ssl.CERT_NONE
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing)
-    try:
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server's answer
         tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
     sock.sendall(outgoing.read())
     return len(sock.recv(4096))
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from ..settings import Settings
 from ..masking import redact, secret_values
+from ..settings import Settings
 from ..settings.derived import compose_environment
 
 COMPOSE_FILE = "compose/docker-compose.yml"

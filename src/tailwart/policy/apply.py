@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import write_atomic, write_target
+from ..masking import mask_credentials
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
 from .headscale_api import HeadscaleAPI, adapt_snippet
-from ..masking import mask_credentials
 from .http import check_request_inputs, url_problem
 from .hujson import Style, parse, parse_model, plain, render
 from .merge import MergeResult, merge

@@ -22,7 +22,6 @@ text inserted and nothing else changed.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
