@@ -279,9 +279,13 @@ def edge_run(
         )
         if p
     ]
+    explicit: dict[int, int] = {}
+    try:
+        explicit = parse_port_map(ports)
+    except UsageError as exc:
+        problems.append(str(exc).replace("\n  ", "\n    "))
     if problems:
         raise UsageError("edge-run: nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
-    explicit = parse_port_map(ports)
     built = ensure_caddy(*_host_target(), progress=progress)
     work = short_tempdir()
     try:
