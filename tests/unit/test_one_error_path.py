@@ -111,3 +111,28 @@ def test_masking_shapes() -> None:
         assert leaked not in text
     # words that merely name a secret stay readable
     assert "PG_ADMIN_PASSWORD: is missing" in text and "OAuth token exchange" in text
+
+
+def test_a_crashing_check_is_a_masked_finding_never_an_exit(example_values: dict[str, str]) -> None:
+    from tailwart.checks import CheckContext, envcontract
+    from tailwart.checks.run import collect
+    from tailwart.findings import Status
+    from tailwart.settings import from_mapping
+
+    settings = from_mapping(example_values)
+    secret = settings["STALWART_DB_PASSWORD"]
+
+    def boom(ctx: object) -> list[object]:
+        raise RuntimeError(f"parser blew up near {secret}")
+
+    original = envcontract.run
+    envcontract.run = boom  # type: ignore[assignment]
+    try:
+        findings = collect(CheckContext(settings, ROOT), ("envcontract", "no_such_module"))
+    finally:
+        envcontract.run = original
+    crashed = {f.id: f for f in findings}
+    assert set(crashed) == {"envcontract.crashed", "no_such_module.crashed"}
+    assert all(f.status is Status.ERROR for f in findings)
+    assert secret not in crashed["envcontract.crashed"].message
+    assert "RuntimeError" in crashed["envcontract.crashed"].message

@@ -48,6 +48,8 @@ def read_snippet(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyInputError(f"{path}: snippet not found (see --snippet)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyInputError(f"{path}: the snippet cannot be read ({exc})") from None
 
 
 def report_merge(result: MergeResult, name: str, io: Output) -> None:
@@ -182,6 +184,8 @@ def apply_file(
         raise PolicyInputError(f"{path}: no such policy file") from None
     except UnicodeDecodeError:
         raise PolicyInputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission, a symlink loop
+        raise PolicyInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     result = merge(before, snippet, str(path))
     report_merge(result, path.name, io)
     if not result.changed:
