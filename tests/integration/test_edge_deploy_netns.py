@@ -301,7 +301,7 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert host.running_exe() == f"{host.root}/releases/{new.release}/caddy"
     version = subprocess.run([host.running_exe(), "version"], capture_output=True, text=True).stdout
     assert version.startswith(ALT_CADDY)
-    assert serving(lab1, host)
+    assert serving(lab1, host), lab1.upstreams[0].errors[-5:]
     assert old.release in host.releases()  # kept for rollback
 
     out_buf = io.StringIO()
