@@ -69,15 +69,13 @@ def host(flag: str, value: str) -> str | None:
 
 def ip_or_empty(flag: str, value: str) -> str | None:
     """An IP literal, or '' (all addresses)."""
-    import ipaddress
+    from .settings.kinds import Kind
 
     if not value:
         return None
     problem = control(flag, value)
     if problem:
         return problem
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
+    if Kind.IP.check(value):
         return f"{flag} {value!r}: expected an IP address, or '' for all addresses"
     return None

@@ -5,7 +5,6 @@ Pure: settings in, text out, byte-identical for the same input.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -62,13 +61,10 @@ def address(what: str, host: str, *, empty_ok: bool = False) -> str:
     addresses, and the Caddyfile splits tokens at blanks, quotes and braces, so only
     these two shapes are ever written (no escaping could make anything else mean a host).
     """
-    if empty_ok and host == "":
+    from ..settings.kinds import Kind
+
+    if (empty_ok and host == "") or Kind.IP.check(host) is None:
         return host
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
     if len(host) <= 253 and _DNS_NAME.fullmatch(host):
         return host
     raise RenderError(
