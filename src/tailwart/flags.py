@@ -63,6 +63,8 @@ def host(flag: str, value: str) -> str | None:
     problem = control(flag, value)
     if problem:
         return problem
+    if "%" in value or any(ch.isspace() for ch in value):
+        return f"{flag} {value!r}: expected a host name or an IP address (no scope id, no blanks)"
     why = Kind.HOSTNAME.check(value)
     return f"{flag} {value!r}: {why}" if why else None
 
@@ -76,6 +78,6 @@ def ip_or_empty(flag: str, value: str) -> str | None:
     problem = control(flag, value)
     if problem:
         return problem
-    if Kind.IP.check(value):
-        return f"{flag} {value!r}: expected an IP address, or '' for all addresses"
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+", value) or Kind.IP.check(value):
+        return f"{flag} {value!r}: expected an IP address (no scope id), or '' for all"
     return None

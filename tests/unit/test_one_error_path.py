@@ -136,3 +136,28 @@ def test_a_crashing_check_is_a_masked_finding_never_an_exit(example_values: dict
     assert all(f.status is Status.ERROR for f in findings)
     assert secret not in crashed["envcontract.crashed"].message
     assert "RuntimeError" in crashed["envcontract.crashed"].message
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        ("host", "::1%x 5432;touch pwned"),
+        ("host", "a b"),
+        ("host", "mail\n"),
+        ("ip_or_empty", "fe80::1%eth0"),
+        ("ip_or_empty", "1.2.3.4\n"),
+    ],
+)
+def test_flag_hosts_refuse_scope_ids_blanks_and_control_characters(check: str, value: str) -> None:
+    from tailwart import flags
+
+    problem = getattr(flags, check)("--flag", value)
+    assert problem is not None and problem.startswith("--flag ")
+
+
+def test_flag_ports_are_ascii_digits_only() -> None:
+    from tailwart.flags import port_number
+
+    assert port_number("2525") == 2525
+    for bad in ("\u00b2", "\u0663", "0", "65536", "1" * 5000, "25 ", "-1"):
+        assert port_number(bad) is None

@@ -51,6 +51,7 @@ class RenderError(UsageError):
     """A value that cannot be written into caddy.json or the Caddyfile as a plain address."""
 
 
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
 _DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
@@ -63,7 +64,10 @@ def address(what: str, host: str, *, empty_ok: bool = False) -> str:
     """
     from ..settings.kinds import Kind
 
-    if (empty_ok and host == "") or Kind.IP.check(host) is None:
+    if empty_ok and host == "":
+        return host
+    # an IP literal without a scope id: "fe80::1%eth0 x" parses as IPv6, yet holds a blank
+    if _IP_CHARS.fullmatch(host) and Kind.IP.check(host) is None:
         return host
     if len(host) <= 253 and _DNS_NAME.fullmatch(host):
         return host

@@ -34,6 +34,8 @@ HOSTILE = [
     'a.ts.net" b',
     "a.ts.net#x",
     "{$SECRET}",
+    "::1%x 5432;touch pwned;true",  # an IPv6 literal with a scope id: Python parses it
+    "fe80::1%eth0",
 ]
 
 
