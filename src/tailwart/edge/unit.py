@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import UsageError
 from .remote import DEFAULT_ROOT, SERVICE_USER
 
 TEMPLATE = "tailwart-edge.service.j2"
@@ -23,7 +24,7 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _RELATIVE_DIR = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
 
 
-class UnitValueError(ValueError):
+class UnitValueError(UsageError, ValueError):
     """A value that cannot be written into a systemd unit (names the value's role)."""
 
 
