@@ -32,6 +32,36 @@ _SECRETS: set[str] = set()
 _MASK_READ_LIMIT = 1 << 20
 
 
+def guard_flag_casting() -> None:
+    """A flag value invoke cannot convert (``--port-offset abc``) is bad input: exit 2 naming
+    the flag, never invoke's traceback.
+
+    Invoke converts int/float flags while it parses the command line, before any task
+    (and so before ``exits``) runs, and lets the ValueError escape. tasks.py is imported
+    before that parse, so importing this module wraps the conversion once.
+    """
+    from invoke.exceptions import Exit
+    from invoke.parser.argument import Argument
+
+    original = Argument.set_value
+    if getattr(original, "tailwart_guarded", False):
+        return
+
+    def set_value(self: Argument, value: object, cast: bool = True) -> None:
+        try:
+            original(self, value, cast)
+        except (ValueError, TypeError, OverflowError):
+            kind = {int: "a whole number", float: "a number"}.get(self.kind, "another value")
+            flag = "--" + str(self.name).replace("_", "-")
+            raise Exit(f"{flag} {value!r}: expected {kind}", code=2) from None
+
+    set_value.tailwart_guarded = True  # type: ignore[attr-defined]
+    Argument.set_value = set_value  # type: ignore[method-assign]
+
+
+guard_flag_casting()
+
+
 def exits(fn: Callable[P, R]) -> Callable[P, R]:
     """Errors → one masked message on stderr and an exit code; never a traceback.
 

@@ -138,6 +138,13 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
         2,
         ("--only", "--port", "--timeout", "--ca-file", "--edge"),
     ),
+    # numbers invoke itself converts (before any task runs): still exit 2, no traceback
+    ("edge-run", ("--port-offset", "abc", "--validate-only"), 2, ("--port-offset",)),
+    ("deploy-edge", ("--dry-run", "--keep", "\u00b2", "--host", CLOSED), 2, ("--keep",)),
+    ("deploy-edge", ("--dry-run", "--health-timeout", "ten", "--host", CLOSED), 2, ("--health",)),
+    ("edge-status", ("--host", CLOSED, "--audit-lines", "1" * 5000), 2, ("--audit-lines",)),
+    ("restart", ("--dry-run", "--timeout", "1e3"), 2, ("--timeout",)),
+    ("doctor", ("--timeout", "soon"), 2, ("--timeout",)),
     ("env-example", ("--check",), 1, ("differ",)),
     ("build-caddy", ("--os", "linux\n", "--arch", "amd64;id"), 2, ("--os", "--arch")),
     ("demo", ("--no-such-flag",), 1, ("--no-such-flag",)),
