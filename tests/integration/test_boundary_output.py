@@ -266,6 +266,7 @@ def test_a_port_that_does_not_speak_ssh_is_one_clear_line(
     text = clean(done)
     assert done.returncode == 1, text
     assert "does not speak SSH" in text and "protocol banner" in text
+    assert "Exception (client)" not in text  # paramiko's own log line stays out
 
 
 # ---------------------------------------------------------------- finding 5: --root and EDGE_ROOT
