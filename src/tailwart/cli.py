@@ -74,6 +74,7 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from invoke.exceptions import Exit, ParseError, UnexpectedExit
 
+        _quiet_background_errors(kwargs.get("env_file"))
         try:
             return fn(*args, **kwargs)
         except TailwartError as exc:
@@ -103,6 +104,32 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
             raise Exit(code=1) from None
 
     return wrapper
+
+
+def _quiet_background_errors(env_file: object) -> None:
+    """Threads and finalizers report like the task does: one masked line, no traceback.
+
+    (An exception escaping a worker thread, or raised in a ``__del__``, would otherwise
+    be printed by Python with its traceback.)
+    """
+    import threading
+
+    if os.environ.get(DEBUG_ENV) == "1":
+        return
+
+    def one_line(kind: str, exc: BaseException | None) -> None:
+        if exc is None or isinstance(exc, SystemExit):
+            return
+        detail = " ".join(mask_message(str(exc), env_file).split())[:300]
+        print(
+            f"error: unexpected {type(exc).__name__} {kind}"
+            + (f": {detail}" if detail else "")
+            + f" ({DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+
+    threading.excepthook = lambda hook: one_line("in a background thread", hook.exc_value)
+    sys.unraisablehook = lambda hook: one_line("while cleaning up", hook.exc_value)
 
 
 def mask_message(text: str, env_file: object = None) -> str:

@@ -161,3 +161,29 @@ def test_flag_ports_are_ascii_digits_only() -> None:
     assert port_number("2525") == 2525
     for bad in ("\u00b2", "\u0663", "0", "65536", "1" * 5000, "25 ", "-1"):
         assert port_number(bad) is None
+
+
+def test_a_thread_that_dies_prints_one_masked_line(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(
+        TASKS
+        + """
+
+@task
+@exits
+def thread_dies(c):
+    import threading
+    t = threading.Thread(target=lambda: 1 / 0)
+    t.start()
+    t.join()
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(tmp_path), "thread-dies"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr
+    assert "unexpected ZeroDivisionError in a background thread" in done.stderr
