@@ -80,7 +80,11 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
         except TailwartError as exc:
             print(mask_message(str(exc), kwargs.get("env_file")), file=sys.stderr)
             raise Exit(code=exc.exit_code) from None
-        except (Exit, ParseError, UnexpectedExit, KeyboardInterrupt):
+        except UnexpectedExit as exc:  # a command failed: invoke would print it unmasked
+            if exc.result.hide:
+                print(mask_message(str(exc), kwargs.get("env_file")), file=sys.stderr, end="")
+            raise Exit(code=exc.result.exited or 1) from None
+        except (Exit, ParseError, KeyboardInterrupt):
             raise
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):

@@ -182,7 +182,7 @@ def _ssh_config(options: SshOptions) -> Any:
 def ssh_input_problems(targets: Iterable[HostTarget], options: SshOptions) -> list[str]:
     """Every problem of the known_hosts file and the SSH config for ``targets``, before any
     connection: a line paramiko cannot read, a Port that is not a port."""
-    from ..flags import port_number
+    from ..flags import control, port_number
 
     problems: list[str] = []
     kh = options.known_hosts
@@ -205,7 +205,7 @@ def ssh_input_problems(targets: Iterable[HostTarget], options: SshOptions) -> li
         if target.port is None and port is not None and port_number(str(port)) is None:
             problems.append(f"{where}: Host {target.host}: Port {port!r} is not a port 1-65535")
         name = str(entry.get("hostname", target.host))
-        if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) or not name.strip():
+        if control("HostName", name) or not name.strip():
             problems.append(f"{where}: Host {target.host}: HostName {name!r} is not a host")
     return problems
 
