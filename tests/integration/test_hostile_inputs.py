@@ -40,33 +40,37 @@ def closed_port() -> int:
 
 CLOSED = f"root@127.0.0.1:{closed_port()}"
 
-#: key → hostile value, written with python-dotenv escapes where needed
+#: key → hostile value, written with python-dotenv escapes where needed; each passes or
+#: fails the .env kinds depending on their strictness, and must be stopped somewhere
 HOSTILE_VALUES = {
-    "STALWART_DB_PORT": "not-a-port",  # invalid on every branch: the run must stop at .env
     "MAILBOX_FQDN": '"stalwart.tail1234.ts.net\\n"',
     "STALWART_DB_HOST": "'::1%x 5432;touch pwned;true'",
     "EDGE_ROOT": '"/opt/tailwart-edge\\rExecStartPre=+/bin/id"',
     "TS_API_TOKEN": f'"{TOKEN}\\n"',
 }
+#: and one value no kind accepts: with it, every task must stop while loading .env
+STOP = {"STALWART_DB_PORT": "not-a-port"}
 
-#: (task, args) run with --env-file hostile.env; every one must exit 2 naming a key
-HOSTILE_ENV: list[tuple[str, tuple[str, ...]]] = [
-    ("render", ()),
-    ("check", ()),
-    ("edge-run", ("--validate-only",)),
-    ("deploy-edge", ("--dry-run", "--host", CLOSED)),
-    ("rollback-edge", ("--dry-run", "--host", CLOSED)),
-    ("edge-status", ("--host", CLOSED)),
-    ("up", ("--dry-run",)),
-    ("down", ("--dry-run",)),
-    ("ps", ("--dry-run",)),
-    ("logs", ("--dry-run",)),
-    ("restart", ("--dry-run",)),
-    ("acl", ("--tailscale", "--dry-run")),
-    ("acl", ("--headscale", "http://127.0.0.1:9/", "--dry-run")),
-    ("bootstrap", ("--dry-run",)),
-    ("doctor", ("--timeout", "1")),
+#: (task, args, key named when the run fails) with --env-file hostile.env
+HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
+    ("render", (), "MAILBOX_FQDN"),
+    ("check", (), "MAILBOX_FQDN"),
+    ("edge-run", ("--validate-only",), "MAILBOX_FQDN"),
+    ("deploy-edge", ("--dry-run", "--host", CLOSED), "EDGE_ROOT"),
+    ("rollback-edge", ("--dry-run", "--host", CLOSED), "EDGE_ROOT"),
+    ("edge-status", ("--host", CLOSED), "EDGE_ROOT"),
+    ("up", ("--dry-run",), "MAILBOX_FQDN"),
+    ("down", ("--dry-run",), "MAILBOX_FQDN"),
+    ("ps", ("--dry-run",), "MAILBOX_FQDN"),
+    ("logs", ("--dry-run",), "MAILBOX_FQDN"),
+    ("restart", ("--dry-run",), "MAILBOX_FQDN"),
+    ("acl", ("--tailscale", "--dry-run"), "TS_API_TOKEN"),
+    ("acl", ("--headscale", "http://127.0.0.1:9/", "--dry-run"), "HEADSCALE_API_KEY"),
+    ("bootstrap", ("--dry-run",), "GARAGE_ADMIN"),
 ]
+#: tasks that would go out to the network with the hostile-but-parseable .env (its
+#: names are real-looking); they run with the STOP variant only
+NETWORK = {"doctor"}
 
 #: (task, args, exit code, words the message must hold) with a valid loopback .env
 HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
@@ -163,7 +167,7 @@ def listed_tasks() -> list[str]:
 def test_every_task_has_rows() -> None:
     tasks = set(listed_tasks())
     assert tasks, "inv --list printed no task"
-    assert tasks - NO_ENV <= {t for t, _ in HOSTILE_ENV}, "add a HOSTILE_ENV row"
+    assert tasks - NO_ENV - NETWORK <= {t for t, *_ in HOSTILE_ENV}, "add a HOSTILE_ENV row"
     assert tasks <= {t for t, *_ in HOSTILE_FLAGS}, "add a HOSTILE_FLAGS row"
 
 
@@ -198,22 +202,42 @@ def safe_values(example_values: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def _hostile_env(work: Path, values: dict[str, str], stop: bool) -> Path:
+    env = {**values, "TS_API_URL": "http://127.0.0.1:9", **HOSTILE_VALUES, **(STOP if stop else {})}
+    return write_env(work / "hostile.env", env)
+
+
+ENV_ROWS = [(*row, stop) for row in HOSTILE_ENV for stop in (True, False)] + [
+    ("doctor", ("--timeout", "1"), "STALWART_DB_PORT", True)
+]
+
+
 @pytest.mark.parametrize(
-    ("task", "args"), HOSTILE_ENV, ids=[" ".join([t, *a]) for t, a in HOSTILE_ENV]
+    ("task", "args", "key", "stop"),
+    ENV_ROWS,
+    ids=[f"{' '.join([t, *a])} ({'stop' if s else 'parseable'})" for t, a, _, s in ENV_ROWS],
 )
-def test_hostile_env_stops_every_task_at_exit_2(
-    tmp_path: Path, safe_values: dict[str, str], task: str, args: tuple[str, ...]
+def test_hostile_env_never_gets_through(
+    tmp_path: Path,
+    safe_values: dict[str, str],
+    task: str,
+    args: tuple[str, ...],
+    key: str,
+    stop: bool,
 ) -> None:
+    """STOP variant: exit 2 at .env. Parseable variant (whatever the kinds accept): exit 0,
+    1 or 2, and a failure names the key; nothing written, no shell code run, no secret."""
     work = _tree(tmp_path)
-    env_file = write_env(work / "hostile.env", safe_values)
-    with env_file.open("a") as fh:
-        fh.writelines(f"{k}={v}\n" for k, v in HOSTILE_VALUES.items())
+    env_file = _hostile_env(work, safe_values, stop)
     before = _snapshot(work)
     done = inv(task, *args, "--env-file", str(env_file), cwd=work, timeout=60)
     secrets = [v for k, v in safe_values.items() if "SECRET" in k or "PASSWORD" in k] + [TOKEN]
     text = _assert_clean(done, secrets)
-    assert done.returncode == 2, text
-    assert "STALWART_DB_PORT" in done.stderr
+    if stop:
+        assert done.returncode == 2, text
+        assert "STALWART_DB_PORT" in done.stderr
+    elif done.returncode:
+        assert key in text, text  # inv check and the checks before up list findings on stdout
     assert _snapshot(work) == before and not (work / "pwned").exists()
 
 

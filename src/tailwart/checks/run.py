@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import OperationError
+from ..errors import OperationError, TailwartError
 from ..findings import Finding, has_errors, to_json, to_table
 from ..settings import Settings
 from . import MODULES, CheckContext
@@ -21,6 +21,14 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
         try:
             module = importlib.import_module(f"{__package__}.{name}")
             findings += module.run(ctx)
+        except TailwartError as exc:  # a value the check cannot work with: say which
+            findings.append(
+                Finding.error(
+                    f"{name}.input",
+                    mask_all(str(exc), secrets),
+                    "fix the value it names (in .env or the file it reads)",
+                )
+            )
         except Exception as exc:  # a check that crashes is itself an error finding
             findings.append(
                 Finding.error(
