@@ -12,14 +12,15 @@ import math
 import re
 from pathlib import Path
 
-#: C0, DEL, C1, and the Unicode line and paragraph separators
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: C0, DEL, C1, and the Unicode line and paragraph separators: never part of a plain
+#: value (shared with the unit renderer and the HTTP adapters)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ASCII_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def control(flag: str, value: str) -> str | None:
     """A control character (newline, tab, NUL...) in ``value``."""
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         return f"{flag} {value!r}: holds a control character (a newline, a tab...)"
     return None
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
+from ..flags import CONTROL
 from .remote import DEFAULT_ROOT, SERVICE_USER
 
 TEMPLATE = "tailwart-edge.service.j2"
-#: C0, DEL, C1 and the Unicode line/paragraph separators: each could end a unit line
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
 #: systemd refuses an executable path holding any of these ("contains special characters")
 EXEC_PATH_REFUSED = "\"'\\"
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -30,7 +29,7 @@ class UnitValueError(UsageError, ValueError):
 
 def systemd_word(value: str, *, exec_line: bool = False) -> str:
     """``value`` as one double-quoted systemd word that parses back to exactly ``value``."""
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise UnitValueError("holds a control character")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     if exec_line:
@@ -40,7 +39,7 @@ def systemd_word(value: str, *, exec_line: bool = False) -> str:
 
 def systemd_comment(value: str) -> str:
     """``value`` for a comment line: no control characters (a newline would end the comment)."""
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise UnitValueError("holds a control character")
     return value
 
@@ -49,7 +48,7 @@ def root_problem(root: str) -> str | None:
     """Why ``root`` cannot be the edge's root (unit, shell, systemd's rules); None if it can."""
     from ..settings.kinds import Kind
 
-    if _CONTROL.search(root):
+    if CONTROL.search(root):
         return "holds a control character (newline, carriage return, NUL...)"
     if root != root.strip() or any(ch.isspace() for ch in root):
         return "must not hold whitespace"

@@ -7,12 +7,12 @@ every other answer goes back to the caller. Messages never carry a secret:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..flags import CONTROL
 from ..masking import mask_credentials
 from .errors import PolicyInputError, PolicyOperationError
 
@@ -87,13 +87,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return mask_all(text, secrets)
 
 
-#: characters that never belong in a URL or an HTTP header value (C0, DEL, C1, separators)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def credential_problem(name: str, value: str) -> str | None:
     """Why ``value`` (a secret) cannot go into an HTTP header, without showing it; else None."""
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         return f"{name} holds a control character (a stray newline?); it cannot be sent"
     if value != value.strip():
         return f"{name} has leading or trailing whitespace; it cannot be sent"
@@ -105,7 +101,7 @@ def credential_problem(name: str, value: str) -> str | None:
 def headers_problem(headers: Mapping[str, str]) -> str | None:
     """The first header that cannot be sent as is (value never shown); else None."""
     for name, value in headers.items():
-        if _CONTROL.search(name) or _CONTROL.search(value) or value != value.strip():
+        if CONTROL.search(name) or CONTROL.search(value) or value != value.strip():
             return f"header {name} holds a control character or surrounding whitespace"
     return None
 
@@ -114,7 +110,7 @@ def url_problem(url: str) -> str | None:
     """Why ``url`` is no usable http(s) URL (control characters, spaces, no host); else None."""
     from urllib.parse import urlsplit
 
-    if _CONTROL.search(url) or " " in url:
+    if CONTROL.search(url) or " " in url:
         return f"URL {url!r} holds a control character or a space"
     try:
         parts = urlsplit(url)
