@@ -87,3 +87,37 @@ def test_a_host_value_is_one_argument_never_shell_code(tmp_path: Path, host: str
         ["nc", "-z", "-w3", "--", host, settings["STALWART_DB_PORT"]],
         ["nc", "-z", "-w3", "--", settings["STALWART_S3_HOST"], settings["STALWART_S3_PORT"]],
     ]
+
+
+def test_inv_check_and_up_refuse_the_old_shell_string_healthcheck(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    """The CMD-SHELL form the audit exploited, restored by hand, fails ``inv check`` (and so
+    ``inv up``, which runs the same checks before any docker command)."""
+    from testkit import inv, write_env
+
+    tree = tmp_path / "tree"
+    for part in ("compose", "config"):
+        shutil.copytree(ROOT / part, tree / part)
+    (tree / "acl-snippet.hujson").write_text((ROOT / "acl-snippet.hujson").read_text())
+    compose = tree / "compose" / "docker-compose.yml"
+    text = compose.read_text()
+    start = text.index("        - CMD\n        - /bin/sh\n")
+    end = text.index("      interval: 10s")
+    compose.write_text(
+        text[:start]
+        + "        - CMD-SHELL\n"
+        + "        - wget -qO- http://127.0.0.1:9002/healthz >/dev/null"
+        + " && nc -z -w3 ${STALWART_DB_HOST} ${STALWART_DB_PORT}"
+        + " && nc -z -w3 ${STALWART_S3_HOST} ${STALWART_S3_PORT}\n"
+        + text[end:]
+    )
+    done = inv("check", "--example", cwd=tree, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [r for r in done.stdout.splitlines() if "compose.sidecar-health" in r]
+    assert rows and rows[0].startswith("ERROR") and "not exec form" in rows[0], done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    env = write_env(tree / ".env", example_values)
+    up = inv("up", "--dry-run", "--env-file", str(env), cwd=tree, timeout=120)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "compose.sidecar-health" in up.stdout and "no docker command was run" in up.stderr
