@@ -928,9 +928,15 @@ def targets_from(
     problem = root_problem(root)
     if problem:
         problems.append(f"{source} {root!r}: {problem}; expected an absolute path")
+    from .. import flags as flag_checks
+
     for flag, value in (("--identity", identity), ("--ssh-config", ssh_config)):
-        if value and not Path(value).is_file():
-            problems.append(f"{flag} {value}: no such file")
+        problem = flag_checks.existing_file(flag, value) if value else None
+        if problem:
+            problems.append(problem)
+    problem = flag_checks.control("--known-hosts", known_hosts)
+    if problem:
+        problems.append(problem)
     keep = keep if keep is not None else settings.integer("EDGE_KEEP_RELEASES")
     if keep < 1:
         problems.append(f"--keep {keep}: keep at least 1 release")
