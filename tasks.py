@@ -158,7 +158,8 @@ LOCK_HELP = {
         **LOCK_HELP,
         "keep": "releases kept per host (0 = EDGE_KEEP_RELEASES, default 5)",
         "parallel": "hosts deployed at once (default 1: a rolling deploy)",
-        "check_greeting": "health gate also waits for the mailbox greeting through the edge",
+        "check_greeting": "health gate hears the mailbox answer through the edge (default; "
+        "--no-check-greeting: TCP accept only)",
         "health_timeout": "seconds the health gate waits for every port (default 10)",
         "binary": "deploy this caddy-l4 binary instead of building for each host's OS/arch",
     },
@@ -175,7 +176,7 @@ def deploy_edge(
     mode: str = "auto",
     keep: int = 0,
     parallel: int = 1,
-    check_greeting: bool = False,
+    check_greeting: bool = True,
     health_timeout: float = 10.0,
     binary: str = "",
     root: str = "",
@@ -190,7 +191,7 @@ def deploy_edge(
     restarts. Any failure after the switch switches back. Hosts roll one at a time and the
     rollout stops at the first failure (exit 1, per-host report).
     """
-    from tailwart.edge.deploy import DeployOptions, deploy, targets_from
+    from tailwart.edge.deploy import DeployOptions, FlagValues, deploy, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(
@@ -203,6 +204,7 @@ def deploy_edge(
         accept_new_host_key=accept_new_host_key,
         dry_run=dry_run,
         keep=keep or None,
+        flags=FlagValues(mode, parallel, health_timeout, message, binary),
     )
     opts = DeployOptions(
         ssh=t.ssh,
@@ -248,7 +250,7 @@ def rollback_edge(
     accept_new_host_key: bool = False,
 ) -> None:
     """Switch the edge back to a kept release (reload, or restart if the binary differs)."""
-    from tailwart.edge.deploy import DeployOptions, rollback, targets_from
+    from tailwart.edge.deploy import DeployOptions, FlagValues, rollback, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(
@@ -260,6 +262,7 @@ def rollback_edge(
         ssh_config=ssh_config,
         accept_new_host_key=accept_new_host_key,
         dry_run=dry_run,
+        flags=FlagValues(mode=mode, message=message, to=to),
     )
     opts = DeployOptions(
         ssh=t.ssh, mode=mode, dry_run=dry_run, force_unlock=force_unlock, message=message
@@ -290,7 +293,7 @@ def edge_status(
     accept_new_host_key: bool = False,
 ) -> None:
     """Each edge host: current release, running version, binary sha, listeners, lock, audit."""
-    from tailwart.edge.deploy import DeployOptions, status, targets_from
+    from tailwart.edge.deploy import DeployOptions, FlagValues, status, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(
@@ -302,6 +305,7 @@ def edge_status(
         ssh_config=ssh_config,
         accept_new_host_key=accept_new_host_key,
         dry_run=True,
+        flags=FlagValues(audit_lines=audit_lines),
     )
     status(t.jobs, DeployOptions(ssh=t.ssh), audit_lines=audit_lines)
 
@@ -514,11 +518,10 @@ def doctor(
     timeout: float = 10.0,
 ) -> None:
     """Live checks of backends, edge ports, DNS, TLS and outbound mail; exit 1 on any error."""
-    from tailwart.doctor.registry import DoctorOptions, parse_only, parse_port_map
+    from tailwart.doctor.registry import doctor_options
     from tailwart.doctor.report import doctor as run_doctor
 
-    parse_only(only)
-    options = DoctorOptions(edge, parse_port_map(port or []), ca_file, timeout)
+    options = doctor_options(only, edge, port or [], ca_file, timeout)
     settings = load_settings(env_file, strict)
     run_doctor(settings, options, only=only, as_json=json)
 

@@ -7,6 +7,7 @@ so ``inv --list`` and ``--help`` stay instant.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,20 +24,155 @@ ENV_FILE_HELP = "path of the .env file (default: .env)"
 STRICT_HELP = "treat warnings about the .env file (permissions) as errors"
 
 
+#: set to 1 to see the traceback of an unexpected failure
+DEBUG_ENV = "TAILWART_DEBUG"
+#: secret values of every settings object loaded in this process (masked in any message)
+_SECRETS: set[str] = set()
+#: a raw .env is read for masking only up to this size
+_MASK_READ_LIMIT = 1 << 20
+
+
+def guard_flag_casting() -> None:
+    """A flag value invoke cannot convert (``--port-offset abc``) is bad input: exit 2 naming
+    the flag, never invoke's traceback.
+
+    Invoke converts int/float flags while it parses the command line, before any task
+    (and so before ``exits``) runs, and lets the ValueError escape. tasks.py is imported
+    before that parse, so importing this module wraps the conversion once.
+    """
+    from invoke.exceptions import Exit
+    from invoke.parser.argument import Argument
+
+    original = Argument.set_value
+    if getattr(original, "tailwart_guarded", False):
+        return
+
+    def set_value(self: Argument, value: object, cast: bool = True) -> None:
+        try:
+            original(self, value, cast)
+        except (ValueError, TypeError, OverflowError):
+            kind = {int: "a whole number", float: "a number"}.get(self.kind, "another value")
+            flag = "--" + str(self.name).replace("_", "-")
+            raise Exit(f"{flag} {value!r}: expected {kind}", code=2) from None
+
+    set_value.tailwart_guarded = True  # type: ignore[attr-defined]
+    Argument.set_value = set_value  # type: ignore[method-assign]
+
+
+guard_flag_casting()
+
+
 def exits(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an expected TailwartError into its message on stderr and its exit code."""
+    """Errors → one masked message on stderr and an exit code; never a traceback.
+
+    An expected TailwartError exits with its own code (2 bad input, 1 failed operation).
+    Anything else is a bug or an unforeseen failure: one line (type + masked message),
+    a hint how to see the traceback (TAILWART_DEBUG=1), exit 1.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from invoke.exceptions import Exit
+        from invoke.exceptions import Exit, ParseError, UnexpectedExit
 
+        _quiet_background_errors(kwargs.get("env_file"))
         try:
             return fn(*args, **kwargs)
         except TailwartError as exc:
-            print(str(exc), file=sys.stderr)
+            print(mask_message(str(exc), kwargs.get("env_file")), file=sys.stderr)
             raise Exit(code=exc.exit_code) from None
+        except UnexpectedExit as exc:  # a command failed: invoke would print it unmasked
+            if exc.result.hide:
+                print(mask_message(str(exc), kwargs.get("env_file")), file=sys.stderr, end="")
+            raise Exit(code=exc.result.exited or 1) from None
+        except (Exit, ParseError, KeyboardInterrupt):
+            raise
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                raise
+            print(mask_message(str(exc.code), kwargs.get("env_file")), file=sys.stderr)
+            raise Exit(code=1) from None
+        except BaseException as exc:  # the one error path: no traceback reaches the operator
+            if os.environ.get(DEBUG_ENV) == "1":
+                import traceback
+
+                text = "".join(traceback.format_exception(exc))
+                print(mask_message(text, kwargs.get("env_file")), file=sys.stderr)
+            detail = mask_message(str(exc), kwargs.get("env_file")).strip()
+            detail = " ".join(detail.split())[:500]
+            print(
+                f"error: unexpected {type(exc).__name__}"
+                + (f": {detail}" if detail else "")
+                + f" (nothing more was done; {DEBUG_ENV}=1 shows the traceback)",
+                file=sys.stderr,
+            )
+            raise Exit(code=1) from None
 
     return wrapper
+
+
+def _quiet_background_errors(env_file: object) -> None:
+    """Threads and finalizers report like the task does: one masked line, no traceback.
+
+    (An exception escaping a worker thread, or raised in a ``__del__``, would otherwise
+    be printed by Python with its traceback.)
+    """
+    import threading
+
+    if os.environ.get(DEBUG_ENV) == "1":
+        return
+
+    def one_line(kind: str, exc: BaseException | None) -> None:
+        if exc is None or isinstance(exc, SystemExit):
+            return
+        detail = " ".join(mask_message(str(exc), env_file).split())[:300]
+        print(
+            f"error: unexpected {type(exc).__name__} {kind}"
+            + (f": {detail}" if detail else "")
+            + f" ({DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+
+    threading.excepthook = lambda hook: one_line("in a background thread", hook.exc_value)
+    sys.unraisablehook = lambda hook: one_line("while cleaning up", hook.exc_value)
+
+
+def mask_message(text: str, env_file: object = None) -> str:
+    """``text`` with every secret this run knows and every credential shape masked.
+
+    Known: the secrets of settings loaded in this process, secret keys in the process
+    environment, and (when no settings were loaded yet) the secret keys of ``env_file``
+    read raw, so a crash while loading still masks them.
+    """
+    from .masking import mask_all, secret_values_of
+
+    secrets = set(_SECRETS) | set(secret_values_of(os.environ))
+    if not _SECRETS and isinstance(env_file, str) and env_file:
+        secrets |= set(_raw_env_secrets(Path(env_file)))
+    return mask_all(text, secrets)
+
+
+def _raw_env_secrets(path: Path) -> tuple[str, ...]:
+    """Secret values of an unvalidated .env (regular file, size-capped); () if unreadable."""
+    import stat
+
+    from .masking import secret_values_of
+
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MASK_READ_LIMIT:
+            return ()
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError):
+        return ()
+    pairs: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            pairs[key.strip()] = value
+    return secret_values_of(pairs)
 
 
 def load_settings(env_file: str, strict: bool = False, example: bool = False) -> Settings:
@@ -48,9 +184,17 @@ def load_settings(env_file: str, strict: bool = False, example: bool = False) ->
     from .settings import load
 
     settings = load(Path(env_file), strict=strict)
+    remember_secrets(settings)
     for warning in settings.warnings:
         print(str(warning), file=sys.stderr)
     return settings
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Mask ``settings``' secret values in every message this process prints from now on."""
+    from .masking import secret_values
+
+    _SECRETS.update(secret_values(settings))
 
 
 def repo_root() -> Path:

@@ -1,10 +1,27 @@
-"""Writing generated files: atomically, and only when their content changes."""
+"""Writing generated files: atomically, and only when their content changes.
+
+A symlink is written through: the new content replaces the link's target (the temp
+file lives in the target's directory, so the rename stays atomic) and the link
+itself is kept. A failed write (read-only directory, full disk, no permission)
+raises FileWriteError and leaves the previous file exactly as it was.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import OperationError
+
+
+class FileWriteError(OperationError):
+    """A generated file could not be written; the previous one is intact."""
+
+
+def write_target(path: Path) -> Path:
+    """Where writing ``path`` lands: the final target of a symlink chain, else ``path``."""
+    return path.resolve() if path.is_symlink() else path
 
 
 def write_atomic(path: Path, content: str | bytes, mode: int | None = None) -> bool:
@@ -15,25 +32,48 @@ def write_atomic(path: Path, content: str | bytes, mode: int | None = None) -> b
     """
     data = content.encode() if isinstance(content, str) else content
     try:
-        if path.read_bytes() == data:
+        target = write_target(path)
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise FileWriteError(f"cannot write {path}: {_reason(exc)}; nothing was changed") from None
+    try:
+        if target.read_bytes() == data:
             return False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:  # a directory, no permission: the write below says why
+        if isinstance(exc, IsADirectoryError):
+            raise FileWriteError(f"cannot write {path}: it is a directory") from None
+    shown = path if target == path else f"{path} (→ {target})"
+    tmp = ""
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        elif path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        elif target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise FileWriteError(
+            f"cannot write {shown}: {_reason(exc)}; the previous file is unchanged"
+        ) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS's words for a failed write (no paths repeated, no errno noise)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__

@@ -210,6 +210,8 @@ class Upstream:
                     conn.sendall(line + b"\n")
         except _EarlyClose:
             pass  # a bare TCP probe (the health gate) hung up before caddy sent the header
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client left after the greeting (the health gate's TLS hello is echoed)
         except Exception as exc:
             with self._lock:
                 self.errors.append(f"{port}: {exc}")

@@ -301,7 +301,7 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert host.running_exe() == f"{host.root}/releases/{new.release}/caddy"
     version = subprocess.run([host.running_exe(), "version"], capture_output=True, text=True).stdout
     assert version.startswith(ALT_CADDY)
-    assert serving(lab1, host)
+    assert serving(lab1, host), lab1.upstreams[0].errors[-5:]
     assert old.release in host.releases()  # kept for rollback
 
     out_buf = io.StringIO()
@@ -384,12 +384,40 @@ def test_health_gate_failure_rolls_back(lab1: Lab, binary: BinaryProvider) -> No
     up = dict(lab1.upstreams[0].ports)
     up[25] = dead_port
     results, out, ok = run_deploy(
-        [_job(lab1, host, upstream=up)], _opts(lab1, check_greeting=True, health_timeout=3), binary
-    )
+        [_job(lab1, host, upstream=up)], _opts(lab1, health_timeout=3), binary
+    )  # the gate asks for the greeting by default
     assert not ok and results[0].status == "rolled-back", out
     assert "health gate failed: smtp:25 FAILED" in results[0].detail
     assert host.current() == good.release and serving(lab1, host, 25)
     assert "result=rolled-back" in host.audit()[-1]
+
+
+def test_an_edge_that_cannot_resolve_its_upstream_fails_the_default_gate(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    """Issue 14: caddy accepts TCP on every port even when it cannot resolve the mailbox
+    (a name with a trailing newline, a typo): only hearing the upstream through the edge
+    tells. The opt-out (--no-check-greeting) shows the TCP-only gate would have passed."""
+    host = lab1.hosts[0]
+    good = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    assert good.status == "deployed", good.detail
+    unresolvable = {"upstream_host": "mailbox.tailnet.invalid"}
+    results, out, ok = run_deploy(
+        [_job(lab1, host, **unresolvable)], _opts(lab1, health_timeout=3), binary
+    )
+    assert not ok and results[0].status == "rolled-back", out
+    detail = results[0].detail
+    for name in ("smtp:25", "submissions:465", "submission:587", "imap:143", "imaps:993"):
+        assert f"{name} FAILED" in detail, detail
+    assert host.current() == good.release and serving(lab1, host, 25)
+
+    tcp_only = run_deploy(
+        [_job(lab1, host, **unresolvable)],
+        _opts(lab1, health_timeout=3, check_greeting=False),
+        binary,
+    )
+    assert tcp_only[2] and tcp_only[0][0].status == "deployed", tcp_only[1]
+    assert not serving(lab1, host, 25)  # "deployed", yet mail is down: why it is not the default
 
 
 def test_link_cut_mid_upload_leaves_nothing_half_installed(

@@ -41,6 +41,7 @@ def test_committed_compose_file_passes_every_rule(tree: Path) -> None:
         "compose.volumes",
         "compose.image-pinned",
         "compose.stalwart-health",
+        "compose.sidecar-health",
     }
     assert got["compose.loader"].advice.startswith("run scripts/setup/50-mailbox.sh")
 
@@ -133,6 +134,25 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "not config/config.toml",
         ),
         ("services:\n", "services:\n  - [unclosed\n", "compose.yaml", "broken YAML at line"),
+        # issue 14 finding 1: the sidecar's root healthcheck never turns a value into code
+        (
+            "        - CMD\n        - /bin/sh\n",
+            "        - CMD-SHELL\n",
+            "compose.sidecar-health",
+            "not exec form",
+        ),
+        (
+            '&& nc -z -w3 -- "$$1" "$$2"',
+            "&& nc -z -w3 -- ${STALWART_DB_HOST} $$2",
+            "compose.sidecar-health",
+            "interpolates a value into shell text",
+        ),
+        (
+            "        - ${STALWART_S3_PORT:?STALWART_S3_PORT is required}\n",
+            "        - 3900\n",
+            "compose.sidecar-health",
+            "STALWART_S3_PORT is not passed",
+        ),
     ],
 )
 def test_each_broken_rule_is_an_error(tree: Path, old: str, new: str, rule: str, says: str) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -410,16 +411,38 @@ def test_finish_command_audits_prunes_and_unlocks() -> None:
 
 @pytest.fixture
 def listeners() -> Iterator[dict[int, int]]:
-    """Loopback listeners standing in for the edge's public ports (the health gate dials them)."""
+    """Loopback listeners standing in for the edge's public ports (the health gate dials them).
+
+    Each answers like a mailbox behind a working edge: a greeting first (the gate asks
+    for the upstream's answer by default).
+    """
     socks = []
     ports = {}
+    stop = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"220 stand-in ESMTP\r\n")
+
+    threads = []
     for _, port in MAIL_PORTS:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         socks.append(sock)
         ports[port] = sock.getsockname()[1]
+        threads.append(threading.Thread(target=serve, args=(sock,), daemon=True))
+        threads[-1].start()
     yield ports
+    stop.set()
+    for thread in threads:
+        thread.join(1)
     for sock in socks:
         sock.close()
 
@@ -705,8 +728,8 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     for line in (
         "Type=notify",
         "User=tailwart-edge",
-        f"ExecStart={root}/current/caddy run --environ --config {root}/current/caddy.json",
-        f"ExecReload={root}/current/caddy reload --config {root}/current/caddy.json --force",
+        f'ExecStart="{root}/current/caddy" run --environ --config "{root}/current/caddy.json"',
+        f'ExecReload="{root}/current/caddy" reload --config "{root}/current/caddy.json" --force',
         "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
         "RuntimeDirectory=tailwart-edge",
         "TimeoutStopSec=5s",
@@ -729,7 +752,7 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     )
     # the verifier does catch a broken unit (so the pass above means something)
     bad = tmp_path / "broken.service"
-    bad.write_text(text.replace(f"ExecStart={root}", "ExecStart=/nonexistent"))
+    bad.write_text(text.replace(f'ExecStart="{root}', 'ExecStart="/nonexistent'))
     proc = subprocess.run(
         [str(analyze), "verify", "--man=no", str(bad)], capture_output=True, text=True
     )

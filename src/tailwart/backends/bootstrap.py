@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ..settings import Settings
 from .garage import GarageBootstrap, GarageTarget
-from .plan import BackendError, Plan, Step
+from .plan import BackendError, BackendInputError, Plan, Step
 from .postgres import PgTarget, PostgresBootstrap, admin_password
 from .redis_store import RedisBootstrap, RedisTarget
 
@@ -58,6 +58,11 @@ def bootstrap(
             steps += backend.steps()
         plan = Plan(tuple(steps))
         say("plan:\n" + plan.render().rstrip("\n"))
+        if any(step.bad_input for step in plan.refusals):
+            raise BackendInputError(
+                f"bootstrap: {len(plan.refusals)} step(s) refused (see → above); "
+                "nothing was changed"
+            )
         if plan.refusals:
             raise BackendError(
                 f"bootstrap: {len(plan.refusals)} step(s) refused (see → above); "

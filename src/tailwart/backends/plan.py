@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..errors import OperationError
+from ..errors import OperationError, UsageError
 
 
 class Action(StrEnum):
@@ -26,6 +26,8 @@ class Step:
     detail: str = ""
     advice: str = ""
     run: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    #: a refusal caused by what .env asks for (exit 2), not by the backend's state (exit 1)
+    bad_input: bool = False
 
     @property
     def changes(self) -> bool:
@@ -64,3 +66,7 @@ def render_steps(steps: Sequence[Step]) -> str:
 
 class BackendError(OperationError):
     """A backend could not be reached or refused an operation; the message says what to do."""
+
+
+class BackendInputError(UsageError):
+    """.env asks for something a backend must never do (e.g. Stalwart as a superuser)."""

@@ -134,6 +134,9 @@ class PostgresBootstrap:
         t = self.target
         role_id, db_id = sql.Identifier(t.role), sql.Identifier(t.dbname)
         out: list[Step] = []
+        dangerous = self._dangerous_identity()
+        if dangerous:
+            return [dangerous]
         row = self._one("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", t.role)
         if row is None:
             stmt = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
@@ -189,6 +192,51 @@ class PostgresBootstrap:
         else:
             out.append(Step(NAME, Action.KEEP, f"database {t.dbname!r}", f"owned by {t.role!r}"))
         return out
+
+    def _dangerous_identity(self) -> Step | None:
+        """A refusal (exit 2) when Stalwart's role could administer the server.
+
+        Refused: the admin role tailwart connects as; a role with SUPERUSER,
+        CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS (Stalwart needs none: it owns
+        one database); a member of a role that is a superuser or has CREATEROLE (SET
+        ROLE would reach it) or of pg_execute_server_program / pg_read_server_files /
+        pg_write_server_files. Nothing else is planned for the role then, so
+        --fix-password can never rewrite such a role's password.
+        """
+        t = self.target
+        problems: list[str] = []
+        if t.role == self.admin_user:
+            problems.append("is PG_ADMIN_USER, the admin role bootstrap connects as")
+        row = self._one(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = %s",
+            t.role,
+        )
+        if row is not None:
+            names = ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS")
+            held = [name for name, on in zip(names, row, strict=True) if on]
+            if held:
+                problems.append(f"has {', '.join(held)}")
+            via = self.conn.execute(
+                "SELECT r.rolname FROM pg_roles r WHERE r.rolname <> %s AND "
+                "(r.rolsuper OR r.rolcreaterole OR r.rolname IN ("
+                "'pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files'"
+                ")) AND pg_has_role(%s, r.oid, 'MEMBER') ORDER BY 1",
+                (t.role, t.role),
+            ).fetchall()
+            if via:
+                problems.append(f"is a member of {', '.join(repr(r[0]) for r in via)}")
+        if not problems:
+            return None
+        return Step(
+            NAME,
+            Action.REFUSE,
+            f"role {t.role!r} (STALWART_DB_USER)",
+            "; ".join(problems),
+            advice="give Stalwart its own plain login role (e.g. STALWART_DB_USER=stalwart); "
+            "tailwart never changes a role that can administer the server",
+            bad_input=True,
+        )
 
     def _password_step(self, role_id: Any) -> Step:
         from psycopg import sql

@@ -224,6 +224,8 @@ def run(ctx: CheckContext) -> list[Finding]:
     findings += _networks(stalwart)
     findings += _network_mode(stalwart)
     findings += _sidecar(sidecar, ctx.settings)
+    raw_sidecar = (raw.get("services") or {}).get(SIDECAR)
+    findings += _sidecar_health_form(raw_sidecar if isinstance(raw_sidecar, dict) else {}, sidecar)
     findings += _oauth_secret(ctx.settings)
     findings += _env_passed(stalwart, env, ctx)
     findings += _health(stalwart)
@@ -392,6 +394,55 @@ def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
             "compose.sidecar-boilerplate",
             "sidecar matches the fixed boilerplate "
             f"(ephemeral, kernel networking, MagicDNS, {tag})",
+            GROUP,
+        )
+    ]
+
+
+#: the backends the sidecar's healthcheck must reach, as (host key, port key)
+HEALTH_BACKENDS = (
+    ("STALWART_DB_HOST", "STALWART_DB_PORT"),
+    ("STALWART_S3_HOST", "STALWART_S3_PORT"),
+)
+_INTERPOLATION = re.compile(r"\$(?!\$)(?:\{|[A-Za-z_])")
+
+
+def _sidecar_health_form(raw: Mapping[str, Any], sidecar: Mapping[str, Any]) -> list[Finding]:
+    """The sidecar's healthcheck runs as root every 10 s: exec form, values only as arguments.
+
+    ``raw`` is the sidecar as written (before interpolation), ``sidecar`` as compose
+    resolves it. A ``CMD-SHELL`` string, or a script with ``${VAR}`` in its text, would
+    let a host value become shell code; the backends must arrive as whole arguments.
+    """
+    problems = []
+    raw_test = (raw.get("healthcheck") or {}).get("test")
+    test = (sidecar.get("healthcheck") or {}).get("test")
+    if not isinstance(raw_test, list) or not raw_test or raw_test[0] != "CMD":
+        problems.append("healthcheck is not exec form (test: [CMD, ...])")
+    else:
+        words = [str(w) for w in raw_test]
+        scripts = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-c"]
+        if any(_INTERPOLATION.search(script) for script in scripts):
+            problems.append("the healthcheck script interpolates a value into shell text")
+    if isinstance(test, list):
+        raw_words = [str(w) for w in raw_test] if isinstance(raw_test, list) else []
+        for host, port in HEALTH_BACKENDS:
+            for key in (host, port):
+                if not any(w.startswith("${" + key) and w.endswith("}") for w in raw_words):
+                    problems.append(f"{key} is not passed to the healthcheck as a whole argument")
+    if problems:
+        return [
+            Finding.error(
+                "compose.sidecar-health",
+                "the sidecar healthcheck (root, every 10 s): " + "; ".join(problems),
+                "restore the exec-form ts-stalwart healthcheck from git (values as arguments)",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok(
+            "compose.sidecar-health",
+            "sidecar healthcheck is exec form: Postgres and Garage hosts/ports are arguments",
             GROUP,
         )
     ]

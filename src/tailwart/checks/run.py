@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import OperationError
+from ..errors import OperationError, TailwartError
 from ..findings import Finding, has_errors, to_json, to_table
 from ..settings import Settings
 from . import MODULES, CheckContext
@@ -13,16 +13,27 @@ from . import MODULES, CheckContext
 
 def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Finding]:
     """Every finding of every check module, in registry order."""
+    from ..masking import mask_all, secret_values
+
     findings: list[Finding] = []
+    secrets = secret_values(ctx.settings)
     for name in modules:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
             findings += module.run(ctx)
+        except TailwartError as exc:  # a value the check cannot work with: say which
+            findings.append(
+                Finding.error(
+                    f"{name}.input",
+                    mask_all(str(exc), secrets),
+                    "fix the value it names (in .env or the file it reads)",
+                )
+            )
         except Exception as exc:  # a check that crashes is itself an error finding
             findings.append(
                 Finding.error(
                     f"{name}.crashed",
-                    f"{type(exc).__name__}: {exc}",
+                    mask_all(f"check crashed: {type(exc).__name__}: {exc}", secrets),
                     "fix the file it reads, or report a tailwart bug",
                 )
             )

@@ -108,22 +108,51 @@ def parse_only(value: str) -> tuple[str, ...]:
 
 def parse_port_map(values: list[str] | tuple[str, ...]) -> dict[int, int]:
     """``--port 25=2525`` values → {25: 2525}; all problems reported at once (exit 2)."""
+    from ..flags import port_number
+
     out: dict[int, int] = {}
     problems = []
     for value in values:
         public, sep, actual = value.partition("=")
-        if (
-            not sep
-            or not public.isdigit()
-            or not actual.isdigit()
-            or not (0 < int(public) < 65536 and 0 < int(actual) < 65536)
-        ):
+        pub, act = port_number(public), port_number(actual)
+        if not sep or pub is None or act is None:
             problems.append(f"--port {value!r}: expected PUBLIC=ACTUAL, e.g. 25=2525")
             continue
-        out[int(public)] = int(actual)
+        out[pub] = act
     if problems:
         raise UsageError("; ".join(problems))
     return out
+
+
+def doctor_options(
+    only: str, edge: str, ports: list[str] | tuple[str, ...], ca_file: str, timeout: float
+) -> DoctorOptions:
+    """Every ``inv doctor`` flag checked at once (UsageError, exit 2, naming each flag)."""
+    from .. import flags
+
+    problems: list[str] = []
+    port_map: dict[int, int] = {}
+    try:
+        parse_only(only)
+    except UsageError as exc:
+        problems.append(str(exc))
+    try:
+        port_map = parse_port_map(ports)
+    except UsageError as exc:
+        problems.append(str(exc))
+    problems += filter(
+        None,
+        (
+            flags.seconds("--timeout", timeout, at_most=600),
+            flags.host("--edge", edge) if edge else None,
+            flags.existing_file("--ca-file", ca_file) if ca_file else None,
+        ),
+    )
+    if problems:
+        raise UsageError(
+            "inv doctor: nothing was checked:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return DoctorOptions(edge, port_map, ca_file, timeout)
 
 
 def registry(ctx: DoctorContext, groups: tuple[str, ...] = GROUPS) -> list[Check]:

@@ -14,22 +14,16 @@ import time
 from collections.abc import Sequence
 
 from ..findings import Finding, Status
-from ..settings import KEYS, Settings
+from ..masking import mask_all, secret_values
 from .registry import Check, DoctorContext
 
 #: grace beyond the socket timeout before a check counts as hung
 GRACE = 2.0
 
 
-def _secrets(settings: Settings) -> list[str]:
-    values = [settings[k.name] for k in KEYS if k.secret and len(settings[k.name]) >= 4]
-    return sorted(values, key=len, reverse=True)
-
-
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "<secret>")
-    return text
+    """``text`` with the secrets and anything shaped like a credential masked."""
+    return mask_all(text, secrets)
 
 
 def run(ctx: DoctorContext, checks: Sequence[Check], timeout: float | None = None) -> list[Finding]:
@@ -56,7 +50,7 @@ def run(ctx: DoctorContext, checks: Sequence[Check], timeout: float | None = Non
         thread.start()
         threads.append(thread)
     started = time.monotonic()
-    secrets = _secrets(ctx.settings)
+    secrets = secret_values(ctx.settings)
     findings = []
     for index, (check, thread) in enumerate(zip(checks, threads, strict=True)):
         thread.join(max(0.0, started + limit - time.monotonic()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import re
 import secrets
 import socket
 import sys
@@ -97,7 +98,7 @@ class DeployOptions:
     dry_run: bool = False
     force_unlock: bool = False
     message: str = ""
-    check_greeting: bool = False
+    check_greeting: bool = True
     health_timeout: float = 10.0
     parallel: int = 1
     progress: bool = True
@@ -407,7 +408,12 @@ def _restore(
     if action is Action.NONE:
         action = Action.RELOAD  # the running process may hold the failed config
     remote.run(_activation_command(layout, mode, action, now.running_pid), what="restore")
-    checks = health_gate(remote.conn.host, now.current_config, timeout=opts.health_timeout)
+    checks = health_gate(
+        remote.conn.host,
+        now.current_config,
+        greeting=opts.check_greeting,
+        timeout=opts.health_timeout,
+    )
     serving = all(c.ok for c in checks)
     msg = f"rolled back to {previous} ({action.value}): " + (
         "serving" if serving else "NOT serving: " + "; ".join(map(str, checks))
@@ -858,6 +864,37 @@ class Targets:
     keep: int
 
 
+@dataclass(frozen=True)
+class FlagValues:
+    """The deploy/rollback/status flags besides hosts and SSH files, for one up-front check."""
+
+    mode: str = "auto"
+    parallel: int = 1
+    health_timeout: float = 10.0
+    message: str = ""
+    binary: str = ""
+    to: str = ""
+    audit_lines: int = 5
+
+    def problems(self) -> list[str]:
+        from .. import flags
+
+        found = [
+            flags.count("--parallel", self.parallel, most=64),
+            flags.seconds("--health-timeout", self.health_timeout, at_most=600),
+            flags.control("--message", self.message),
+            flags.existing_file("--binary", self.binary) if self.binary else None,
+            flags.count("--audit-lines", self.audit_lines, least=0, most=1000),
+        ]
+        if self.mode not in MODES:
+            found.append(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.to and not re.fullmatch(r"[0-9a-f]{16}", self.to):
+            found.append(
+                f"--to {self.to!r}: expected a release id (16 hex digits, see edge-status)"
+            )
+        return [p for p in found if p]
+
+
 def targets_from(
     settings: Settings,
     hosts: Sequence[str],
@@ -869,10 +906,16 @@ def targets_from(
     accept_new_host_key: bool = False,
     dry_run: bool = False,
     keep: int | None = None,
+    flags: FlagValues | None = None,
 ) -> Targets:
-    """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2)."""
-    from .hosts import default_known_hosts, parse_targets
+    """Hosts from --host or EDGE_HOSTS, layout from .env; bad input → UsageError (exit 2).
+
+    ``flags``: the task's other flags, checked here too so that every problem is
+    reported at once, before any connection.
+    """
+    from .hosts import default_known_hosts, parse_targets, ssh_input_problems
     from .render import layout_for
+    from .unit import root_problem
 
     problems: list[str] = []
     try:
@@ -880,15 +923,24 @@ def targets_from(
     except UsageError as exc:
         problems.append(str(exc))
         parsed = []
+    source = "--root" if root else "EDGE_ROOT"
     root = root or settings["EDGE_ROOT"] or rc.DEFAULT_ROOT
-    if not root.startswith("/") or " " in root:
-        problems.append(f"--root {root!r}: must be an absolute path without spaces")
+    problem = root_problem(root)
+    if problem:
+        problems.append(f"{source} {root!r}: {problem}; expected an absolute path")
+    from .. import flags as flag_checks
+
     for flag, value in (("--identity", identity), ("--ssh-config", ssh_config)):
-        if value and not Path(value).is_file():
-            problems.append(f"{flag} {value}: no such file")
+        problem = flag_checks.existing_file(flag, value) if value else None
+        if problem:
+            problems.append(problem)
+    problem = flag_checks.control("--known-hosts", known_hosts)
+    if problem:
+        problems.append(problem)
     keep = keep if keep is not None else settings.integer("EDGE_KEEP_RELEASES")
     if keep < 1:
         problems.append(f"--keep {keep}: keep at least 1 release")
+    problems += (flags or FlagValues()).problems()
     if problems:
         raise UsageError("\n".join(problems))
     ssh = SshOptions(
@@ -898,4 +950,7 @@ def targets_from(
         accept_new_host_key=accept_new_host_key,
         save_new_host_key=not dry_run,
     )
+    problems = ssh_input_problems(parsed, ssh)
+    if problems:
+        raise UsageError("\n".join(problems))
     return Targets(jobs_for(parsed, layout_for(settings), root), ssh, keep)

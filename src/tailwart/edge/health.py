@@ -1,7 +1,17 @@
-"""The health gate: every public port accepts TCP; optionally the upstream greets through it."""
+"""The health gate: through every public port, the upstream answers.
+
+Accepting TCP proves only that caddy listens: caddy-l4 accepts first and dials the
+upstream afterwards, so an edge that cannot resolve or reach the mailbox still
+accepts. By default the gate therefore asks the upstream itself, through the edge:
+on a plaintext port it waits for the mail greeting (SMTP ``220``, IMAP ``* OK``);
+on an implicit-TLS port (465, 993) it sends a TLS ClientHello and waits for the
+upstream's first bytes (its ServerHello). An edge that closes or stays silent fails.
+``greeting=False`` (``--no-check-greeting``) falls back to the TCP-only check.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -31,10 +41,36 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((host, port), timeout=timeout)
 
 
+def _tls_answer(sock: socket.socket) -> int:
+    """Send a TLS ClientHello; the number of bytes the far end answers with (0 = closed)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server's answer
+        tls.do_handshake()
+    sock.sendall(outgoing.read())
+    return len(sock.recv(4096))
+
+
 def check_port(
-    host: str, name: str, port: int, *, greeting: bool, timeout: float, deadline: float
+    host: str,
+    name: str,
+    port: int,
+    *,
+    greeting: bool,
+    timeout: float,
+    deadline: float,
+    tls: bool = False,
 ) -> PortCheck:
-    """Retry until ``deadline``: accept, and (with ``greeting``) read a mail greeting."""
+    """Retry until ``deadline``: accept, and (with ``greeting``) hear the upstream answer.
+
+    ``tls``: the upstream speaks TLS first from us (implicit TLS): send a ClientHello
+    and wait for its answer; else read the plaintext greeting.
+    """
     last = "no attempt"
     while True:
         try:
@@ -42,6 +78,13 @@ def check_port(
                 if not greeting:
                     return PortCheck(name, port, True, "accepts TCP")
                 sock.settimeout(timeout)
+                if tls:
+                    answer = _tls_answer(sock)
+                    if answer:
+                        return PortCheck(
+                            name, port, True, f"upstream answered a TLS hello ({answer} bytes)"
+                        )
+                    raise ConnectionError("the edge closed without an answer from upstream")
                 data = b""
                 while b"\n" not in data and len(data) < 512:
                     chunk = sock.recv(512)
@@ -74,11 +117,12 @@ def listeners(config: str) -> list[tuple[str, str, int]]:
 
 
 def health_gate(
-    host: str, config: str, *, greeting: bool = False, timeout: float = 5.0
+    host: str, config: str, *, greeting: bool = True, timeout: float = 5.0
 ) -> list[PortCheck]:
     """Check every listener of ``config`` on ``host`` (or the address it binds).
 
-    With ``greeting``, the plaintext mail ports must also return the upstream's greeting.
+    With ``greeting`` (the default), the upstream must answer through every port: its
+    greeting on the plaintext ports, a TLS answer on the implicit-TLS ones.
     """
     deadline = time.monotonic() + timeout
     checks = []
@@ -89,9 +133,10 @@ def health_gate(
                 target,
                 name,
                 port,
-                greeting=greeting and name in PLAINTEXT_SERVERS,
+                greeting=greeting,
                 timeout=min(timeout, 3.0),
                 deadline=deadline,
+                tls=name not in PLAINTEXT_SERVERS,
             )
         )
     return checks

@@ -143,13 +143,104 @@ class _HostKeyPolicy:
         print(f"{hostname}: trusting new host key {key.get_name()} {fingerprint(key)}")
 
 
+class _PeerErrors:
+    """paramiko's transport thread logs why a handshake died (e.g. no SSH banner) instead of
+    raising it; keep those words for the error message and out of the operator's stderr."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.messages: list[str] = []
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.levelno >= logging.ERROR:
+                    text = record.getMessage()
+                    if text.startswith("Exception (client): "):
+                        outer.messages.append(text.removeprefix("Exception (client): "))
+
+        self.logger = logging.getLogger("paramiko")
+        self.handler = Handler()
+
+    def __enter__(self) -> _PeerErrors:
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False  # no traceback through logging's last-resort handler
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+
+
+def _ssh_config(options: SshOptions) -> Any:
+    from fabric import Config
+
+    overrides: dict[str, Any] = {"load_ssh_configs": True}
+    return Config(overrides=overrides, runtime_ssh_path=str(options.ssh_config or "") or None)
+
+
+def ssh_input_problems(targets: Iterable[HostTarget], options: SshOptions) -> list[str]:
+    """Every problem of the known_hosts file and the SSH config for ``targets``, before any
+    connection: a line paramiko cannot read, a Port that is not a port."""
+    from ..flags import control, port_number
+
+    problems: list[str] = []
+    kh = options.known_hosts
+    if kh.exists():
+        problems += _known_hosts_problems(kh)
+    try:
+        config = _ssh_config(options)
+        ssh = config.base_ssh_config
+    except Exception as exc:  # paramiko's ConfigParseError, an unreadable file...
+        where = options.ssh_config or "the SSH config"
+        return [*problems, f"--ssh-config {where}: cannot be read: {exc}"]
+    where = f"--ssh-config {options.ssh_config}" if options.ssh_config else "SSH config"
+    for target in targets:
+        try:
+            entry = ssh.lookup(target.host)
+        except Exception as exc:
+            problems.append(f"{where}: Host {target.host}: {exc}")
+            continue
+        port = entry.get("port")
+        if target.port is None and port is not None and port_number(str(port)) is None:
+            problems.append(f"{where}: Host {target.host}: Port {port!r} is not a port 1-65535")
+        name = str(entry.get("hostname", target.host))
+        if control("HostName", name) or not name.strip():
+            problems.append(f"{where}: Host {target.host}: HostName {name!r} is not a host")
+    return problems
+
+
+def _known_hosts_problems(path: Path) -> list[str]:
+    from paramiko.hostkeys import HostKeyEntry
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"--known-hosts {path}: cannot be read ({exc})"]
+    problems = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            HostKeyEntry.from_line(line, n)
+        except Exception as exc:
+            reason = exc.args[1] if len(exc.args) > 1 else exc
+            problems.append(
+                f"--known-hosts {path} line {n}: not a known_hosts entry ({reason}); "
+                "fix or delete that line"
+            )
+    return problems
+
+
 def connect(target: HostTarget, options: SshOptions) -> Connection:
     """An open Fabric connection to ``target`` with its host key verified."""
     import paramiko
-    from fabric import Config, Connection
+    from fabric import Connection
 
-    overrides: dict[str, Any] = {"load_ssh_configs": True}
-    config = Config(overrides=overrides, runtime_ssh_path=str(options.ssh_config or "") or None)
+    problems = ssh_input_problems([target], options)
+    if problems:
+        raise UsageError("\n".join(problems))
+    config = _ssh_config(options)
     connect_kwargs: dict[str, Any] = {"banner_timeout": options.connect_timeout}
     if options.identity is not None:
         connect_kwargs.update(
@@ -169,16 +260,19 @@ def connect(target: HostTarget, options: SshOptions) -> Connection:
     if options.known_hosts.exists():
         client.get_host_keys().load(str(options.known_hosts))
     client.set_missing_host_key_policy(_HostKeyPolicy(options))
-    try:
-        conn.open()
-    except HostError:
-        raise
-    except paramiko.BadHostKeyException as exc:
-        raise HostError(
-            f"{target}: HOST KEY CHANGED: expected {fingerprint(exc.expected_key)}, got "
-            f"{exc.key.get_name()} {fingerprint(exc.key)}; refusing (fix {options.known_hosts} "
-            "only once you know why)"
-        ) from None
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise HostError(f"{target}: cannot connect over SSH: {exc}") from None
+    with _PeerErrors() as peer:
+        try:
+            conn.open()
+        except HostError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            raise HostError(
+                f"{target}: HOST KEY CHANGED: expected {fingerprint(exc.expected_key)}, got "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}; refusing (fix "
+                f"{options.known_hosts} only once you know why)"
+            ) from None
+        except Exception as exc:  # SSHException, OSError, EOFError, a key file paramiko rejects
+            why = "; ".join(dict.fromkeys(peer.messages)) or f"{exc}" or type(exc).__name__
+            hint = " (the port answers but does not speak SSH)" if "protocol banner" in why else ""
+            raise HostError(f"{target}: cannot connect over SSH: {why}{hint}") from None
     return conn

@@ -66,7 +66,7 @@ def parse_port_map(text: str) -> dict[int, int]:
     out: dict[int, int] = {}
     problems = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        match = re.fullmatch(r"(\d+)=(\d+)", item)
+        match = re.fullmatch(r"([0-9]{1,5})=([0-9]{1,5})", item)
         if not match:
             problems.append(f"  {item!r}: expected MAILPORT=PORT, e.g. 25=2525")
             continue
@@ -274,10 +274,27 @@ def edge_run(
     """``inv edge-run``: the edge rendered from ``settings``, moved onto local ports, run."""
     import shutil
 
+    from .. import flags
     from .build import _host_target, ensure_caddy
     from .render import layout_for
 
-    explicit = parse_port_map(ports)
+    problems = [
+        p
+        for p in (
+            flags.ip_or_empty("--listen-host", listen_host),
+            flags.host("--upstream-host", upstream_host) if upstream_host else None,
+            flags.count("--port-offset", port_offset, least=0, most=65535 - 993),
+            flags.control("--ports", ports),
+        )
+        if p
+    ]
+    explicit: dict[int, int] = {}
+    try:
+        explicit = parse_port_map(ports)
+    except UsageError as exc:
+        problems.append(str(exc).replace("\n  ", "\n    "))
+    if problems:
+        raise UsageError("edge-run: nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
     built = ensure_caddy(*_host_target(), progress=progress)
     work = short_tempdir()
     try:

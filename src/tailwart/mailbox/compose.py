@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from ..masking import redact, secret_values
 from ..settings import Settings
 from ..settings.derived import compose_environment
 
@@ -128,25 +129,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.exited == 0
-
-
-#: secrets shorter than this are not masked (too likely to clobber ordinary words)
-MIN_SECRET = 6
-
-
-def secret_values(settings: Settings) -> tuple[str, ...]:
-    """The values of every secret key that is set, longest first."""
-    from ..settings.contract import KEYS
-
-    values = {settings[k.name] for k in KEYS if k.secret and len(settings[k.name]) >= MIN_SECRET}
-    return tuple(sorted(values, key=len, reverse=True))
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret value replaced by ``<secret>``."""
-    for value in secrets:
-        text = text.replace(value, "<secret>")
-    return text
 
 
 class RedactingStream:

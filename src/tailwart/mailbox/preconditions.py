@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -17,9 +18,12 @@ LEGACY_CHECK = ["docker-compose", "version", "--short"]
 def require_env_file(env_file: str) -> None:
     """A missing .env is bad input (exit 2), with the command that creates it."""
     if not Path(env_file).is_file():
+        quoted = shlex.quote(env_file)  # the advice is a shell command: quote what it names
+        plain = env_file and env_file.isprintable() and env_file.strip() == env_file
+        shown = env_file if plain else repr(env_file)
         raise UsageError(
-            f"{env_file}: no such file: the mailbox reads every setting from it → "
-            f"`cp .env.example {env_file} && chmod 600 {env_file}`, fill in the required keys, "
+            f"{shown}: no such file: the mailbox reads every setting from it → "
+            f"`cp .env.example {quoted} && chmod 600 {quoted}`, fill in the required keys, "
             "then `inv check`"
         )
 

@@ -7,6 +7,7 @@ checks of ``inv check`` find an error, then wait for both containers' health.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -157,6 +158,7 @@ class Stack:
     def up(
         self, dry_run: bool = False, timeout: int = DEFAULT_TIMEOUT, checks: Checks = _all_checks
     ) -> None:
+        _check_timeout(timeout)
         self.refuse_if_broken(checks)
         step = self.compose.up()
         if dry_run:
@@ -215,6 +217,10 @@ class Stack:
     ) -> None:
         if service and service not in SERVICES:
             raise UsageError(f"unknown service {service!r}: choose {' or '.join(SERVICES)}")
+        if since and not re.fullmatch(r"[0-9][0-9A-Za-z:.+-]{0,39}", since):
+            raise UsageError(
+                f"--since {since!r}: expected a duration or a time, e.g. 10m or 2026-01-02T15:04:05"
+            )
         step = self.compose.logs(*([service] if service else []), follow=follow, since=since)
         if dry_run:
             self.print_plan([step])
@@ -242,6 +248,7 @@ class Stack:
     ) -> None:
         if service not in RESTART_TARGETS:
             raise UsageError(f"unknown service {service!r}: choose {', '.join(RESTART_TARGETS)}")
+        _check_timeout(timeout)
         self.refuse_if_broken(checks)
         steps = self.restart_steps(service)
         if dry_run:
@@ -289,6 +296,14 @@ def ps_table(rows: Sequence[health.Listed], pinned: str) -> str:
         else f"\nstalwart is not created (pinned in .env: {pinned})"
     )
     return "\n".join(lines)
+
+
+def _check_timeout(timeout: int) -> None:
+    from ..flags import count
+
+    problem = count("--timeout", timeout, least=0, most=24 * 3600)
+    if problem:
+        raise UsageError(problem)
 
 
 def open_stack(c: Context, env_file: str, strict: bool, root: Path | None = None) -> Stack:

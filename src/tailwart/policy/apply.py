@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import write_atomic
+from ..files import write_atomic, write_target
+from ..masking import mask_credentials
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
 from .headscale_api import HeadscaleAPI, adapt_snippet
+from .http import check_request_inputs, url_problem
 from .hujson import Style, parse, parse_model, plain, render
 from .merge import MergeResult, merge
 from .tailscale_api import PreconditionFailed, TailscaleAPI, Validation
@@ -46,6 +48,8 @@ def read_snippet(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyInputError(f"{path}: snippet not found (see --snippet)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyInputError(f"{path}: the snippet cannot be read ({exc})") from None
 
 
 def report_merge(result: MergeResult, name: str, io: Output) -> None:
@@ -180,6 +184,8 @@ def apply_file(
         raise PolicyInputError(f"{path}: no such policy file") from None
     except UnicodeDecodeError:
         raise PolicyInputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission, a symlink loop
+        raise PolicyInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     result = merge(before, snippet, str(path))
     report_merge(result, path.name, io)
     if not result.changed:
@@ -199,8 +205,9 @@ def apply_file(
         return True
     if not report.ok:
         raise PolicyOperationError(f"{path}: not written: the merged policy fails its checks")
-    write_atomic(path, result.after.encode("utf-8"))
-    io.out(f"{path}: written")
+    write_atomic(path, result.after.encode("utf-8"))  # a symlink is written through
+    target = write_target(path)
+    io.out(f"{path}: written" + (f" (through the symlink, to {target})" if target != path else ""))
     return True
 
 
@@ -350,6 +357,8 @@ def run_acl(
         )
     if check and not file:
         problems.append("--check goes with --file (exit 1 when the merge would change the file)")
+    if isinstance(headscale, str) and headscale and url_problem(headscale):
+        problems.append(f"--headscale: {mask_credentials(url_problem(headscale) or '')}")
     snippet_path = root / snippet
     if not snippet_path.is_file():
         problems.append(f"{snippet_path}: snippet not found (see --snippet)")
@@ -386,6 +395,8 @@ def run_acl(
             "inv acl --headscale: HEADSCALE_API_KEY is not set in .env; "
             "create one with `headscale apikeys create`"
         )
+    flag = "--headscale" if isinstance(headscale, str) and headscale else "HEADSCALE_URL"
+    check_request_inputs(settings, ("HEADSCALE_API_KEY",), (flag, url))
     return apply_headscale(
         HeadscaleAPI(url, settings["HEADSCALE_API_KEY"]), snippet_text, root, dry_run=dry_run, io=io
     )

@@ -8,14 +8,18 @@ every other answer goes back to the caller. Messages never carry a secret:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import PolicyOperationError
+from ..flags import CONTROL
+from ..masking import mask_credentials
+from .errors import PolicyInputError, PolicyOperationError
 
 if TYPE_CHECKING:
     import requests
+
+    from ..settings import Settings
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -44,6 +48,9 @@ class Transport:
         """One call with retries; raises PolicyOperationError after the last failed attempt."""
         import requests
 
+        problem = url_problem(url) or headers_problem(kwargs.get("headers") or {})
+        if problem:
+            raise PolicyInputError(f"{what}: {self.redact(problem)}; nothing was sent")
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
         last = ""
@@ -55,6 +62,12 @@ class Transport:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
+            except (requests.RequestException, ValueError, UnicodeError) as exc:
+                # InvalidURL, InvalidHeader, a bad proxy...: retrying cannot help; the
+                # message may quote a header (a secret), so it is masked like every other
+                raise PolicyOperationError(
+                    self.redact(f"{what}: {method} {url}: {type(exc).__name__}: {exc}")
+                ) from None
             if response.status_code in RETRY_STATUS:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
@@ -68,11 +81,61 @@ class Transport:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (longer than 3 characters) replaced by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) > 3:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret and every credential shape (Bearer …, user:pw@) masked."""
+    from ..masking import mask_all
+
+    return mask_all(text, secrets)
+
+
+def credential_problem(name: str, value: str) -> str | None:
+    """Why ``value`` (a secret) cannot go into an HTTP header, without showing it; else None."""
+    if CONTROL.search(value):
+        return f"{name} holds a control character (a stray newline?); it cannot be sent"
+    if value != value.strip():
+        return f"{name} has leading or trailing whitespace; it cannot be sent"
+    if not value.isascii():
+        return f"{name} holds non-ASCII characters; it cannot be sent in an HTTP header"
+    return None
+
+
+def headers_problem(headers: Mapping[str, str]) -> str | None:
+    """The first header that cannot be sent as is (value never shown); else None."""
+    for name, value in headers.items():
+        if CONTROL.search(name) or CONTROL.search(value) or value != value.strip():
+            return f"header {name} holds a control character or surrounding whitespace"
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no usable http(s) URL (control characters, spaces, no host); else None."""
+    from urllib.parse import urlsplit
+
+    if CONTROL.search(url) or " " in url:
+        return f"URL {url!r} holds a control character or a space"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        return f"URL {url!r} is not valid ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"URL {url!r} must be http:// or https:// with a host"
+    return None
+
+
+def check_request_inputs(
+    settings: Settings, secret_keys: Iterable[str], url: tuple[str, str]
+) -> None:
+    """Raise PolicyInputError (exit 2) naming every credential or URL that cannot be sent."""
+    problems = [
+        p for k in secret_keys if settings[k] for p in [credential_problem(k, settings[k])] if p
+    ]
+    name, value = url
+    if value:
+        problem = url_problem(value)
+        if problem:
+            problems.append(f"{name}: {mask_credentials(problem)}")
+    if problems:
+        raise PolicyInputError("nothing was sent:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def message_of(response: requests.Response) -> str:

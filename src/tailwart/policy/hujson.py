@@ -45,6 +45,75 @@ def parse(text: str, name: str) -> Document:
     return Document(name, text, root, plain(root.value))
 
 
+#: deepest nesting accepted (a policy needs about 5; json-five's parser recurses per level)
+MAX_DEPTH = 64
+#: the only whitespace HuJSON (Go's tailscale/hujson, as headscale uses it) accepts
+_JSON_WHITESPACE = frozenset(" \t\r\n")
+
+
+def lexical_problems(text: str) -> list[str]:
+    """What Go's hujson rejects although JSON5 (our parser) accepts it, with line numbers.
+
+    Outside strings only JSON whitespace separates tokens: a byte order mark, NBSP,
+    U+2028/U+2029, vertical tab, form feed or any other Unicode space or format
+    character is an error there (JSON5 reads them as blanks or line ends: U+2028
+    would even end a // comment early, so the two parsers would see different
+    documents). Nesting deeper than MAX_DEPTH is refused before parsing.
+    """
+    import unicodedata
+
+    found: list[str] = []
+    line, depth, i, n = 1, 0, 0, len(text)
+    if text.startswith("\ufeff"):
+        found.append("line 1: byte order mark (U+FEFF) at the start; save the file without it")
+        i = 1
+    while i < n:
+        ch = text[i]
+        if ch == '"':  # a string: skip to its closing quote (JSON escapes)
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\n":
+                    line += 1
+                i += 2 if text[i] == "\\" else 1
+        elif text.startswith("//", i) or text.startswith("/*", i):
+            end = text.find("\n", i) if text[i + 1] == "/" else text.find("*/", i + 2)
+            end = n if end < 0 else end
+            for c in text[i:end]:
+                if c in "\u2028\u2029\x0b\x0c\x85":
+                    found.append(
+                        f"line {line}: {_char_name(c)} in a comment (Go's hujson and JSON5 "
+                        "disagree where the comment ends)"
+                    )
+                elif c == "\n":
+                    line += 1
+            i = end
+            continue
+        elif ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                found.append(f"line {line}: nested deeper than {MAX_DEPTH} levels")
+                return found
+        elif ch in "]}":
+            depth -= 1
+        elif ch not in _JSON_WHITESPACE and (
+            ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+        ):
+            found.append(
+                f"line {line}: {_char_name(ch)} outside a string (HuJSON allows only space, "
+                "tab and line breaks between tokens)"
+            )
+        i += 1
+    return found
+
+
+def _char_name(ch: str) -> str:
+    import unicodedata
+
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'control character').lower()}"
+
+
 def parse_model(text: str, name: str) -> JSONText:
     """The json-five model of ``text``; a syntax error names the line."""
     import json5
@@ -53,8 +122,15 @@ def parse_model(text: str, name: str) -> JSONText:
 
     if not text.strip():
         raise PolicyInputError(f"{name}: empty document (expected a HuJSON object)")
+    lexical = lexical_problems(text)
+    if lexical:
+        raise PolicyInputError(
+            f"{name}: not valid HuJSON:\n" + "\n".join(f"  {p}" for p in lexical)
+        )
     try:
         root: JSONText = json5.loads(text, loader=ModelLoader())
+    except RecursionError:
+        raise PolicyInputError(f"{name}: nested too deeply") from None
     except JSON5DecodeError as exc:
         first = str(exc).splitlines()
         detail = next((line.strip() for line in first if "Syntax Error" in line), first[0])
@@ -107,6 +183,7 @@ def problems(root: JSONText) -> list[str]:
         line = node.lineno or 0
         if isinstance(node, JSONObject):
             seen: dict[str, int] = {}
+            folded: dict[str, tuple[str, int]] = {}  # top level: keys match case-insensitively
             for key, value in node.key_value_pairs:
                 kline = key.lineno or 0
                 if isinstance(key, Identifier):
@@ -127,8 +204,20 @@ def problems(root: JSONText) -> list[str]:
                             f"{path or 'the top-level object'} (first on line {seen[name]})",
                         )
                     )
+                elif not path and name.lower() in folded:
+                    first, first_line = folded[name.lower()]
+                    found.append(
+                        (
+                            kline,
+                            f"line {kline}: key {json.dumps(name)} is the same section as "
+                            f"{json.dumps(first)} (line {first_line}): headscale and Tailscale "
+                            "match top-level keys case-insensitively; keep one",
+                        )
+                    )
                 else:
                     seen[name] = kline
+                if not path:
+                    folded.setdefault(name.lower(), (name, kline))
                 visit(value, where)
         elif isinstance(node, JSONArray):
             for index, value in enumerate(node.values):
@@ -356,10 +445,7 @@ def _width(indent: str, style: Style) -> int:
 
 def _render_object(value: dict[str, Any], style: Style, indent: str, inline_objects: bool) -> str:
     inner = indent + style.unit
-    items = [
-        f"{json.dumps(k, ensure_ascii=False)}: {render(v, style, inner, inline_objects)}"
-        for k, v in value.items()
-    ]
+    items = [f"{json_text(k)}: {render(v, style, inner, inline_objects)}" for k, v in value.items()]
     return _block("{", "}", items, style, indent)
 
 
@@ -374,9 +460,7 @@ def _block(open_: str, close: str, items: list[str], style: Style, indent: str) 
 def render_inline(value: Any) -> str:
     """One-line HuJSON of ``value`` (``{"a": 1, "b": ["x"]}``)."""
     if isinstance(value, dict):
-        inner = ", ".join(
-            f"{json.dumps(k, ensure_ascii=False)}: {render_inline(v)}" for k, v in value.items()
-        )
+        inner = ", ".join(f"{json_text(k)}: {render_inline(v)}" for k, v in value.items())
         return "{" + inner + "}"
     if isinstance(value, list):
         return "[" + ", ".join(render_inline(v) for v in value) + "]"
@@ -386,4 +470,13 @@ def render_inline(value: Any) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, dict | list):
         return render_inline(value)
-    return json.dumps(value, ensure_ascii=False)
+    return json_text(value)
+
+
+def json_text(value: Any) -> str:
+    """JSON of a scalar; U+2028/U+2029 escaped (JSON5 readers take them for line breaks)."""
+    return (
+        json.dumps(value, ensure_ascii=False)
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )

@@ -22,7 +22,6 @@ text inserted and nothing else changed.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from .hujson import (
     is_single_line,
     item_front,
     item_indent,
+    json_text,
     key_name,
     line_indent,
     parse,
@@ -141,7 +141,8 @@ def route_sections(
 ) -> list[tuple[str, Any]]:
     """The snippet's sections in order, with rules moved to the form the policy uses."""
     out: dict[str, Any] = {}
-    has_acls, has_grants = "acls" in policy, "grants" in policy
+    present = {name.lower() for name in policy}  # top-level keys match case-insensitively
+    has_acls, has_grants = "acls" in present, "grants" in present
     for key, value in snippet.items():
         target, converted = key, value
         if key == "acls" and has_grants and not has_acls and isinstance(value, list):
@@ -239,7 +240,7 @@ class _Merger:
     # ---- merge rules
 
     def merge_section(self, key: str, value: Any) -> None:
-        node = _lookup(self.top, key)
+        node = _lookup(self.top, key, fold=True)
         if node is None:
             self.add_pair(self.top, key, value, key)
         elif key in MAP_SECTIONS:
@@ -314,7 +315,7 @@ class _Merger:
 
     def add_pair(self, obj: JSONObject, key: str, value: Any, path: str) -> None:
         layout = self._layout(obj, value)
-        key_node = parse_value(json.dumps(key, ensure_ascii=False))
+        key_node = parse_value(json_text(key))
         value_node = parse_value(self._render(obj, value, layout))
         value_node.wsc_before = [" "]
         obj.keys.append(key_node)  # type: ignore[arg-type]
@@ -441,9 +442,12 @@ class _Layout:
     close_indent: str
 
 
-def _lookup(obj: JSONObject, key: str) -> Value | None:
+def _lookup(obj: JSONObject, key: str, fold: bool = False) -> Value | None:
+    """The value of ``key``; with ``fold``, matched case-insensitively (top-level sections:
+    headscale and Tailscale read ``"ACLs"`` as ``acls``)."""
     for k, v in obj.key_value_pairs:
-        if key_name(k) == key:
+        name = key_name(k)
+        if name == key or (fold and name.lower() == key.lower()):
             return v
     return None
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import PolicyAuthError, PolicyOperationError
-from .http import Transport, message_of
+from .http import Transport, check_request_inputs, message_of
 
 if TYPE_CHECKING:
     import requests
@@ -86,6 +86,11 @@ class TailscaleAPI:
                 "inv acl --tailscale needs credentials in .env: TS_API_CLIENT_ID + "
                 f"TS_API_CLIENT_SECRET (OAuth client) or TS_API_TOKEN; {SCOPE_HELP}"
             )
+        check_request_inputs(
+            settings,
+            ("TS_API_TOKEN", "TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET"),
+            ("TS_API_URL", settings["TS_API_URL"]),
+        )
         return cls(
             settings["TS_API_URL"] or "https://api.tailscale.com",
             settings["TS_TAILNET"] or "-",
