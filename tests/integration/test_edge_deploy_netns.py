@@ -135,12 +135,15 @@ def greet(host: NetnsHost, port: int = 25) -> bytes:
 def serving(the_lab: Lab, host: NetnsHost, port: int = 25) -> bool:
     """The edge forwards ``port`` with a PROXY v2 header naming our address as the client."""
     up = the_lab.upstreams[host.index]
-    before = len(up.sources)
+    before, errors_before = len(up.sources), len(up.errors)
     try:
         ok = greet(host, port).startswith((b"220", b"* OK"))
     except OSError:
         return False
-    return ok and len(up.sources) > before and up.sources[-1][0] == host.peer and not up.errors
+    # only this session's errors count: an earlier probe's (a health gate that gave
+    # up under load) says nothing about whether the edge serves now
+    fresh_errors = up.errors[errors_before:]
+    return ok and len(up.sources) > before and up.sources[-1][0] == host.peer and not fresh_errors
 
 
 MIGRATE_PLAN = "sysctl:  set net.ipv4.tcp_migrate_req=1 (reload hand-over without resets)"

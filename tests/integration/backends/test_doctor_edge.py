@@ -141,7 +141,10 @@ def test_starttls_not_offered_or_refused(pki: Pki) -> None:
     assert found["tls.submission"].status is Status.ERROR
     assert "does not offer STARTTLS" in found["tls.submission"].message
     assert found["tls.imap"].status is Status.ERROR
-    assert "STARTTLS refused: 'connection closed'" in found["tls.imap"].message
+    # the server hangs up on STARTTLS: seen as a closed connection or, when our
+    # command crosses its close, a reset; never as a certificate
+    message = found["tls.imap"].message
+    assert "STARTTLS refused: 'connection closed'" in message or "reset by peer" in message
 
 
 def test_tls_port_without_tls_is_an_error(pki: Pki) -> None:
