@@ -90,6 +90,8 @@ def advertised_tags(compose: dict[str, Any] | None) -> dict[str, list[str]]:
                 tags += word.split("=", 1)[1].split(",")
             elif word == "--advertise-tags" and i + 1 < len(words):
                 tags += words[i + 1].split(",")
+        # a raw file's value may run on into an interpolation (``tag:x${TS_LOGIN_SERVER:+ …}``)
+        tags = [t.split("$", 1)[0] for t in tags]
         if tags:
             out[name] = [t for t in tags if t]
     return out

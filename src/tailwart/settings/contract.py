@@ -358,6 +358,14 @@ KEYS: tuple[Key, ...] = (
         example="tskey-client-",
     ),
     Key(
+        "TS_LOGIN_SERVER",
+        Kind.URL,
+        "headscale URL the sidecar logs in to (empty = Tailscale); TS_OAUTH_CLIENT_SECRET then "
+        "holds a headscale pre-auth key",
+        TAILSCALE,
+        required=False,
+    ),
+    Key(
         "TS_API_URL",
         Kind.URL,
         "Tailscale API base URL",
@@ -435,6 +443,10 @@ DERIVED: dict[str, str] = {
     "STALWART_RELAY_HOST": "host part of STALWART_SMARTHOST",
     "STALWART_RELAY_PORT": "port part of STALWART_SMARTHOST",
     "STALWART_RELAY_IMPLICIT_TLS": "true when STALWART_SMARTHOST_TLS is implicit",
+}
+#: variables tailwart derives for the sidecar block (not passed to stalwart)
+SIDECAR_DERIVED: dict[str, str] = {
+    "TS_AUTHKEY_ATTRS": "'?ephemeral=true' (Tailscale), empty when TS_LOGIN_SERVER is set",
 }
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
 #: every variable the stalwart container receives

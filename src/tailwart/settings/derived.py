@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .contract import DERIVED
+from .contract import DERIVED, SIDECAR_DERIVED
 from .load import Settings
 
 
@@ -26,4 +26,14 @@ def compose_environment(settings: Settings) -> dict[str, str]:
     """Everything compose interpolates: declared keys (defaults applied) plus derived values."""
     env = {name: value for name, value in settings.values.items()}
     env.update(derived_values(settings))
+    env.update(sidecar_values(settings))
     return env
+
+
+def sidecar_values(settings: Settings) -> dict[str, str]:
+    """What the sidecar's TS_AUTHKEY appends to the key: ``?ephemeral=true`` for a Tailscale
+    OAuth client secret; nothing for a headscale pre-auth key (headscale reads the whole value
+    as the key; ephemeral is a property of the key there)."""
+    values = {"TS_AUTHKEY_ATTRS": "" if settings["TS_LOGIN_SERVER"] else "?ephemeral=true"}
+    assert set(values) == set(SIDECAR_DERIVED)
+    return values
