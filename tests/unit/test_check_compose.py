@@ -234,6 +234,8 @@ def test_interpolation_follows_compose() -> None:
         "${EMPTY+set}": "set",
         "${A}?ephemeral=true": "a?ephemeral=true",
         "x${A:+ --f=${A}}": "x --f=a",
+        "${EMPTY---t=x}${A:+--f=${A}}": "--f=a",
+        "${MISSING---t=x}${EMPTY:+--f=${A}}": "--t=x",
         "x${EMPTY:+ --f=${A}}": "x",
         "${MISSING:-${A}-$A}": "a-a",
         "${MISSING-?ephemeral=true}": "?ephemeral=true",
@@ -285,6 +287,6 @@ def test_a_headscale_login_server_keeps_the_boilerplate(
     bad = findings(tree, tailscale_key)["compose.sidecar-oauth"]
     assert bad.status is Status.ERROR and "headscale would refuse it" in bad.message
     # the login server must reach the sidecar's TS_EXTRA_ARGS
-    edit(tree, "${TS_LOGIN_SERVER:+ --login-server=${TS_LOGIN_SERVER}}", "")
+    edit(tree, "${TS_LOGIN_SERVER:+--login-server=${TS_LOGIN_SERVER}}", "")
     drift = findings(tree, settings)["compose.sidecar-boilerplate"]
     assert drift.status is Status.ERROR and "TS_EXTRA_ARGS" in drift.message

@@ -118,13 +118,13 @@ def config_macros(node: Any) -> set[str]:
     return set()
 
 
-def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     if isinstance(node, str):
         return interpolate(node, env)
     if isinstance(node, list):
-        return [_interpolate_tree(item, env) for item in node]
+        return [interpolate_tree(item, env) for item in node]
     if isinstance(node, dict):
-        return {key: _interpolate_tree(value, env) for key, value in node.items()}
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
     return node
 
 
@@ -247,9 +247,7 @@ def run(ctx: CheckContext) -> list[Finding]:
         return findings
 
     doc = (
-        ctx.compose_normalised
-        if ctx.compose_normalised is not None
-        else _interpolate_tree(raw, env)
+        ctx.compose_normalised if ctx.compose_normalised is not None else interpolate_tree(raw, env)
     )
     services = doc.get("services") or {}
     compose_dir = ctx.path(COMPOSE_FILE).parent
@@ -399,7 +397,8 @@ def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
     tag = settings["MAILBOX_TAG"]
     login = settings["TS_LOGIN_SERVER"]
     want = {
-        "TS_EXTRA_ARGS": f"--advertise-tags={tag}" + (f" --login-server={login}" if login else ""),
+        # headscale tags the node from its pre-auth key and refuses --advertise-tags with one
+        "TS_EXTRA_ARGS": f"--login-server={login}" if login else f"--advertise-tags={tag}",
         "TS_HOSTNAME": settings["MAILBOX_NODE_NAME"],
         "TS_ACCEPT_DNS": "true",
         "TS_AUTH_ONCE": "true",
@@ -494,9 +493,9 @@ def _headscale_key(secret: str, login: str) -> list[Finding]:
                 "compose.sidecar-oauth",
                 f"TS_LOGIN_SERVER is set ({login}) but TS_OAUTH_CLIENT_SECRET is a Tailscale "
                 "key: headscale would refuse it and the sidecar would never join",
-                "create an ephemeral pre-auth key on the headscale server (`headscale "
-                "preauthkeys create --ephemeral --tags tag:stalwart …`) and put it here, or "
-                "empty TS_LOGIN_SERVER to use Tailscale",
+                "create an ephemeral pre-auth key tagged with the mailbox tag on the headscale "
+                "server (`headscale preauthkeys create --ephemeral --tags tag:stalwart …`) and put "
+                "it here, or empty TS_LOGIN_SERVER to use Tailscale",
                 GROUP,
             )
         ]

@@ -361,7 +361,7 @@ KEYS: tuple[Key, ...] = (
         "TS_LOGIN_SERVER",
         Kind.URL,
         "headscale URL the sidecar logs in to (empty = Tailscale); TS_OAUTH_CLIENT_SECRET then "
-        "holds a headscale pre-auth key",
+        "holds a tagged headscale pre-auth key",
         TAILSCALE,
         required=False,
     ),
@@ -444,9 +444,11 @@ DERIVED: dict[str, str] = {
     "STALWART_RELAY_PORT": "port part of STALWART_SMARTHOST",
     "STALWART_RELAY_IMPLICIT_TLS": "true when STALWART_SMARTHOST_TLS is implicit",
 }
-#: variables tailwart derives for the sidecar block (not passed to stalwart)
+#: variables tailwart sets, empty, for the sidecar block when TS_LOGIN_SERVER is set (unset,
+#: the compose file's boilerplate defaults stand); never passed to stalwart
 SIDECAR_DERIVED: dict[str, str] = {
-    "TS_AUTHKEY_ATTRS": "'?ephemeral=true' (Tailscale), empty when TS_LOGIN_SERVER is set",
+    "TS_AUTHKEY_ATTRS": "what follows the key in TS_AUTHKEY (default ?ephemeral=true)",
+    "TS_ADVERTISE_TAGS": "TS_EXTRA_ARGS' tag argument (default --advertise-tags=tag:stalwart)",
 }
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
 #: every variable the stalwart container receives

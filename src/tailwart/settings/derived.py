@@ -31,9 +31,11 @@ def compose_environment(settings: Settings) -> dict[str, str]:
 
 
 def sidecar_values(settings: Settings) -> dict[str, str]:
-    """What the sidecar's TS_AUTHKEY appends to the key: ``?ephemeral=true`` for a Tailscale
-    OAuth client secret; nothing for a headscale pre-auth key (headscale reads the whole value
-    as the key; ephemeral is a property of the key there)."""
-    values = {"TS_AUTHKEY_ATTRS": "" if settings["TS_LOGIN_SERVER"] else "?ephemeral=true"}
-    assert set(values) == set(SIDECAR_DERIVED)
-    return values
+    """The sidecar's login. For Tailscale nothing: the compose file's own boilerplate values
+    stand (``?ephemeral=true`` after the OAuth client secret, ``--advertise-tags``). With a
+    headscale TS_LOGIN_SERVER both are emptied: headscale reads the whole TS_AUTHKEY as its
+    pre-auth key, takes the tags (and ephemerality) from that key, and refuses
+    --advertise-tags with a pre-auth key."""
+    if not settings["TS_LOGIN_SERVER"]:
+        return {}
+    return dict.fromkeys(SIDECAR_DERIVED, "")

@@ -1,0 +1,175 @@
+"""``inv up / ps / restart / down`` for real: the committed compose file on a real dockerd,
+the sidecar (Tailscale built from source) joining a real headscale, nothing leaving
+198.18.0.0/15 (tests/integration/mailbox_world.py builds and seals that world).
+
+One stack for the whole module (it is the expensive part): the tests run in file order
+and each leaves the stack as the next expects it. The capture is checked last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mailbox_world import BASE_DOMAIN, HS_PORT, World, world
+
+from testkit import ROOT, inv, need_root, write_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROJECT = "twlive"
+NODE = "stalwart"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Path]]:
+    need_root()
+    from tailwart.settings.example import example_values
+
+    with world() as w:
+        key = w.preauth_key("tag:stalwart")
+        values = {
+            **example_values(),
+            "COMPOSE_PROJECT": PROJECT,
+            "MAILBOX_NODE_NAME": NODE,
+            "MAILBOX_FQDN": f"{NODE}.{BASE_DOMAIN}",
+            "TS_LOGIN_SERVER": w.login_server,
+            "TS_OAUTH_CLIENT_SECRET": key,
+            "STALWART_DB_HOST": w.hs_addr,
+            "STALWART_S3_HOST": w.hs_addr,
+        }
+        env_file = write_env(tmp_path_factory.mktemp("live") / ".env", values)
+        yield w, env_file
+
+
+def tw(w: World, env_file: Path, *args: str, timeout: float = 400) -> str:
+    done = inv(*args, f"--env-file={env_file}", env_extra=w.env, timeout=timeout)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, f"inv {' '.join(args)} exited {done.returncode}:\n{out[:6000]}"
+    return out
+
+
+def inspect(w: World, service: str) -> dict[str, object]:
+    name = w.docker(
+        "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}",
+        "--filter", f"label=com.docker.compose.service={service}",
+    ).stdout.split()  # fmt: skip
+    assert len(name) == 1, f"{service}: {name}"
+    doc: dict[str, object] = json.loads(w.docker("inspect", name[0]).stdout)[0]
+    return doc
+
+
+def started_at(w: World, service: str) -> str:
+    state = inspect(w, service)["State"]
+    assert isinstance(state, dict)
+    return str(state["StartedAt"])
+
+
+def test_up_joins_headscale_and_turns_healthy(stack: tuple[World, Path]) -> None:
+    w, env_file = stack
+    started = time.monotonic()
+    out = tw(w, env_file, "up")
+    w.timings["inv up"] = time.monotonic() - started
+    assert "mailbox healthy after" in out
+    # what headscale itself says: one node, ours, tagged, online
+    nodes = [n for n in w.nodes() if n.get("given_name") == NODE or n.get("name") == NODE]
+    assert len(nodes) == 1, w.nodes()
+    node = nodes[0]
+    assert node.get("online") is True, node
+    tags = set(node.get("tags") or []) | set(node.get("forced_tags") or [])
+    assert "tag:stalwart" in tags, node
+    addresses = set(node.get("ip_addresses") or [])
+    # inv up reports the name and addresses the sidecar got: the same ones
+    line = next(x for x in out.splitlines() if x.startswith("sidecar node: "))
+    assert line.startswith(f"sidecar node: {NODE}.{BASE_DOMAIN} ("), line
+    assert set(re.findall(r"[0-9a-f.:]{7,}", line.split("(", 1)[1])) == addresses, (line, node)
+    # no identity warning (renamed node, other MagicDNS name, wrong tag)
+    assert [x for x in out.splitlines() if x.startswith("warning:") and "sidecar" in x] == []
+    for service in ("ts-stalwart", "stalwart"):
+        state = inspect(w, service)["State"]
+        assert isinstance(state, dict)
+        assert state["Health"]["Status"] == "healthy", (service, state["Health"])  # type: ignore[index]
+
+
+def test_no_host_port_and_stalwart_lives_in_the_sidecar(stack: tuple[World, Path]) -> None:
+    w, _ = stack
+    sidecar, stalwart = inspect(w, "ts-stalwart"), inspect(w, "stalwart")
+    for doc in (sidecar, stalwart):
+        host = doc["HostConfig"]
+        net = doc["NetworkSettings"]
+        assert isinstance(host, dict) and isinstance(net, dict)
+        assert not host.get("PortBindings"), host.get("PortBindings")
+        assert not any(net.get("Ports") or {}), net.get("Ports")
+        assert not host.get("PublishAllPorts")
+    host = stalwart["HostConfig"]
+    assert isinstance(host, dict)
+    assert host["NetworkMode"] == f"container:{sidecar['Id']}"
+
+
+def test_ps_shows_both_healthy(stack: tuple[World, Path]) -> None:
+    w, env_file = stack
+    out = tw(w, env_file, "ps")
+    rows = {cols[0]: cols for cols in map(str.split, out.splitlines()) if len(cols) == 5}
+    images = {"ts-stalwart": inspect(w, "ts-stalwart"), "stalwart": inspect(w, "stalwart")}
+    for service, doc in images.items():
+        name = str(doc["Name"]).lstrip("/")
+        config = doc["Config"]
+        assert isinstance(config, dict)
+        assert rows[service] == [service, name, "running", "healthy", config["Image"]], out
+    assert (
+        f"stalwart image tag: {str(images['stalwart']['Config']['Image']).rsplit(':', 1)[1]}" in out
+    )  # type: ignore[index]
+
+
+def test_restart_restarts_stalwart_alone(stack: tuple[World, Path]) -> None:
+    w, env_file = stack
+    before_sidecar, before_stalwart = started_at(w, "ts-stalwart"), started_at(w, "stalwart")
+    out = tw(w, env_file, "restart")
+    assert "mailbox healthy after" in out
+    assert started_at(w, "ts-stalwart") == before_sidecar
+    assert started_at(w, "stalwart") != before_stalwart
+
+
+def test_down_keeps_the_volume_and_down_volumes_removes_it(stack: tuple[World, Path]) -> None:
+    w, env_file = stack
+    volume = f"{PROJECT}_stalwart-data"
+    assert volume in w.docker("volume", "ls", "-q").stdout.split()
+    tw(w, env_file, "down")
+    assert w.docker("ps", "-aq").stdout.split() == []
+    assert volume in w.docker("volume", "ls", "-q").stdout.split()
+    tw(w, env_file, "down", "--volumes", "--yes")
+    assert volume not in w.docker("volume", "ls", "-q").stdout.split()
+
+
+def bootstrap_resolvers() -> set[str]:
+    """The sidecar's ``dns:`` servers, as the committed compose file names them."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+    return {str(ip) for ip in doc["services"]["ts-stalwart"]["dns"]}
+
+
+def test_nothing_left_198_18(stack: tuple[World, Path]) -> None:
+    """The capture: nothing addressed outside 198.18.0.0/15 crossed the world's one way out
+    or reached headscale's namespace. Inside the docker namespace, the only attempts to
+    leave are DNS queries to the compose file's bootstrap resolvers (dropped there)."""
+    w, _ = stack
+    w.stop_capture()
+    # controls: each capture recorded the sidecar's control traffic to headscale
+    to_headscale = f"tcp and dst host {w.hs_addr} and dst port {HS_PORT}"
+    for label in ("docker", "exit", "headscale"):
+        assert w.read_capture(label, to_headscale), f"the {label} capture is empty"
+    assert w.leaks("exit") == []
+    assert w.leaks("headscale") == []
+    attempts = w.leaks("docker")
+    resolvers = bootstrap_resolvers()
+    dns = re.compile(r" > (?P<dst>[0-9.]+)\.53: ")
+    other = [p for p in attempts if not ((m := dns.search(p)) and m["dst"] in resolvers)]
+    assert other == [], other
+    names = sorted(set(re.findall(r" A{1,4}\? (\S+) ", " ".join(attempts))))
+    print(f"dropped inside: {len(attempts)} packets, DNS to {sorted(resolvers)} for {names}")
+    print("timings:", {k: round(v, 1) for k, v in w.timings.items()})
