@@ -41,6 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tailwart.settings import Settings
 from testkit import ROOT, TOOL_CACHE, need, need_tool
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
@@ -209,6 +210,13 @@ def _sha256_files(*paths: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Edge:
+    name: str
+    bridge_ip: str  #: where clients reach caddy-l4
+    tailnet_ip: str  #: the edge node's 100.x address
 
 
 @dataclass
@@ -607,6 +615,65 @@ logtail:
             if time.monotonic() > deadline:
                 raise AssertionError("the backend listeners did not start")
             time.sleep(0.2)
+
+    # ------------------------------------------------------------ the edge on the tailnet
+
+    def in_world(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A command in the docker namespace (a client on the world's side of the bridges)."""
+        return run(["nsenter", f"--net=/run/netns/{self.dk}", *args], timeout=120)
+
+    def start_edge(self, key: str, settings: Settings) -> Edge:
+        """The edge as a tailnet node: the Tailscale image (kernel networking, MagicDNS) with
+        the caddy-l4 binary tailwart builds, running the caddy.json ``inv render`` renders."""
+        from tailwart.edge.render import EdgeLayout, caddy_json, layout_for
+        from testkit import built_caddy
+
+        caddy = built_caddy(self.tmp / "caddy-bin")
+        layout = layout_for(settings)
+        config = caddy_json(EdgeLayout(layout.upstream_host, admin_socket="/tmp/caddy.sock"))
+        (self.tmp / "caddy.json").write_text(config)
+        self.docker("network", "create", "--subnet", "198.19.200.0/24", "twedge")
+        from tailwart.settings.contract import BY_NAME
+
+        name = "twedge"
+        self.docker(
+            "run", "-d", "--name", name, "--network", "twedge", "--hostname", "edge",
+            "--device", "/dev/net/tun:/dev/net/tun", "--cap-add", "NET_ADMIN",
+            "--cap-add", "NET_RAW", "--init",
+            # its bootstrap resolver stays inside the world (nothing answers there)
+            "--dns", self.hs_addr,
+            "-e", f"TS_AUTHKEY={key}", "-e", "TS_HOSTNAME=edge",
+            "-e", f"TS_EXTRA_ARGS=--login-server={self.login_server}",
+            "-e", "TS_ACCEPT_DNS=true", "-e", "TS_AUTH_ONCE=true", "-e", "TS_USERSPACE=false",
+            BY_NAME["TS_IMAGE"].default or "",
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        tailnet_ip = ""
+        while not tailnet_ip:
+            got = self.docker(
+                "exec", name, "tailscale", "--socket=/tmp/tailscaled.sock", "ip", "-4", check=False
+            )
+            tailnet_ip = got.stdout.strip() if got.returncode == 0 else ""
+            if time.monotonic() > deadline:
+                logs = self.docker("logs", name, check=False)
+                raise AssertionError(
+                    "the edge did not join:\n" + (logs.stdout + logs.stderr)[-3000:]
+                )
+            time.sleep(1)
+        self.docker("cp", str(caddy), f"{name}:/usr/local/bin/caddy")
+        self.docker("cp", str(self.tmp / "caddy.json"), f"{name}:/etc/caddy.json")
+        self.docker("exec", "-d", name, "caddy", "run", "--config", "/etc/caddy.json")
+        address = self.docker(
+            "inspect", "--format", '{{(index .NetworkSettings.Networks "twedge").IPAddress}}', name
+        ).stdout.strip()
+        deadline = time.monotonic() + 30
+        probe = f"import socket; socket.create_connection(({address!r}, 25), 2).close()"
+        while run(["nsenter", f"--net=/run/netns/{self.dk}", sys.executable, "-c", probe],
+                  check=False).returncode:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise AssertionError("caddy-l4 does not listen on the edge")
+            time.sleep(0.3)
+        return Edge(name, address, tailnet_ip)
 
     # ------------------------------------------------------------ the capture
 

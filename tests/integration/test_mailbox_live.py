@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,53 @@ def test_ps_shows_both_healthy(stack: tuple[World, Path]) -> None:
     )  # type: ignore[index]
 
 
+EDGE_SCRIPT = """
+import imaplib, json, smtplib, sys
+host = sys.argv[1]
+with smtplib.SMTP(host, 25, timeout=30) as smtp:
+    smtp.ehlo("client.tailwart.test")
+    smtp.sendmail("alice@client.tailwart.test", ["bob@example.org"],
+                  "Subject: across the tailnet\\r\\n\\r\\nhello\\r\\n")
+    src = smtp.sock.getsockname()
+imap = imaplib.IMAP4(host, 143, timeout=30)
+greeting = imap.welcome.decode()
+imap.logout()
+print(json.dumps({"src": list(src), "imap": greeting}))
+"""
+
+
+def stand_in_events(w: World) -> list[dict[str, object]]:
+    """What the stand-in in the Stalwart slot printed: one JSON event per line."""
+    name = str(inspect(w, "stalwart")["Id"])
+    logs = w.docker("logs", name).stdout
+    return [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
+
+
+def test_mail_crosses_the_tailnet_through_the_edge(stack: tuple[World, Path]) -> None:
+    """client → caddy-l4 on a tailnet edge node → WireGuard → the stand-in in the sidecar's
+    namespace, dialled by its MagicDNS name; PROXY v2 carries the client's address."""
+    w, env_file = stack
+    from tailwart.settings import load
+
+    settings = load(str(env_file))
+    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), settings)
+    peer_ip = edge.tailnet_ip
+    sent = json.loads(w.in_world(sys.executable, "-c", EDGE_SCRIPT, edge.bridge_ip).stdout)
+    client = (str(sent["src"][0]), int(sent["src"][1]))
+    assert "IMAP4rev1" in str(sent["imap"]), sent
+    events = stand_in_events(w)
+    seen = [e for e in events if e["event"] == "seen" and e["port"] in (25, 143)]
+    smtp = [e for e in seen if e["port"] == 25 and e["src"] == list(client)]
+    assert len(smtp) == 1, events
+    # the stand-in's TCP peer is the edge's tailnet address: the hop was WireGuard
+    assert smtp[0]["peer"][0] == peer_ip and smtp[0]["error"] == "", smtp
+    imap = [e for e in seen if e["port"] == 143]
+    assert imap and imap[-1]["src"][0] == client[0] and imap[-1]["peer"][0] == peer_ip, seen
+    messages = [e for e in events if e["event"] == "message"]
+    assert messages and messages[-1]["client"] == list(client), messages
+    assert messages[-1]["mail_from"] == "alice@client.tailwart.test"
+
+
 def test_restart_restarts_stalwart_alone(stack: tuple[World, Path]) -> None:
     w, env_file = stack
     before_sidecar, before_stalwart = started_at(w, "ts-stalwart"), started_at(w, "stalwart")
@@ -139,7 +187,8 @@ def test_down_keeps_the_volume_and_down_volumes_removes_it(stack: tuple[World, P
     volume = f"{PROJECT}_stalwart-data"
     assert volume in w.docker("volume", "ls", "-q").stdout.split()
     tw(w, env_file, "down")
-    assert w.docker("ps", "-aq").stdout.split() == []
+    project = f"label=com.docker.compose.project={PROJECT}"
+    assert w.docker("ps", "-aq", "--filter", project).stdout.split() == []
     assert volume in w.docker("volume", "ls", "-q").stdout.split()
     tw(w, env_file, "down", "--volumes", "--yes")
     assert volume not in w.docker("volume", "ls", "-q").stdout.split()
