@@ -3,7 +3,7 @@
 # the capture that proves nothing leaves 198.18.0.0/15, debootstrap for the base
 # image, and tailscale's containerboot, tailscaled and tailscale built from the Go
 # module at the version TS_IMAGE pins, into the tool cache (keyed by version).
-# The images themselves are made by the tests (tests/integration/mailbox_images.py),
+# The images themselves are made by the tests (tests/integration/mailbox_world.py),
 # cached in their dockerd's data root under $TAILWART_CACHE/docker.
 docker_root=$(cd "$here/.." && pwd)
 # the package's maintainer scripts must not start the system dockerd (it would take
@@ -14,7 +14,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   docker_policy_added=1
 fi
 apt_need docker.io tini iptables tcpdump debootstrap
-[ "$docker_policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
+if [ "$docker_policy_added" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 command -v dockerd >/dev/null
 
 ts_version=$(cd "$docker_root" && python3 -c 'import sys; sys.path.insert(0, "src")
@@ -40,6 +40,7 @@ base_tar="$TAILWART_CACHE/images/debian-$base_suite-$base_key.tar"
 if [ ! -s "$base_tar" ]; then
   base_mirror=$(apt-get indextargets --format '$(SITE)' "Release: $base_suite" 'Identifier: Packages' | sort -u | head -1)
   [ -n "$base_mirror" ] || { echo "setup: 55-docker: apt has no $base_suite source for debootstrap" >&2; exit 1; }
+  mkdir -p "$TAILWART_CACHE/images"
   base_root=$(mktemp -d "$TAILWART_CACHE/images/rootfs.XXXXXX")
   echo "setup: debootstrap $base_suite minbase for the test images (a few minutes, once)"
   mkdir -p "$TAILWART_CACHE/logs"

@@ -230,6 +230,7 @@ class World:
     captures: dict[str, Path] = field(default_factory=dict)
     lock: io.TextIOWrapper | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    edge: Edge | None = None
 
     # ------------------------------------------------------------ names
 
@@ -673,7 +674,8 @@ logtail:
             if time.monotonic() > deadline:
                 raise AssertionError("caddy-l4 does not listen on the edge")
             time.sleep(0.3)
-        return Edge(name, address, tailnet_ip)
+        self.edge = Edge(name, address, tailnet_ip)
+        return self.edge
 
     # ------------------------------------------------------------ the capture
 
