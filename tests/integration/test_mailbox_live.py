@@ -70,6 +70,45 @@ def started_at(w: World, service: str) -> str:
     return str(state["StartedAt"])
 
 
+#: TAILWART_RECORD_FIXTURES=1 writes what Docker and tailscaled really print here
+CAPTURED = ROOT / "tests" / "fixtures" / "docker" / "captured"
+INSPECT_KEEP = {
+    "": ("Id", "Created", "Path", "Args", "State", "Image", "Name"),
+    "Config": ("Image", "Labels"),  # never Env: it holds every secret of .env
+    "HostConfig": ("NetworkMode", "RestartPolicy", "PortBindings"),
+    "NetworkSettings": ("Ports",),
+}
+
+
+def record(w: World, env_file: Path, label: str) -> None:
+    """Save the real outputs the unit tests' hand-written fixtures stand for (no secrets)."""
+    import os
+
+    if not os.environ.get("TAILWART_RECORD_FIXTURES"):
+        return
+    from tailwart.mailbox.compose import Compose, inspect
+    from tailwart.settings import load
+    from tailwart.settings.derived import compose_environment
+
+    compose = Compose(str(env_file), PROJECT)
+    env = {**w.env, **compose_environment(load(str(env_file)))}
+    CAPTURED.mkdir(parents=True, exist_ok=True)
+    ps = run(compose.ps(), env=env, cwd=ROOT).stdout
+    (CAPTURED / f"ps-{label}.json").write_text(ps)
+    names = [json.loads(x)["Name"] for x in ps.splitlines() if x.strip()]
+    docs = json.loads(run(inspect(*names), env=env).stdout)
+    kept = []
+    for doc in docs:
+        out = {k: doc[k] for k in INSPECT_KEEP[""]}
+        for part in ("Config", "HostConfig", "NetworkSettings"):
+            out[part] = {k: doc[part].get(k) for k in INSPECT_KEEP[part]}
+        kept.append(out)
+    (CAPTURED / f"inspect-{label}.json").write_text(json.dumps(kept, indent=2) + "\n")
+    status = json.loads(run(compose.tailscale_status(), env=env, cwd=ROOT).stdout)
+    trimmed = {k: status.get(k) for k in ("Version", "BackendState", "MagicDNSSuffix", "Self")}
+    (CAPTURED / f"tailscale-status-{label}.json").write_text(json.dumps(trimmed, indent=2) + "\n")
+
+
 def test_up_joins_headscale_and_turns_healthy(stack: tuple[World, Path]) -> None:
     w, env_file = stack
     started = time.monotonic()
@@ -90,6 +129,7 @@ def test_up_joins_headscale_and_turns_healthy(stack: tuple[World, Path]) -> None
     assert set(re.findall(r"[0-9a-f.:]{7,}", line.split("(", 1)[1])) == addresses, (line, node)
     # no identity warning (renamed node, other MagicDNS name, wrong tag)
     assert [x for x in out.splitlines() if x.startswith("warning:") and "sidecar" in x] == []
+    record(w, env_file, "healthy")
     for service in ("ts-stalwart", "stalwart"):
         state = inspect(w, service)["State"]
         assert isinstance(state, dict)
@@ -266,6 +306,7 @@ def test_sigkill_of_the_sidecar_renames_the_node(stack: tuple[World, Path]) -> N
     nodes = {str(n.get("given_name") or n.get("name")): n for n in w.nodes()}
     assert set(nodes) == {"edge", NODE, f"{NODE}-1"}
     assert nodes[NODE].get("online") is not True and nodes[f"{NODE}-1"].get("online") is True
+    record(w, env_file, "renamed")
     ps = tw(w, env_file, "ps")  # Docker sees nothing wrong
     assert re.search(r"^ts-stalwart\s+\S+\s+running\s+healthy", ps, re.M), ps
     worked, what = through_edge(w)
