@@ -56,6 +56,8 @@ DOCKER_POOL = "base=198.19.64.0/18,size=24"
 DOCKER_NETS = "198.19.0.0/16"
 BASE_DOMAIN = "tailwart.test"
 USER = "ops"
+#: offline nodes standing for the shared backends in the policy's tests
+BACKEND_NODES = ("postgres", "redis", "garage")
 LABEL = "org.tailwart.test-inputs"
 HS_PORT = 8443
 #: the test tailnet's own CA (kept across runs: the Tailscale image trusts it)
@@ -67,12 +69,16 @@ INSIDE = (
     " or dst net fd7a:7477:6172::/64 or dst host ::1"
 )
 POLICY = """{
-  // the test tailnet: one user owns the tags; everyone reaches everyone
+  // the test tailnet before `inv acl --headscale`: one user owns every tag the snippet
+  // names; no rule yet, so nothing reaches anything over the tailnet
   "tagOwners": {
     "tag:stalwart": ["ops@"],
     "tag:reverse-proxy": ["ops@"],
+    "tag:postgres": ["ops@"],
+    "tag:redis": ["ops@"],
+    "tag:garage": ["ops@"],
   },
-  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  "acls": [],
   // tailscaled's captive-portal probe otherwise also asks controlplane.tailscale.com and
   // login.tailscale.com, whatever the login server (seen in this module's capture)
   "nodeAttrs": [{"target": ["*"], "attr": ["disable-captive-portal-detection"]}],
@@ -537,8 +543,7 @@ log:
   level: info
   format: text
 policy:
-  mode: file
-  path: {hs}/policy.hujson
+  mode: database
 dns:
   magic_dns: true
   base_domain: {BASE_DOMAIN}
@@ -574,6 +579,7 @@ logtail:
                 raise AssertionError("headscale did not start:\n" + self.headscale_log()[-3000:])
             time.sleep(0.2)
         self.headscale("users", "create", USER)
+        self.headscale("policy", "set", "-f", str(hs / "policy.hujson"))
 
     def _port_closed(self, host: str, port: int) -> bool:
         probe = f"import socket; socket.create_connection(({host!r}, {port}), 1).close()"
@@ -583,11 +589,12 @@ logtail:
         return (self.tmp / "hs" / "headscale.log").read_text(errors="replace")
 
     def preauth_key(self, tags: str) -> str:
+        """An ephemeral reusable key; tagged with ``tags``, or owned by the user when empty."""
         users = json.loads(self.headscale("users", "list", "-o", "json").stdout)
         uid = next(u["id"] for u in users if u["name"] == USER)
         made = self.headscale(
             "preauthkeys", "create", "--user", str(uid), "--ephemeral", "--reusable",
-            "--tags", tags, "--expiration", "2h", "-o", "json",
+            *(["--tags", tags] if tags else []), "--expiration", "2h", "-o", "json",
         )  # fmt: skip
         key: str = json.loads(made.stdout)["key"]
         return key
@@ -619,9 +626,73 @@ logtail:
 
     # ------------------------------------------------------------ the edge on the tailnet
 
-    def in_world(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def in_world(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A command in the docker namespace (a client on the world's side of the bridges)."""
-        return run(["nsenter", f"--net=/run/netns/{self.dk}", *args], timeout=120)
+        return run(
+            ["nsenter", f"--net=/run/netns/{self.dk}", *args],
+            env={**os.environ, **(env or {})},
+            timeout=120,
+        )
+
+    @property
+    def ca_cert(self) -> Path:
+        return test_ca()[0]
+
+    def start_node(self, name: str, key: str) -> str:
+        """A tailnet node ``name`` in a container of the Tailscale image (kernel networking,
+        MagicDNS), joined with ``key``; returns its tailnet IPv4 address."""
+        from tailwart.settings.contract import BY_NAME
+
+        if self.docker("network", "inspect", "twnodes", check=False).returncode:
+            self.docker("network", "create", "--subnet", "198.19.200.0/24", "twnodes")
+        self.docker(
+            "run", "-d", "--name", name, "--network", "twnodes", "--hostname", name,
+            "--device", "/dev/net/tun:/dev/net/tun", "--cap-add", "NET_ADMIN",
+            "--cap-add", "NET_RAW", "--init",
+            # its bootstrap resolver stays inside the world (nothing answers there)
+            "--dns", self.hs_addr,
+            "-e", f"TS_AUTHKEY={key}", "-e", f"TS_HOSTNAME={name}",
+            "-e", f"TS_EXTRA_ARGS=--login-server={self.login_server}",
+            "-e", "TS_ACCEPT_DNS=true", "-e", "TS_AUTH_ONCE=true", "-e", "TS_USERSPACE=false",
+            BY_NAME["TS_IMAGE"].default or "",
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while True:
+            got = self.docker(
+                "exec", name, "tailscale", "--socket=/tmp/tailscaled.sock", "ip", "-4", check=False
+            )
+            if got.returncode == 0 and got.stdout.strip():
+                return got.stdout.strip()
+            if time.monotonic() > deadline:
+                logs = self.docker("logs", name, check=False)
+                raise AssertionError(
+                    f"{name} did not join:\n" + (logs.stdout + logs.stderr)[-3000:]
+                )
+            time.sleep(1)
+
+    def reaches(self, container: str, host: str, port: int) -> bool:
+        """Whether a TCP connection from ``container`` to ``host:port`` opens within 5 s."""
+        code = f"import socket; socket.create_connection(({host!r}, {port}), 5).close()"
+        return self.docker("exec", container, "python3", "-c", code, check=False).returncode == 0
+
+    def backend_nodes(self) -> None:
+        """Nodes for the snippet's backend tags (its tests need addresses to resolve), made with
+        headscale's debug CLI: registered, tagged, never online."""
+        import uuid
+
+        for name in BACKEND_NODES:
+            auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+            self.headscale("debug", "create-node", "--user", USER, "--name", name, "--key", auth_id)
+            self.headscale("auth", "register", "--user", USER, "--auth-id", auth_id)
+        ids = {str(n.get("name")): n["id"] for n in self.nodes()}
+        for name in BACKEND_NODES:
+            self.headscale("nodes", "tag", "-i", str(ids[name]), "-t", f"tag:{name}")
+
+    def api_key(self) -> str:
+        made = self.headscale("apikeys", "create", "--expiration", "2h")
+        return made.stdout.strip().splitlines()[-1]
 
     def start_edge(self, key: str, settings: Settings) -> Edge:
         """The edge as a tailnet node: the Tailscale image (kernel networking, MagicDNS) with
@@ -633,39 +704,13 @@ logtail:
         layout = layout_for(settings)
         config = caddy_json(EdgeLayout(layout.upstream_host, admin_socket="/tmp/caddy.sock"))
         (self.tmp / "caddy.json").write_text(config)
-        self.docker("network", "create", "--subnet", "198.19.200.0/24", "twedge")
-        from tailwart.settings.contract import BY_NAME
-
-        name = "twedge"
-        self.docker(
-            "run", "-d", "--name", name, "--network", "twedge", "--hostname", "edge",
-            "--device", "/dev/net/tun:/dev/net/tun", "--cap-add", "NET_ADMIN",
-            "--cap-add", "NET_RAW", "--init",
-            # its bootstrap resolver stays inside the world (nothing answers there)
-            "--dns", self.hs_addr,
-            "-e", f"TS_AUTHKEY={key}", "-e", "TS_HOSTNAME=edge",
-            "-e", f"TS_EXTRA_ARGS=--login-server={self.login_server}",
-            "-e", "TS_ACCEPT_DNS=true", "-e", "TS_AUTH_ONCE=true", "-e", "TS_USERSPACE=false",
-            BY_NAME["TS_IMAGE"].default or "",
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        tailnet_ip = ""
-        while not tailnet_ip:
-            got = self.docker(
-                "exec", name, "tailscale", "--socket=/tmp/tailscaled.sock", "ip", "-4", check=False
-            )
-            tailnet_ip = got.stdout.strip() if got.returncode == 0 else ""
-            if time.monotonic() > deadline:
-                logs = self.docker("logs", name, check=False)
-                raise AssertionError(
-                    "the edge did not join:\n" + (logs.stdout + logs.stderr)[-3000:]
-                )
-            time.sleep(1)
+        name = "edge"
+        tailnet_ip = self.start_node(name, key)
         self.docker("cp", str(caddy), f"{name}:/usr/local/bin/caddy")
         self.docker("cp", str(self.tmp / "caddy.json"), f"{name}:/etc/caddy.json")
         self.docker("exec", "-d", name, "caddy", "run", "--config", "/etc/caddy.json")
         address = self.docker(
-            "inspect", "--format", '{{(index .NetworkSettings.Networks "twedge").IPAddress}}', name
+            "inspect", "--format", '{{(index .NetworkSettings.Networks "twnodes").IPAddress}}', name
         ).stdout.strip()
         deadline = time.monotonic() + 30
         probe = f"import socket; socket.create_connection(({address!r}, 25), 2).close()"

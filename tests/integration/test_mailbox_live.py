@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
+from mailbox_world import BACKEND_NODES, BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
 
 from testkit import ROOT, inv, need_root, write_env
 
@@ -188,14 +188,58 @@ def stand_in_events(w: World) -> list[dict[str, object]]:
     return [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
 
 
+def test_the_tailnet_enforces_the_snippet_merged_by_inv_acl(stack: tuple[World, Path]) -> None:
+    """Before: a tailnet without rules, nothing reaches the mailbox. `inv acl --headscale`
+    merges acl-snippet.hujson; then the edge reaches the mail ports, not another port
+    the mailbox listens on, and an untagged node reaches nothing."""
+    w, env_file = stack
+    from tailwart.settings import load
+
+    mailbox = f"{NODE}.{BASE_DOMAIN}"
+    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), load(str(env_file)))
+    assert not w.reaches(edge.name, mailbox, 25)
+    # a port the snippet does not open, listening in the sidecar's namespace
+    stalwart = str(inspect(w, "stalwart")["Id"])
+    listener = (
+        "import socket; s = socket.socket(); s.bind(('0.0.0.0', 2222)); s.listen(8)\n"
+        "while True: s.accept()[0].close()"
+    )
+    w.docker("exec", "-d", stalwart, "python3", "-c", listener)
+    assert w.reaches(stalwart, "127.0.0.1", 2222)  # control: it listens
+    w.backend_nodes()
+    acl_env = write_env(
+        env_file.parent / "acl.env",
+        {
+            **dict(line.split("=", 1) for line in env_file.read_text().splitlines()),
+            "HEADSCALE_URL": w.login_server,
+            "HEADSCALE_API_KEY": w.api_key(),
+        },
+    )
+    merged = w.in_world(
+        sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
+        f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(w.ca_cert)},
+    )  # fmt: skip
+    assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
+    assert "tag:reverse-proxy" in w.headscale("policy", "get").stdout
+    deadline = time.monotonic() + 30
+    while not w.reaches(edge.name, mailbox, 25):  # the new netmap reaches both nodes
+        assert time.monotonic() < deadline, "the edge never got :25 after the merge"
+    for port in (143, 993, 8080):
+        assert w.reaches(edge.name, mailbox, port), port
+    assert not w.reaches(edge.name, mailbox, 2222)
+    untagged = "member"
+    w.start_node(untagged, w.preauth_key(""))
+    assert not w.reaches(untagged, mailbox, 25)
+    w.docker("stop", untagged)  # a graceful stop logs the ephemeral node out
+
+
 def test_mail_crosses_the_tailnet_through_the_edge(stack: tuple[World, Path]) -> None:
     """client → caddy-l4 on a tailnet edge node → WireGuard → the stand-in in the sidecar's
     namespace, dialled by its MagicDNS name; PROXY v2 carries the client's address."""
     w, env_file = stack
     from tailwart.settings import load
 
-    settings = load(str(env_file))
-    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), settings)
+    edge = w.edge or w.start_edge(w.preauth_key("tag:reverse-proxy"), load(str(env_file)))
     peer_ip = edge.tailnet_ip
     sent = json.loads(w.in_world(sys.executable, "-c", EDGE_SCRIPT, edge.bridge_ip).stdout)
     client = (str(sent["src"][0]), int(sent["src"][1]))
@@ -253,8 +297,14 @@ def wait_healthy(w: World, service: str, timeout: float = 120) -> None:
         time.sleep(2)
 
 
+def live_nodes(w: World) -> dict[str, dict[str, object]]:
+    """headscale's nodes by name, without the backend stand-ins of the ACL test."""
+    named = {str(n.get("given_name") or n.get("name")): n for n in w.nodes()}
+    return {k: v for k, v in named.items() if k not in BACKEND_NODES}
+
+
 def node_names(w: World) -> list[str]:
-    return sorted(str(n.get("given_name") or n.get("name")) for n in w.nodes())
+    return sorted(live_nodes(w))
 
 
 def test_compose_restart_of_the_sidecar_is_the_trap(stack: tuple[World, Path]) -> None:
@@ -303,7 +353,7 @@ def test_sigkill_of_the_sidecar_renames_the_node(stack: tuple[World, Path]) -> N
     assert f"sidecar node: {NODE}-1.{BASE_DOMAIN} (" in out, out
     assert f"the sidecar registered as '{NODE}-1', not MAILBOX_NODE_NAME='{NODE}'" in out
     assert "headscale nodes delete" in out
-    nodes = {str(n.get("given_name") or n.get("name")): n for n in w.nodes()}
+    nodes = live_nodes(w)
     assert set(nodes) == {"edge", NODE, f"{NODE}-1"}
     assert nodes[NODE].get("online") is not True and nodes[f"{NODE}-1"].get("online") is True
     record(w, env_file, "renamed")
