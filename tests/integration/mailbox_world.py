@@ -770,8 +770,9 @@ logtail:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "del", name], check=False)
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.tmp / "exec", ignore_errors=True)
+        # logs, captures and the exec root go too, unless kept for a post-mortem
+        keep = os.environ.get("TAILWART_KEEP_WORLD")
+        shutil.rmtree(self.tmp / "exec" if keep else self.tmp, ignore_errors=True)
         if self.lock is not None:
             self.lock.close()
 
