@@ -98,7 +98,12 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "compose.sidecar-boilerplate",
             "TS_USERSPACE=None (want 'false')",
         ),
-        ("?ephemeral=true", "", "compose.sidecar-boilerplate", "TS_AUTHKEY"),
+        (
+            "${TS_AUTHKEY_ATTRS-?ephemeral=true}",
+            "",
+            "compose.sidecar-boilerplate",
+            "TS_AUTHKEY",
+        ),
         ("      - NET_RAW\n", "", "compose.sidecar-boilerplate", "cap_add lacks NET_RAW"),
         ("    init: true\n", "", "compose.sidecar-boilerplate", "init is not true"),
         (
@@ -248,6 +253,13 @@ def test_interpolation_follows_compose() -> None:
         "${EMPTY:+set}": "",
         "${EMPTY+set}": "set",
         "${A}?ephemeral=true": "a?ephemeral=true",
+        "x${A:+ --f=${A}}": "x --f=a",
+        "${EMPTY---t=x}${A:+--f=${A}}": "--f=a",
+        "${MISSING---t=x}${EMPTY:+--f=${A}}": "--t=x",
+        "x${EMPTY:+ --f=${A}}": "x",
+        "${MISSING:-${A}-$A}": "a-a",
+        "${MISSING-?ephemeral=true}": "?ephemeral=true",
+        "$${A:+${A}}": "${A:+a}",
     }
     assert {k: compose_rules.interpolate(k, env) for k in cases} == cases
 
@@ -271,3 +283,30 @@ def test_the_sidecar_needs_an_oauth_client_secret(
     if status is not Status.OK:
         assert "Devices → Core, Keys → Auth Keys and Keys → OAuth Keys" in finding.advice
         assert "may assign tag:stalwart" in finding.advice
+
+
+HSKEY = "hskey-auth-AbCdEfGhIjKl-" + "x" * 64
+
+
+def test_a_headscale_login_server_keeps_the_boilerplate(
+    tree: Path, example_values: dict[str, str]
+) -> None:
+    """TS_LOGIN_SERVER adds --login-server and drops ?ephemeral=true; nothing else moves."""
+    login = "http://198.18.7.2:8080"
+    settings = from_mapping(
+        {**example_values, "TS_LOGIN_SERVER": login, "TS_OAUTH_CLIENT_SECRET": HSKEY}
+    )
+    got = findings(tree, settings)
+    assert got["compose.sidecar-boilerplate"].status is Status.OK
+    assert got["compose.sidecar-oauth"].status is Status.OK
+    assert login in got["compose.sidecar-oauth"].message
+    # a Tailscale key with a headscale login server never joins
+    tailscale_key = from_mapping(
+        {**example_values, "TS_LOGIN_SERVER": login, "TS_OAUTH_CLIENT_SECRET": "tskey-client-k-1"}
+    )
+    bad = findings(tree, tailscale_key)["compose.sidecar-oauth"]
+    assert bad.status is Status.ERROR and "headscale would refuse it" in bad.message
+    # the login server must reach the sidecar's TS_EXTRA_ARGS
+    edit(tree, "${TS_LOGIN_SERVER:+--login-server=${TS_LOGIN_SERVER}}", "")
+    drift = findings(tree, settings)["compose.sidecar-boilerplate"]
+    assert drift.status is Status.ERROR and "TS_EXTRA_ARGS" in drift.message

@@ -506,7 +506,9 @@ def test_sampled_values_pass_the_compose_loader(
         assert sidecar["hostname"] == values["MAILBOX_NODE_NAME"]
         assert sidecar["environment"]["TS_HOSTNAME"] == values["MAILBOX_NODE_NAME"]
         authkey = unescape(sidecar["environment"]["TS_AUTHKEY"])
-        assert authkey == values["TS_OAUTH_CLIENT_SECRET"] + "?ephemeral=true"
+        # headscale reads the whole value as its pre-auth key: no suffix with TS_LOGIN_SERVER
+        suffix = "" if values.get("TS_LOGIN_SERVER") else "?ephemeral=true"
+        assert authkey == values["TS_OAUTH_CLIENT_SECRET"] + suffix
         # the health check names each backend by exactly its host and port, as whole words
         words = [w for arg in sidecar["healthcheck"]["test"][1:] for w in shlex.split(arg)]
         for name in ("STALWART_DB_HOST", "STALWART_DB_PORT", "STALWART_S3_HOST"):

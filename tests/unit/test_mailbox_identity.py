@@ -43,6 +43,18 @@ def test_renamed_node_is_the_stalwart_1_trap(example_values: dict[str, str]) -> 
     assert "remove the old 'stalwart' machine in the Tailscale admin console" in warnings[0]
 
 
+def test_renamed_node_on_headscale_names_headscale_s_fix(example_values: dict[str, str]) -> None:
+    node = parse_status(fixture("tailscale-status-renamed.json"))
+    _, warnings = identity_report(
+        node, settings(example_values, TS_LOGIN_SERVER="https://198.18.7.2:8443")
+    )
+    assert len(warnings) == 1
+    assert "delete the old 'stalwart' node on headscale" in warnings[0]
+    assert "`headscale nodes delete --identifier <id>`" in warnings[0]
+    assert "admin console" not in warnings[0]
+    assert warnings[0].endswith("then `inv restart --service ts-stalwart`")
+
+
 def test_fqdn_mismatch_is_reported(example_values: dict[str, str]) -> None:
     node = parse_status(fixture("tailscale-status.json"))
     _, warnings = identity_report(

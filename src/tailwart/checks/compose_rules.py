@@ -30,36 +30,81 @@ LAST_TOML = (0, 15, 5)
 PINNED = "stalwartlabs/stalwart:v0.15.5"
 
 MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
-_VAR = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}"
-    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OP = re.compile(r":?[-?+]")
 
 
 # ---------------------------------------------------------------- interpolation (raw YAML)
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Compose's interpolation of one string (``${X}``, ``${X:-d}``, ``${X:?m}``, ``$$``…)."""
+    """Compose's interpolation of one string (``${X}``, ``${X:-d}``, ``${X:?m}``, ``$$``…),
+    with variables nested in a default or replacement (``${X:+ --flag=${X}}``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value[i] != "$":
+            out.append(value[i])
+            i += 1
+            continue
+        nxt = value[i + 1 : i + 2]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "{":
+            end = _closing_brace(value, i + 2)
+            if end < 0:  # unterminated: compose refuses it; keep the text
+                out.append(value[i:])
+                break
+            out.append(_substitute(value[i + 2 : end], env))
+            i = end + 1
+        elif (bare := _NAME.match(value, i + 1)) is not None:
+            out.append(env.get(bare.group(), ""))
+            i = bare.end()
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
 
-    def sub(m: re.Match[str]) -> str:
-        if m.group("escaped"):
-            return "$"
-        name = m.group("braced") or m.group("bare")
-        op, arg = m.group("op") or "", m.group("arg") or ""
-        present = name in env
-        current = env.get(name, "")
-        if op in (":-", ":?"):
-            return current if current else (arg if op == ":-" else "")
-        if op in ("-", "?"):
-            return current if present else (arg if op == "-" else "")
-        if op == ":+":
-            return arg if current else ""
-        if op == "+":
-            return arg if present else ""
-        return current
 
-    return _VAR.sub(sub, value)
+def _closing_brace(value: str, start: int) -> int:
+    """Index of the ``}`` closing a ``${`` opened just before ``start`` (-1: none)."""
+    depth, i = 1, start
+    while i < len(value):
+        if value.startswith("$$", i):
+            i += 2
+            continue
+        if value.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if value[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _substitute(body: str, env: Mapping[str, str]) -> str:
+    """One ``${…}`` body: a name, then optionally an operator and its (interpolated) argument."""
+    name = _NAME.match(body)
+    if name is None:
+        return ""
+    op_match = _OP.match(body, name.end())
+    op = op_match.group() if op_match else ""
+    arg = interpolate(body[op_match.end() :], env) if op_match else ""
+    present = name.group() in env
+    current = env.get(name.group(), "")
+    if op in (":-", ":?"):
+        return current if current else (arg if op == ":-" else "")
+    if op in ("-", "?"):
+        return current if present else (arg if op == "-" else "")
+    if op == ":+":
+        return arg if current else ""
+    if op == "+":
+        return arg if present else ""
+    return current
 
 
 def config_macros(node: Any) -> set[str]:
@@ -73,13 +118,13 @@ def config_macros(node: Any) -> set[str]:
     return set()
 
 
-def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     if isinstance(node, str):
         return interpolate(node, env)
     if isinstance(node, list):
-        return [_interpolate_tree(item, env) for item in node]
+        return [interpolate_tree(item, env) for item in node]
     if isinstance(node, dict):
-        return {key: _interpolate_tree(value, env) for key, value in node.items()}
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
     return node
 
 
@@ -202,9 +247,7 @@ def run(ctx: CheckContext) -> list[Finding]:
         return findings
 
     doc = (
-        ctx.compose_normalised
-        if ctx.compose_normalised is not None
-        else _interpolate_tree(raw, env)
+        ctx.compose_normalised if ctx.compose_normalised is not None else interpolate_tree(raw, env)
     )
     services = doc.get("services") or {}
     compose_dir = ctx.path(COMPOSE_FILE).parent
@@ -354,8 +397,10 @@ def _network_mode(stalwart: Mapping[str, Any]) -> list[Finding]:
 def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
     env = environment_of(sidecar)
     tag = settings["MAILBOX_TAG"]
+    login = settings["TS_LOGIN_SERVER"]
     want = {
-        "TS_EXTRA_ARGS": f"--advertise-tags={tag}",
+        # headscale tags the node from its pre-auth key and refuses --advertise-tags with one
+        "TS_EXTRA_ARGS": f"--login-server={login}" if login else f"--advertise-tags={tag}",
         "TS_HOSTNAME": settings["MAILBOX_NODE_NAME"],
         "TS_ACCEPT_DNS": "true",
         "TS_AUTH_ONCE": "true",
@@ -366,8 +411,9 @@ def _sidecar(sidecar: Mapping[str, Any], settings: Settings) -> list[Finding]:
     drift = [f"{k}={env.get(k)!r} (want {v!r})" for k, v in want.items() if env.get(k) != v]
     authkey = env.get("TS_AUTHKEY") or ""
     secret = settings["TS_OAUTH_CLIENT_SECRET"]
-    if not authkey.endswith("?ephemeral=true") or (secret and not authkey.startswith(secret)):
-        drift.append("TS_AUTHKEY (want ${TS_OAUTH_CLIENT_SECRET}?ephemeral=true)")
+    attrs = "" if login else "?ephemeral=true"  # headscale: ephemeral is the key's own property
+    if not authkey.endswith(attrs) or (secret and authkey != secret + attrs):
+        drift.append(f"TS_AUTHKEY (want ${{TS_OAUTH_CLIENT_SECRET}}{attrs})")
     if "TS_STATE_DIR" in env:
         drift.append("TS_STATE_DIR set (the boilerplate keeps state in memory)")
     if "/dev/net/tun:/dev/net/tun" not in _devices(sidecar):
@@ -457,6 +503,8 @@ OAUTH_ADVICE = (
 def _oauth_secret(settings: Settings) -> list[Finding]:
     """The boilerplate's TS_AUTHKEY only works with an OAuth client secret."""
     secret, tag = settings["TS_OAUTH_CLIENT_SECRET"], settings["MAILBOX_TAG"]
+    if settings["TS_LOGIN_SERVER"]:
+        return _headscale_key(secret, settings["TS_LOGIN_SERVER"])
     if secret.startswith("tskey-client-"):
         return [
             Finding.ok(
@@ -483,6 +531,29 @@ def _oauth_secret(settings: Settings) -> list[Finding]:
             "TS_OAUTH_CLIENT_SECRET does not look like an OAuth client "
             "secret (tskey-client-…): only those honour ?ephemeral=true and --advertise-tags",
             OAUTH_ADVICE.format(tag=tag),
+            GROUP,
+        )
+    ]
+
+
+def _headscale_key(secret: str, login: str) -> list[Finding]:
+    """With TS_LOGIN_SERVER the sidecar takes a headscale pre-auth key as it is."""
+    if secret.startswith("tskey-"):
+        return [
+            Finding.error(
+                "compose.sidecar-oauth",
+                f"TS_LOGIN_SERVER is set ({login}) but TS_OAUTH_CLIENT_SECRET is a Tailscale "
+                "key: headscale would refuse it and the sidecar would never join",
+                "create an ephemeral pre-auth key tagged with the mailbox tag on the headscale "
+                "server (`headscale preauthkeys create --ephemeral --tags tag:stalwart …`) and put "
+                "it here, or empty TS_LOGIN_SERVER to use Tailscale",
+                GROUP,
+            )
+        ]
+    return [
+        Finding.ok(
+            "compose.sidecar-oauth",
+            f"the sidecar logs in to {login} with a headscale pre-auth key",
             GROUP,
         )
     ]

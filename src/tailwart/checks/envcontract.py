@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..findings import Finding
-from ..settings.contract import BY_NAME, DERIVED, KEYS, STALWART_ENV
+from ..settings.contract import BY_NAME, DERIVED, KEYS, SIDECAR_DERIVED, STALWART_ENV
 from . import COMPOSE_FILE, CheckContext
 
 MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
@@ -57,7 +57,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     compose_text = ctx.text(COMPOSE_FILE) or ""
     used_macros = macros(ctx.stalwart_config or {})
-    known = set(BY_NAME) | set(DERIVED)
+    known = set(BY_NAME) | set(DERIVED) | set(SIDECAR_DERIVED)
 
     undeclared = sorted(used_macros - known)
     out.append(

@@ -95,6 +95,17 @@ def advertised_tags(compose: dict[str, Any] | None) -> dict[str, list[str]]:
     return out
 
 
+def _interpolated(ctx: CheckContext) -> dict[str, Any] | None:
+    """The compose document with the values ``inv up`` hands to compose filled in."""
+    if ctx.compose_normalised is not None or ctx.compose is None:
+        return ctx.compose
+    from ..settings.derived import compose_environment
+    from .compose_rules import interpolate_tree
+
+    doc: dict[str, Any] = interpolate_tree(ctx.compose, compose_environment(ctx.settings))
+    return doc
+
+
 def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
     owners = snippet.get("tagOwners") or {}
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
@@ -102,7 +113,7 @@ def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
     for key, tag in (("MAILBOX_TAG", mailbox), ("EDGE_TAG", edge)):
         if tag and tag not in owners:
             problems.append(f"{key}={tag} is not declared in the snippet's tagOwners")
-    for service, tags in advertised_tags(ctx.compose).items():
+    for service, tags in advertised_tags(_interpolated(ctx)).items():
         for tag in tags:
             if tag not in owners:
                 problems.append(f"compose service {service} advertises {tag}, not in tagOwners")

@@ -476,3 +476,125 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# ------------------------------------------------------- as a container (the Stalwart slot)
+
+#: where Stalwart answers /healthz/ready (its HTTP listener)
+HEALTH_PORT = 8080
+
+
+def openssl_self_signed(directory: Path, hostname: str = DEFAULT_HOSTNAME) -> TlsFiles:
+    """A throwaway self-signed certificate made by the ``openssl`` command (an image without
+    the cryptography package)."""
+    import subprocess
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "mailbox.crt", directory / "mailbox.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "2", "-subj", f"/CN={hostname}", "-addext"),
+            *(f"subjectAltName=DNS:{hostname}", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return TlsFiles(cert, key, hostname)
+
+
+async def _health_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """``GET /healthz/ready`` (and ``/healthz/live``) → 200, anything else → 404; plain HTTP."""
+    try:
+        request = await asyncio.wait_for(reader.readline(), HEADER_TIMEOUT)
+        parts = request.decode("latin-1").split()
+        ok = (
+            len(parts) >= 2
+            and parts[0] == "GET"
+            and parts[1] in ("/healthz/ready", "/healthz/live")
+        )
+        status = "200 OK" if ok else "404 Not Found"
+        body = b"ok\n" if ok else b"not found\n"
+        head = f"HTTP/1.0 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+
+
+def _event(kind: str, **fields: Any) -> str:
+    import json
+
+    return json.dumps({"event": kind, **fields}, sort_keys=True)
+
+
+def serve(
+    host: str = "0.0.0.0",
+    hostname: str = DEFAULT_HOSTNAME,
+    workdir: Path = Path("/tmp/standin"),
+    out: Callable[[str], None] = lambda line: print(line, flush=True),
+    stop: threading.Event | None = None,
+) -> None:
+    """The five mail ports on their own numbers plus /healthz/ready on :8080, until ``stop``.
+
+    Every connection and message is printed as one JSON line (``docker logs`` shows what
+    the mailbox saw: the TCP peer, and the client carried by PROXY v2)."""
+    tls = openssl_self_signed(workdir, hostname)
+    mailbox = StandinMailbox(tls, host, ports={port: port for _, port in MAIL_PORTS})
+    stop = stop or threading.Event()
+    with mailbox:
+        loop = asyncio.new_event_loop()
+        health = loop.run_until_complete(
+            asyncio.start_server(_health_reply, host, HEALTH_PORT, reuse_address=True)
+        )
+        thread = threading.Thread(target=loop.run_forever, name="health", daemon=True)
+        thread.start()
+        out(_event("ready", ports=sorted(mailbox.ports), health=HEALTH_PORT))
+        shown_seen = shown_messages = 0
+        try:
+            while not stop.is_set():
+                shown = (shown_seen, shown_messages)
+
+                def news(s: list[Seen], m: list[Message], shown: tuple[int, int] = shown) -> bool:
+                    return (len(s), len(m)) != shown or stop.is_set()
+
+                mailbox.wait_for(news, 1.0)
+                for seen in mailbox.seen[shown_seen:]:
+                    out(
+                        _event(
+                            "seen", port=seen.port, peer=seen.peer, src=seen.src, error=seen.error
+                        )
+                    )
+                    shown_seen += 1
+                for msg in mailbox.messages[shown_messages:]:
+                    out(
+                        _event(
+                            "message",
+                            port=msg.port,
+                            client=msg.client,
+                            mail_from=msg.mail_from,
+                            rcpt_tos=list(msg.rcpt_tos),
+                            size=len(msg.data),
+                        )
+                    )
+                    shown_messages += 1
+        finally:
+            health.close()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+
+
+def main() -> None:
+    """Entry point of the stand-in image: serve until SIGTERM."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    serve(stop=stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,11 +50,16 @@ def identity_report(node: NodeIdentity, settings: Settings) -> tuple[str, list[s
     info = f"sidecar node: {node.dns_name or node.host_name} ({addrs})"
     warnings = []
     if node.node_name != wanted:
+        remove = (
+            f"delete the old {wanted!r} node on headscale (`headscale nodes list`, then "
+            "`headscale nodes delete --identifier <id>`)"
+            if settings["TS_LOGIN_SERVER"]
+            else f"remove the old {wanted!r} machine in the Tailscale admin console"
+        )
         warnings.append(
             f"the sidecar registered as {node.node_name!r}, not MAILBOX_NODE_NAME={wanted!r}: a "
             f"previous ephemeral node named {wanted!r} still lingers, and the edge dials a dead "
-            f"name → remove the old {wanted!r} machine in the Tailscale admin console, then "
-            "`inv restart ts-stalwart`"
+            f"name → {remove}, then `inv restart --service ts-stalwart`"
         )
     elif fqdn and node.dns_name and node.dns_name != fqdn:
         warnings.append(

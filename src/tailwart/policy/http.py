@@ -7,6 +7,7 @@ every other answer goes back to the caller. Messages never carry a secret:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class Transport:
             self.session = requests.Session()
             # no .netrc: it would replace the Authorization header; proxies are passed per call
             self.session.trust_env = False
+            # a private CA (a self-hosted headscale) still comes from the usual variables
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.session.verify = bundle
         return self.session
 
     def request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:

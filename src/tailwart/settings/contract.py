@@ -359,6 +359,14 @@ KEYS: tuple[Key, ...] = (
         example="tskey-client-",
     ),
     Key(
+        "TS_LOGIN_SERVER",
+        Kind.URL,
+        "headscale URL the sidecar logs in to (empty = Tailscale); TS_OAUTH_CLIENT_SECRET then "
+        "holds a tagged headscale pre-auth key",
+        TAILSCALE,
+        required=False,
+    ),
+    Key(
         "TS_API_URL",
         Kind.URL,
         "Tailscale API base URL",
@@ -506,6 +514,12 @@ DERIVED: dict[str, str] = {
     "STALWART_RELAY_HOST": "host part of STALWART_SMARTHOST",
     "STALWART_RELAY_PORT": "port part of STALWART_SMARTHOST",
     "STALWART_RELAY_IMPLICIT_TLS": "true when STALWART_SMARTHOST_TLS is implicit",
+}
+#: variables tailwart sets, empty, for the sidecar block when TS_LOGIN_SERVER is set (unset,
+#: the compose file's boilerplate defaults stand); never passed to stalwart
+SIDECAR_DERIVED: dict[str, str] = {
+    "TS_AUTHKEY_ATTRS": "what follows the key in TS_AUTHKEY (default ?ephemeral=true)",
+    "TS_ADVERTISE_TAGS": "TS_EXTRA_ARGS' tag argument (default --advertise-tags=tag:stalwart)",
 }
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
 #: every variable the stalwart container receives
