@@ -152,6 +152,14 @@ class Stack:
         for warning in warnings:
             self.err(f"warning: {warning}")
 
+    def write_config(self) -> None:
+        """Render config/config.json (the DataStore) before compose mounts it."""
+        from ..files import write_atomic
+        from ..stalwart.datastore import CONFIG_FILE, config_json
+
+        if write_atomic(self.root / CONFIG_FILE, config_json(self.settings)):
+            self.out(f"wrote {CONFIG_FILE}")
+
     # ------------------------------------------------------------ operations
 
     def up(
@@ -163,6 +171,7 @@ class Stack:
             self.print_plan([step], self.wait_plan(timeout))
             return
         require_docker(self.runner)
+        self.write_config()
         if not self.runner.stream(step).ok:
             self.failed_step("up -d")
         self.await_healthy(timeout)
