@@ -405,7 +405,7 @@ def restart(
 ) -> None:
     """Restart Stalwart alone, or recreate sidecar + Stalwart in order (ts-stalwart / all).
 
-    Stalwart reads config.toml only at start: an edit needs this. Never `docker compose
+    Stalwart reads config.json, listeners and stores only at start. Never `docker compose
     restart` the sidecar or the stack: Stalwart shares its network namespace and dies with it.
     """
     from tailwart.mailbox.stack import open_stack
@@ -521,3 +521,68 @@ def doctor(
     options = DoctorOptions(edge, parse_port_map(port or []), ca_file, timeout)
     settings = load_settings(env_file, strict)
     run_doctor(settings, options, only=only, as_json=json)
+
+
+# ---------------------------------------------------------------- Stalwart objects
+
+
+@task(
+    help={
+        **ENV,
+        "dry_run": "print the plan (create/update/replace/delete, and when each takes effect)",
+        "check": "write nothing; exit 1 when the server differs from .env (drift)",
+        "json": "print the plan as JSON",
+        "restart": "auto: restart Stalwart alone through compose when needed; never: apply "
+        "what takes effect live, print what still needs a restart, exit 3",
+    }
+)
+@exits
+def provision(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    check: bool = False,
+    json: bool = False,
+    restart: str = "auto",
+) -> None:
+    """Make Stalwart hold the objects .env describes: observe, plan, apply, verify, reload.
+
+    Reaches the management API at STALWART_MANAGEMENT_URL (default http://MAILBOX_FQDN:8080)
+    as STALWART_RECOVERY_ADMIN. Objects tailwart does not own are never touched.
+    """
+    from tailwart.stalwart.provision import Options
+    from tailwart.stalwart.provision import provision as run_provision
+
+    settings = load_settings(env_file, strict)
+
+    def restart_stalwart() -> None:
+        from tailwart.mailbox.stack import open_stack
+
+        open_stack(c, env_file, strict).restart("stalwart")
+
+    code = run_provision(
+        settings,
+        Options(dry_run=dry_run, check=check, as_json=json, restart=restart),
+        out=print,
+        restart=restart_stalwart,
+    )
+    if code:
+        raise SystemExit(code)
+
+
+@task(help={**ENV, "dry_run": "explain the data-preserving path from v0.15.5 (required)"})
+@exits
+def migrate_stalwart(
+    c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool = False
+) -> None:
+    """Explain the move from the v0.15.5 (TOML) stack to v0.16.18: kept, wiped, steps."""
+    from tailwart.errors import UsageError
+    from tailwart.stalwart.migrate import explain
+
+    if not dry_run:
+        raise UsageError(
+            "inv migrate-stalwart only explains the path (--dry-run): it has not been "
+            "proven against real servers"
+        )
+    print(explain(load_settings(env_file, strict)), end="")
