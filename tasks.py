@@ -534,6 +534,8 @@ def doctor(
         "json": "print the plan as JSON",
         "restart": "auto: restart Stalwart alone through compose when needed; never: apply "
         "what takes effect live, print what still needs a restart, exit 3",
+        "phase": "all (default), or stores: only the blob, in-memory and search stores (a "
+        "fresh store's first step, in recovery mode)",
     }
 )
 @exits
@@ -545,6 +547,7 @@ def provision(
     check: bool = False,
     json: bool = False,
     restart: str = "auto",
+    phase: str = "all",
 ) -> None:
     """Make Stalwart hold the objects .env describes: observe, plan, apply, verify, reload.
 
@@ -563,7 +566,7 @@ def provision(
 
     code = run_provision(
         settings,
-        Options(dry_run=dry_run, check=check, as_json=json, restart=restart),
+        Options(dry_run=dry_run, check=check, as_json=json, restart=restart, phase=phase),
         out=print,
         restart=restart_stalwart,
     )

@@ -30,8 +30,19 @@ RELAY_TLS = "smarthost-tls"
 ENV_S3_ACCESS = "STALWART_S3_ACCESS_KEY"
 ENV_S3_SECRET = "STALWART_S3_SECRET_KEY"
 ENV_RELAY_SECRET = "STALWART_SMARTHOST_PASSWORD"
-#: addresses the operator's own tools reach the management API from (the tailnet)
-TAILNET_RANGES = ("100.64.0.0/10", "fd7a:115c:a1e0::/48")
+#: sources that may reach the web admin and management paths: the tailnet, and
+#: ranges never routed on the internet (so never a client the edge proxies for)
+ADMIN_NETWORKS = (
+    "100.64.0.0/10",  # tailnet (CGNAT)
+    "fd7a:115c:a1e0::/48",  # tailnet IPv6
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking (RFC 2544)
+    "fc00::/7",
+)
 #: upstream's default TLS-strategy expression (opportunistic TLS for MX delivery)
 MX_TLS_EXPRESSION = {
     "match": {"0": {"if": "retry_num > 0 && last_error == 'tls'", "then": "'invalid-tls'"}},
@@ -113,10 +124,10 @@ def redis_url(settings: Settings) -> str:
 
 
 def allowed_endpoints() -> dict[str, Any]:
-    """403 for the web admin and management paths unless the client is on the tailnet."""
-    outside = " && ".join(f"!is_ip_in_cidr(remote_ip, '{net}')" for net in TAILNET_RANGES)
+    """403 for the web admin and management paths to any client off the tailnet."""
+    inside = " || ".join(f"is_ip_in_cidr(remote_ip, '{net}')" for net in ADMIN_NETWORKS)
     paths = " || ".join(f"starts_with(path, '{p}')" for p in ADMIN_PATHS)
-    return {"match": {"0": {"if": f"{outside} && ({paths})", "then": "403"}}, "else": "200"}
+    return {"match": {"0": {"if": f"!({inside}) && ({paths})", "then": "403"}}, "else": "200"}
 
 
 def listener_specs() -> list[tuple[str, int, str]]:

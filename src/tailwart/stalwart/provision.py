@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import UsageError
 from ..settings import Settings
@@ -15,6 +16,8 @@ from .plan import Plan, describe, diff, redact, to_json
 from .schema import load
 
 RESTART_MODES = ("auto", "never")
+#: "stores": only the blob, in-memory and search stores (the first start's first step)
+PHASES = ("all", "stores")
 #: exit code of --restart never when a restart is still needed
 EXIT_NEEDS_RESTART = 3
 
@@ -25,6 +28,7 @@ class Options:
     check: bool = False
     as_json: bool = False
     restart: str = "auto"
+    phase: str = "all"
 
 
 def management_url(settings: Settings) -> str:
@@ -45,8 +49,19 @@ def admin_credentials(settings: Settings) -> tuple[str, str]:
 
 def client_for(settings: Settings, transport: Transport | None = None) -> Client:
     if transport is None:
+        import os
+        from pathlib import Path
+
+        from .record import ENV_VAR, Recorder
+
         user, password = admin_credentials(settings)
-        transport = HttpTransport(management_url(settings), user, password)
+        record = os.environ.get(ENV_VAR)
+        transport = HttpTransport(
+            management_url(settings),
+            user,
+            password,
+            record=Recorder.for_settings(Path(record), settings) if record else None,
+        )
     return Client(transport)
 
 
@@ -64,7 +79,11 @@ def provision(
     """Run ``inv provision``; return its exit code (0, 1 for --check drift, 3 restart pending)."""
     if options.restart not in RESTART_MODES:
         raise UsageError(f"--restart {options.restart!r}: choose auto or never")
+    if options.phase not in PHASES:
+        raise UsageError(f"--phase {options.phase!r}: choose all or stores")
     state = desired_state(settings)  # bad .env input fails here, before any request
+    if options.phase == "stores":
+        state = [i for i in state if i.type.endswith("Store")]
     client = client_for(settings, transport)
     model = client.check_schema()
     schema = load(model)
@@ -111,3 +130,42 @@ def provision(
     say("restarting Stalwart (alone; the sidecar keeps running)")
     restart()
     return 0
+
+
+class Control(Protocol):
+    """Starts and stops Stalwart alone (compose, systemd, a test harness)."""
+
+    def start(self, recovery: bool) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def first_start(
+    settings: Settings,
+    control: Control,
+    out: Callable[[str], None],
+    transport: Callable[[], Transport | None] = lambda: None,
+) -> None:
+    """A fresh store, in order: recovery mode + stores, first normal start, full apply.
+
+    Recovery mode seeds nothing, so the stores are in place before the first normal
+    start seeds the defaults (into the right stores); the full apply then converges
+    what was seeded, and a restart makes listeners and PROXY trust live.
+    """
+    never = Options(restart="never")
+    out("first start 1/4: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
+    control.start(recovery=True)
+    out("first start 2/4: the stores")
+    provision(settings, Options(restart="never", phase="stores"), out, transport=transport())
+    control.stop()
+    out("first start 3/4: first normal start (defaults seeded for the empty types)")
+    control.start(recovery=False)
+    out("first start 4/4: the full apply")
+    code = provision(settings, never, out, transport=transport())
+    if code == EXIT_NEEDS_RESTART:
+        out("restarting Stalwart alone")
+        control.stop()
+        control.start(recovery=False)
+    if provision(settings, Options(check=True), out, transport=transport()) != 0:
+        raise StalwartError("first start: the server still differs from .env after the apply")
+    out("first start done: the server holds exactly what .env describes")
