@@ -25,7 +25,7 @@ EXAMPLE_HELP = "use the built-in example values instead of a .env file"
 @task(help={**ENV, "example": EXAMPLE_HELP})
 @exits
 def render(c: Context, env_file: str = ".env", strict: bool = False, example: bool = False) -> None:
-    """Write caddy/caddy.json and caddy/jmap.caddy from .env (only when they change)."""
+    """Write caddy/caddy.json, caddy/jmap.caddy and config/config.json from .env (if changed)."""
     from tailwart.render_files import write_rendered
 
     settings = load_settings(env_file, strict, example)
@@ -42,7 +42,7 @@ def check(
     example: bool = False,
     json: bool = False,
 ) -> None:
-    """Static consistency checks of .env, config.toml, compose, caddy.json, git hygiene."""
+    """Static consistency checks of .env, config.json, compose, caddy.json, git hygiene."""
     from tailwart.checks.run import run_checks
 
     settings = load_settings(env_file, strict, example)
