@@ -574,6 +574,24 @@ def provision(
         raise SystemExit(code)
 
 
+@task(help={**ENV, "timeout": TIMEOUT_HELP})
+@exits
+def first_start(
+    c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300
+) -> None:
+    """A fresh store, no hand step: recovery mode + stores, first normal start, full apply.
+
+    Run once, after inv bootstrap, instead of inv up + inv provision on an empty database.
+    """
+    from tailwart.mailbox.stack import ComposeControl, open_stack
+    from tailwart.stalwart.provision import first_start as run_first_start
+
+    stack = open_stack(c, env_file, strict)
+    stack.refuse_if_broken()
+    stack.write_config()
+    run_first_start(stack.settings, ComposeControl(stack, timeout), print)
+
+
 @task(help={**ENV, "dry_run": "explain the data-preserving path from v0.15.5 (required)"})
 @exits
 def migrate_stalwart(

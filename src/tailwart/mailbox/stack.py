@@ -264,6 +264,27 @@ class Stack:
         self.report_identity()
 
 
+@dataclass
+class ComposeControl:
+    """Starts and stops Stalwart alone through compose, for ``inv first-start``."""
+
+    stack: Stack
+    timeout: int = DEFAULT_TIMEOUT
+
+    def start(self, recovery: bool) -> None:
+        env = dict(self.stack.runner.env)
+        env["STALWART_RECOVERY_MODE"] = "1" if recovery else ""
+        self.stack.runner.env = env
+        step = self.stack.compose.up(STALWART, force_recreate=True)
+        if not self.stack.runner.stream(step).ok:
+            self.stack.failed_step("up stalwart")
+        self.stack.await_healthy(self.timeout)
+
+    def stop(self) -> None:
+        if not self.stack.runner.stream(self.stack.compose.stop(STALWART)).ok:
+            self.stack.failed_step("stop stalwart")
+
+
 def _ask(question: str) -> bool:
     if not sys.stdin.isatty():
         raise UsageError(f"{question} needs a confirmation: stdin is not a terminal → pass --yes")

@@ -427,6 +427,7 @@ BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 #: container next to them
 DERIVED: dict[str, str] = {
     "STALWART_PUBLIC_URL": "https://MAIL_HOSTNAME: the base of the JMAP session's URLs",
+    "STALWART_RECOVERY_MODE": "empty; 1 only while inv first-start runs the recovery step",
 }
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
 #: every variable the stalwart container receives

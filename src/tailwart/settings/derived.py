@@ -8,7 +8,10 @@ from .load import Settings
 
 def derived_values(settings: Settings) -> dict[str, str]:
     """Values of every name in ``contract.DERIVED``."""
-    values = {"STALWART_PUBLIC_URL": f"https://{settings['MAIL_HOSTNAME']}"}
+    values = {
+        "STALWART_PUBLIC_URL": f"https://{settings['MAIL_HOSTNAME']}",
+        "STALWART_RECOVERY_MODE": "",
+    }
     assert set(values) == set(DERIVED)
     return values
 
