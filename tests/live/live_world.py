@@ -69,6 +69,11 @@ class Topology:
             etc = Path("/etc/netns") / ns
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "resolv.conf").write_text(f"nameserver {topo.addr('a', 1)}\n")
+            # names Stalwart's default settings resolve while building its configuration
+            # (a failed lookup fails ReloadSettings): point them at the operator side
+            (etc / "hosts").write_text(
+                f"127.0.0.1 localhost\n{topo.addr('a', 1)} public.pyzor.org\n"
+            )
         topo._pair("a", None, topo.mailbox_ns)
         topo._pair("b", None, topo.edge_ns)
         topo._pair("c", topo.edge_ns, topo.mailbox_ns)

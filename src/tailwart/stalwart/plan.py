@@ -9,6 +9,7 @@ only ``@type`` and ``variableName``/``filePath`` of a secret field can match.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -91,6 +92,16 @@ def same(want: Any, have: Any, secret: bool = False) -> bool:
     return bool(want == have)
 
 
+def networks(value: Any) -> Any:
+    """A set of IP networks as comparable networks ("10.0.0.1" and "10.0.0.1/32" are one)."""
+    if not isinstance(value, Mapping):
+        return value
+    try:
+        return {ipaddress.ip_network(k, strict=False): v for k, v in value.items()}
+    except ValueError:
+        return value
+
+
 def _resolve(value: Any, live: Live) -> Any:
     if isinstance(value, Ref):
         found = find(live.get(value.type, ()), "name", value.key)
@@ -125,15 +136,13 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
             return Change(UPDATE, item.type, item.key, item.effect, item.key, dict(item.fields))
         return Change(CREATE, item.type, item.key, item.effect, None, dict(item.fields))
     fields = schema.fields(item.type, _variant(schema, item, obj))
-    changed = {
-        name: want
-        for name, want in item.fields.items()
-        if not same(
-            _resolve(want, live),
-            obj.get(name),
-            fields.get(name) is not None and fields[name].secret,
-        )
-    }
+    changed = {}
+    for name, want in item.fields.items():
+        have, spec = obj.get(name), fields.get(name)
+        if spec is not None and spec.networks and networks(want) == networks(have):
+            continue
+        if not same(_resolve(want, live), have, spec is not None and spec.secret):
+            changed[name] = want
     if not changed:
         return None
     before = {name: obj.get(name) for name in changed}

@@ -114,7 +114,8 @@ def provision(
         left = "; ".join(f"{c.action} {c.type} {c.key}" for c in drift.changes)
         raise StalwartError(
             f"drift remains after apply ({left}): the server stored something else "
-            f"than was written, first: {redact(drift.changes[0].fields)}"
+            f"than was written, first: wrote {redact(drift.changes[0].fields)}, "
+            f"holds {redact(drift.changes[0].before)}"
         )
     say("verified: the server holds exactly what .env describes")
     if plan.effect in (RELOAD, RESTART):

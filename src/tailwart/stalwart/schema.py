@@ -60,6 +60,8 @@ class Field:
     name: str
     update: str  # mutable | immutable | serverSet
     secret: bool
+    #: a set of IP networks: the server stores a host network without its /32 or /128
+    networks: bool = False
 
 
 class Schema:
@@ -90,7 +92,12 @@ class Schema:
         schema = self.variant_schema(type_name, variant)
         props = (self.data["fields"].get(schema) or {}).get("properties", {}) if schema else {}
         return {
-            name: Field(name, str(p.get("update", "mutable")), _is_secret(p.get("type", {})))
+            name: Field(
+                name,
+                str(p.get("update", "mutable")),
+                _is_secret(p.get("type", {})),
+                _is_networks(p.get("type", {})),
+            )
             for name, p in props.items()
         }
 
@@ -98,6 +105,10 @@ class Schema:
         schema = self.variant_schema(type_name, variant)
         found = (self.data["fields"].get(schema) or {}).get("defaults", {}) if schema else {}
         return dict(found)
+
+
+def _is_networks(type_: dict[str, Any]) -> bool:
+    return type_.get("type") == "set" and type_.get("class", {}).get("format") == "ipNetwork"
 
 
 def _is_secret(type_: dict[str, Any]) -> bool:
