@@ -306,6 +306,17 @@ def test_jmap_session_advertises_the_public_url(world: World) -> None:
     assert session["apiUrl"] == "https://mail.good.test/jmap/"
 
 
+def in_edge_ns(world: World, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet from the edge's namespace (its address is the trusted one)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", world.topo.edge_ns, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def _http_via_proxy(world: World, claimed: str, path: str) -> str:
     """GET ``path`` from the edge's address with a PROXY v2 header claiming ``claimed``."""
     from ipaddress import ip_address
@@ -327,13 +338,7 @@ def _http_via_proxy(world: World, claimed: str, path: str) -> str:
         f"s.sendall({header + request!r})\n"
         "print(s.recv(200).decode(errors='replace').splitlines()[0])\n"
     )
-    out = subprocess.run(
-        ["ip", "netns", "exec", world.topo.edge_ns, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    out = in_edge_ns(world, script)
     return out.stdout.strip()
 
 
@@ -475,8 +480,12 @@ class Relay:
     port: int = 0
     envelopes: list[tuple[str, list[str], bool, str | None]] = field(default_factory=list)
     ehlos: list[str] = field(default_factory=list)
+    ehlo_times: list[float] = field(default_factory=list)
     auths: list[str] = field(default_factory=list)
     controller: Any = None
+
+    #: serve a self-signed certificate (not from the CA Stalwart trusts)
+    untrusted: bool = False
 
     def start(self, pki: Pki, password: str) -> None:
         from aiosmtpd.controller import Controller
@@ -489,6 +498,7 @@ class Relay:
                 self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
             ) -> list[str]:
                 relay.ehlos.append(hostname)
+                relay.ehlo_times.append(time.monotonic())
                 session.host_name = hostname  # aiosmtpd leaves this to a new-style hook
                 return responses
 
@@ -508,7 +518,9 @@ class Relay:
 
         kwargs: dict[str, Any] = {}
         if self.starttls:
-            kwargs["tls_context"] = pki.context(f"relay-{self.name}", [self.host], 30)
+            kwargs["tls_context"] = pki.context(
+                f"relay-{self.name}", [self.host], 30, self_signed=self.untrusted
+            )
             kwargs["require_starttls"] = True
         if self.login:
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
@@ -567,6 +579,7 @@ def relays(world: World) -> Iterator[dict[str, Relay]]:
         "login": Relay("login", starttls=True, login=True, host=host),
         "open": Relay("open", starttls=True, login=False, host=host),
         "plain": Relay("plain", starttls=False, login=False, host=host),
+        "untrusted": Relay("untrusted", starttls=True, login=True, host=host, untrusted=True),
     }
     for relay in made.values():
         relay.start(world.pki, password)
@@ -605,6 +618,22 @@ def test_relay_without_starttls_is_refused(world: World, relays: dict[str, Relay
     assert relay.envelopes == [] and relay.auths == []  # no password, no mail in clear
 
 
+def test_relay_certificate_is_verified_on_every_attempt(
+    world: World, relays: dict[str, Relay]
+) -> None:
+    relay = relays["untrusted"]
+    _use_relay(world, relay, login=True, phase="relay-untrusted")
+    _submit(world, secrets.token_hex(6))
+    # the first attempt fails verification; upstream's default strategy would retry with
+    # "invalid-tls" (any certificate): tailwart's one strategy must fail the retry too
+    wait_until(lambda: relay.ehlo_times, "a first attempt at the relay", 60)
+    first = relay.ehlo_times[0]
+    # the next attempt at this relay (2 minutes later) follows a TLS error here
+    wait_until(lambda: relay.ehlo_times[-1] - first > 60, "a retry to the relay", 240)
+    time.sleep(3)
+    assert relay.envelopes == [] and relay.auths == []
+
+
 # ------------------------------------------------------------------ 5. drift, restart-class change
 
 
@@ -617,13 +646,7 @@ def _greets_unproxied_from_edge(world: World) -> bool:
         "try:\n    print(s.recv(100).decode(errors='replace')[:3])\n"
         "except Exception:\n    print('none')\n"
     )
-    out = subprocess.run(
-        ["ip", "netns", "exec", world.topo.edge_ns, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = in_edge_ns(world, script)
     return out.stdout.strip() == "220"
 
 

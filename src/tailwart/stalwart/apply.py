@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .desired import Ref, State
+from .desired import Ref
 from .jmap import Client, StalwartError
-from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan, diff, redact
+from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan
 from .schema import Schema
 
 
@@ -65,21 +65,3 @@ def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str]) 
     if "id" not in created:
         raise StalwartError(f"{change.type}/set created {change.key} without an id")
     ids[(change.type, change.key)] = str(created["id"])
-
-
-def converge(
-    state: State, client: Client, schema: Schema, progress: Callable[[str], None]
-) -> tuple[Plan, Plan]:
-    """Observe, diff, write, re-read: (the plan applied, the drift left: must be empty)."""
-    live = observe(client, schema)
-    plan = diff(state, live, schema)
-    if plan:
-        write(plan, client, live, progress)
-    after = diff(state, observe(client, schema), schema)
-    if after:
-        left = ", ".join(f"{c.action} {c.type} {c.key}" for c in after.changes)
-        raise StalwartError(
-            f"the server does not hold what was written (drift after apply: {left}); "
-            f"first difference: {redact(after.changes[0].fields)}"
-        )
-    return plan, after
