@@ -521,3 +521,33 @@ def test_warnings_of_the_checks_are_shown_but_do_not_refuse(tree: Path, settings
     stack(mock({}), settings, tree, out=out).up(dry_run=True, checks=warning)
     assert out.lines[0] == "warning: compose.image-pinned: stalwart 0.16.17 → pin v0.16.18"
     assert out.lines[1] == "dry run: nothing runs. The docker commands, in order:"
+
+
+# ---------------------------------------------------------------- first start
+
+
+def test_first_start_control_recreates_stalwart_alone_in_recovery_then_normal(
+    tree: Path, settings: Settings
+) -> None:
+    from tailwart.mailbox.stack import ComposeControl
+
+    recreate = f"{BASE} up -d --force-recreate stalwart"
+    stop = f"{BASE} stop stalwart"
+    c = mock(
+        {
+            recreate: [Result(""), Result("")],
+            stop: Result(""),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+        }
+    )
+    control = ComposeControl(stack(c, settings, tree), timeout=60)
+    control.start(recovery=True)
+    assert c.run.call_args_list[0].kwargs["env"]["STALWART_RECOVERY_MODE"] == "1"
+    control.stop()
+    control.start(recovery=False)
+    ran = commands(c)
+    assert [r for r in ran if r in (recreate, stop)] == [recreate, stop, recreate]
+    last_up = [call for call in c.run.call_args_list if call.args[0] == recreate][-1]
+    assert last_up.kwargs["env"]["STALWART_RECOVERY_MODE"] == ""
+    assert not any("ts-stalwart" in r.split(BASE)[-1] for r in ran if r.startswith(BASE))
