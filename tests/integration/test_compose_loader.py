@@ -138,8 +138,9 @@ def test_rules_on_the_loaders_output(tree: Path, old: str, new: str, rule: str, 
             "additional properties 'bogus_key' not allowed",
         ),
         (
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n",
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n      X: ${NOT_A_KEY:?set NOT_A_KEY}\n",
+            "      STALWART_SMARTHOST_PASSWORD: ${STALWART_SMARTHOST_PASSWORD:-}\n",
+            "      STALWART_SMARTHOST_PASSWORD: ${STALWART_SMARTHOST_PASSWORD:-}\n"
+            "      X: ${NOT_A_KEY:?set NOT_A_KEY}\n",
             "NOT_A_KEY",
         ),
     ],
@@ -163,7 +164,11 @@ def test_loader_rejections_are_errors(tree: Path, old: str, new: str, says: str)
             "    network_mode: service:ts-stalwart\n",
             '    network_mode: service:ts-stalwart\n    ports:\n      - "25:25"\n',
         ),
-        ("      STALWART_DB_NAME: ${STALWART_DB_NAME:?STALWART_DB_NAME is required}\n", ""),
+        (
+            "      STALWART_DB_PASSWORD: ${STALWART_DB_PASSWORD:?"
+            "STALWART_DB_PASSWORD is required}\n",
+            "",
+        ),
         ("services:\n", "services:\n  - [unclosed\n"),
     ],
     ids=["ports-on-stalwart", "variable-missing", "broken-yaml"],
