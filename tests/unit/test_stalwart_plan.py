@@ -272,3 +272,30 @@ def test_objects_tailwart_does_not_own_are_never_touched() -> None:
     otel = store.add(CURRENT.tracer, {"@type": "OtelHttp", "endpoint": "http://otel"})
     run(store, settings())
     assert extra in store.objects[CURRENT.listener] and otel in store.objects[CURRENT.tracer]
+
+
+def test_management_url_defaults_to_the_mailbox_over_the_tailnet() -> None:
+    from tailwart.stalwart.provision import management_url
+
+    assert management_url(settings()) == "http://stalwart.tail1234.ts.net:8080"
+    other = settings(STALWART_MANAGEMENT_URL="http://10.9.8.7:18080/")
+    assert management_url(other) == "http://10.9.8.7:18080"
+
+
+def test_a_malformed_recovery_admin_is_refused_without_showing_it() -> None:
+    from tailwart.errors import UsageError
+
+    bad = settings(STALWART_RECOVERY_ADMIN="no-colon-" + "x" * 20)
+    with pytest.raises(UsageError) as raised:
+        provision(bad, Options(), lambda line: None)
+    assert str(raised.value).startswith("STALWART_RECOVERY_ADMIN: must be name:password")
+    assert "no-colon-" not in str(raised.value)
+
+
+def test_unknown_restart_mode_and_phase_are_usage_errors() -> None:
+    from tailwart.errors import UsageError
+
+    with pytest.raises(UsageError, match="--restart 'sometimes'"):
+        run(Store(), settings(), restart="sometimes")
+    with pytest.raises(UsageError, match="--phase 'listeners'"):
+        run(Store(), settings(), phase="listeners")
