@@ -80,3 +80,28 @@ def demo(session: nox.Session) -> None:
     """The main job on built-in defaults: build caddy-l4 and prove PROXY v2 on the wire."""
     _install(session)
     session.run("inv", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def live(session: nox.Session) -> None:
+    """Acceptance against a real Stalwart: nox -s live -- --stalwart-bin PATH [--record].
+
+    Runs the binary in a network namespace with real Postgres, Redis, Garage and the
+    caddy-l4 edge (root only). --record copies the JMAP exchanges, secrets scrubbed,
+    into tests/fixtures/stalwart-0.16.18/. Not a default session.
+    """
+    args = list(session.posargs)
+    env = {}
+    if "--record" in args:
+        args.remove("--record")
+        env["TAILWART_LIVE_RECORD"] = "1"
+    if "--stalwart-bin" not in args or args.index("--stalwart-bin") + 1 >= len(args):
+        session.error("usage: nox -s live -- --stalwart-bin PATH [--record] [pytest args]")
+    at = args.index("--stalwart-bin")
+    binary = Path(args[at + 1]).resolve()
+    del args[at : at + 2]
+    if not binary.is_file():
+        session.error(f"--stalwart-bin {binary}: no such file")
+    env["TAILWART_STALWART_BIN"] = str(binary)
+    _install(session)
+    session.run("pytest", "tests/live", "-v", "-p", "no:cacheprovider", *args, env=env)

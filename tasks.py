@@ -25,7 +25,7 @@ EXAMPLE_HELP = "use the built-in example values instead of a .env file"
 @task(help={**ENV, "example": EXAMPLE_HELP})
 @exits
 def render(c: Context, env_file: str = ".env", strict: bool = False, example: bool = False) -> None:
-    """Write caddy/caddy.json and caddy/jmap.caddy from .env (only when they change)."""
+    """Write caddy/caddy.json, caddy/jmap.caddy and config/config.json from .env (if changed)."""
     from tailwart.render_files import write_rendered
 
     settings = load_settings(env_file, strict, example)
@@ -42,7 +42,7 @@ def check(
     example: bool = False,
     json: bool = False,
 ) -> None:
-    """Static consistency checks of .env, config.toml, compose, caddy.json, git hygiene."""
+    """Static consistency checks of .env, config.json, compose, caddy.json, git hygiene."""
     from tailwart.checks.run import run_checks
 
     settings = load_settings(env_file, strict, example)
@@ -409,7 +409,7 @@ def restart(
 ) -> None:
     """Restart Stalwart alone, or recreate sidecar + Stalwart in order (ts-stalwart / all).
 
-    Stalwart reads config.toml only at start: an edit needs this. Never `docker compose
+    Stalwart reads config.json, listeners and stores only at start. Never `docker compose
     restart` the sidecar or the stack: Stalwart shares its network namespace and dies with it.
     """
     from tailwart.mailbox.stack import open_stack
@@ -642,3 +642,89 @@ def restore(
         ),
         end="",
     )
+
+
+# ---------------------------------------------------------------- Stalwart objects
+
+
+@task(
+    help={
+        **ENV,
+        "dry_run": "print the plan (create/update/replace/delete, and when each takes effect)",
+        "check": "write nothing; exit 1 when the server differs from .env (drift)",
+        "json": "print the plan as JSON",
+        "restart": "auto: restart Stalwart alone through compose when needed; never: apply "
+        "what takes effect live, print what still needs a restart, exit 3",
+        "phase": "all (default), or stores: only the blob, in-memory and search stores (a "
+        "fresh store's first step, in recovery mode)",
+    }
+)
+@exits
+def provision(
+    c: Context,
+    env_file: str = ".env",
+    strict: bool = False,
+    dry_run: bool = False,
+    check: bool = False,
+    json: bool = False,
+    restart: str = "auto",
+    phase: str = "all",
+) -> None:
+    """Make Stalwart hold the objects .env describes: observe, plan, apply, verify, reload.
+
+    Reaches the management API at STALWART_MANAGEMENT_URL (default http://MAILBOX_FQDN:8080)
+    as STALWART_RECOVERY_ADMIN. Objects tailwart does not own are never touched.
+    """
+    from tailwart.stalwart.provision import Options
+    from tailwart.stalwart.provision import provision as run_provision
+
+    settings = load_settings(env_file, strict)
+
+    def restart_stalwart() -> None:
+        from tailwart.mailbox.stack import open_stack
+
+        open_stack(c, env_file, strict).restart("stalwart")
+
+    code = run_provision(
+        settings,
+        Options(dry_run=dry_run, check=check, as_json=json, restart=restart, phase=phase),
+        out=print,
+        restart=restart_stalwart,
+    )
+    if code:
+        raise SystemExit(code)
+
+
+@task(help={**ENV, "timeout": TIMEOUT_HELP})
+@exits
+def first_start(
+    c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300
+) -> None:
+    """A fresh store, no hand step: recovery mode + stores, first normal start, full apply.
+
+    Run once, after inv bootstrap, instead of inv up + inv provision on an empty database.
+    """
+    from tailwart.mailbox.stack import ComposeControl, open_stack
+    from tailwart.stalwart.provision import first_start as run_first_start
+
+    stack = open_stack(c, env_file, strict)
+    stack.refuse_if_broken()
+    stack.write_config()
+    run_first_start(stack.settings, ComposeControl(stack, timeout), print)
+
+
+@task(help={**ENV, "dry_run": "explain the data-preserving path from v0.15.5 (required)"})
+@exits
+def migrate_stalwart(
+    c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool = False
+) -> None:
+    """Explain the move from the v0.15.5 (TOML) stack to v0.16.18: kept, wiped, steps."""
+    from tailwart.errors import UsageError
+    from tailwart.stalwart.migrate import explain
+
+    if not dry_run:
+        raise UsageError(
+            "inv migrate-stalwart only explains the path (--dry-run): it has not been "
+            "proven against real servers"
+        )
+    print(explain(load_settings(env_file, strict)), end="")

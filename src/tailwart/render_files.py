@@ -12,9 +12,11 @@ from .settings import Settings
 def write_rendered(settings: Settings, root: Path) -> list[str]:
     """Write every rendered file under ``root``; return one line per file saying what happened."""
     from .edge.render import rendered_files
+    from .stalwart.datastore import CONFIG_FILE, config_json
 
+    files = {**rendered_files(settings), CONFIG_FILE: config_json(settings)}
     lines = []
-    for rel, content in rendered_files(settings).items():
+    for rel, content in files.items():
         changed = write_atomic(root / rel, content)
         lines.append(f"{'wrote' if changed else 'unchanged'} {rel}")
     return lines

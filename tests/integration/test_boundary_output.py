@@ -189,7 +189,7 @@ def test_render_into_a_read_only_caddy_dir_keeps_the_old_file(
         (caddy / "caddy.json").write_text("{}\n")
         subprocess.run(["mount", "-o", "remount,ro", str(caddy)], check=True)
         done = _render(tmp_path, env_file)
-        text = clean(done, example_values["STALWART_ADMIN_SECRET"])
+        text = clean(done, example_values["STALWART_RECOVERY_ADMIN"])
         assert done.returncode == 1, text
         assert "caddy/caddy.json" in done.stderr and "read-only file system" in done.stderr
         assert (caddy / "caddy.json").read_text() == "{}\n"

@@ -70,20 +70,22 @@ def test_committed_compose_file_loads_and_normalises(binary: Path) -> None:
     assert "ports" not in stalwart and "networks" not in stalwart
     assert stalwart["depends_on"]["ts-stalwart"]["condition"] == "service_healthy"
     assert stalwart["image"] == settings["STALWART_IMAGE"]
-    config = [v for v in stalwart["volumes"] if v["target"] == "/opt/stalwart/etc/config.toml"]
+    assert stalwart["user"] == "2000:2000"
+    config = [v for v in stalwart["volumes"] if v["target"] == "/etc/stalwart/config.json"]
     assert config == [
         {
             "type": "bind",
-            "source": str(ROOT / "config/config.toml"),
-            "target": "/opt/stalwart/etc/config.toml",
+            "source": str(ROOT / "config/config.json"),
+            "target": "/etc/stalwart/config.json",
             "read_only": True,
             "bind": {"create_host_path": True},
         }
     ]
     # defaults and derived values reached the container environment
     env = stalwart["environment"]
-    assert env["STALWART_DB_PORT"] == "5432"
-    assert env["STALWART_OUTBOUND_ROUTE"] in ("mx", "smarthost")
+    assert env["STALWART_PUBLIC_URL"] == f"https://{settings['MAIL_HOSTNAME']}"
+    assert env["STALWART_DB_PASSWORD"] == settings["STALWART_DB_PASSWORD"]
+    assert "STALWART_DB_HOST" not in env  # hosts live in config.json and the objects
     assert doc["networks"]["default"]["enable_ipv6"] is True
 
 
@@ -103,13 +105,13 @@ def test_every_rule_passes_on_the_normalised_committed_file(tree: Path) -> None:
             "host ports published by stalwart",
         ),
         (
-            "      STALWART_REDIS_PASSWORD: ${STALWART_REDIS_PASSWORD:?STALWART_REDIS_PASSWORD "
+            "      STALWART_S3_SECRET_KEY: ${STALWART_S3_SECRET_KEY:?STALWART_S3_SECRET_KEY "
             "is required}\n",
             "",
             "compose.env-passed",
-            "not passed to stalwart: STALWART_REDIS_PASSWORD",
+            "not passed to stalwart: STALWART_S3_SECRET_KEY",
         ),
-        ("config.toml:ro\n", "config.toml\n", "compose.volumes", "mounted writable"),
+        ("config.json:ro\n", "config.json\n", "compose.volumes", "mounted writable"),
         (
             '      TS_ACCEPT_DNS: "true"\n',
             '      TS_ACCEPT_DNS: "false"\n',
@@ -136,8 +138,9 @@ def test_rules_on_the_loaders_output(tree: Path, old: str, new: str, rule: str, 
             "additional properties 'bogus_key' not allowed",
         ),
         (
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n",
-            "      STALWART_DB_PORT: ${STALWART_DB_PORT}\n      X: ${NOT_A_KEY:?set NOT_A_KEY}\n",
+            "      STALWART_SMARTHOST_PASSWORD: ${STALWART_SMARTHOST_PASSWORD:-}\n",
+            "      STALWART_SMARTHOST_PASSWORD: ${STALWART_SMARTHOST_PASSWORD:-}\n"
+            "      X: ${NOT_A_KEY:?set NOT_A_KEY}\n",
             "NOT_A_KEY",
         ),
     ],
@@ -161,7 +164,11 @@ def test_loader_rejections_are_errors(tree: Path, old: str, new: str, says: str)
             "    network_mode: service:ts-stalwart\n",
             '    network_mode: service:ts-stalwart\n    ports:\n      - "25:25"\n',
         ),
-        ("      STALWART_DB_NAME: ${STALWART_DB_NAME:?STALWART_DB_NAME is required}\n", ""),
+        (
+            "      STALWART_DB_PASSWORD: ${STALWART_DB_PASSWORD:?"
+            "STALWART_DB_PASSWORD is required}\n",
+            "",
+        ),
         ("services:\n", "services:\n  - [unclosed\n"),
     ],
     ids=["ports-on-stalwart", "variable-missing", "broken-yaml"],

@@ -114,10 +114,10 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "not passed to stalwart: STALWART_S3_SECRET_KEY",
         ),
         (
-            "      STALWART_DB_HOST: ${STALWART_DB_HOST}\n",
-            "      STALWART_DB_HOST: ${STALWART_REDIS_HOST}\n",
+            "      STALWART_PUBLIC_URL: ${STALWART_PUBLIC_URL:?run through inv up}\n",
+            "      STALWART_PUBLIC_URL: ${STALWART_SMARTHOST_PASSWORD:-}\n",
             "compose.env-passed",
-            "passed with another value than .env gives: STALWART_DB_HOST",
+            "passed with another value than .env gives: STALWART_PUBLIC_URL",
         ),
         (
             "/healthz/ready",
@@ -125,18 +125,24 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "compose.stalwart-health",
             "does not ask /healthz/ready",
         ),
-        ("config.toml:ro\n", "config.toml\n", "compose.volumes", "mounted writable"),
+        ("config.json:ro\n", "config.json\n", "compose.volumes", "mounted writable"),
         (
-            "      - stalwart-data:/opt/stalwart\n",
+            "      - stalwart-data:/var/lib/stalwart\n",
             "",
             "compose.volumes",
-            "no named volume at /opt/stalwart",
+            "no named volume at /var/lib/stalwart",
         ),
         (
-            "../config/config.toml:",
-            "../config/other.toml:",
+            "      - stalwart-etc:/etc/stalwart\n",
+            "",
             "compose.volumes",
-            "not config/config.toml",
+            "no named volume at /etc/stalwart",
+        ),
+        (
+            "../config/config.json:",
+            "../config/other.json:",
+            "compose.volumes",
+            "not config/config.json",
         ),
         ("services:\n", "services:\n  - [unclosed\n", "compose.yaml", "broken YAML at line"),
         # issue 14 finding 1: the sidecar's root healthcheck never turns a value into code
@@ -167,14 +173,23 @@ def test_each_broken_rule_is_an_error(tree: Path, old: str, new: str, rule: str,
     assert says in got[rule].message
 
 
-def test_macro_in_config_toml_not_passed_is_an_error(tree: Path) -> None:
-    text = (tree / "config/config.toml").read_text()
-    (tree / "config/config.toml").write_text(
-        text + '\n[tracer.extra]\ntype = "%{env:EXTRA_LEVEL}%"\n'
-    )
-    got = errors(tree)["compose.env-passed"].message
-    assert "not passed to stalwart: EXTRA_LEVEL" in got
-    assert "config.toml reads variables tailwart does not supply: EXTRA_LEVEL" in got
+def test_a_referenced_variable_not_passed_is_an_error(tree: Path) -> None:
+    # the relay route reads its password from the container's environment by name
+    values = {
+        **example_values_with_relay(),
+        "STALWART_SMARTHOST_USER": "relay-user",
+        "STALWART_SMARTHOST_PASSWORD": "relay-secret-value-1",
+    }
+    edit(tree, "      STALWART_SMARTHOST_PASSWORD: ${STALWART_SMARTHOST_PASSWORD:-}\n", "")
+    got = errors(tree, from_mapping(values))["compose.env-passed"].message
+    assert "not passed to stalwart: STALWART_SMARTHOST_PASSWORD" in got
+    assert "relay-secret-value-1" not in got
+
+
+def example_values_with_relay() -> dict[str, str]:
+    from tailwart.settings.example import example_values
+
+    return {**example_values(), "STALWART_SMARTHOST": "relay.example.net:587"}
 
 
 def test_secrets_never_appear_in_findings(tree: Path) -> None:
@@ -198,16 +213,19 @@ def test_missing_compose_file(tree: Path) -> None:
 @pytest.mark.parametrize(
     ("image", "status", "says"),
     [
-        ("stalwartlabs/stalwart:v0.15.5", Status.OK, "the last TOML release"),
-        ("stalwartlabs/stalwart:v0.16.0", Status.ERROR, "`stalwart-cli apply`"),
-        ("stalwartlabs/stalwart:v0.16.2", Status.ERROR, "config.json names the data store"),
-        ("stalwartlabs/stalwart:1.0.0", Status.ERROR, "reads no config.toml"),
+        ("stalwartlabs/stalwart:v0.16.18", Status.OK, "stalwart 0.16.18"),
+        ("stalwartlabs/stalwart:v0.15.5", Status.ERROR, "v0.15 (TOML) release"),
+        ("stalwartlabs/stalwart:v0.15.0", Status.ERROR, "reads config.toml"),
+        ("stalwartlabs/stalwart:v0.16.0", Status.ERROR, "older than 0.16.15"),
+        ("stalwartlabs/stalwart:v0.16.14", Status.ERROR, "app passwords could regain full rights"),
+        ("stalwartlabs/stalwart:v0.16.15", Status.WARNING, "verified against 0.16.18"),
+        ("stalwartlabs/stalwart:v0.16.19", Status.WARNING, "schema hash"),
+        ("stalwartlabs/stalwart:1.0.0", Status.ERROR, "cannot open a 0.16 store"),
         ("stalwartlabs/stalwart:latest", Status.ERROR, "not pinned to a version"),
-        ("stalwartlabs/stalwart", Status.ERROR, "crossed 0.15 → 0.16"),
-        ("stalwartlabs/stalwart:v0.12.5", Status.ERROR, "predates v0.13"),
-        ("stalwartlabs/stalwart:v0.14.1", Status.WARNING, "verifies them against v0.15.5"),
+        ("stalwartlabs/stalwart", Status.ERROR, "0.15 → 0.16"),
+        ("stalwartlabs/stalwart:v0.12.5", Status.ERROR, "predates v0.15"),
         ("stalwartlabs/stalwart@sha256:" + "ab" * 32, Status.WARNING, "pinned by digest"),
-        ("registry.example.org:5000/stalwart:v0.15.5", Status.OK, "stalwart 0.15.5"),
+        ("registry.example.org:5000/stalwart:v0.16.18", Status.OK, "stalwart 0.16.18"),
     ],
 )
 def test_image_pin(tree: Path, image: str, status: Status, says: str) -> None:
@@ -216,17 +234,21 @@ def test_image_pin(tree: Path, image: str, status: Status, says: str) -> None:
     finding = findings(tree)["compose.image-pinned"]
     assert finding.status is status
     assert says in finding.message + finding.advice
-    if status is Status.ERROR:
-        assert "v0.15.5" in finding.advice
+    if status is not Status.OK:
+        assert "stalwartlabs/stalwart:v0.16.18" in finding.advice
 
 
-def test_v016_explanation_names_the_fix(tree: Path, example_values: dict[str, str]) -> None:
-    settings = from_mapping({**example_values, "STALWART_IMAGE": "stalwartlabs/stalwart:v0.16.0"})
+def test_v015_refusal_names_the_reason_and_the_way_out(
+    tree: Path, example_values: dict[str, str]
+) -> None:
+    settings = from_mapping({**example_values, "STALWART_IMAGE": "stalwartlabs/stalwart:v0.15.5"})
     finding = findings(tree, settings)["compose.image-pinned"]
-    assert finding.advice == (
-        "pin stalwartlabs/stalwart:v0.15.5, the last TOML release (a v0.16 renderer is a "
-        "separate feature)"
+    assert finding.message == (
+        "stalwart 0.15.5 is a v0.15 (TOML) release: it reads config.toml, which tailwart no "
+        "longer renders, and its support ends on 2026-12-01 (inv migrate-stalwart --dry-run "
+        "explains the move)"
     )
+    assert finding.advice == "pin stalwartlabs/stalwart:v0.16.18"
 
 
 def test_mailbox_tag_must_match_the_advertised_tag(

@@ -16,6 +16,7 @@ from tailwart.edge.render import rendered_files
 from tailwart.findings import Finding, Status
 from tailwart.settings import Key, Kind, Settings, from_mapping
 from tailwart.settings.example import example_values
+from tailwart.stalwart.datastore import config_json
 from testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,8 @@ def tree(tmp_path: Path) -> Path:
         else:
             shutil.copy2(src, tmp_path / name)
     settings = from_mapping(example_values())
-    for rel, content in rendered_files(settings).items():
+    files = {**rendered_files(settings), "config/config.json": config_json(settings)}
+    for rel, content in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(content)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
@@ -63,7 +65,7 @@ def test_committed_files_pass(tree: Path, module: str) -> None:
 
 
 def config(tree: Path) -> Path:
-    return tree / "config" / "config.toml"
+    return tree / "config" / "config.json"
 
 
 def compose(tree: Path) -> Path:
@@ -92,8 +94,8 @@ BROKEN: list[tuple[str, str, Callable[[Path], None], str]] = [
     (
         "env.macros-declared",
         "envcontract",
-        lambda t: edit(config(t), "%{env:STALWART_DB_NAME}%", "%{env:STALWART_DB_NAM}%"),
-        "STALWART_DB_NAM",
+        lambda t: edit(config(t), '"STALWART_DB_PASSWORD"', '"STALWART_DB_PASSWD"'),
+        "STALWART_DB_PASSWD",
     ),
     (
         "env.macros-passed",
@@ -127,8 +129,9 @@ BROKEN: list[tuple[str, str, Callable[[Path], None], str]] = [
         "envcontract",
         lambda t: edit(
             compose(t),
-            "      STALWART_DB_HOST: ${STALWART_DB_HOST}\n",
-            "      STALWART_DB_HOST: ${STALWART_DB_HOST}\n      TS_API_TOKEN: ${TS_API_TOKEN:-}\n",
+            "      STALWART_PUBLIC_URL: ${STALWART_PUBLIC_URL:?run through inv up}\n",
+            "      STALWART_PUBLIC_URL: ${STALWART_PUBLIC_URL:?run through inv up}\n"
+            "      TS_API_TOKEN: ${TS_API_TOKEN:-}\n",
         ),
         "TS_API_TOKEN",
     ),
@@ -154,90 +157,44 @@ BROKEN: list[tuple[str, str, Callable[[Path], None], str]] = [
         "unix socket",
     ),
     (
-        "proxy.trust",
-        "proxy",
-        lambda t: edit(config(t), '["%{env:EDGE_TAILNET_ADDR}%"]', '["100.64.0.0/10"]'),
-        "range",
-    ),
-    (
-        "proxy.trust",
-        "proxy",
-        lambda t: edit(
-            config(t),
-            '["%{env:EDGE_TAILNET_ADDR}%"]',
-            '["%{env:EDGE_TAILNET_ADDR}%", "127.0.0.1/32"]',
-        ),
-        "loopback",
-    ),
-    (
-        "proxy.trust",
-        "proxy",
-        lambda t: edit(config(t), '["%{env:EDGE_TAILNET_ADDR}%"]', '["0.0.0.0/0"]'),
-        "whole internet",
-    ),
-    (
-        "proxy.listeners",
-        "proxy",
-        lambda t: edit(
-            config(t),
-            '[server.listener.imaptls]\nbind = ["[::]:993"]',
-            '[server.listener.imaptls]\nbind = ["[::]:9993"]',
-        ),
-        "993",
-    ),
-    (
-        "proxy.listeners",
-        "proxy",
-        lambda t: edit(
-            config(t),
-            'bind = ["[::]:465"]\nprotocol = "smtp"\ntls.implicit = true',
-            'bind = ["[::]:465"]\nprotocol = "smtp"\ntls.implicit = false',
-        ),
-        "tls.implicit=false",
-    ),
-    (
-        "proxy.overrides",
-        "proxy",
-        lambda t: edit(
-            config(t),
-            'bind = ["[::]:25"]\nprotocol = "smtp"',
-            'bind = ["[::]:25"]\nprotocol = "smtp"\nproxy.trusted-networks = ["100.64.9.9/32"]',
-        ),
-        "smtp(:25)",
-    ),
-    (
         "proxy.jmap",
         "proxy",
         lambda t: edit(t / "caddy" / "jmap.caddy", "proxy_protocol v2", "versions 1.1"),
         "PROXY v2",
     ),
     (
-        "stalwart.keys",
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "\trespond @admin 403\n", ""),
+        "to the internet",
+    ),
+    (
+        "stalwart.config",
+        "stalwart_keys",
+        lambda t: edit(config(t), '"host":', '"hostname":'),
+        "'hostname' is not a field of PostgreSql (nearest: host)",
+    ),
+    (
+        "stalwart.config",
         "stalwart_keys",
         lambda t: edit(
-            config(t), 'host = "%{env:STALWART_DB_HOST}%"', 'hostname = "%{env:STALWART_DB_HOST}%"'
+            config(t),
+            '"@type": "EnvironmentVariable",\n    "variableName": "STALWART_DB_PASSWORD"',
+            '"@type": "Value",\n    "secret": "inline-password"',
         ),
-        "nearest valid: store.*.host",
+        "not an EnvironmentVariable reference",
     ),
     (
-        "stalwart.keys",
+        "stalwart.config",
         "stalwart_keys",
-        lambda t: edit(
-            config(t), "[server.proxy]\ntrusted-networks", "[server.proxy]\ntrusted-network"
-        ),
-        "server.proxy.trusted-network",
+        lambda t: edit(config(t), '"port": 5432', '"port": 5433'),
+        "differs from what .env describes",
     ),
     (
-        "stalwart.references",
+        "stalwart.config",
         "stalwart_keys",
-        lambda t: edit(config(t), 'blob = "s3"', 'blob = "garage"'),
-        "missing store 'garage'",
-    ),
-    (
-        "stalwart.references",
-        "stalwart_keys",
-        lambda t: edit(config(t), 'tls.implicit = "%{env:STALWART_RELAY_IMPLICIT_TLS}%"\n', ""),
-        "587/STARTTLS",
+        lambda t: edit(config(t), '"@type": "PostgreSql"', '"@type": "Postgres"'),
+        "not a DataStore variant",
     ),
     (
         "hygiene.ignored",
@@ -292,6 +249,21 @@ def test_unused_key_is_flagged(tree: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert found.status is Status.ERROR and "NEVER_READ_ANYWHERE" in found.message
 
 
+def test_trust_needs_both_edge_addresses(tree: Path) -> None:
+    values = example_values()
+    values["EDGE_TAILNET_ADDR6"] = "100.64.0.11/32"  # two IPv4 addresses: no /128
+    found = findings(tree, "proxy", from_mapping(values))["proxy.trust"]
+    assert found.status is Status.ERROR
+    assert "EDGE_TAILNET_ADDR6 the IPv6 /128" in found.message
+
+
+def test_trust_names_both_edge_addresses(tree: Path) -> None:
+    found = findings(tree, "proxy")["proxy.trust"]
+    assert found.status is Status.OK
+    assert "100.64.0.10/32, fd7a:115c:a1e0::a/128" in found.message
+    assert "global trust list stays empty" in found.message
+
+
 def test_jmap_not_rendered_is_a_warning(tree: Path) -> None:
     (tree / "caddy" / "jmap.caddy").unlink()
     assert findings(tree, "proxy")["proxy.jmap"].status is Status.WARNING
@@ -318,9 +290,9 @@ def test_render_then_check_pass_on_the_example_values(tree: Path) -> None:
     data = json.loads(machine.stdout)
     assert data["summary"]["error"] == 0
     ids = {f["id"] for f in data["findings"]}
-    assert {"proxy.trust", "stalwart.keys", "hygiene.tracked", "env.macros-passed"} <= ids
+    assert {"proxy.trust", "stalwart.config", "hygiene.tracked", "env.macros-passed"} <= ids
     # and a broken tree makes the task exit 1 naming the check
-    edit(config(tree), '["%{env:EDGE_TAILNET_ADDR}%"]', '["0.0.0.0/0"]')
+    edit(config(tree), '"port": 5432', '"port": 1')
     broken = inv("check", "--example")
     assert broken.returncode == 1
-    assert "ERROR proxy.trust" in broken.stdout
+    assert "ERROR stalwart.config" in broken.stdout

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from tailwart.edge.render import rendered_files
 from tailwart.edge.unit import render_unit
 from tailwart.settings import BY_NAME, KEYS, Key, Settings, SettingsError, validate
-from tailwart.settings.derived import compose_environment, derived_values
+from tailwart.settings.derived import compose_environment
 from testkit import ROOT, TOOL_CACHE, built_caddy, need
 
 #: examples per key: 49 keys x 200 take about 20 s on two busy cores
@@ -175,6 +175,7 @@ def _base() -> dict[str, str]:
         "MAIL_DOMAIN": "example.org",
         "MAIL_HOSTNAME": "mail.example.org",
         "EDGE_TAILNET_ADDR": "100.64.0.10/32",
+        "EDGE_TAILNET_ADDR6": "fd7a:115c:a1e0::a/128",
         "EDGE_TAG": "tag:reverse-proxy",
         "EDGE_PUBLIC_IP": "203.0.113.25",
         "EDGE_HOSTS": "root@edge1.example.org, edge2",
@@ -186,8 +187,8 @@ def _base() -> dict[str, str]:
         "MAILBOX_FQDN": "stalwart.tail1234.ts.net",
         "MAILBOX_TAG": "tag:stalwart",
         "COMPOSE_PROJECT": "tailwart-mail",
-        "STALWART_ADMIN_USER": "admin",
-        "STALWART_ADMIN_SECRET": "fuzz-admin-0123456789",
+        "STALWART_RECOVERY_ADMIN": "admin:fuzz-admin-0123456789",
+        "STALWART_MANAGEMENT_URL": "http://stalwart.tail1234.ts.net:8080",
         "STALWART_DB_HOST": "postgres.tail1234.ts.net",
         "STALWART_DB_PORT": "5432",
         "STALWART_DB_NAME": "stalwart",
@@ -310,17 +311,24 @@ def round_trip(settings_: Settings, name: str, value: str) -> None:
         assert handler["upstreams"] == [{"dial": [f"{fqdn}:{port}"]}]
     rows = caddyfile_tokens(files["caddy/jmap.caddy"])
     assert rows[0] == [settings_["MAIL_HOSTNAME"], "{"]
-    assert rows[1] == ["reverse_proxy", f"{fqdn}:8080", "{"]
+    assert ["reverse_proxy", f"{fqdn}:8080", "{"] in rows
     if name == "EDGE_ROOT":
         unit = render_unit(value)
         assert exec_start(unit)[0] == f"{value}/current/caddy"
         assert exec_start(unit)[-1] == f"{value}/current/caddy.json"
         assert exec_start(unit, "ExecReload")[0] == f"{value}/current/caddy"
     if name == "STALWART_SMARTHOST":
+        from tailwart.stalwart.desired import desired_state
+
         host, _, port = value.rpartition(":")
-        derived = derived_values(settings_)
-        assert derived["STALWART_RELAY_HOST"] == host.removeprefix("[").removesuffix("]")
-        assert derived["STALWART_RELAY_PORT"] == port
+        (relay,) = [
+            d.fields
+            for d in desired_state(settings_)
+            if getattr(d, "fields", {}).get("@type") == "Relay"
+        ]
+        # the Relay route Stalwart receives: bracket-free host, numeric port
+        assert relay["address"] == host.removeprefix("[").removesuffix("]")
+        assert relay["port"] == int(port)
 
 
 def outcome(name: str, value: str) -> str:
@@ -468,7 +476,8 @@ def test_sampled_values_pass_caddy(
         (route,) = server["routes"]
         # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay as is
         assert route["match"] == [{"host": [values["MAIL_HOSTNAME"].lower()]}]
-        (proxy,) = route["handle"][0]["routes"][0]["handle"]
+        handlers = [h for sub in route["handle"][0]["routes"] for h in sub["handle"]]
+        (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
         assert proxy["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
         assert proxy["transport"]["proxy_protocol"] == "v2"
     # control: the same check fails on a value the contract refuses (a final dot)

@@ -376,14 +376,14 @@ def test_nul_byte_and_huge_secret_are_refused_without_showing_them(tmp_path: Pat
     nul = "abc\x00" + secrets.token_hex(8)
     huge = secrets.token_hex(64 * 1024)  # 128 KiB
     values["STALWART_DB_PASSWORD"] = nul
-    values["STALWART_ADMIN_SECRET"] = huge
+    values["STALWART_RECOVERY_ADMIN"] = huge
     result = refused(
         tmp_path,
         values,
         "render",
         expect={
             "STALWART_DB_PASSWORD": "U+0000",
-            "STALWART_ADMIN_SECRET": "at most 1024 are allowed",
+            "STALWART_RECOVERY_ADMIN": "at most 1024 are allowed",
         },
         hidden=(nul[4:], huge[:32]),
     )
@@ -486,7 +486,7 @@ def test_mapped_loopback_and_other_non_routable_edge_addresses(tmp_path: Path) -
 
 def test_blank_and_invisible_secrets_are_refused(tmp_path: Path) -> None:
     values = example_values()
-    values["STALWART_ADMIN_SECRET"] = " " * 8
+    values["STALWART_RECOVERY_ADMIN"] = " " * 8
     values["STALWART_DB_PASSWORD"] = "\u200b" * 8
     values["STALWART_REDIS_PASSWORD"] = "\u00a0" * 8
     values["STALWART_S3_SECRET_KEY"] = "pass word with spaces"
@@ -495,7 +495,7 @@ def test_blank_and_invisible_secrets_are_refused(tmp_path: Path) -> None:
         values,
         "render",
         expect={
-            "STALWART_ADMIN_SECRET": "whitespace around it",
+            "STALWART_RECOVERY_ADMIN": "whitespace around it",
             "STALWART_DB_PASSWORD": "invisible format character",
             "STALWART_REDIS_PASSWORD": "whitespace around it",
             "STALWART_S3_SECRET_KEY": "printable ASCII without spaces",

@@ -29,7 +29,7 @@ from tailwart.errors import UsageError
 from tailwart.findings import Finding
 from tailwart.mailbox.errors import MailboxError, StackRefused
 from tailwart.mailbox.stack import Stack
-from tailwart.settings import Settings
+from tailwart.settings import Settings, from_mapping
 from tailwart.settings.derived import compose_environment
 from tailwart.settings.example import example_settings
 
@@ -138,7 +138,7 @@ def test_up_passes_the_compose_environment_not_command_line_secrets(
     env = up_call.kwargs["env"]
     # defaults and derived values are present, so the ${X:?} guards never fire
     assert env == compose_environment(settings)
-    assert env["STALWART_OUTBOUND_ROUTE"] in ("mx", "smarthost")
+    assert env["STALWART_PUBLIC_URL"] == f"https://{settings['MAIL_HOSTNAME']}"
     assert env["COMPOSE_PROJECT"] == "tailwart-mail"
     assert all(
         settings[k] not in call.args[0]
@@ -323,6 +323,10 @@ def test_down_volumes_without_a_terminal_needs_yes(
 
 
 def test_ps_shows_containers_health_and_the_image_tag(tree: Path, settings: Settings) -> None:
+    # the recorded listing runs v0.15.5: pin the same, so the tag line shows no mismatch
+    from tailwart.settings.example import example_values
+
+    settings = from_mapping({**example_values(), "STALWART_IMAGE": "stalwartlabs/stalwart:v0.15.5"})
     c = mock({**PRECONDITIONS, PS: ps("unhealthy")})
     out = Output()
     stack(c, settings, tree, out=out).ps()
@@ -511,9 +515,39 @@ def test_restart_step_failure_reports_the_containers(tree: Path, settings: Setti
 
 def test_warnings_of_the_checks_are_shown_but_do_not_refuse(tree: Path, settings: Settings) -> None:
     def warning(ctx: CheckContext) -> list[Finding]:
-        return [Finding.warning("compose.image-pinned", "stalwart 0.14.1", "pin v0.15.5")]
+        return [Finding.warning("compose.image-pinned", "stalwart 0.16.17", "pin v0.16.18")]
 
     out = Output()
     stack(mock({}), settings, tree, out=out).up(dry_run=True, checks=warning)
-    assert out.lines[0] == "warning: compose.image-pinned: stalwart 0.14.1 → pin v0.15.5"
+    assert out.lines[0] == "warning: compose.image-pinned: stalwart 0.16.17 → pin v0.16.18"
     assert out.lines[1] == "dry run: nothing runs. The docker commands, in order:"
+
+
+# ---------------------------------------------------------------- first start
+
+
+def test_first_start_control_recreates_stalwart_alone_in_recovery_then_normal(
+    tree: Path, settings: Settings
+) -> None:
+    from tailwart.mailbox.stack import ComposeControl
+
+    recreate = f"{BASE} up -d --force-recreate stalwart"
+    stop = f"{BASE} stop stalwart"
+    c = mock(
+        {
+            recreate: [Result(""), Result("")],
+            stop: Result(""),
+            PS: ps("healthy"),
+            INSPECT: inspected("healthy"),
+        }
+    )
+    control = ComposeControl(stack(c, settings, tree), timeout=60)
+    control.start(recovery=True)
+    assert c.run.call_args_list[0].kwargs["env"]["STALWART_RECOVERY_MODE"] == "1"
+    control.stop()
+    control.start(recovery=False)
+    ran = commands(c)
+    assert [r for r in ran if r in (recreate, stop)] == [recreate, stop, recreate]
+    last_up = [call for call in c.run.call_args_list if call.args[0] == recreate][-1]
+    assert last_up.kwargs["env"]["STALWART_RECOVERY_MODE"] == ""
+    assert not any("ts-stalwart" in r.split(BASE)[-1] for r in ran if r.startswith(BASE))

@@ -1,4 +1,4 @@
-"""``inv check``'s policy findings: the snippet against compose, config.toml, caddy.json, .env."""
+"""``inv check``'s policy findings: the snippet against compose, listeners, caddy.json, .env."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    for rel in ("acl-snippet.hujson", "compose/docker-compose.yml", "config/config.toml"):
+    for rel in ("acl-snippet.hujson", "compose/docker-compose.yml"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     return tmp_path
@@ -101,7 +101,9 @@ def test_port_opened_without_a_listener_is_a_warning(
     found = findings(tree, example_values)
     assert found["policy.ports"].status is Status.OK
     assert found["policy.ports-unused"].status is Status.WARNING
-    assert "on 110, where config.toml has no listener" in found["policy.ports-unused"].message
+    assert (
+        "on 110, where Stalwart has no provisioned listener" in found["policy.ports-unused"].message
+    )
 
 
 def test_missing_snippet(tree: Path, example_values: dict[str, str]) -> None:

@@ -85,10 +85,18 @@ def _inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_render_task_writes_then_reports_unchanged(tmp_path: Path) -> None:
     first = _inv(tmp_path, "render", "--example")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == ["wrote caddy/caddy.json", "wrote caddy/jmap.caddy"]
+    assert first.stdout.splitlines() == [
+        "wrote caddy/caddy.json",
+        "wrote caddy/jmap.caddy",
+        "wrote config/config.json",
+    ]
     mtime = (tmp_path / "caddy" / "caddy.json").stat().st_mtime_ns
     second = _inv(tmp_path, "render", "--example")
-    unchanged = ["unchanged caddy/caddy.json", "unchanged caddy/jmap.caddy"]
+    unchanged = [
+        "unchanged caddy/caddy.json",
+        "unchanged caddy/jmap.caddy",
+        "unchanged config/config.json",
+    ]
     assert second.stdout.splitlines() == unchanged
     assert (tmp_path / "caddy" / "caddy.json").stat().st_mtime_ns == mtime
 

@@ -54,8 +54,8 @@ BAD: list[tuple[str, Edit, str, str]] = [
     ),
     (
         "placeholder-changeme",
-        setting("STALWART_ADMIN_SECRET", "changeme"),
-        "STALWART_ADMIN_SECRET",
+        setting("STALWART_RECOVERY_ADMIN", "changeme"),
+        "STALWART_RECOVERY_ADMIN",
         "placeholder",
     ),
     (
@@ -194,13 +194,13 @@ def test_bad_env_exits_2_names_key_and_writes_nothing(
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     values = example_values()
     values.update({"STALWART_DB_PORT": "0", "MAIL_HOSTNAME": "mail", "MAILBOX_TAG": "stalwart"})
-    del values["STALWART_ADMIN_SECRET"]
+    del values["STALWART_RECOVERY_ADMIN"]
     env = tmp_path / ".env"
     env.write_text(env_text(values))
     env.chmod(0o600)
     result = inv(tmp_path, "render", "--env-file", str(env))
     assert result.returncode == 2
-    for key in ("STALWART_DB_PORT", "MAIL_HOSTNAME", "MAILBOX_TAG", "STALWART_ADMIN_SECRET"):
+    for key in ("STALWART_DB_PORT", "MAIL_HOSTNAME", "MAILBOX_TAG", "STALWART_RECOVERY_ADMIN"):
         assert key in result.stderr
     assert "4 error(s)" in result.stderr
 
@@ -300,7 +300,7 @@ def test_readable_env_is_a_warning_and_strict_refuses(tmp_path: Path) -> None:
 
 def test_defaults_apply_and_optional_keys_stay_empty() -> None:
     settings = from_mapping(example_values())
-    assert settings["STALWART_IMAGE"] == "stalwartlabs/stalwart:v0.15.5"
+    assert settings["STALWART_IMAGE"] == "stalwartlabs/stalwart:v0.16.18"
     assert settings["STALWART_S3_BUCKET"] == "stalwart-mail"
     assert settings.port("STALWART_DB_PORT") == 5432
     assert settings["STALWART_SMARTHOST"] == ""
@@ -348,7 +348,7 @@ def test_committed_example_and_readme_table_are_in_sync() -> None:
 
 def test_image_may_name_a_registry_with_a_port() -> None:
     values = example_values()
-    values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart:v0.15.5"
+    values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart:v0.16.18"
     assert from_mapping(values)["STALWART_IMAGE"] == values["STALWART_IMAGE"]
     values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart"
     with pytest.raises(SettingsError, match="pinned tag"):

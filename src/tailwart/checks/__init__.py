@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ MODULES: tuple[str, ...] = (
 )
 
 COMPOSE_FILE = "compose/docker-compose.yml"
-CONFIG_FILE = "config/config.toml"
+CONFIG_FILE = "config/config.json"
 CADDY_FILE = "caddy/caddy.json"
 SNIPPET_FILE = "acl-snippet.hujson"
 
@@ -50,10 +49,14 @@ class CheckContext:
             return None
 
     @functools.cached_property
-    def stalwart_config(self) -> dict[str, Any] | None:
-        """config/config.toml parsed, or None when missing (a parse error raises)."""
+    def stalwart_config(self) -> Any:
+        """config/config.json parsed if rendered, else what ``inv render`` would write."""
         text = self.text(CONFIG_FILE)
-        return None if text is None else tomllib.loads(text)
+        if text is None:
+            from ..stalwart.datastore import config_json
+
+            text = config_json(self.settings)
+        return json.loads(text)
 
     @functools.cached_property
     def caddy_config(self) -> dict[str, Any]:

@@ -22,14 +22,10 @@ from . import COMPOSE_FILE, CONFIG_FILE, CheckContext
 GROUP = "compose"
 SIDECAR = "ts-stalwart"
 STALWART = "stalwart"
-DATA_TARGET = "/opt/stalwart"
-CONFIG_TARGET = "/opt/stalwart/etc/config.toml"
-#: the Stalwart releases whose TOML keys tailwart's config.toml uses
-OLDEST_TOML = (0, 13, 0)
-LAST_TOML = (0, 15, 5)
-PINNED = "stalwartlabs/stalwart:v0.15.5"
-
-MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
+#: the v0.16 image's volumes: settings directory and data (WORKDIR)
+ETC_TARGET = "/etc/stalwart"
+DATA_TARGET = "/var/lib/stalwart"
+CONFIG_TARGET = "/etc/stalwart/config.json"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OP = re.compile(r":?[-?+]")
 
@@ -107,15 +103,11 @@ def _substitute(body: str, env: Mapping[str, str]) -> str:
     return current
 
 
-def config_macros(node: Any) -> set[str]:
-    """Variables the parsed config.toml reads through ``%{env:NAME}%`` (comments excluded)."""
-    if isinstance(node, str):
-        return set(MACRO.findall(node))
-    if isinstance(node, dict):
-        node = list(node.values())
-    if isinstance(node, list):
-        return set().union(*(config_macros(item) for item in node)) if node else set()
-    return set()
+def config_macros(ctx: CheckContext) -> set[str]:
+    """Variables config.json and the provisioned objects reference by name."""
+    from .envcontract import stalwart_references
+
+    return stalwart_references(ctx)
 
 
 def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
@@ -563,7 +555,7 @@ def _env_passed(
     stalwart: Mapping[str, Any], env: Mapping[str, str], ctx: CheckContext
 ) -> list[Finding]:
     given = environment_of(stalwart)
-    macros = config_macros(ctx.stalwart_config or {})
+    macros = config_macros(ctx)
     needed = sorted(set(STALWART_ENV) | macros)
     missing = [name for name in needed if name not in given]
     wrong = [
@@ -579,13 +571,13 @@ def _env_passed(
         problems.append(f"passed with another value than .env gives: {', '.join(wrong)}")
     if undeclared:
         problems.append(
-            f"config.toml reads variables tailwart does not supply: {', '.join(undeclared)}"
+            f"Stalwart references variables tailwart does not supply: {', '.join(undeclared)}"
         )
     if problems:
         return [
             Finding.error(
                 "compose.env-passed",
-                "; ".join(problems) + " (Stalwart would read an empty string)",
+                "; ".join(problems) + " (Stalwart would find no value)",
                 "pass each as `NAME: ${NAME}` under stalwart.environment",
                 GROUP,
             )
@@ -593,7 +585,7 @@ def _env_passed(
     return [
         Finding.ok(
             "compose.env-passed",
-            f"all {len(needed)} variables config.toml and the contract need reach stalwart",
+            f"all {len(needed)} variables Stalwart's config and the contract need reach stalwart",
             GROUP,
         )
     ]
@@ -605,7 +597,7 @@ def _health(stalwart: Mapping[str, Any]) -> list[Finding]:
             Finding.error(
                 "compose.stalwart-health",
                 "stalwart's healthcheck does not ask /healthz/ready",
-                "restore the bash /dev/tcp probe of /healthz/ready (inv up waits on it)",
+                "restore the curl probe of /healthz/ready (inv up waits on it)",
                 GROUP,
             )
         ]
@@ -620,24 +612,23 @@ def _volumes(
     mounts = _volume_mounts(stalwart, compose_dir)
     declared = set((doc.get("volumes") or {}).keys())
     problems = []
-    data = [m for m in mounts if PurePosixPath(m["target"]) == PurePosixPath(DATA_TARGET)]
-    if not data or data[0]["type"] != "volume":
-        problems.append(
-            f"no named volume at {DATA_TARGET} (mail data would die with the container)"
-        )
-    elif data[0]["source"] not in declared:
-        problems.append(f"volume {data[0]['source']!r} is not declared under volumes:")
+    for target in (ETC_TARGET, DATA_TARGET):
+        found = [m for m in mounts if PurePosixPath(m["target"]) == PurePosixPath(target)]
+        if not found or found[0]["type"] != "volume":
+            problems.append(f"no named volume at {target} (it would die with the container)")
+        elif found[0]["source"] not in declared:
+            problems.append(f"volume {found[0]['source']!r} is not declared under volumes:")
     conf = [m for m in mounts if m["target"] == CONFIG_TARGET]
     if not conf:
-        problems.append(f"config/config.toml is not mounted at {CONFIG_TARGET}")
+        problems.append(f"config/config.json is not mounted at {CONFIG_TARGET}")
     else:
         if Path(conf[0]["source"]).resolve() != config_path.resolve():
             problems.append(
-                f"{CONFIG_TARGET} comes from {conf[0]['source']}, not config/config.toml"
+                f"{CONFIG_TARGET} comes from {conf[0]['source']}, not config/config.json"
             )
         if not conf[0]["read_only"]:
             problems.append(
-                "config.toml is mounted writable (the web admin would rewrite it flattened)"
+                "config.json is mounted writable (x:DataStore/set would rewrite it behind .env)"
             )
     if problems:
         return [
@@ -646,58 +637,47 @@ def _volumes(
             )
         ]
     return [
-        Finding.ok("compose.volumes", f"data volume at {DATA_TARGET}, config.toml read-only", GROUP)
+        Finding.ok(
+            "compose.volumes",
+            f"volumes at {ETC_TARGET} and {DATA_TARGET}, config.json read-only",
+            GROUP,
+        )
     ]
 
 
 def _image(stalwart: Mapping[str, Any], sidecar: Mapping[str, Any]) -> Iterator[Finding]:
+    from ..stalwart.versions import PINNED_IMAGE, advisory, refusal
+
     image = str(stalwart.get("image") or "")
     version = image_version(image)
     fmt = ".".join(map(str, version)) if version else ""
     if version is None and "@sha256:" in image:
         yield Finding.warning(
             "compose.image-pinned",
-            f"stalwart image {image} is pinned by digest only: tailwart "
-            "cannot tell whether it reads config.toml",
-            f"use a version tag, e.g. {PINNED}",
+            f"stalwart image {image} is pinned by digest only: tailwart cannot tell its "
+            "version (inv provision still refuses an unknown object schema)",
+            f"use a version tag, e.g. {PINNED_IMAGE}",
             GROUP,
         )
     elif version is None:
         yield Finding.error(
             "compose.image-pinned",
-            f"stalwart image {image or '(none)'} is not pinned to a "
-            "version: a floating tag crossed 0.15 → 0.16 and broke a mailbox (no TOML any more)",
-            f"set STALWART_IMAGE={PINNED}",
+            f"stalwart image {image or '(none)'} is not pinned to a version: a floating tag "
+            "moves to releases whose store and schema tailwart does not know (0.15 → 0.16 broke "
+            "every TOML mailbox; 1.x cannot open a 0.16 store)",
+            f"set STALWART_IMAGE={PINNED_IMAGE}",
             GROUP,
         )
-    elif version > LAST_TOML:
-        yield Finding.error(
-            "compose.image-pinned",
-            f"stalwart {fmt} reads no config.toml: from v0.16 a small "
-            "config.json names the data store and everything else is objects applied with "
-            "`stalwart-cli apply`; every key tailwart renders would be ignored",
-            f"pin {PINNED}, the last TOML release (a v0.16 renderer is a separate feature)",
-            GROUP,
-        )
-    elif version < OLDEST_TOML:
-        yield Finding.error(
-            "compose.image-pinned",
-            f"stalwart {fmt} predates v0.13: its keys differ (relays "
-            "were queue.outbound.next-hop + remote.<id>.*, not queue.strategy.route + "
-            "queue.route.<id>.*)",
-            f"pin {PINNED}",
-            GROUP,
-        )
-    elif version < LAST_TOML:
-        yield Finding.warning(
-            "compose.image-pinned",
-            f"stalwart {fmt}: config.toml's keys exist since v0.13, but "
-            "tailwart verifies them against v0.15.5",
-            f"pin {PINNED}",
-            GROUP,
-        )
+    elif (why := refusal(version)) is not None:
+        yield Finding.error("compose.image-pinned", why, f"pin {PINNED_IMAGE}", GROUP)
+    elif (note := advisory(version)) is not None:
+        yield Finding.warning("compose.image-pinned", note, f"pin {PINNED_IMAGE}", GROUP)
     else:
-        yield Finding.ok("compose.image-pinned", f"stalwart {fmt}, the last TOML release", GROUP)
+        yield Finding.ok(
+            "compose.image-pinned",
+            f"stalwart {fmt}, the version tailwart's model is verified on",
+            GROUP,
+        )
     ts_image = str(sidecar.get("image") or "")
     if image_version(ts_image) is None and "@sha256:" not in ts_image:
         yield Finding.warning(

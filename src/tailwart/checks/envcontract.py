@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -10,22 +11,22 @@ from ..findings import Finding
 from ..settings.contract import BY_NAME, DERIVED, KEYS, SIDECAR_DERIVED, STALWART_ENV
 from . import COMPOSE_FILE, CheckContext
 
-MACRO = re.compile(r"%\{env:([A-Za-z_][A-Za-z0-9_]*)\}%")
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 #: characters that cannot stand raw in the password part of a redis:// URL
 URL_UNSAFE = re.compile(r"[^A-Za-z0-9._~-]")
 G = "contract"
 
 
-def macros(config: Any) -> set[str]:
-    """Variables read through %{env:X}% anywhere in the parsed config's values."""
-    if isinstance(config, str):
-        return set(MACRO.findall(config))
-    if isinstance(config, dict):
-        return set().union(*(macros(v) for v in config.values()))
-    if isinstance(config, list):
-        return set().union(*(macros(v) for v in config))
-    return set()
+def stalwart_references(ctx: CheckContext) -> set[str]:
+    """Variables config.json and the provisioned objects read inside the container."""
+    from ..errors import UsageError
+    from ..stalwart.datastore import env_references, state_env_references
+    from ..stalwart.desired import desired_state
+
+    found = env_references(ctx.stalwart_config)
+    with contextlib.suppress(UsageError):  # a missing edge address: proxy.trust says so
+        found |= state_env_references(desired_state(ctx.settings))
+    return found
 
 
 def compose_vars(text: str) -> set[str]:
@@ -56,20 +57,22 @@ def _source_mentions(root: Path) -> str:
 def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     compose_text = ctx.text(COMPOSE_FILE) or ""
-    used_macros = macros(ctx.stalwart_config or {})
+    used_macros = stalwart_references(ctx)
     known = set(BY_NAME) | set(DERIVED) | set(SIDECAR_DERIVED)
 
     undeclared = sorted(used_macros - known)
     out.append(
         Finding.error(
             "env.macros-declared",
-            f"config.toml reads undeclared variables: {', '.join(undeclared)}",
+            f"Stalwart reads undeclared variables: {', '.join(undeclared)}",
             "declare them in src/tailwart/settings/contract.py or fix the typo",
             G,
         )
         if undeclared
         else Finding.ok(
-            "env.macros-declared", f"all {len(used_macros)} macros in config.toml are declared", G
+            "env.macros-declared",
+            f"all {len(used_macros)} variables config.json and the objects reference are declared",
+            G,
         )
     )
 
@@ -78,14 +81,14 @@ def run(ctx: CheckContext) -> list[Finding]:
     out.append(
         Finding.error(
             "env.macros-passed",
-            f"config.toml reads variables the stalwart container does not get: "
-            f"{', '.join(not_passed)} (Stalwart would read them as empty strings)",
+            f"Stalwart references variables its container does not get: "
+            f"{', '.join(not_passed)} (the store or route using them would fail)",
             "add them to services.stalwart.environment in compose/docker-compose.yml",
             G,
         )
         if not_passed
         else Finding.ok(
-            "env.macros-passed", "every macro variable is passed into the stalwart container", G
+            "env.macros-passed", "every referenced variable reaches the stalwart container", G
         )
     )
 
@@ -182,7 +185,7 @@ def run(ctx: CheckContext) -> list[Finding]:
         Finding.error(
             "env.redis-url-safe",
             f"STALWART_REDIS_PASSWORD holds {len(bad_chars)} kind(s) of character that "
-            "break the redis:// URL in config.toml",
+            "break the redis:// URL of the in-memory store",
             "use a URL-safe password (hex: openssl rand -hex 32) and set it in Redis too",
             G,
         )

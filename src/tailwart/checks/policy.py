@@ -5,7 +5,7 @@
 - ``policy.tags``: the tags the sidecar advertises (compose ``TS_EXTRA_ARGS``),
   ``MAILBOX_TAG`` and ``EDGE_TAG`` are declared in the snippet's ``tagOwners``.
 - ``policy.ports``: the snippet lets the edge tag reach the mailbox tag on every
-  port caddy.json dials and Stalwart's HTTP listener (config.toml), and the
+  port caddy.json dials and Stalwart's HTTP listener (provisioned), and the
   mailbox tag reach the Postgres, Redis and Garage ports of .env; ports opened
   to the mailbox that nothing listens on are a warning.
 """
@@ -140,8 +140,6 @@ def _port(address: str) -> int | None:
 
 def edge_ports(ctx: CheckContext) -> dict[int, str]:
     """Ports the edge dials on the mailbox (caddy.json) and Stalwart's HTTP listener port."""
-    from ..edge.render import JMAP_PORT
-
     ports: dict[int, str] = {}
     servers = ctx.caddy_config.get("apps", {}).get("layer4", {}).get("servers", {})
     for name, server in servers.items():
@@ -152,33 +150,19 @@ def edge_ports(ctx: CheckContext) -> dict[int, str]:
                         port = _port(str(dial))
                         if port is not None:
                             ports[port] = f"caddy.json {name}"
-    listeners = ((ctx.stalwart_config or {}).get("server") or {}).get("listener") or {}
-    http = [
-        name
-        for name, listener in listeners.items()
-        if isinstance(listener, dict) and listener.get("protocol") == "http"
-    ]
-    for name in http or ([] if listeners else ["http"]):
-        binds = listeners.get(name, {}).get("bind", []) if listeners else []
-        for bind in binds if isinstance(binds, list) else [binds]:
-            port = _port(str(bind))
-            if port is not None:
-                ports.setdefault(port, f"config.toml listener {name}")
-    if not any(source.startswith("config.toml") for source in ports.values()):
-        ports.setdefault(JMAP_PORT, "JMAP/HTTP (default)")
+    from ..stalwart.desired import listener_specs
+
+    for name, port, protocol in listener_specs():
+        if protocol == "http":
+            ports.setdefault(port, f"Stalwart listener {name}")
     return ports
 
 
 def listening_ports(ctx: CheckContext) -> set[int]:
-    listeners = ((ctx.stalwart_config or {}).get("server") or {}).get("listener") or {}
-    ports: set[int] = set()
-    for listener in listeners.values():
-        binds = listener.get("bind", []) if isinstance(listener, dict) else []
-        for bind in binds if isinstance(binds, list) else [binds]:
-            port = _port(str(bind))
-            if port is not None:
-                ports.add(port)
-    return ports
+    """Ports of the listeners inv provision keeps on Stalwart."""
+    from ..stalwart.desired import listener_specs
+
+    return {port for _, port, _ in listener_specs()}
 
 
 def _opened(snippet: dict[str, Any], src: str, dst: str) -> set[int]:
@@ -261,7 +245,7 @@ def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> list[Finding]:
                 Finding.warning(
                     "policy.ports-unused",
                     f"the snippet opens {edge} → {mailbox} on {', '.join(map(str, idle))}, where "
-                    "config.toml has no listener",
+                    "Stalwart has no provisioned listener",
                     "remove those ports from the snippet",
                     G,
                 )

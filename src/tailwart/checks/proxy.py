@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
-from ..edge.render import IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
+from ..edge.render import ADMIN_PATHS, IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
 from ..findings import Finding
 from ..settings import Settings
-from ..settings.derived import compose_environment
 from . import CheckContext
-from .envcontract import MACRO
 
 G = "proxy"
-
-
-def expand(value: str, settings: Settings) -> str:
-    """Expand %{env:X}% the way Stalwart would inside the container."""
-    env = compose_environment(settings)
-    return MACRO.sub(lambda m: env.get(m.group(1), ""), value)
 
 
 def _port_of(address: str) -> int | None:
@@ -92,121 +83,62 @@ def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
     return out
 
 
-def _check_trust(config: dict[str, Any], settings: Settings) -> list[Finding]:
-    out: list[Finding] = []
-    raw = config.get("server", {}).get("proxy", {}).get("trusted-networks")
-    edge = (
-        ipaddress.ip_network(settings["EDGE_TAILNET_ADDR"])
-        if settings["EDGE_TAILNET_ADDR"]
-        else None
-    )
-    values = [raw] if isinstance(raw, str) else list(raw or [])
-    expanded = [expand(str(v), settings) for v in values]
-    problems: list[str] = []
-    nets = []
-    for text in expanded:
-        try:
-            nets.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            problems.append(f"{text!r} is not an address or CIDR")
-    for net in nets:
-        if net.prefixlen == 0:
-            problems.append(f"{net} trusts the whole internet")
-        elif net.network_address.is_loopback:
-            problems.append(
-                f"{net} is loopback (the container's own health probe would be dropped)"
-            )
-        elif net.prefixlen != net.max_prefixlen:
-            problems.append(f"{net} is a range; trust exactly one host")
-    if edge is not None and nets and edge not in nets:
-        problems.append(f"the edge's address {edge} is not trusted")
-    if not values:
-        problems.append(
-            "server.proxy.trusted-networks is not set: the edge's address would "
-            "become every client's address"
-        )
-    if problems:
-        out.append(
+def _check_trust(settings: Settings) -> list[Finding]:
+    """The provisioned listeners: one per port the edge dials, each trusting both edge addresses."""
+    from ..errors import UsageError
+    from ..stalwart.desired import Desired, desired_state
+
+    try:
+        state = desired_state(settings)
+    except UsageError as exc:
+        return [
             Finding.error(
                 "proxy.trust",
-                "; ".join(problems),
-                'set server.proxy.trusted-networks = ["%{env:EDGE_TAILNET_ADDR}%"]',
+                str(exc),
+                "set EDGE_TAILNET_ADDR6 to the edge's IPv6 tailnet address (/128)",
                 G,
             )
-        )
-    else:
-        out.append(Finding.ok("proxy.trust", f"Stalwart trusts exactly the edge ({edge})", G))
-
-    listeners: dict[str, Any] = config.get("server", {}).get("listener", {})
-    by_port: dict[int, tuple[str, dict[str, Any]]] = {}
-    for lid, listener in listeners.items():
-        binds = listener.get("bind", [])
-        for bind in [binds] if isinstance(binds, str) else binds:
-            port = _port_of(str(bind))
+        ]
+    listeners = {
+        item.key: item.fields
+        for item in state
+        if isinstance(item, Desired) and item.type.endswith("NetworkListener")
+    }
+    system = next(i for i in state if isinstance(i, Desired) and i.type.endswith("SystemSettings"))
+    edge = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
+    problems = []
+    if system.fields.get("proxyTrustedNetworks"):
+        problems.append("the global proxyTrustedNetworks is not empty")
+    ports = {}
+    for name, fields in listeners.items():
+        for bind in fields["bind"]:
+            port = _port_of(bind)
             if port is not None:
-                by_port[port] = (lid, listener)
-    missing, tls_wrong, dropped = [], [], []
-    for port in [p for _, p in MAIL_PORTS] + [JMAP_PORT]:
-        if port not in by_port:
-            missing.append(str(port))
-            continue
-        lid, listener = by_port[port]
-        implicit = bool(listener.get("tls", {}).get("implicit", False))
-        if implicit != (port in IMPLICIT_TLS_PORTS):
-            tls_wrong.append(f"{lid}(:{port}) tls.implicit={str(implicit).lower()}")
-        override = listener.get("proxy", {}).get("trusted-networks")
-        if override is not None:
-            items = [override] if isinstance(override, str) else override
-            own = {expand(str(i), settings) for i in items}
-            if edge is None or not any(_same(text, edge) for text in own):
-                dropped.append(f"{lid}(:{port})")
+                ports[port] = name
+        if set(fields["overrideProxyTrustedNetworks"]) != edge:
+            problems.append(f"listener {name} does not trust exactly the edge")
+    missing = [str(p) for _, p in MAIL_PORTS if p not in ports]
+    if JMAP_PORT not in ports:
+        missing.append(str(JMAP_PORT))
     if missing:
-        out.append(
-            Finding.error(
-                "proxy.listeners",
-                f"the edge reaches ports with no Stalwart listener: {', '.join(missing)}",
-                "add server.listener.<id> entries bound to those ports",
-                G,
-            )
+        problems.append(f"no listener on {', '.join(missing)}")
+    tls_wrong = [
+        name
+        for port, name in ports.items()
+        if listeners[name]["tlsImplicit"] != (port in IMPLICIT_TLS_PORTS)
+    ]
+    if tls_wrong:
+        problems.append(f"wrong implicit-TLS mode on {', '.join(tls_wrong)}")
+    if problems:
+        return [Finding.error("proxy.trust", "; ".join(problems), "report a tailwart bug", G)]
+    return [
+        Finding.ok(
+            "proxy.trust",
+            f"{len(listeners)} listeners trust exactly the edge ({', '.join(sorted(edge))}); "
+            "the global trust list stays empty",
+            G,
         )
-    elif tls_wrong:
-        out.append(
-            Finding.error(
-                "proxy.listeners",
-                f"wrong TLS mode: {', '.join(tls_wrong)}",
-                "465 and 993 are implicit TLS; 25, 587, 143 and 8080 are not",
-                G,
-            )
-        )
-    else:
-        out.append(
-            Finding.ok(
-                "proxy.listeners",
-                "every port the edge reaches has a listener with the right TLS mode",
-                G,
-            )
-        )
-    if dropped:
-        out.append(
-            Finding.error(
-                "proxy.overrides",
-                f"per-listener trusted-networks drop the edge on {', '.join(dropped)}",
-                "remove the override or include the edge's address in it",
-                G,
-            )
-        )
-    else:
-        out.append(
-            Finding.ok("proxy.overrides", "no listener override drops the edge's PROXY header", G)
-        )
-    return out
-
-
-def _same(text: str, edge: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    try:
-        return ipaddress.ip_network(text, strict=False) == edge
-    except ValueError:
-        return False
+    ]
 
 
 def _check_jmap(ctx: CheckContext) -> Finding:
@@ -224,17 +156,25 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             "re-render: inv render",
             G,
         )
-    return Finding.ok("proxy.jmap", f"the JMAP vhost sends PROXY v2 to {target}", G)
+    matcher = re.search(r"^\s*@admin\s+path\s+(.+)$", text, re.M)
+    refused = set(matcher.group(1).split()) if matcher else set()
+    open_paths = [p for p in ADMIN_PATHS if f"{p}*" not in refused]
+    if open_paths or not re.search(r"^\s*respond\s+@admin\s+403\s*$", text, re.M):
+        return Finding.error(
+            "proxy.jmap",
+            f"the JMAP vhost serves {', '.join(open_paths) or 'the admin paths'} to the internet",
+            "re-render: inv render",
+            G,
+        )
+    return Finding.ok(
+        "proxy.jmap",
+        f"the JMAP vhost sends PROXY v2 to {target} and refuses {', '.join(ADMIN_PATHS)}",
+        G,
+    )
 
 
 def run(ctx: CheckContext) -> list[Finding]:
     out = _check_caddy(ctx.caddy_config, ctx.settings)
-    config = ctx.stalwart_config
-    if config is None:
-        out.append(
-            Finding.error("proxy.trust", "config/config.toml is missing", "restore it from git", G)
-        )
-    else:
-        out += _check_trust(config, ctx.settings)
+    out += _check_trust(ctx.settings)
     out.append(_check_jmap(ctx))
     return out

@@ -254,7 +254,7 @@ def advice_for(state: StackState) -> str:
             "PORT and STALWART_S3_HOST/PORT, then `inv up` again"
         )
     if container is not None and container.gone:
-        return "→ read the log lines above, fix config/config.toml or .env, then `inv restart`"
+        return "→ read the log lines above, fix .env (then inv render), then `inv restart`"
     return (
         "→ Stalwart's /healthz/ready answers 200 once its data store is up: check the "
         "Postgres credentials and `inv logs stalwart`"

@@ -153,6 +153,14 @@ class Stack:
         for warning in warnings:
             self.err(f"warning: {warning}")
 
+    def write_config(self) -> None:
+        """Render config/config.json (the DataStore) before compose mounts it."""
+        from ..files import write_atomic
+        from ..stalwart.datastore import CONFIG_FILE, config_json
+
+        if write_atomic(self.root / CONFIG_FILE, config_json(self.settings)):
+            self.out(f"wrote {CONFIG_FILE}")
+
     # ------------------------------------------------------------ operations
 
     def up(
@@ -165,6 +173,7 @@ class Stack:
             self.print_plan([step], self.wait_plan(timeout))
             return
         require_docker(self.runner)
+        self.write_config()
         if not self.runner.stream(step).ok:
             self.failed_step("up -d")
         self.await_healthy(timeout)
@@ -260,6 +269,27 @@ class Stack:
                 self.failed_step(" ".join(step[len(self.compose.base()) :]))
         self.await_healthy(timeout)
         self.report_identity()
+
+
+@dataclass
+class ComposeControl:
+    """Starts and stops Stalwart alone through compose, for ``inv first-start``."""
+
+    stack: Stack
+    timeout: int = DEFAULT_TIMEOUT
+
+    def start(self, recovery: bool) -> None:
+        env = dict(self.stack.runner.env)
+        env["STALWART_RECOVERY_MODE"] = "1" if recovery else ""
+        self.stack.runner.env = env
+        step = self.stack.compose.up(STALWART, force_recreate=True)
+        if not self.stack.runner.stream(step).ok:
+            self.stack.failed_step("up stalwart")
+        self.stack.await_healthy(self.timeout)
+
+    def stop(self) -> None:
+        if not self.stack.runner.stream(self.stack.compose.stop(STALWART)).ok:
+            self.stack.failed_step("stop stalwart")
 
 
 def _ask(question: str) -> bool:

@@ -21,7 +21,7 @@ class Key:
     default: str | None = None
     #: example value; for a secret, the prefix of the generated example
     example: str | None = None
-    #: passed into the stalwart container (referenced by config.toml macros)
+    #: passed into the stalwart container (read there through EnvironmentVariable references)
     stalwart: bool = False
 
     @property
@@ -49,7 +49,6 @@ KEYS: tuple[Key, ...] = (
         "public mail host name: MX target, HELO, certificates",
         MAIL,
         example="mail.example.org",
-        stalwart=True,
     ),
     # --- edge
     Key(
@@ -58,7 +57,14 @@ KEYS: tuple[Key, ...] = (
         "the edge's tailnet address, the only source Stalwart trusts for PROXY headers",
         EDGE,
         example="100.64.0.10/32",
-        stalwart=True,
+    ),
+    Key(
+        "EDGE_TAILNET_ADDR6",
+        Kind.HOST_CIDR,
+        "the edge's IPv6 tailnet address (/128): MagicDNS resolves to both, so Stalwart "
+        "trusts both",
+        EDGE,
+        example="fd7a:115c:a1e0::a/128",
     ),
     Key(
         "EDGE_TAG",
@@ -104,10 +110,10 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_IMAGE",
         Kind.IMAGE,
-        "pinned Stalwart image (v0.15.5 is the last TOML release)",
+        "pinned Stalwart image (inv check refuses v0.15.x and anything older than 0.16.15)",
         MAILBOX,
         required=False,
-        default="stalwartlabs/stalwart:v0.15.5",
+        default="stalwartlabs/stalwart:v0.16.18",
     ),
     Key(
         "TS_IMAGE",
@@ -149,20 +155,22 @@ KEYS: tuple[Key, ...] = (
         default="tailwart-mail",
     ),
     Key(
-        "STALWART_ADMIN_USER",
-        Kind.IDENT,
-        "Stalwart fallback administrator name",
+        "STALWART_RECOVERY_ADMIN",
+        Kind.SECRET,
+        "Stalwart's administrator as name:password (honoured in every mode while set; "
+        "inv provision logs in with it)",
         MAILBOX,
-        required=False,
-        default="admin",
+        example="admin:",
         stalwart=True,
     ),
     Key(
-        "STALWART_ADMIN_SECRET",
-        Kind.SECRET,
-        "Stalwart fallback administrator secret",
+        "STALWART_MANAGEMENT_URL",
+        Kind.URL,
+        "where inv provision reaches Stalwart's management API (default "
+        "http://MAILBOX_FQDN:8080, over the tailnet)",
         MAILBOX,
-        stalwart=True,
+        required=False,
+        example="http://stalwart.tail1234.ts.net:8080",
     ),
     # --- postgres
     Key(
@@ -171,7 +179,6 @@ KEYS: tuple[Key, ...] = (
         "Postgres host on the tailnet",
         POSTGRES,
         example="postgres.tail1234.ts.net",
-        stalwart=True,
     ),
     Key(
         "STALWART_DB_PORT",
@@ -180,7 +187,6 @@ KEYS: tuple[Key, ...] = (
         POSTGRES,
         required=False,
         default="5432",
-        stalwart=True,
     ),
     Key(
         "STALWART_DB_NAME",
@@ -189,7 +195,6 @@ KEYS: tuple[Key, ...] = (
         POSTGRES,
         required=False,
         default="stalwart",
-        stalwart=True,
     ),
     Key(
         "STALWART_DB_USER",
@@ -198,7 +203,6 @@ KEYS: tuple[Key, ...] = (
         POSTGRES,
         required=False,
         default="stalwart",
-        stalwart=True,
     ),
     Key(
         "STALWART_DB_PASSWORD",
@@ -223,7 +227,6 @@ KEYS: tuple[Key, ...] = (
         "Redis host on the tailnet",
         REDIS,
         example="redis.tail1234.ts.net",
-        stalwart=True,
     ),
     Key(
         "STALWART_REDIS_PORT",
@@ -232,7 +235,6 @@ KEYS: tuple[Key, ...] = (
         REDIS,
         required=False,
         default="6379",
-        stalwart=True,
     ),
     Key(
         "STALWART_REDIS_DB",
@@ -241,14 +243,12 @@ KEYS: tuple[Key, ...] = (
         REDIS,
         required=False,
         default="3",
-        stalwart=True,
     ),
     Key(
         "STALWART_REDIS_PASSWORD",
         Kind.SECRET,
         "Redis AUTH password (URL-safe: hex is safest)",
         REDIS,
-        stalwart=True,
     ),
     # --- garage
     Key(
@@ -257,7 +257,6 @@ KEYS: tuple[Key, ...] = (
         "Garage S3 API host on the tailnet",
         GARAGE,
         example="garage.tail1234.ts.net",
-        stalwart=True,
     ),
     Key(
         "STALWART_S3_PORT",
@@ -266,7 +265,6 @@ KEYS: tuple[Key, ...] = (
         GARAGE,
         required=False,
         default="3900",
-        stalwart=True,
     ),
     Key(
         "STALWART_S3_REGION",
@@ -275,7 +273,6 @@ KEYS: tuple[Key, ...] = (
         GARAGE,
         required=False,
         default="garage",
-        stalwart=True,
     ),
     Key(
         "STALWART_S3_BUCKET",
@@ -284,7 +281,6 @@ KEYS: tuple[Key, ...] = (
         GARAGE,
         required=False,
         default="stalwart-mail",
-        stalwart=True,
     ),
     Key(
         "STALWART_S3_ACCESS_KEY",
@@ -332,7 +328,6 @@ KEYS: tuple[Key, ...] = (
         "smarthost login",
         SMARTHOST,
         required=False,
-        stalwart=True,
     ),
     Key(
         "STALWART_SMARTHOST_PASSWORD",
@@ -508,12 +503,10 @@ KEYS: tuple[Key, ...] = (
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
 #: variables tailwart derives from the keys above and passes into the stalwart
-#: container next to them (config.toml cannot split host:port or map a choice)
+#: container next to them
 DERIVED: dict[str, str] = {
-    "STALWART_OUTBOUND_ROUTE": "'smarthost' when STALWART_SMARTHOST is set, else 'mx'",
-    "STALWART_RELAY_HOST": "host part of STALWART_SMARTHOST",
-    "STALWART_RELAY_PORT": "port part of STALWART_SMARTHOST",
-    "STALWART_RELAY_IMPLICIT_TLS": "true when STALWART_SMARTHOST_TLS is implicit",
+    "STALWART_PUBLIC_URL": "https://MAIL_HOSTNAME: the base of the JMAP session's URLs",
+    "STALWART_RECOVERY_MODE": "empty; 1 only while inv first-start runs the recovery step",
 }
 #: variables tailwart sets, empty, for the sidecar block when TS_LOGIN_SERVER is set (unset,
 #: the compose file's boilerplate defaults stand); never passed to stalwart

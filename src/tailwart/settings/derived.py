@@ -8,15 +8,9 @@ from .load import Settings
 
 def derived_values(settings: Settings) -> dict[str, str]:
     """Values of every name in ``contract.DERIVED``."""
-    relay = settings.hostport("STALWART_SMARTHOST")
     values = {
-        "STALWART_OUTBOUND_ROUTE": "smarthost" if relay else "mx",
-        # an unused relay route still needs a syntactically valid next hop
-        "STALWART_RELAY_HOST": relay.host if relay else "localhost",
-        "STALWART_RELAY_PORT": str(relay.port) if relay else "25",
-        "STALWART_RELAY_IMPLICIT_TLS": str(
-            settings["STALWART_SMARTHOST_TLS"] == "implicit"
-        ).lower(),
+        "STALWART_PUBLIC_URL": f"https://{settings['MAIL_HOSTNAME']}",
+        "STALWART_RECOVERY_MODE": "",
     }
     assert set(values) == set(DERIVED)
     return values

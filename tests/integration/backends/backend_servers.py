@@ -218,12 +218,12 @@ class RedisServer:
     host: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, binary: str) -> RedisServer:
+    def start(cls, binary: str, host: str = "127.0.0.1") -> RedisServer:
         base = Path(tempfile.mkdtemp(prefix="tailwart-redis-"))
-        server = cls(free_port(), secrets.token_hex(16), base)
+        server = cls(free_port(), secrets.token_hex(16), base, host=host)
         conf = base / "redis.conf"  # the password stays off the command line
         conf.write_text(
-            f"bind 127.0.0.1\nport {server.port}\nrequirepass {server.password}\n"
+            f"bind {host}\nport {server.port}\nrequirepass {server.password}\n"
             f'save ""\nappendonly no\ndatabases 32\ndir {base}\nprotected-mode yes\n'
         )
         conf.chmod(0o600)
@@ -232,9 +232,7 @@ class RedisServer:
             server.proc = subprocess.Popen(
                 [binary, str(conf)], stdout=out, stderr=subprocess.STDOUT
             )
-        wait_for(
-            lambda: port_open("127.0.0.1", server.port), "redis-server", proc=server.proc, log=log
-        )
+        wait_for(lambda: port_open(host, server.port), "redis-server", proc=server.proc, log=log)
         return server
 
     def client(self, db: int):  # type: ignore[no-untyped-def]
@@ -262,15 +260,17 @@ class GarageServer:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
 
+    host: str = "127.0.0.1"
+
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"http://{self.host}:{self.admin_port}"
 
     @classmethod
-    def start(cls, binary: Path, region: str = "garage") -> GarageServer:
+    def start(cls, binary: Path, region: str = "garage", host: str = "127.0.0.1") -> GarageServer:
         base = Path(tempfile.mkdtemp(prefix="tailwart-garage-"))
         rpc = free_port()
-        server = cls(free_port(), free_port(), secrets.token_hex(24), region, base)
+        server = cls(free_port(), free_port(), secrets.token_hex(24), region, base, host=host)
         conf = base / "garage.toml"
         conf.write_text(f"""\
 metadata_dir = "{base}/meta"
@@ -283,11 +283,11 @@ rpc_secret = "{secrets.token_hex(32)}"
 
 [s3_api]
 s3_region = "{region}"
-api_bind_addr = "127.0.0.1:{server.s3_port}"
+api_bind_addr = "{host}:{server.s3_port}"
 root_domain = ".s3.garage.localhost"
 
 [admin]
-api_bind_addr = "127.0.0.1:{server.admin_port}"
+api_bind_addr = "{host}:{server.admin_port}"
 admin_token = "{server.admin_token}"
 """)
         conf.chmod(0o600)
@@ -379,6 +379,18 @@ zone:
 # ------------------------------------------------------------------ certificates
 
 
+def _san(name: str) -> object:
+    """An IPAddress SAN for an address, a DNSName SAN for a name."""
+    import ipaddress
+
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 @dataclass
 class Pki:
     """A CA made per run and certificates it signs, as PEM files in ``base``."""
@@ -449,9 +461,7 @@ class Pki:
             .serial_number(x509.random_serial_number())
             .not_valid_before(min(now - dt.timedelta(days=30), not_after - dt.timedelta(days=1)))
             .not_valid_after(not_after)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-            )
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
             .sign(signer, hashes.SHA256())
         )  # type: ignore[arg-type]
         cert_path, key_path = self.base / f"{label}.pem", self.base / f"{label}.key"

@@ -1,0 +1,67 @@
+"""Putting a plan into effect: parents first, every refusal a failure, then zero drift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .desired import Ref
+from .jmap import Client, StalwartError
+from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan
+from .schema import Schema
+
+
+def observe(client: Client, schema: Schema) -> dict[str, list[dict[str, Any]]]:
+    """What the server holds of every type tailwart owns."""
+    return {t: client.get_all(t, schema.is_singleton(t)) for t in client.model.owned_types()}
+
+
+def _resolve(fields: dict[str, Any], ids: dict[tuple[str, str], str]) -> dict[str, Any]:
+    out = {}
+    for name, value in fields.items():
+        if isinstance(value, Ref):
+            if (value.type, value.key) not in ids:
+                raise StalwartError(f"{name}: {value.type} {value.key} does not exist")
+            value = ids[(value.type, value.key)]
+        out[name] = value
+    return out
+
+
+def _known_ids(live: Live) -> dict[tuple[str, str], str]:
+    return {
+        (t, str(obj["name"])): str(obj["id"])
+        for t, objects in live.items()
+        for obj in objects
+        if "name" in obj
+    }
+
+
+def write(plan: Plan, client: Client, live: Live, progress: Callable[[str], None]) -> None:
+    """Every change, in the plan's order (parents first); deletions last, children first."""
+    ids = _known_ids(live)
+    order = list(client.model.owned_types())
+    writes = [c for c in plan.changes if c.action != DELETE]
+    deletes = [c for c in plan.changes if c.action == DELETE]
+    writes.sort(key=lambda c: order.index(c.type))
+    deletes.sort(key=lambda c: -order.index(c.type))
+    for change in writes:
+        _write_one(change, client, ids)
+        progress(f"  {change.action} {change.type} {change.key}: done")
+    for change in deletes:
+        client.set(change.type, destroy=[str(change.id)])
+        progress(f"  delete {change.type} {change.key}: done")
+
+
+def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str]) -> None:
+    fields = _resolve(change.fields, ids)
+    if change.action == UPDATE:
+        client.set(change.type, update={str(change.id): fields})
+        return
+    if change.action == REPLACE:
+        client.set(change.type, destroy=[str(change.id)])
+    assert change.action in (CREATE, REPLACE)
+    result = client.set(change.type, create={"new": fields})
+    created = (result.get("created") or {}).get("new") or {}
+    if "id" not in created:
+        raise StalwartError(f"{change.type}/set created {change.key} without an id")
+    ids[(change.type, change.key)] = str(created["id"])

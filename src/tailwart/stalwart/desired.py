@@ -1,0 +1,282 @@
+"""The objects tailwart owns on a Stalwart v0.16 server, derived from ``.env`` alone.
+
+Pure: settings in, a list of ``Desired`` out. Each names its type, how to find it
+among the server's objects (a singleton, or a natural key), the fields tailwart
+owns (every other field is left as the operator set it), and when a change takes
+effect. ``Absent`` names objects that must not exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ..edge.render import ADMIN_PATHS, IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
+from ..errors import UsageError
+from ..settings import Settings
+from .versions import CURRENT, Model
+
+LIVE, RELOAD, RESTART = "live", "reload", "restart"
+#: how strong an effect is: the plan's overall need is its strongest entry
+STRENGTH = {LIVE: 0, RELOAD: 1, RESTART: 2}
+#: listeners v0.16 seeds on a fresh store that the edge never forwards
+UNFORWARDED_LISTENERS = ("pop3s", "sieve", "https")
+HTTP_LISTENER = "http"
+RELAY_ROUTE = "smarthost"
+RELAY_TLS = "smarthost-tls"
+#: where the secret values live: container environment variables, never the store
+ENV_S3_ACCESS = "STALWART_S3_ACCESS_KEY"
+ENV_S3_SECRET = "STALWART_S3_SECRET_KEY"
+ENV_RELAY_SECRET = "STALWART_SMARTHOST_PASSWORD"
+#: sources that may reach the web admin and management paths: the tailnet, and
+#: ranges never routed on the internet (so never a client the edge proxies for)
+ADMIN_NETWORKS = (
+    "100.64.0.0/10",  # tailnet (CGNAT)
+    "fd7a:115c:a1e0::/48",  # tailnet IPv6
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking (RFC 2544)
+    "fc00::/7",
+)
+#: upstream's default TLS-strategy expression (opportunistic TLS for MX delivery)
+MX_TLS_EXPRESSION = {
+    "match": {"0": {"if": "retry_num > 0 && last_error == 'tls'", "then": "'invalid-tls'"}},
+    "else": "'default'",
+}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A field value that is the id of another owned object, found by its key."""
+
+    type: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Desired:
+    type: str
+    #: "singleton", or the value of ``key_field`` that identifies the object
+    key: str
+    fields: dict[str, Any]
+    effect: str = RELOAD
+    key_field: str | None = "name"
+    #: fields whose change needs more than ``effect`` (field → effect)
+    field_effects: dict[str, str] = field(default_factory=dict)
+
+    def effect_of(self, names: set[str]) -> str:
+        effects = [self.field_effects.get(n, self.effect) for n in names] or [self.effect]
+        return max(effects, key=STRENGTH.__getitem__)
+
+
+@dataclass(frozen=True)
+class Absent:
+    """Objects of ``type`` whose ``key_field`` equals ``key`` must not exist."""
+
+    type: str
+    key: str
+    effect: str = RELOAD
+    key_field: str = "name"
+
+
+State = list[Desired | Absent]
+
+
+def env_ref(name: str) -> dict[str, str]:
+    return {"@type": "EnvironmentVariable", "variableName": name}
+
+
+def _set(*items: str) -> dict[str, bool]:
+    return dict.fromkeys(items, True)
+
+
+def edge_networks(settings: Settings) -> list[str]:
+    """The edge's tailnet addresses as /32 and /128 networks (both are required)."""
+    missing = [k for k in ("EDGE_TAILNET_ADDR", "EDGE_TAILNET_ADDR6") if not settings[k]]
+    if missing:
+        raise UsageError(
+            f"{', '.join(missing)}: missing; PROXY trust needs the edge's IPv4 /32 AND IPv6 "
+            "/128 tailnet address (MagicDNS resolves to both; `tailscale ip` on the edge)"
+        )
+    nets = [ipaddress.ip_network(settings[k]) for k in ("EDGE_TAILNET_ADDR", "EDGE_TAILNET_ADDR6")]
+    if {n.version for n in nets} != {4, 6}:
+        raise UsageError(
+            "EDGE_TAILNET_ADDR must be the IPv4 /32 and EDGE_TAILNET_ADDR6 the IPv6 /128 "
+            "address of the edge"
+        )
+    return [str(n) for n in nets]
+
+
+def redis_url(settings: Settings) -> str:
+    """Stalwart's single-node Redis store takes the password and DB index only in the URL."""
+    password = quote(settings["STALWART_REDIS_PASSWORD"], safe="")
+    host = settings["STALWART_REDIS_HOST"]
+    host = f"[{host}]" if ":" in host else host
+    return (
+        f"redis://:{password}@{host}:{settings['STALWART_REDIS_PORT']}/"
+        f"{settings['STALWART_REDIS_DB']}"
+    )
+
+
+def allowed_endpoints() -> dict[str, Any]:
+    """403 for the web admin and management paths to any client off the tailnet."""
+    inside = " || ".join(f"is_ip_in_cidr(remote_ip, '{net}')" for net in ADMIN_NETWORKS)
+    paths = " || ".join(f"starts_with(path, '{p}')" for p in ADMIN_PATHS)
+    return {"match": {"0": {"if": f"!({inside}) && ({paths})", "then": "403"}}, "else": "200"}
+
+
+def listener_specs() -> list[tuple[str, int, str]]:
+    """(name, port, protocol) of every listener tailwart provisions: what the edge dials."""
+    ports = [(name, port, "imap" if port in (143, 993) else "smtp") for name, port in MAIL_PORTS]
+    return [*ports, (HTTP_LISTENER, JMAP_PORT, "http")]
+
+
+def _listeners(settings: Settings, model: Model) -> State:
+    trust = _set(*edge_networks(settings))
+    out: State = []
+    for name, port, protocol in listener_specs():
+        out.append(
+            Desired(
+                model.listener,
+                name,
+                {
+                    "name": name,
+                    "bind": _set(f"[::]:{port}"),
+                    "protocol": protocol,
+                    "useTls": protocol != "http",
+                    "tlsImplicit": port in IMPLICIT_TLS_PORTS,
+                    "overrideProxyTrustedNetworks": trust,
+                },
+                effect=RESTART,
+            )
+        )
+    out += [Absent(model.listener, name, RESTART) for name in UNFORWARDED_LISTENERS]
+    return out
+
+
+def _outbound(settings: Settings, model: Model) -> State:
+    relay = settings.hostport("STALWART_SMARTHOST")
+    out: State = [
+        Desired(model.route, "local", {"@type": "Local", "name": "local"}),
+        Desired(model.route, "mx", {"@type": "Mx", "name": "mx"}),
+    ]
+    local = {"0": {"if": "is_local_domain(rcpt_domain)", "then": "'local'"}}
+    if relay is None:
+        out += [Absent(model.route, RELAY_ROUTE), Absent(model.tls_strategy, RELAY_TLS)]
+        route = {"match": local, "else": "'mx'"}
+        tls: dict[str, Any] = MX_TLS_EXPRESSION
+    else:
+        user = settings["STALWART_SMARTHOST_USER"]
+        out.append(
+            Desired(
+                model.route,
+                RELAY_ROUTE,
+                {
+                    "@type": "Relay",
+                    "name": RELAY_ROUTE,
+                    "address": relay.host,
+                    "port": relay.port,
+                    "protocol": "smtp",
+                    "implicitTls": settings["STALWART_SMARTHOST_TLS"] == "implicit",
+                    "allowInvalidCerts": False,
+                    "authUsername": user or None,
+                    "authSecret": env_ref(ENV_RELAY_SECRET) if user else {"@type": "None"},
+                },
+            )
+        )
+        out.append(
+            Desired(
+                model.tls_strategy,
+                RELAY_TLS,
+                {
+                    "name": RELAY_TLS,
+                    "startTls": "require",
+                    "allowInvalidCerts": False,
+                    "dane": "disable",
+                    "mtaSts": "disable",
+                },
+            )
+        )
+        route = {"match": local, "else": f"'{RELAY_ROUTE}'"}
+        # one strategy for every attempt: no fallback to "invalid-tls" after a TLS error
+        tls = {"match": {}, "else": f"'{RELAY_TLS}'"}
+    out.append(
+        Desired(model.outbound, model.singleton_id, {"route": route, "tls": tls}, key_field=None)
+    )
+    return out
+
+
+def desired_state(settings: Settings, model: Model = CURRENT) -> State:
+    """Every object tailwart owns, parents first (the order apply creates them in)."""
+    s3 = f"http://{settings['STALWART_S3_HOST']}:{settings['STALWART_S3_PORT']}"
+    one = model.singleton_id
+    state: State = [
+        Desired(
+            model.blob_store,
+            one,
+            {
+                "@type": "S3",
+                "bucket": settings["STALWART_S3_BUCKET"],
+                "region": {
+                    "@type": "Custom",
+                    "customEndpoint": s3,
+                    "customRegion": settings["STALWART_S3_REGION"],
+                },
+                "accessKey": env_ref(ENV_S3_ACCESS),
+                "secretKey": env_ref(ENV_S3_SECRET),
+            },
+            effect=RESTART,
+            key_field=None,
+        ),
+        Desired(
+            model.memory_store,
+            one,
+            {"@type": "Redis", "url": redis_url(settings)},
+            effect=RESTART,
+            key_field=None,
+        ),
+        Desired(model.search_store, one, {"@type": "Default"}, effect=RESTART, key_field=None),
+        Desired(
+            model.domain,
+            settings["MAIL_DOMAIN"],
+            {"name": settings["MAIL_DOMAIN"], "dkimManagement": {"@type": "Automatic"}},
+            effect=LIVE,
+        ),
+        Desired(
+            model.system,
+            one,
+            {
+                "defaultHostname": settings["MAIL_HOSTNAME"],
+                "defaultDomainId": Ref(model.domain, settings["MAIL_DOMAIN"]),
+                "proxyTrustedNetworks": {},
+            },
+            key_field=None,
+            field_effects={"proxyTrustedNetworks": RESTART},
+        ),
+    ]
+    state += _listeners(settings, model)
+    state.append(
+        Desired(
+            model.http,
+            one,
+            {"allowedEndpoints": allowed_endpoints(), "useXForwarded": False},
+            key_field=None,
+        )
+    )
+    state += _outbound(settings, model)
+    state.append(
+        Desired(
+            model.tracer,
+            "Stdout",
+            {"@type": "Stdout", "level": "info", "ansi": False, "enable": True},
+            key_field="@type",
+        )
+    )
+    # the seeded file tracer writes to /var/log/stalwart, which the image does not have
+    state.append(Absent(model.tracer, "Log", key_field="@type"))
+    return state

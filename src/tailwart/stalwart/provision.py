@@ -1,0 +1,172 @@
+"""``inv provision``: observe the server, plan, apply, verify zero drift, reload or restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import UsageError
+from ..settings import Settings
+from .apply import observe, write
+from .desired import RELOAD, RESTART, desired_state
+from .jmap import Client, HttpTransport, StalwartError, Transport
+from .plan import Plan, describe, diff, redact, to_json
+from .schema import load
+
+RESTART_MODES = ("auto", "never")
+#: "stores": only the blob, in-memory and search stores (the first start's first step)
+PHASES = ("all", "stores")
+#: exit code of --restart never when a restart is still needed
+EXIT_NEEDS_RESTART = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    check: bool = False
+    as_json: bool = False
+    restart: str = "auto"
+    phase: str = "all"
+
+
+def management_url(settings: Settings) -> str:
+    """STALWART_MANAGEMENT_URL, else the mailbox's HTTP listener over the tailnet."""
+    url = settings["STALWART_MANAGEMENT_URL"] or f"http://{settings['MAILBOX_FQDN']}:8080"
+    return url.rstrip("/")
+
+
+def admin_credentials(settings: Settings) -> tuple[str, str]:
+    """(name, password) of STALWART_RECOVERY_ADMIN; the value is never shown."""
+    name, sep, password = settings["STALWART_RECOVERY_ADMIN"].partition(":")
+    if not sep or not name.strip() or not password.strip():
+        raise UsageError(
+            "STALWART_RECOVERY_ADMIN: must be name:password (Stalwart ignores it otherwise)"
+        )
+    return name.strip(), password.strip()
+
+
+def client_for(settings: Settings, transport: Transport | None = None) -> Client:
+    if transport is None:
+        import os
+        from pathlib import Path
+
+        from .record import ENV_VAR, Recorder
+
+        user, password = admin_credentials(settings)
+        record = os.environ.get(ENV_VAR)
+        transport = HttpTransport(
+            management_url(settings),
+            user,
+            password,
+            record=Recorder.for_settings(Path(record), settings) if record else None,
+        )
+    return Client(transport)
+
+
+def restart_text(plan: Plan) -> list[str]:
+    return [f"  {c.action} {c.type} {c.key}" for c in plan.changes if c.effect == RESTART]
+
+
+def provision(
+    settings: Settings,
+    options: Options,
+    out: Callable[[str], None],
+    restart: Callable[[], None] | None = None,
+    transport: Transport | None = None,
+) -> int:
+    """Run ``inv provision``; return its exit code (0, 1 for --check drift, 3 restart pending)."""
+    if options.restart not in RESTART_MODES:
+        raise UsageError(f"--restart {options.restart!r}: choose auto or never")
+    if options.phase not in PHASES:
+        raise UsageError(f"--phase {options.phase!r}: choose all or stores")
+    state = desired_state(settings)  # bad .env input fails here, before any request
+    if options.phase == "stores":
+        state = [i for i in state if i.type.endswith("Store")]
+    client = client_for(settings, transport)
+    model = client.check_schema()
+    schema = load(model)
+    live = observe(client, schema)
+    plan = diff(state, live, schema)
+    if options.as_json:
+        out(
+            json.dumps(
+                {"schema": model.version, "effect": plan.effect, "changes": to_json(plan)},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        for line in describe(plan):
+            out(line)
+    if options.dry_run:
+        return 0
+    if options.check:
+        return 1 if plan else 0
+    if not plan:
+        return 0
+    say = (lambda _: None) if options.as_json else out
+    say("applying:")
+    write(plan, client, live, say)
+    drift = diff(state, observe(client, schema), schema)
+    if drift:
+        left = "; ".join(f"{c.action} {c.type} {c.key}" for c in drift.changes)
+        raise StalwartError(
+            f"drift remains after apply ({left}): the server stored something else "
+            f"than was written, first: wrote {redact(drift.changes[0].fields)}, "
+            f"holds {redact(drift.changes[0].before)}"
+        )
+    say("verified: the server holds exactly what .env describes")
+    if plan.effect in (RELOAD, RESTART):
+        client.reload()
+        say("reloaded: x:Action ReloadSettings")
+    if plan.effect != RESTART:
+        return 0
+    if options.restart == "never" or restart is None:
+        out("still needs a Stalwart restart (listeners, stores, PROXY trust are fixed at start):")
+        for line in restart_text(plan):
+            out(line)
+        return EXIT_NEEDS_RESTART
+    say("restarting Stalwart (alone; the sidecar keeps running)")
+    restart()
+    return 0
+
+
+class Control(Protocol):
+    """Starts and stops Stalwart alone (compose, systemd, a test harness)."""
+
+    def start(self, recovery: bool) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def first_start(
+    settings: Settings,
+    control: Control,
+    out: Callable[[str], None],
+    transport: Callable[[], Transport | None] = lambda: None,
+) -> None:
+    """A fresh store, in order: recovery mode + stores, first normal start, full apply.
+
+    Recovery mode seeds nothing, so the stores are in place before the first normal
+    start seeds the defaults (into the right stores); the full apply then converges
+    what was seeded, and a restart makes listeners and PROXY trust live.
+    """
+    never = Options(restart="never")
+    out("first start 1/4: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
+    control.start(recovery=True)
+    out("first start 2/4: the stores")
+    provision(settings, Options(restart="never", phase="stores"), out, transport=transport())
+    control.stop()
+    out("first start 3/4: first normal start (defaults seeded for the empty types)")
+    control.start(recovery=False)
+    out("first start 4/4: the full apply")
+    code = provision(settings, never, out, transport=transport())
+    if code == EXIT_NEEDS_RESTART:
+        out("restarting Stalwart alone")
+        control.stop()
+        control.start(recovery=False)
+    if provision(settings, Options(check=True), out, transport=transport()) != 0:
+        raise StalwartError("first start: the server still differs from .env after the apply")
+    out("first start done: the server holds exactly what .env describes")

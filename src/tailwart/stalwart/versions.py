@@ -1,0 +1,108 @@
+"""The Stalwart versions tailwart knows, and why it refuses the others.
+
+Everything that names a Stalwart type or field lives in ``MODELS``, keyed by the
+schema hash the server redirects ``GET /api/schema`` to: moving to a new release
+is one new entry (and a new schema extract), not edits all over the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PINNED = (0, 16, 18)
+PINNED_IMAGE = "stalwartlabs/stalwart:v0.16.18"
+#: scoped API keys / app passwords could regain full rights before this (0.16.15 CHANGELOG)
+OLDEST = (0, 16, 15)
+
+
+def fmt(version: tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def refusal(version: tuple[int, int, int]) -> str | None:
+    """Why tailwart refuses to run this Stalwart version, or None when it may."""
+    if version < (0, 15, 0):
+        return (
+            f"stalwart {fmt(version)} predates v0.15: a v0.16 server refuses its store "
+            "(schema version < 5) and tailwart's objects do not exist there"
+        )
+    if version < (0, 16, 0):
+        return (
+            f"stalwart {fmt(version)} is a v0.15 (TOML) release: it reads config.toml, "
+            "which tailwart no longer renders, and its support ends on 2026-12-01 "
+            "(inv migrate-stalwart --dry-run explains the move)"
+        )
+    if version < OLDEST:
+        return (
+            f"stalwart {fmt(version)} is older than {fmt(OLDEST)}: before it, scoped API keys "
+            "and app passwords could regain full rights"
+        )
+    if version >= (1, 0, 0):
+        return (
+            f"stalwart {fmt(version)} cannot open a 0.16 store and rejects the 0.16 object "
+            "schema tailwart provisions; 1.x needs a store copy (stalwart-migrate) first"
+        )
+    return None
+
+
+def advisory(version: tuple[int, int, int]) -> str | None:
+    """A warning for an accepted version other than the verified one."""
+    if version == PINNED:
+        return None
+    return (
+        f"stalwart {fmt(version)}: tailwart's object model is verified against "
+        f"{fmt(PINNED)}; inv provision refuses a server whose schema hash it does not know"
+    )
+
+
+@dataclass(frozen=True)
+class Model:
+    """Type and field names of one Stalwart schema, by what tailwart uses them for."""
+
+    version: str
+    schema_hash: str
+    #: the committed schema extract (``schema-<version>.json`` beside this module)
+    extract: str
+    capability: str = "urn:stalwart:jmap"
+    listener: str = "x:NetworkListener"
+    system: str = "x:SystemSettings"
+    blob_store: str = "x:BlobStore"
+    memory_store: str = "x:InMemoryStore"
+    search_store: str = "x:SearchStore"
+    http: str = "x:Http"
+    route: str = "x:MtaRoute"
+    tls_strategy: str = "x:MtaTlsStrategy"
+    outbound: str = "x:MtaOutboundStrategy"
+    tracer: str = "x:Tracer"
+    domain: str = "x:Domain"
+    data_store: str = "x:DataStore"
+    action: str = "x:Action"
+    reload_action: str = "ReloadSettings"
+    singleton_id: str = "singleton"
+    masked: str = "****"
+
+    def owned_types(self) -> tuple[str, ...]:
+        """Every object type tailwart reads and writes, parents first."""
+        return (
+            self.blob_store,
+            self.memory_store,
+            self.search_store,
+            self.domain,
+            self.system,
+            self.listener,
+            self.http,
+            self.tls_strategy,
+            self.route,
+            self.outbound,
+            self.tracer,
+        )
+
+
+V0_16_18 = Model(
+    version="0.16.18",
+    schema_hash="25gnm1_xB9bPk-puX9VTFMP1W5V-1muUWuK964-_uEw",
+    extract="schema-0.16.18.json",
+)
+#: schema hash → model; inv provision refuses a server whose hash is not here
+MODELS: dict[str, Model] = {V0_16_18.schema_hash: V0_16_18}
+CURRENT = V0_16_18

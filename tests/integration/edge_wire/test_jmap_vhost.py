@@ -1,0 +1,136 @@
+"""The JMAP vhost end of "admin not reachable from the internet", run by the real Caddy.
+
+``caddy adapt`` turns the rendered caddy/jmap.caddy into Caddy's own JSON; only the
+transport is moved onto loopback (listen address, no automatic HTTPS, the upstream's
+dial address); the routes are Caddy's reading of the rendered file. The Stalwart end
+(x:Http allowedEndpoints) is proven against a real Stalwart in tests/live/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tailwart.edge.render import ADMIN_PATHS, jmap_vhost
+from tailwart.settings.example import example_settings
+
+pytestmark = pytest.mark.integration
+SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Upstream:
+    """Stands in for Stalwart's :8080: requires a PROXY v2 header, records request lines."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[tuple[bool, str]] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(16, socket.MSG_WAITALL)
+                proxied = head[:12] == SIGNATURE
+                if proxied:
+                    conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+                    data = conn.recv(4096)
+                else:
+                    data = head + conn.recv(4096)
+                self.seen.append((proxied, data.split(b"\r\n", 1)[0].decode(errors="replace")))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream"
+                )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _dials(node: Any, port: int) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "dial":
+                node[key] = f"127.0.0.1:{port}"
+            else:
+                _dials(value, port)
+    elif isinstance(node, list):
+        for item in node:
+            _dials(item, port)
+
+
+@pytest.fixture
+def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
+    settings = example_settings()
+    snippet = tmp_path / "jmap.caddy"
+    snippet.write_text(jmap_vhost(settings))
+    adapted = subprocess.run(
+        [str(caddy_binary), "adapt", "--adapter", "caddyfile", "--config", str(snippet)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config = json.loads(adapted.stdout)
+    upstream = Upstream()
+    port = free_port()
+    _dials(config, upstream.port)
+    config["admin"] = {"listen": f"unix/{tmp_path}/admin.sock"}
+    for server in config["apps"]["http"]["servers"].values():
+        server["listen"] = [f"127.0.0.1:{port}"]
+        server["automatic_https"] = {"disable": True}
+    (tmp_path / "caddy.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [str(caddy_binary), "run", "--config", str(tmp_path / "caddy.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "caddy did not listen"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", upstream
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        upstream.close()
+
+
+def test_admin_paths_are_refused_and_jmap_goes_through_with_proxy_v2(
+    vhost: tuple[str, Upstream],
+) -> None:
+    base, upstream = vhost
+    host = {"Host": example_settings()["MAIL_HOSTNAME"]}
+    for path in ADMIN_PATHS:
+        for suffix in ("", "/", "/schema"):
+            response = requests.get(f"{base}{path}{suffix}", headers=host, timeout=10)
+            assert response.status_code == 403, (path + suffix, response.status_code)
+    assert upstream.seen == []  # none of them reached Stalwart
+    response = requests.get(f"{base}/jmap/session", headers=host, timeout=10)
+    assert (response.status_code, response.text) == (200, "upstream")
+    assert upstream.seen == [(True, "GET /jmap/session HTTP/1.1")]
+    # a prefix match, as Stalwart's starts_with(path, '/admin'): both ends refuse the same
+    assert requests.get(f"{base}/administrivia", headers=host, timeout=10).status_code == 403

@@ -1,0 +1,225 @@
+"""The live world: a real Stalwart in a network namespace, real backends, a real edge.
+
+Topology (every address in 198.18.0.0/15 or a ULA on links this module creates)::
+
+    root ns (operator, client, backends, relay)
+      198.18.A.1 ──veth── 198.18.A.2  mailbox ns: stalwart (no default route)
+      198.18.B.1 ──veth── 198.18.B.2  edge ns: caddy-l4 (inv edge-run)
+                          198.18.C.1 ──veth── 198.18.C.2 (edge → mailbox, fd00:7477:C::/64)
+
+The operator reaches the management API from 198.18.A.1 (never a PROXY source); the
+edge reaches Stalwart from 198.18.C.1 (its "tailnet address"); a mail client connects
+to the edge from 198.18.B.1, the address Stalwart must see through PROXY v2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from backend_servers import port_open, stop, wait_for
+from netns_hosts import _free_subnets
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class Topology:
+    tag: str
+    a: int
+    b: int
+    c: int
+    made: list[str] = field(default_factory=list)
+
+    @property
+    def mailbox_ns(self) -> str:
+        return f"twl{self.tag}m"
+
+    @property
+    def edge_ns(self) -> str:
+        return f"twl{self.tag}e"
+
+    def addr(self, net: str, host: int) -> str:
+        return f"198.18.{getattr(self, net)}.{host}"
+
+    @property
+    def edge_v6(self) -> str:
+        return f"fd00:7477:{self.c:x}::1"
+
+    @classmethod
+    def create(cls) -> Topology:
+        a, b, c = _free_subnets(3)
+        topo = cls(str(os.getpid() % 100000), a, b, c)
+        for ns in (topo.mailbox_ns, topo.edge_ns):
+            run("ip", "netns", "add", ns)
+            topo.made.append(ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            # DNS inside the namespaces: an address where nothing answers (fails fast)
+            etc = Path("/etc/netns") / ns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "resolv.conf").write_text(f"nameserver {topo.addr('a', 1)}\n")
+            # names Stalwart's default settings resolve while building its configuration
+            # (a failed lookup fails ReloadSettings): point them at the operator side
+            (etc / "hosts").write_text(
+                f"127.0.0.1 localhost\n{topo.addr('a', 1)} public.pyzor.org\n"
+            )
+        topo._pair("a", None, topo.mailbox_ns)
+        topo._pair("b", None, topo.edge_ns)
+        topo._pair("c", topo.edge_ns, topo.mailbox_ns)
+        # IPv6 on the edge→mailbox link (the edge's /128 is trusted too)
+        run(
+            "ip", "-n", topo.edge_ns, "addr", "add", f"{topo.edge_v6}/64", "dev", f"twl{topo.tag}c1"
+        )
+        run(
+            "ip",
+            "-n",
+            topo.mailbox_ns,
+            "addr",
+            "add",
+            f"fd00:7477:{c:x}::2/64",
+            "dev",
+            f"twl{topo.tag}c2",
+            "nodad",
+        )
+        return topo
+
+    def _pair(self, net: str, left_ns: str | None, right_ns: str) -> None:
+        left, right = f"twl{self.tag}{net}1", f"twl{self.tag}{net}2"
+        run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
+        self.made.append(left)
+        if left_ns:
+            run("ip", "link", "set", left, "netns", left_ns)
+        run("ip", "link", "set", right, "netns", right_ns)
+        lcmd = ["ip", "-n", left_ns] if left_ns else ["ip"]
+        run(*lcmd, "addr", "add", f"{self.addr(net, 1)}/24", "dev", left)
+        run(*lcmd, "link", "set", left, "up")
+        run("ip", "-n", right_ns, "addr", "add", f"{self.addr(net, 2)}/24", "dev", right)
+        run("ip", "-n", right_ns, "link", "set", right, "up")
+
+    def close(self) -> None:
+        for ns in (self.mailbox_ns, self.edge_ns):
+            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for name in self.made:
+            if name.startswith("twl") and not name.endswith(("m", "e")):
+                run("ip", "link", "del", name, check=False)
+        for ns in (self.mailbox_ns, self.edge_ns):
+            run("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+
+@dataclass
+class Stalwart:
+    """The real server, started in the mailbox namespace with a given environment."""
+
+    binary: Path
+    topo: Topology
+    config: Path
+    env: dict[str, str]
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.topo.addr('a', 2)}:8080"
+
+    @property
+    def log(self) -> Path:
+        return self.base / f"stalwart-{self.starts}.log"
+
+    def start(self, recovery: bool = False) -> None:
+        self.starts += 1
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.base), **self.env}
+        if recovery:
+            env["STALWART_RECOVERY_MODE"] = "1"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.topo.mailbox_ns,
+                    str(self.binary),
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.base,
+            )
+        wait_for(self.ready, "stalwart", timeout=120, proc=self.proc, log=self.log)
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/healthz/ready", timeout=2).status_code == 200
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def port_open(self, port: int) -> bool:
+        try:
+            return port_open(self.topo.addr("a", 2), port)
+        except OSError:
+            return False
+
+
+class Jmap:
+    """The test's own JMAP calls (drift, accounts, reads): plain requests, not tailwart's client."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url, self.auth = url, (user, password)
+
+    def call(self, method: str, args: dict[str, Any], using: tuple[str, ...] = ()) -> Any:
+        body = {
+            "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap", *using],
+            "methodCalls": [[method, args, "t"]],
+        }
+        response = requests.post(
+            f"{self.url}/jmap",
+            data=json.dumps(body),
+            auth=self.auth,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+        response.raise_for_status()
+        name, result, _ = response.json()["methodResponses"][0]
+        assert name != "error", result
+        return result
+
+    def get(self, type_name: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        return list(self.call(f"{type_name}/get", {"ids": ids})["list"])
+
+    def by_name(self, type_name: str, name: str) -> dict[str, Any]:
+        return next(o for o in self.get(type_name) if o.get("name") == name)
+
+
+def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")

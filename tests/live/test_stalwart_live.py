@@ -1,0 +1,705 @@
+"""The whole story against a real Stalwart v0.16.18 (see conftest.py), in order.
+
+Real parts: the Stalwart binary in a network namespace, Debian's PostgreSQL (SCRAM over
+a veth), redis-server, the garage binary, caddy-l4 (inv edge-run) in its own
+namespace, aiosmtpd relays with STARTTLS. The test's own reads and the drift it makes
+go through plain JMAP requests, not tailwart's client.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import secrets
+import shutil
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from backend_env import values as env_values
+from backend_servers import (
+    GarageServer,
+    Pki,
+    PostgresServer,
+    RedisServer,
+    garage_binary,
+    port_open,
+    stop,
+    wait_for,
+)
+from live_world import Jmap, Stalwart, Topology, wait_until
+
+from tailwart.settings import Settings, from_mapping
+from tailwart.stalwart.provision import first_start
+from tailwart.stalwart.record import ENV_VAR, scrubbed
+from tailwart.stalwart.versions import CURRENT
+from testkit import ROOT, TOOL_CACHE, need_tool, write_env
+
+pytestmark = pytest.mark.integration
+FIXTURES = ROOT / "tests" / "fixtures" / "stalwart-0.16.18"
+RECORD = os.environ.get("TAILWART_LIVE_RECORD") == "1"
+LISTENERS = {
+    "smtp": 25,
+    "submissions": 465,
+    "submission": 587,
+    "imap": 143,
+    "imaps": 993,
+    "http": 8080,
+}
+
+
+@dataclass
+class World:
+    topo: Topology
+    base: Path
+    values: dict[str, str]
+    stalwart: Stalwart
+    pki: Pki
+    pg: PostgresServer
+    redis: RedisServer
+    garage: GarageServer
+    jmap: Jmap
+    record_dir: Path
+    notes: list[str] = field(default_factory=list)
+    phase: int = 0
+    edge: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env_file(self) -> Path:
+        return write_env(self.base / ".env", self.values)
+
+    def settings(self) -> Settings:
+        return from_mapping(self.values, "<live>")
+
+    def inv(self, *args: str, phase: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``inv`` as an operator runs it, in the world's directory (config/ lands there)."""
+        extra = {"PG_ADMIN_PASSWORD": self.pg.admin_password}
+        if phase is not None:
+            extra[ENV_VAR] = str(self.next_recording(phase, args))
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "invoke",
+                "-r",
+                str(ROOT),
+                *args,
+                "--env-file",
+                str(self.env_file),
+            ],
+            cwd=self.base,
+            env={**os.environ, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def next_recording(self, phase: str, args: tuple[str, ...]) -> Path:
+        self.phase += 1
+        path = self.record_dir / f"{self.phase:02d}-{phase}.jsonl"
+        meta = {"args": list(args), "env": scrub_values(self.values)}
+        (self.record_dir / f"{self.phase:02d}-{phase}.meta.json").write_text(
+            json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        )
+        return path
+
+    def finish_recording(self, result: subprocess.CompletedProcess[str]) -> None:
+        """Add the task's exit code and output to the phase recorded last."""
+        meta_path = sorted(self.record_dir.glob(f"{self.phase:02d}-*.meta.json"))[-1]
+        meta = json.loads(meta_path.read_text())
+        meta["exit"] = result.returncode
+        meta["stdout"] = result.stdout.splitlines()
+        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def nets(items: Any) -> set[Any]:
+    from ipaddress import ip_network
+
+    return {ip_network(i, strict=False) for i in items}
+
+
+def scrub_values(values: dict[str, str]) -> dict[str, str]:
+    from tailwart.settings.contract import BY_NAME
+
+    out = {}
+    for key, value in values.items():
+        if key in BY_NAME and BY_NAME[key].secret:
+            value = (
+                f"admin:{scrubbed(key + '_PASSWORD')}"
+                if key == "STALWART_RECOVERY_ADMIN"
+                else scrubbed(key)
+            )
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    binary = Path(os.environ["TAILWART_STALWART_BIN"])
+    assert binary.is_file(), binary
+    need_tool("postgres")
+    topo = Topology.create()
+    base = Path(tempfile.mkdtemp(prefix="tailwart-live-"))
+    started: list[Any] = []
+    made: list[World] = []
+    try:
+        host = topo.addr("a", 1)
+        pg = PostgresServer.start(host)
+        started.append(pg)
+        redis = RedisServer.start(need_tool("redis-server"), host=host)
+        started.append(redis)
+        garage = GarageServer.start(garage_binary(TOOL_CACHE), host=host)
+        started.append(garage)
+        pki = Pki.create(base)
+        admin_password = secrets.token_hex(16)
+        values = env_values(
+            MAIL_DOMAIN="good.test",
+            MAIL_HOSTNAME="mail.good.test",
+            EDGE_TAILNET_ADDR=f"{topo.addr('c', 1)}/32",
+            EDGE_TAILNET_ADDR6=f"{topo.edge_v6}/128",
+            STALWART_MANAGEMENT_URL=f"http://{topo.addr('a', 2)}:8080",
+            STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",
+            STALWART_DB_HOST=host,
+            STALWART_DB_PORT=str(pg.port),
+            STALWART_DB_PASSWORD=secrets.token_hex(16),
+            PG_ADMIN_USER=pg.admin_user,
+            STALWART_REDIS_HOST=host,
+            STALWART_REDIS_PORT=str(redis.port),
+            STALWART_REDIS_DB="5",
+            STALWART_REDIS_PASSWORD=redis.password,
+            STALWART_S3_HOST=host,
+            STALWART_S3_PORT=str(garage.s3_port),
+            STALWART_S3_REGION=garage.region,
+            STALWART_S3_ACCESS_KEY="GK" + secrets.token_hex(12),
+            STALWART_S3_SECRET_KEY=secrets.token_hex(32),
+            GARAGE_ADMIN_URL=garage.admin_url,
+            GARAGE_ADMIN_TOKEN=garage.admin_token,
+        )
+        s = from_mapping(values)
+        env = {
+            "STALWART_RECOVERY_ADMIN": s["STALWART_RECOVERY_ADMIN"],
+            "STALWART_DB_PASSWORD": s["STALWART_DB_PASSWORD"],
+            "STALWART_S3_ACCESS_KEY": s["STALWART_S3_ACCESS_KEY"],
+            "STALWART_S3_SECRET_KEY": s["STALWART_S3_SECRET_KEY"],
+            "STALWART_SMARTHOST_PASSWORD": "relay-" + secrets.token_hex(8),
+            "STALWART_PUBLIC_URL": f"https://{s['MAIL_HOSTNAME']}",
+            "SSL_CERT_FILE": pki.ca_file,  # the relays' certificates come from this CA
+        }
+        stalwart = Stalwart(binary, topo, base / "config" / "config.json", env, base)
+        record_dir = base / "recorded"
+        record_dir.mkdir()
+        w = World(
+            topo,
+            base,
+            values,
+            stalwart,
+            pki,
+            pg,
+            redis,
+            garage,
+            Jmap(stalwart.url, "admin", admin_password),
+            record_dir,
+        )
+        made.append(w)
+        yield w
+        if RECORD:
+            FIXTURES.mkdir(parents=True, exist_ok=True)
+            for path in sorted(record_dir.iterdir()):
+                shutil.copy(path, FIXTURES / path.name)
+    finally:
+        for each in made:
+            if each.edge is not None:
+                stop(each.edge)
+            each.stalwart.stop()
+        for server in reversed(started):
+            server.close()
+        topo.close()
+        if not os.environ.get("TAILWART_LIVE_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ 1. backends and first start
+
+
+def test_bootstrap_creates_the_backends(world: World) -> None:
+    result = world.inv("bootstrap", "--init-layout")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rendered = world.inv("render")
+    assert rendered.returncode == 0, rendered.stderr
+    config = json.loads((world.base / "config" / "config.json").read_text())
+    assert config["authSecret"] == {
+        "@type": "EnvironmentVariable",
+        "variableName": "STALWART_DB_PASSWORD",
+    }
+
+
+def test_first_start_from_an_empty_store(world: World) -> None:
+    lines: list[str] = []
+
+    class Control:
+        def start(self, recovery: bool) -> None:
+            world.stalwart.start(recovery=recovery)
+
+        def stop(self) -> None:
+            world.stalwart.stop()
+
+    path = world.next_recording("first-start", ("first-start",))
+    os.environ[ENV_VAR] = str(path)
+    try:
+        first_start(world.settings(), Control(), lines.append)
+    except Exception:
+        print("\n".join(lines))
+        raise
+    finally:
+        del os.environ[ENV_VAR]
+    world.notes.append("first start:\n  " + "\n  ".join(lines))
+    assert lines[-1] == "first start done: the server holds exactly what .env describes"
+    listeners = {o["name"]: o for o in world.jmap.get(CURRENT.listener)}
+    assert set(listeners) == set(LISTENERS)
+    edge = nets([f"{world.topo.addr('c', 1)}/32", f"{world.topo.edge_v6}/128"])
+    for name, obj in listeners.items():
+        # the server stores a host network without its prefix: 198.18.C.1, not /32
+        assert nets(obj["overrideProxyTrustedNetworks"]) == edge, name
+    system = world.jmap.get(CURRENT.system, ["singleton"])[0]
+    assert system["proxyTrustedNetworks"] == {} and system["defaultHostname"] == "mail.good.test"
+    assert world.jmap.get(CURRENT.blob_store, ["singleton"])[0]["@type"] == "S3"
+    assert world.jmap.get(CURRENT.memory_store, ["singleton"])[0]["@type"] == "Redis"
+    for port in LISTENERS.values():
+        assert world.stalwart.port_open(port), port
+    for port in (995, 4190, 443):
+        assert not world.stalwart.port_open(port), port
+
+
+def test_second_run_changes_nothing(world: World) -> None:
+    check = world.inv("provision", "--check", phase="check-clean")
+    world.finish_recording(check)
+    assert check.returncode == 0, check.stdout + check.stderr
+    again = world.inv("provision", phase="apply-clean")
+    world.finish_recording(again)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "no changes: the server holds exactly what .env describes"
+
+
+# ------------------------------------------------------------------ 2. what the defects were
+
+
+def test_no_symmetric_signing_key_is_published(world: World) -> None:
+    keys = requests.get(f"{world.stalwart.url}/auth/jwks.json", timeout=10).json()["keys"]
+    assert keys and all(k.get("kty") != "oct" and "k" not in k for k in keys)
+
+
+def test_jmap_session_advertises_the_public_url(world: World) -> None:
+    session = requests.get(
+        f"{world.stalwart.url}/jmap/session", auth=world.jmap.auth, timeout=10
+    ).json()
+    assert session["apiUrl"] == "https://mail.good.test/jmap/"
+
+
+def in_edge_ns(world: World, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet from the edge's namespace (its address is the trusted one)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", world.topo.edge_ns, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _http_via_proxy(world: World, claimed: str, path: str) -> str:
+    """GET ``path`` from the edge's address with a PROXY v2 header claiming ``claimed``."""
+    from ipaddress import ip_address
+
+    src = ip_address(claimed).packed
+    dst = ip_address(world.topo.addr("c", 2)).packed
+    header = (
+        b"\r\n\r\n\x00\r\nQUIT\n"
+        + bytes([0x21, 0x11, 0, 12])
+        + src
+        + dst
+        + (4321).to_bytes(2, "big")
+        + (8080).to_bytes(2, "big")
+    )
+    request = f"GET {path} HTTP/1.1\r\nHost: mail.good.test\r\nConnection: close\r\n\r\n".encode()
+    script = (
+        "import socket,sys\n"
+        f"s=socket.create_connection(('{world.topo.addr('c', 2)}',8080),timeout=10)\n"
+        f"s.sendall({header + request!r})\n"
+        "print(s.recv(200).decode(errors='replace').splitlines()[0])\n"
+    )
+    out = in_edge_ns(world, script)
+    return out.stdout.strip()
+
+
+def test_admin_and_management_paths_refused_to_internet_clients(world: World) -> None:
+    # through the edge's address, as the JMAP vhost forwards a public client
+    assert " 403 " in _http_via_proxy(world, "203.0.113.5", "/api/schema") + " "
+    assert " 403 " in _http_via_proxy(world, "203.0.113.5", "/admin/") + " "
+    # a tailnet client is let through to authentication
+    assert " 403 " not in _http_via_proxy(world, "100.64.1.1", "/api/schema") + " "
+    # JMAP itself stays reachable for internet clients
+    assert " 403 " not in _http_via_proxy(world, "203.0.113.5", "/jmap/session") + " "
+
+
+# ------------------------------------------------------------------ 3. mail through the real edge
+
+
+ALICE = ("alice", "alice-" + secrets.token_hex(8))
+
+
+def test_mail_through_the_edge_keeps_the_client_address(world: World) -> None:
+    domain = world.jmap.by_name(CURRENT.domain, "good.test")
+    created = world.jmap.call(
+        "x:Account/set",
+        {
+            "create": {
+                "a": {
+                    "@type": "User",
+                    "name": ALICE[0],
+                    "domainId": domain["id"],
+                    "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
+                }
+            }
+        },
+    )
+    assert "a" in created.get("created", {}), created
+    edge_log = (world.base / "edge.log").open("wb")
+    world.edge = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            world.topo.edge_ns,
+            sys.executable,
+            "-m",
+            "invoke",
+            "-r",
+            str(ROOT),
+            "edge-run",
+            "--env-file",
+            str(world.env_file),
+            "--listen-host",
+            world.topo.addr("b", 2),
+            "--port-offset",
+            "0",
+            "--upstream-host",
+            world.topo.addr("c", 2),
+        ],
+        cwd=world.base,
+        stdout=edge_log,
+        stderr=subprocess.STDOUT,
+    )
+    edge_host = world.topo.addr("b", 2)
+    wait_for(
+        lambda: port_open(edge_host, 25),
+        "the edge on :25",
+        timeout=120,
+        proc=world.edge,
+        log=world.base / "edge.log",
+    )
+    marker = secrets.token_hex(8)
+    with smtplib.SMTP(edge_host, 25, local_hostname="client.outside.test", timeout=60) as smtp:
+        smtp.sendmail(
+            "sender@outside.test",
+            ["alice@good.test"],
+            "From: sender@outside.test\r\nTo: alice@good.test\r\n"
+            f"Subject: live {marker}\r\n\r\nhello {marker}\r\n",
+        )
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def fetch() -> bytes | None:
+        with imaplib.IMAP4_SSL(edge_host, 993, ssl_context=context, timeout=30) as imap:
+            imap.login("alice@good.test", ALICE[1])
+            _, count = imap.select("INBOX")
+            if int(count[0]) == 0:
+                return None
+            # no SEARCH: it reads the full-text index, which Stalwart fills in the background
+            _, data = imap.fetch(f"1:{int(count[0])}", "(RFC822)")
+            for item in data:
+                if isinstance(item, tuple) and f"live {marker}".encode() in item[1]:
+                    return bytes(item[1])
+            return None
+
+    message = wait_until(fetch, "the message in alice's INBOX over IMAPS through the edge")
+    received = message.split(b"\r\n\r\n")[0].decode(errors="replace")
+    client = world.topo.addr("b", 1)
+    assert f"[{client}]" in received or f"({client})" in received or client in received, received
+    assert world.topo.addr("c", 1) not in received  # never the edge's own address
+    world.notes.append(f"Received header through the edge names {client}")
+
+    # JMAP reads it back too (as alice)
+    alice = ("alice@good.test", ALICE[1])
+    session = requests.get(f"{world.stalwart.url}/jmap/session", auth=alice, timeout=30).json()
+    account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    body = {
+        "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+        "methodCalls": [
+            ["Email/query", {"accountId": account}, "q"],
+            [
+                "Email/get",
+                {
+                    "accountId": account,
+                    "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                    "properties": ["subject"],
+                },
+                "g",
+            ],
+        ],
+    }
+    result = requests.post(
+        f"{world.stalwart.url}/jmap", json=body, auth=("alice@good.test", ALICE[1]), timeout=30
+    ).json()
+    subjects = [e["subject"] for e in result["methodResponses"][1][1]["list"]]
+    assert f"live {marker}" in subjects, result
+
+
+# ------------------------------------------------------------------ 4. outbound through relays
+
+
+@dataclass
+class Relay:
+    """aiosmtpd on the operator side, as the smarthost: records what it was told."""
+
+    name: str
+    starttls: bool
+    login: bool
+    host: str
+    port: int = 0
+    envelopes: list[tuple[str, list[str], bool, str | None]] = field(default_factory=list)
+    ehlos: list[str] = field(default_factory=list)
+    ehlo_times: list[float] = field(default_factory=list)
+    auths: list[str] = field(default_factory=list)
+    controller: Any = None
+
+    #: serve a self-signed certificate (not from the CA Stalwart trusts)
+    untrusted: bool = False
+
+    def start(self, pki: Pki, password: str) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        relay = self
+
+        class Handler:
+            async def handle_EHLO(
+                self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+            ) -> list[str]:
+                relay.ehlos.append(hostname)
+                relay.ehlo_times.append(time.monotonic())
+                session.host_name = hostname  # aiosmtpd leaves this to a new-style hook
+                return responses
+
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                login = session.auth_data.login.decode() if session.auth_data else None
+                relay.envelopes.append(
+                    (envelope.mail_from, list(envelope.rcpt_tos), session.ssl is not None, login)
+                )
+                return "250 OK relayed"
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
+            ok = isinstance(data, LoginPassword) and data.password.decode() == password
+            relay.auths.append(mechanism)
+            return AuthResult(success=ok, handled=False, auth_data=data)
+
+        kwargs: dict[str, Any] = {}
+        if self.starttls:
+            kwargs["tls_context"] = pki.context(
+                f"relay-{self.name}", [self.host], 30, self_signed=self.untrusted
+            )
+            kwargs["require_starttls"] = True
+        if self.login:
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+        from backend_servers import free_port
+
+        self.port = free_port(self.host)
+        self.controller = Controller(Handler(), hostname=self.host, port=self.port, **kwargs)
+        self.controller.start()
+
+    def close(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+
+def _submit(world: World, marker: str) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP(
+        world.topo.addr("b", 2), 587, local_hostname="laptop.test", timeout=60
+    ) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("alice@good.test", ALICE[1])
+        smtp.sendmail(
+            "alice@good.test",
+            ["bob@far.test"],
+            "From: alice@good.test\r\nTo: bob@far.test\r\n"
+            f"Subject: out {marker}\r\n\r\nout {marker}\r\n",
+        )
+
+
+def _use_relay(
+    world: World, relay: Relay | None, login: bool, phase: str
+) -> subprocess.CompletedProcess[str]:
+    for key in ("STALWART_SMARTHOST", "STALWART_SMARTHOST_USER", "STALWART_SMARTHOST_PASSWORD"):
+        world.values.pop(key, None)
+    if relay is not None:
+        world.values["STALWART_SMARTHOST"] = f"{relay.host}:{relay.port}"
+        world.values["STALWART_SMARTHOST_TLS"] = "starttls"
+        if login:
+            world.values["STALWART_SMARTHOST_USER"] = "mailer"
+            world.values["STALWART_SMARTHOST_PASSWORD"] = world.stalwart.env[
+                "STALWART_SMARTHOST_PASSWORD"
+            ]
+    result = world.inv("provision", "--restart", "never", phase=phase)
+    world.finish_recording(result)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def relays(world: World) -> Iterator[dict[str, Relay]]:
+    host = world.topo.addr("a", 1)
+    password = world.stalwart.env["STALWART_SMARTHOST_PASSWORD"]
+    made = {
+        "login": Relay("login", starttls=True, login=True, host=host),
+        "open": Relay("open", starttls=True, login=False, host=host),
+        "plain": Relay("plain", starttls=False, login=False, host=host),
+        "untrusted": Relay("untrusted", starttls=True, login=True, host=host, untrusted=True),
+    }
+    for relay in made.values():
+        relay.start(world.pki, password)
+    yield made
+    for relay in made.values():
+        relay.close()
+
+
+def test_relay_with_login_over_verified_starttls(world: World, relays: dict[str, Relay]) -> None:
+    relay = relays["login"]
+    out = _use_relay(world, relay, login=True, phase="relay-login")
+    assert "create  x:MtaRoute smarthost" in out.stdout
+    _submit(world, marker := secrets.token_hex(6))
+    got = wait_until(lambda: relay.envelopes, "the relay with login receives the message", 90)
+    assert got[0][:4] == ("alice@good.test", ["bob@far.test"], True, "mailer")
+    assert relay.auths  # it authenticated, after STARTTLS (auth_require_tls)
+    assert marker  # the message went out authenticated, over TLS, to the relay
+
+
+def test_relay_without_login_gets_no_auth(world: World, relays: dict[str, Relay]) -> None:
+    relay = relays["open"]
+    out = _use_relay(world, relay, login=False, phase="relay-open")
+    assert "update  x:MtaRoute smarthost" in out.stdout
+    _submit(world, secrets.token_hex(6))
+    got = wait_until(lambda: relay.envelopes, "the relay without login receives the message", 90)
+    assert got[0][2] is True and got[0][3] is None  # TLS, and no AUTH was sent
+    assert relay.auths == []
+
+
+def test_relay_without_starttls_is_refused(world: World, relays: dict[str, Relay]) -> None:
+    relay = relays["plain"]
+    _use_relay(world, relay, login=True, phase="relay-plain")
+    _submit(world, secrets.token_hex(6))
+    wait_until(lambda: relay.ehlos, "Stalwart connects to the plain relay", 90)
+    time.sleep(5)
+    assert relay.envelopes == [] and relay.auths == []  # no password, no mail in clear
+
+
+def test_relay_certificate_is_verified_on_every_attempt(
+    world: World, relays: dict[str, Relay]
+) -> None:
+    relay = relays["untrusted"]
+    _use_relay(world, relay, login=True, phase="relay-untrusted")
+    _submit(world, secrets.token_hex(6))
+    # the first attempt fails verification; upstream's default strategy would retry with
+    # "invalid-tls" (any certificate): tailwart's one strategy must fail the retry too
+    wait_until(lambda: relay.ehlo_times, "a first attempt at the relay", 60)
+    first = relay.ehlo_times[0]
+    # the next attempt at this relay (2 minutes later) follows a TLS error here
+    wait_until(lambda: relay.ehlo_times[-1] - first > 60, "a retry to the relay", 240)
+    time.sleep(3)
+    assert relay.envelopes == [] and relay.auths == []
+
+
+# ------------------------------------------------------------------ 5. drift, restart-class change
+
+
+def _greets_unproxied_from_edge(world: World) -> bool:
+    """Whether Stalwart greets a connection from the edge's address that sends no PROXY header."""
+    script = (
+        "import socket\n"
+        f"s=socket.create_connection(('{world.topo.addr('c', 2)}',25),timeout=5)\n"
+        "s.settimeout(3)\n"
+        "try:\n    print(s.recv(100).decode(errors='replace')[:3])\n"
+        "except Exception:\n    print('none')\n"
+    )
+    out = in_edge_ns(world, script)
+    return out.stdout.strip() == "220"
+
+
+def test_drift_made_in_the_api_is_detected_and_repaired(world: World) -> None:
+    _use_relay(world, None, login=False, phase="relay-none")
+    smtp = world.jmap.by_name(CURRENT.listener, "smtp")
+    world.jmap.call(
+        f"{CURRENT.listener}/set", {"update": {smtp["id"]: {"overrideProxyTrustedNetworks": {}}}}
+    )
+    check = world.inv("provision", "--check", phase="drift-check")
+    world.finish_recording(check)
+    assert check.returncode == 1
+    assert "update  x:NetworkListener smtp  (needs a Stalwart restart)" in check.stdout
+    repair = world.inv("provision", "--restart", "never", phase="drift-repair")
+    world.finish_recording(repair)
+    assert repair.returncode == 3, repair.stdout + repair.stderr
+    assert "  update x:NetworkListener smtp" in repair.stdout.splitlines()
+    world.stalwart.restart()
+    assert nets(
+        world.jmap.by_name(CURRENT.listener, "smtp")["overrideProxyTrustedNetworks"]
+    ) == nets([f"{world.topo.addr('c', 1)}/32", f"{world.topo.edge_v6}/128"])
+    final = world.inv("provision", "--check")
+    assert final.returncode == 0, final.stdout
+
+
+def test_restart_class_change_takes_effect_after_the_restart(world: World) -> None:
+    assert not _greets_unproxied_from_edge(world)  # trusted: a PROXY header is demanded
+    original = world.values["EDGE_TAILNET_ADDR"]
+    world.values["EDGE_TAILNET_ADDR"] = f"{world.topo.addr('c', 3)}/32"
+    change = world.inv("provision", "--restart", "never", phase="restart-change")
+    world.finish_recording(change)
+    assert change.returncode == 3, change.stdout + change.stderr
+    assert not _greets_unproxied_from_edge(world)  # written, not yet live
+    world.stalwart.restart()
+    assert _greets_unproxied_from_edge(world)  # the edge's address is no longer trusted
+    world.values["EDGE_TAILNET_ADDR"] = original
+    back = world.inv("provision", "--restart", "never")
+    assert back.returncode == 3
+    world.stalwart.restart()
+    assert not _greets_unproxied_from_edge(world)
+    assert world.inv("provision", "--check").returncode == 0
+
+
+def test_blobs_live_in_garage_and_the_summary(world: World) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{world.garage.host}:{world.garage.s3_port}",
+        aws_access_key_id=world.values["STALWART_S3_ACCESS_KEY"],
+        aws_secret_access_key=world.values["STALWART_S3_SECRET_KEY"],
+        region_name="garage",
+    )
+    listed = s3.list_objects_v2(Bucket=world.values.get("STALWART_S3_BUCKET", "stalwart-mail"))
+    assert listed.get("KeyCount", 0) > 0
+    print("\n".join(world.notes))
