@@ -71,11 +71,17 @@ def plan_text(src: Sources, restic: Restic, progress: Progress) -> str:
         count += 1
         total += obj.size
     lines.append(f"garage      copy {src.bucket.where}: {count} objects, {human_bytes(total)}")
-    snap = tailwart_settings_snapshot(src.settings)
-    lines.append(f"settings    snapshot: {snap['status']}")
+    snap = tailwart_settings_snapshot(src.settings, dry_run=True)
+    lines.append(f"settings    snapshot: {snap['detail']}")
     lines.append(f"staging     {src.staging}")
     lines.append("dry run: nothing was written")
     return "\n".join(lines) + "\n"
+
+
+def _snapshot_line(snap: dict[str, Any]) -> str:
+    if snap["status"] == "taken":
+        return f"{snap['count']} objects of schema {snap['schema']} from {snap['url']}"
+    return str(snap["detail"])
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class BackupResult:
                 "copy (a purge ran during the backup): " + ", ".join(self.mirrored.vanished[:5])
             )
         lines += [
-            f"  settings snapshot: {m['settings_snapshot']['status']}",
+            f"  settings snapshot: {_snapshot_line(m['settings_snapshot'])}",
             f"  restic: files new {s.get('files_new', 0)}, changed {s.get('files_changed', 0)}, "
             f"unmodified {s.get('files_unmodified', 0)}; added {size('data_added')} "
             f"({size('data_added_packed')} packed) of {size('total_bytes_processed')} processed",

@@ -1,28 +1,51 @@
-"""Hook: a snapshot of the tailwart-owned Stalwart v0.16 settings, secrets as references.
+"""A readable snapshot of the Stalwart v0.16 settings objects tailwart owns.
 
-Under v0.16 the settings objects are rows of the data store, so the Postgres dump
-already holds them. A readable copy (the objects tailwart provisions, read over JMAP,
-secrets as ``EnvironmentVariable`` references) needs the provisioning package's JMAP
-reader, which has not landed: this hook says so in the manifest instead of pretending.
+Under v0.16 those objects are rows of the data store, so the Postgres dump already
+holds them; this copy is for people: every owned type as the server returns it over
+JMAP (``x:<Type>/get``), which masks secret values as ``****`` and names secret
+references (``EnvironmentVariable``) rather than resolving them. A mailbox that cannot
+be reached does not stop a backup: the snapshot says so, and the dump still holds the
+objects.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import TailwartError
 from ..settings import Settings
+from ..stalwart.jmap import Transport
 
-NOT_WIRED = "not-wired"
+NOT_TAKEN = "not-taken"
 
 
-def tailwart_settings_snapshot(settings: Settings) -> dict[str, Any]:
-    """The manifest's ``settings_snapshot`` entry: ``status`` and what it holds.
+def tailwart_settings_snapshot(
+    settings: Settings, *, dry_run: bool = False, transport: Transport | None = None
+) -> dict[str, Any]:
+    """The manifest's ``settings_snapshot`` entry: ``status`` and what it holds."""
+    from ..stalwart.apply import observe
+    from ..stalwart.plan import redact
+    from ..stalwart.provision import client_for, management_url
 
-    Wire this to the v0.16 JMAP reader (issue 10) to return
-    ``{"status": "taken", "objects": {...}}`` with secrets as references.
-    """
+    url = management_url(settings)
+    if dry_run:
+        return {"status": "planned", "detail": f"would read the owned objects from {url}"}
+    try:
+        from ..stalwart.schema import load
+
+        client = client_for(settings, transport)
+        model = client.check_schema()
+        live = observe(client, load(model))
+    except TailwartError as exc:
+        return {
+            "status": NOT_TAKEN,
+            "detail": f"{url}: {exc} (the Postgres dump still holds the objects)",
+        }
+    objects = {name: redact(found) for name, found in sorted(live.items())}
     return {
-        "status": NOT_WIRED,
-        "detail": "the settings objects are in the Postgres dump (v0.16 keeps them in the "
-        "data store); a readable JMAP snapshot needs the provisioning reader (not wired yet)",
+        "status": "taken",
+        "schema": model.version,
+        "url": url,
+        "count": sum(len(found) for found in objects.values()),
+        "objects": objects,
     }

@@ -96,6 +96,9 @@ def values(**overrides: str) -> dict[str, str]:
             "MAIL_HOSTNAME": "mail.good.test",
             "MAILBOX_FQDN": "stalwart.tail0000.ts.net",
             "EDGE_PUBLIC_IP": EDGE_IP,
+            # no Stalwart in these tests: its management API is a closed loopback port,
+            # so nothing (a backup's settings snapshot) ever resolves the tailnet name
+            "STALWART_MANAGEMENT_URL": "http://127.0.0.1:9",
         }
     )
     out.update(overrides)
