@@ -96,6 +96,18 @@ def _free_offset() -> int:
     raise RuntimeError("no free port range")
 
 
+def _start_edge_run(offset: int) -> subprocess.Popen[str]:
+    """``inv edge-run`` on the example values, ports moved by ``offset``, output piped."""
+    return subprocess.Popen(
+        [*INV, "edge-run", "--example", "--port-offset", str(offset), "--upstream-host", MAILBOX],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_edge_run_validates_then_serves_until_interrupted(caddy_binary: Path) -> None:
     check = subprocess.run(
         [sys.executable, "-m", "invoke", "edge-run", "--example", "--validate-only"],
@@ -110,14 +122,7 @@ def test_edge_run_validates_then_serves_until_interrupted(caddy_binary: Path) ->
     assert "caddy validate: ok" in check.stdout
 
     offset = _free_offset()
-    proc = subprocess.Popen(
-        [*INV, "edge-run", "--example", "--port-offset", str(offset), "--upstream-host", MAILBOX],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_edge_run(offset)
     try:
         assert proc.stdout is not None
         lines = []
@@ -166,14 +171,7 @@ def test_edge_run_interrupted_during_start_leaves_no_caddy(caddy_binary: Path) -
     and the listening port is free again. (Under load a signal that landed between
     caddy's start and the handler used to leave caddy running, holding the pipe.)"""
     offset = _free_offset()
-    proc = subprocess.Popen(
-        [*INV, "edge-run", "--example", "--port-offset", str(offset), "--upstream-host", MAILBOX],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_edge_run(offset)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
