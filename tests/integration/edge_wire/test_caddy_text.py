@@ -62,7 +62,8 @@ def test_caddy_reads_back_exactly_our_host_and_upstream(
     server = json.loads(done.stdout)["apps"]["http"]["servers"]["srv0"]
     route = server["routes"][0]
     assert route["match"] == [{"host": [host.lower()]}]  # caddy folds host names to lower case
-    proxy = route["handle"][0]["routes"][0]["handle"][0]
+    handlers = [h for sub in route["handle"][0]["routes"] for h in sub["handle"]]
+    (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
     dial = f"[{upstream}]:8080" if ":" in upstream else f"{upstream}:8080"
     assert proxy["upstreams"] == [{"dial": dial}]
     assert proxy["transport"]["proxy_protocol"] == "v2"
