@@ -34,7 +34,7 @@ done
 # is configured with (the mirror is apt's own), as a tarball the tests `docker import`.
 # Keyed by suite and package list: change either and a new tarball is made.
 base_suite=bookworm
-base_packages=iptables,iproute2,busybox,netcat-openbsd,ca-certificates,openssl,python3,python3-aiosmtpd
+base_packages=iptables,iproute2,busybox,netcat-openbsd,curl,ca-certificates,openssl,python3,python3-aiosmtpd
 base_key=$(printf '%s %s minbase' "$base_suite" "$base_packages" | sha256sum | cut -c1-16)
 base_tar="$TAILWART_CACHE/images/debian-$base_suite-$base_key.tar"
 if [ ! -s "$base_tar" ]; then
@@ -48,7 +48,8 @@ if [ ! -s "$base_tar" ]; then
     >"$TAILWART_CACHE/logs/debootstrap.log" 2>&1 \
     || { tail -30 "$TAILWART_CACHE/logs/debootstrap.log" >&2; rm -rf "$base_root"; exit 1; }
   # the sidecar's health check runs `wget` (busybox's, as in the official Alpine-based image)
-  # and `nc -z` (Debian's busybox nc has no -z: netcat-openbsd provides it)
+  # and `nc -z` (Debian's busybox nc has no -z: netcat-openbsd provides it); the Stalwart
+  # slot's health check runs curl, as the v0.16 image's own HEALTHCHECK does
   ln -sf /bin/busybox "$base_root/usr/local/bin/wget"
   rm -rf "$base_root"/var/cache/apt/archives/*.deb "$base_root"/var/lib/apt/lists/*
   tar --numeric-owner -C "$base_root" -cf "$base_tar.tmp" .
