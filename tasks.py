@@ -704,9 +704,10 @@ def first_start(
 
     Run once, after inv bootstrap, instead of inv up + inv provision on an empty database.
     """
-    from tailwart.mailbox.stack import ComposeControl, open_stack
+    from tailwart.mailbox.stack import ComposeControl, check_timeout, open_stack
     from tailwart.stalwart.provision import first_start as run_first_start
 
+    check_timeout(timeout)
     stack = open_stack(c, env_file, strict)
     stack.refuse_if_broken()
     stack.write_config()

@@ -69,6 +69,9 @@ HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
     ("bootstrap", ("--dry-run",), "STALWART_DB_HOST"),
     ("backup", ("--dry-run",), "STALWART_DB_HOST"),
     ("restore", ("--dry-run", "--target-env", "hostile.env"), "STALWART_DB_HOST"),
+    ("provision", ("--dry-run",), "STALWART_DB_HOST"),
+    ("first-start", (), "STALWART_DB_HOST"),
+    ("migrate-stalwart", ("--dry-run",), "STALWART_DB_HOST"),
 ]
 #: tasks that would go out to the network with the hostile-but-parseable .env (its
 #: names are real-looking); they run with the STOP variant only
@@ -158,6 +161,9 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
         2,
         ("--snapshot",),
     ),
+    ("provision", ("--dry-run", "--restart", "sometimes"), 2, ("--restart",)),
+    ("first-start", ("--timeout", "-1"), 2, ("--timeout",)),
+    ("migrate-stalwart", (), 2, ("--dry-run",)),
     ("env-example", ("--check",), 1, ("differ",)),
     ("build-caddy", ("--os", "linux\n", "--arch", "amd64;id"), 2, ("--os", "--arch")),
     ("demo", ("--no-such-flag",), 1, ("--no-such-flag",)),

@@ -38,6 +38,9 @@ class CheckContext:
     root: Path
     #: normalised compose document from the real loader, when available
     compose_normalised: dict[str, Any] | None = field(default=None)
+    #: the caller renders config/config.json from .env before Stalwart reads it (inv up):
+    #: judge what it will write, not a file it is about to replace
+    renders_config: bool = False
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -51,7 +54,7 @@ class CheckContext:
     @functools.cached_property
     def stalwart_config(self) -> Any:
         """config/config.json parsed if rendered, else what ``inv render`` would write."""
-        text = self.text(CONFIG_FILE)
+        text = None if self.renders_config else self.text(CONFIG_FILE)
         if text is None:
             from ..stalwart.datastore import config_json
 

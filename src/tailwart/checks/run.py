@@ -40,11 +40,17 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
     return findings
 
 
-def context_for(settings: Settings, root: Path) -> CheckContext:
-    """The check context, with the real compose loader's normalised document when installed."""
+def context_for(settings: Settings, root: Path, renders_config: bool = False) -> CheckContext:
+    """The check context, with the real compose loader's normalised document when installed;
+    ``renders_config``: the caller writes config/config.json from .env first (inv up)."""
     from ..mailbox.loader import load_if_available
 
-    return CheckContext(settings, root, compose_normalised=load_if_available(settings, root))
+    return CheckContext(
+        settings,
+        root,
+        compose_normalised=load_if_available(settings, root),
+        renders_config=renders_config,
+    )
 
 
 def run_checks(settings: Settings, root: Path, as_json: bool = False) -> list[Finding]:

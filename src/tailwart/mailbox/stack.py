@@ -61,7 +61,7 @@ class Stack:
         """Run the static checks; StackRefused (exit 2) on any error, before any docker command."""
         from ..checks.run import context_for
 
-        ctx = context_for(self.settings, self.root)
+        ctx = context_for(self.settings, self.root, renders_config=True)  # write_config() follows
         findings = checks(ctx)
         if has_errors(findings):
             shown = [f for f in findings if f.status is not Status.OK]
@@ -166,7 +166,7 @@ class Stack:
     def up(
         self, dry_run: bool = False, timeout: int = DEFAULT_TIMEOUT, checks: Checks = _all_checks
     ) -> None:
-        _check_timeout(timeout)
+        check_timeout(timeout)
         self.refuse_if_broken(checks)
         step = self.compose.up()
         if dry_run:
@@ -257,13 +257,14 @@ class Stack:
     ) -> None:
         if service not in RESTART_TARGETS:
             raise UsageError(f"unknown service {service!r}: choose {', '.join(RESTART_TARGETS)}")
-        _check_timeout(timeout)
+        check_timeout(timeout)
         self.refuse_if_broken(checks)
         steps = self.restart_steps(service)
         if dry_run:
             self.print_plan(steps, self.wait_plan(timeout))
             return
         require_docker(self.runner)
+        self.write_config()  # Stalwart reads config.json only at start: this is the moment
         for step in steps:
             if not self.runner.stream(step).ok:
                 self.failed_step(" ".join(step[len(self.compose.base()) :]))
@@ -328,7 +329,8 @@ def ps_table(rows: Sequence[health.Listed], pinned: str) -> str:
     return "\n".join(lines)
 
 
-def _check_timeout(timeout: int) -> None:
+def check_timeout(timeout: int) -> None:
+    """--timeout is a count of seconds, at most a day: UsageError (exit 2) otherwise."""
     from ..flags import count
 
     problem = count("--timeout", timeout, least=0, most=24 * 3600)
