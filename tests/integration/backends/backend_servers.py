@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 GARAGE_VERSION = "2.1.0"
@@ -298,6 +299,25 @@ admin_token = "{server.admin_token}"
             )
         wait_for(server._status_ok, "garage", proc=server.proc, log=log, timeout=60)
         return server
+
+    def s3_client(self, key: tuple[str, str]) -> Any:
+        """A boto3 S3 client for this node with ``key`` (path style; checksums only when
+        required, which Garage expects)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.s3_port}",
+            region_name=self.region,
+            aws_access_key_id=key[0],
+            aws_secret_access_key=key[1],
+            config=Config(
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
 
     def _status_ok(self) -> bool:
         import requests

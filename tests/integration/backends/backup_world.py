@@ -41,21 +41,7 @@ def restic_needed() -> Path:
 
 
 def s3(garage: GarageServer, key: tuple[str, str]) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{garage.s3_port}",
-        region_name=garage.region,
-        aws_access_key_id=key[0],
-        aws_secret_access_key=key[1],
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    return garage.s3_client(key)
 
 
 def make_bucket(garage: GarageServer, name: str, key: tuple[str, str]) -> None:

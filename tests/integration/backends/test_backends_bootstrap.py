@@ -48,21 +48,7 @@ def scram_login(pg: PostgresServer, role: str, password: str, db: str) -> str:
 
 
 def s3_roundtrip(garage: GarageServer, bucket: str, key: tuple[str, str]) -> bytes:
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{garage.s3_port}",
-        region_name=garage.region,
-        aws_access_key_id=key[0],
-        aws_secret_access_key=key[1],
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    client = garage.s3_client(key)
     client.put_object(Bucket=bucket, Key="hello", Body=b"stalwart")
     body: bytes = client.get_object(Bucket=bucket, Key="hello")["Body"].read()
     client.delete_object(Bucket=bucket, Key="hello")
