@@ -35,6 +35,7 @@ MAILBOX = "Mailbox (tailnet-only Stalwart)"
 POSTGRES = "Postgres (data, full-text search, directory)"
 REDIS = "Redis (lookup store)"
 GARAGE = "Garage S3 (blobs)"
+TLS = "TLS certificates (Stalwart: 465, 993, STARTTLS)"
 SMARTHOST = "Outbound relay (smarthost)"
 TAILSCALE = "Tailscale and policy patching"
 DOCTOR = "Checks (inv doctor)"
@@ -311,6 +312,104 @@ KEYS: tuple[Key, ...] = (
         "Garage admin API bearer token (inv bootstrap)",
         GARAGE,
         required=False,
+    ),
+    # --- tls
+    Key(
+        "STALWART_TLS",
+        Kind.TLS_MODE,
+        "where Stalwart's certificate comes from: ACME http-01 through the JMAP vhost "
+        "(acme-http), ACME dns-01 through an RFC 2136 server (acme-dns), or PEM files you "
+        "manage (files)",
+        TLS,
+        required=False,
+        default="acme-http",
+    ),
+    Key(
+        "ACME_DIRECTORY",
+        Kind.URL,
+        "ACME directory (https); Let's Encrypt staging: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory",
+        TLS,
+        required=False,
+        default="https://acme-v02.api.letsencrypt.org/directory",
+    ),
+    Key(
+        "ACME_CONTACT",
+        Kind.EMAIL,
+        "contact address of the ACME account (default: postmaster@MAIL_DOMAIN)",
+        TLS,
+        required=False,
+    ),
+    Key(
+        "MAIL_HOSTNAME_ALIASES",
+        Kind.FQDN_LIST,
+        "more names the certificate covers besides MAIL_HOSTNAME (comma-separated)",
+        TLS,
+        required=False,
+        example="imap.example.org,smtp.example.org",
+    ),
+    Key(
+        "ACME_DNS_SERVER",
+        Kind.IP,
+        "acme-dns: address of the RFC 2136 server that takes the _acme-challenge updates",
+        TLS,
+        required=False,
+        example="192.0.2.53",
+    ),
+    Key(
+        "ACME_DNS_PORT",
+        Kind.PORT,
+        "acme-dns: its port",
+        TLS,
+        required=False,
+        default="53",
+    ),
+    Key(
+        "ACME_DNS_ZONE",
+        Kind.FQDN,
+        "acme-dns: the zone the updates go to (default: MAIL_DOMAIN)",
+        TLS,
+        required=False,
+    ),
+    Key(
+        "ACME_DNS_TSIG_KEY",
+        Kind.HOSTNAME,
+        "acme-dns: TSIG key name, as the DNS server knows it",
+        TLS,
+        required=False,
+        example="tailwart-acme",
+    ),
+    Key(
+        "ACME_DNS_TSIG_ALGORITHM",
+        Kind.TSIG_ALGORITHM,
+        "acme-dns: TSIG algorithm",
+        TLS,
+        required=False,
+        default="hmac-sha256",
+    ),
+    Key(
+        "ACME_DNS_TSIG_SECRET",
+        Kind.SECRET,
+        "acme-dns: TSIG secret, base64 (as knsupdate/nsupdate take it)",
+        TLS,
+        required=False,
+        stalwart=True,
+    ),
+    Key(
+        "STALWART_TLS_CERT_FILE",
+        Kind.ABSPATH,
+        "files: certificate chain (PEM, leaf first) on the mailbox host, mounted read-only",
+        TLS,
+        required=False,
+        example="/etc/tailwart/tls/fullchain.pem",
+    ),
+    Key(
+        "STALWART_TLS_KEY_FILE",
+        Kind.ABSPATH,
+        "files: its private key (PEM) on the mailbox host, mounted read-only",
+        TLS,
+        required=False,
+        example="/etc/tailwart/tls/privkey.pem",
     ),
     # --- smarthost
     Key(

@@ -436,6 +436,39 @@ def _restic_repo(value: str) -> str | None:
     return _abspath(value)
 
 
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?", re.ASCII)
+
+
+def _email(value: str) -> str | None:
+    local, at, domain = value.rpartition("@")
+    if not at or not _EMAIL_LOCAL.fullmatch(local) or ".." in local:
+        return (
+            "must be an e-mail address: a local part of letters, digits and . _ + -, "
+            "then @ and a domain"
+        )
+    problem = _fqdn(domain)
+    return f"domain {problem}" if problem else None
+
+
+def _fqdn_list(value: str) -> str | None:
+    names = value.split(",")
+    for name in names:
+        problem = _fqdn(name)
+        if problem:
+            return (
+                f"entry {name!r} {problem}"
+                if _LABEL_CHARS.fullmatch(name)
+                else ("must be comma-separated fully qualified names (no spaces)")
+            )
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        return "names a host twice"
+    return None
+
+
+_LABEL_CHARS = re.compile(r"[A-Za-z0-9.-]+", re.ASCII)
+
+
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in options else f"must be one of: {', '.join(options)}"
@@ -467,6 +500,18 @@ class Kind(Enum):
     SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets, 4096)
     ABSPATH = ("absolute path", _abspath, 255)
     SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"), 9)
+    EMAIL = ("e-mail address", _email, 254)
+    FQDN_LIST = ("comma-separated fully qualified names", _fqdn_list, 2048)
+    TLS_MODE = (
+        "acme-http | acme-dns | files",
+        _choice("acme-http", "acme-dns", "files"),
+        9,
+    )
+    TSIG_ALGORITHM = (
+        "hmac-sha256 | hmac-sha384 | hmac-sha512",
+        _choice("hmac-sha256", "hmac-sha384", "hmac-sha512"),
+        11,
+    )
     RESTIC_REPO = (
         "restic repository: /abs/path or s3:http(s)://host:port/bucket",
         _restic_repo,

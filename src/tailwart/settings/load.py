@@ -209,6 +209,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
             )
         )
     out += _backup_checks(values, refused)
+    out += _tls_checks(values, refused)
     mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
     mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
@@ -248,6 +249,70 @@ def _unparseable(original: str) -> str:
             f"after the closing quote){skipped}"
         )
     return f"is not KEY=value{skipped}"
+
+
+#: keys that belong to one STALWART_TLS mode only
+TLS_MODE_KEYS = {
+    "acme-dns": (
+        "ACME_DNS_SERVER",
+        "ACME_DNS_ZONE",
+        "ACME_DNS_TSIG_KEY",
+        "ACME_DNS_TSIG_SECRET",
+    ),
+    "files": ("STALWART_TLS_CERT_FILE", "STALWART_TLS_KEY_FILE"),
+}
+#: what each mode cannot go without
+TLS_MODE_NEEDS = {
+    "acme-dns": ("ACME_DNS_SERVER", "ACME_DNS_TSIG_KEY", "ACME_DNS_TSIG_SECRET"),
+    "files": ("STALWART_TLS_CERT_FILE", "STALWART_TLS_KEY_FILE"),
+}
+
+
+def _tls_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """STALWART_TLS: each mode's keys present, other modes' keys flagged, an https
+    directory, a base64 TSIG secret."""
+    import base64
+    import binascii
+
+    out: list[Problem] = []
+    if "STALWART_TLS" in refused:
+        return out
+    mode = values.get("STALWART_TLS") or "acme-http"
+    for name in TLS_MODE_NEEDS.get(mode, ()):
+        if not values.get(name) and name not in refused:
+            out.append(Problem(name, f"is missing while STALWART_TLS={mode}"))
+    for other, names in TLS_MODE_KEYS.items():
+        if other == mode:
+            continue
+        for name in names:
+            if values.get(name) and name not in refused:
+                out.append(
+                    Problem(
+                        name,
+                        f"is set but STALWART_TLS={mode} does not use it (it belongs to {other})",
+                        level="warning",
+                    )
+                )
+    directory = values.get("ACME_DIRECTORY", "")
+    if directory and "ACME_DIRECTORY" not in refused and not directory.startswith("https://"):
+        out.append(Problem("ACME_DIRECTORY", "must be an https:// URL (ACME runs over TLS)"))
+    secret = values.get("ACME_DNS_TSIG_SECRET", "")
+    if secret and "ACME_DNS_TSIG_SECRET" not in refused:
+        try:
+            raw = base64.b64decode(secret, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) < 16:
+            out.append(
+                Problem(
+                    "ACME_DNS_TSIG_SECRET",
+                    "must be base64 of at least 16 bytes (what `keymgr -t` or `tsig-keygen` print)",
+                )
+            )
+    cert, key = values.get("STALWART_TLS_CERT_FILE"), values.get("STALWART_TLS_KEY_FILE")
+    if cert and key and cert == key:
+        out.append(Problem("STALWART_TLS_KEY_FILE", "is the same path as STALWART_TLS_CERT_FILE"))
+    return out
 
 
 def _backup_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .desired import Ref
 from .jmap import Client, StalwartError
-from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan
+from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan, find
 from .schema import Schema
 
 
@@ -16,44 +16,38 @@ def observe(client: Client, schema: Schema) -> dict[str, list[dict[str, Any]]]:
     return {t: client.get_all(t, schema.is_singleton(t)) for t in client.model.owned_types()}
 
 
-def _resolve(fields: dict[str, Any], ids: dict[tuple[str, str], str]) -> dict[str, Any]:
-    out = {}
-    for name, value in fields.items():
-        if isinstance(value, Ref):
-            if (value.type, value.key) not in ids:
-                raise StalwartError(f"{name}: {value.type} {value.key} does not exist")
-            value = ids[(value.type, value.key)]
-        out[name] = value
-    return out
-
-
-def _known_ids(live: Live) -> dict[tuple[str, str], str]:
-    return {
-        (t, str(obj["name"])): str(obj["id"])
-        for t, objects in live.items()
-        for obj in objects
-        if "name" in obj
-    }
+def _resolve(value: Any, ids: dict[tuple[str, str], str], live: Live, name: str = "") -> Any:
+    """Refs (at any depth) as ids: of objects created in this run, else of live ones."""
+    if isinstance(value, Ref):
+        if (value.type, value.key) in ids:
+            return ids[(value.type, value.key)]
+        found = find(live.get(value.type, ()), value.key_field, value.key)
+        if found is None:
+            raise StalwartError(f"{name}: {value.type} {value.key} does not exist")
+        return str(found["id"])
+    if isinstance(value, dict):
+        return {k: _resolve(v, ids, live, name or k) for k, v in value.items()}
+    return value
 
 
 def write(plan: Plan, client: Client, live: Live, progress: Callable[[str], None]) -> None:
     """Every change, in the plan's order (parents first); deletions last, children first."""
-    ids = _known_ids(live)
+    ids: dict[tuple[str, str], str] = {}
     order = list(client.model.owned_types())
     writes = [c for c in plan.changes if c.action != DELETE]
     deletes = [c for c in plan.changes if c.action == DELETE]
     writes.sort(key=lambda c: order.index(c.type))
     deletes.sort(key=lambda c: -order.index(c.type))
     for change in writes:
-        _write_one(change, client, ids)
+        _write_one(change, client, ids, live)
         progress(f"  {change.action} {change.type} {change.key}: done")
     for change in deletes:
         client.set(change.type, destroy=[str(change.id)])
         progress(f"  delete {change.type} {change.key}: done")
 
 
-def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str]) -> None:
-    fields = _resolve(change.fields, ids)
+def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str], live: Live) -> None:
+    fields = _resolve(change.fields, ids, live)
     if change.action == UPDATE:
         client.set(change.type, update={str(change.id): fields})
         return

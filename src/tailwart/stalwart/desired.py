@@ -30,6 +30,15 @@ RELAY_TLS = "smarthost-tls"
 ENV_S3_ACCESS = "STALWART_S3_ACCESS_KEY"
 ENV_S3_SECRET = "STALWART_S3_SECRET_KEY"
 ENV_RELAY_SECRET = "STALWART_SMARTHOST_PASSWORD"
+ENV_TSIG_SECRET = "ACME_DNS_TSIG_SECRET"
+#: where the compose file mounts STALWART_TLS=files' PEM files (read-only)
+TLS_CERT_PATH = "/etc/stalwart/tls/fullchain.pem"
+TLS_KEY_PATH = "/etc/stalwart/tls/privkey.pem"
+#: the x:DnsServer tailwart owns is found by its description
+DNS_SERVER_NAME = "tailwart acme-dns"
+#: what Stalwart publishes through the acme-dns server besides the challenge: its own
+#: DKIM keys (new names only); MX, SPF and DMARC stay the operator's
+ACME_DNS_PUBLISH = ("dkim",)
 #: sources that may reach the web admin and management paths: the tailnet, and
 #: ranges never routed on the internet (so never a client the edge proxies for)
 ADMIN_NETWORKS = (
@@ -56,6 +65,9 @@ class Ref:
 
     type: str
     key: str
+    key_field: str = "name"
+    #: when nothing matches yet, leave the field as the server has it (a later run sets it)
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,10 +223,127 @@ def _outbound(settings: Settings, model: Model) -> State:
     return out
 
 
+def certificate_names(settings: Settings) -> list[str]:
+    """The names the certificate must cover: MAIL_HOSTNAME, then MAIL_HOSTNAME_ALIASES."""
+    aliases = [a for a in settings["MAIL_HOSTNAME_ALIASES"].split(",") if a]
+    return [settings["MAIL_HOSTNAME"], *aliases]
+
+
+def acme_contact(settings: Settings) -> str:
+    return settings["ACME_CONTACT"] or f"postmaster@{settings['MAIL_DOMAIN']}"
+
+
+def _tls(settings: Settings, model: Model) -> tuple[State, dict[str, Any], Any]:
+    """Objects for STALWART_TLS, the domain's certificate/DNS management fields, and the
+    default certificate (a Ref, or None to leave it to Stalwart)."""
+    mode = settings["STALWART_TLS"] or "acme-http"
+    directory = settings["ACME_DIRECTORY"]
+    out: State = []
+    domain: dict[str, Any] = {}
+    if mode == "files":
+        out.append(Absent(model.acme_provider, directory, key_field="directory"))
+        out.append(Absent(model.dns_server, DNS_SERVER_NAME, key_field="description"))
+        domain["certificateManagement"] = {"@type": "Manual"}
+        domain["dnsManagement"] = {"@type": "Manual"}
+        cert = {"@type": "File", "filePath": TLS_CERT_PATH}
+        out.append(
+            Desired(
+                model.certificate,
+                TLS_CERT_PATH,
+                {"certificate": cert, "privateKey": {"@type": "File", "filePath": TLS_KEY_PATH}},
+                key_field="certificate.filePath",
+            )
+        )
+        return out, domain, Ref(model.certificate, TLS_CERT_PATH, "certificate.filePath")
+    challenge = "Http01" if mode == "acme-http" else "Dns01"
+    out.append(
+        Desired(
+            model.acme_provider,
+            directory,
+            {
+                "directory": directory,
+                "challengeType": challenge,
+                "contact": _set(acme_contact(settings)),
+                # keep the key across renewals: a DANE TLSA (3 1 1) record stays true
+                "reuseKey": True,
+            },
+            key_field="directory",
+            effect=LIVE,
+        )
+    )
+    if mode == "acme-dns":
+        out.append(
+            Desired(
+                model.dns_server,
+                DNS_SERVER_NAME,
+                {
+                    "@type": "Tsig",
+                    "description": DNS_SERVER_NAME,
+                    "host": settings["ACME_DNS_SERVER"],
+                    "port": int(settings["ACME_DNS_PORT"] or 53),
+                    "keyName": settings["ACME_DNS_TSIG_KEY"],
+                    "key": env_ref(ENV_TSIG_SECRET),
+                    "tsigAlgorithm": settings["ACME_DNS_TSIG_ALGORITHM"],
+                    "protocol": "tcp",
+                },
+                key_field="description",
+                effect=LIVE,
+            )
+        )
+        domain["dnsManagement"] = {
+            "@type": "Automatic",
+            "dnsServerId": Ref(model.dns_server, DNS_SERVER_NAME, "description"),
+            "origin": settings["ACME_DNS_ZONE"] or settings["MAIL_DOMAIN"],
+            "publishRecords": _set(*ACME_DNS_PUBLISH),
+        }
+    else:
+        out.append(Absent(model.dns_server, DNS_SERVER_NAME, key_field="description"))
+        domain["dnsManagement"] = {"@type": "Manual"}
+    out.append(Absent(model.certificate, TLS_CERT_PATH, key_field="certificate.filePath"))
+    names = certificate_names(settings)
+    domain["certificateManagement"] = {
+        "@type": "Automatic",
+        "acmeProviderId": Ref(model.acme_provider, directory, "directory"),
+        "subjectAlternativeNames": _set(*names),
+    }
+    # the newest certificate issued for exactly these names, once there is one (Stalwart
+    # repoints the default itself when it renews a certificate with the same names)
+    issued = Ref(model.certificate, san_key(names), "subjectAlternativeNames", optional=True)
+    return out, domain, issued
+
+
+def san_key(names: list[str] | Any) -> str:
+    """A set of host names as one comparable key (order and case do not matter)."""
+    return ",".join(sorted(str(n).lower() for n in names))
+
+
+def key_of(obj: Any, key_field: str) -> str | None:
+    """The value of ``key_field`` (a dotted path) in a live object, as a key: a set of
+    names (``{"a": true, …}``) becomes ``san_key``."""
+    value = obj
+    for part in key_field.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    if isinstance(value, dict) and value and all(v is True for v in value.values()):
+        return san_key(value)
+    if isinstance(value, list):
+        return san_key(value)
+    return None if value is None else str(value)
+
+
 def desired_state(settings: Settings, model: Model = CURRENT) -> State:
     """Every object tailwart owns, parents first (the order apply creates them in)."""
     s3 = f"http://{settings['STALWART_S3_HOST']}:{settings['STALWART_S3_PORT']}"
     one = model.singleton_id
+    tls_objects, domain_tls, default_cert = _tls(settings, model)
+    system: dict[str, Any] = {
+        "defaultHostname": settings["MAIL_HOSTNAME"],
+        "defaultDomainId": Ref(model.domain, settings["MAIL_DOMAIN"]),
+        "proxyTrustedNetworks": {},
+    }
+    if default_cert is not None:
+        system["defaultCertificateId"] = default_cert
     state: State = [
         Desired(
             model.blob_store,
@@ -241,20 +370,21 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
             key_field=None,
         ),
         Desired(model.search_store, one, {"@type": "Default"}, effect=RESTART, key_field=None),
+        *tls_objects,
         Desired(
             model.domain,
             settings["MAIL_DOMAIN"],
-            {"name": settings["MAIL_DOMAIN"], "dkimManagement": {"@type": "Automatic"}},
+            {
+                "name": settings["MAIL_DOMAIN"],
+                "dkimManagement": {"@type": "Automatic"},
+                **domain_tls,
+            },
             effect=LIVE,
         ),
         Desired(
             model.system,
             one,
-            {
-                "defaultHostname": settings["MAIL_HOSTNAME"],
-                "defaultDomainId": Ref(model.domain, settings["MAIL_DOMAIN"]),
-                "proxyTrustedNetworks": {},
-            },
+            system,
             key_field=None,
             field_effects={"proxyTrustedNetworks": RESTART},
         ),

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .desired import LIVE, RELOAD, RESTART, STRENGTH, Absent, Desired, Ref, State
+from .desired import LIVE, RELOAD, RESTART, STRENGTH, Absent, Desired, Ref, State, key_of
 from .schema import Schema
 
 CREATE, UPDATE, REPLACE, DELETE = "create", "update", "replace", "delete"
@@ -103,19 +103,30 @@ def networks(value: Any) -> Any:
 
 
 def _resolve(value: Any, live: Live) -> Any:
+    """``value`` with every Ref (at any depth) replaced by the live object's id; a Ref
+    that matches nothing stays a Ref."""
     if isinstance(value, Ref):
-        found = find(live.get(value.type, ()), "name", value.key)
+        found = find(live.get(value.type, ()), value.key_field, value.key)
         return found["id"] if found else value
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, live) for k, v in value.items()}
     return value
 
 
 def find(
     objects: Sequence[Mapping[str, Any]], key_field: str, key: str
 ) -> Mapping[str, Any] | None:
-    for obj in objects:
-        if obj.get(key_field) == key:
-            return obj
-    return None
+    """The object whose ``key_field`` (a dotted path) is ``key``; of several (renewed
+    certificates share their names), the one valid longest."""
+    matches = [obj for obj in objects if key_of(obj, key_field) == key]
+    if not matches:
+        return None
+    return max(matches, key=lambda o: (str(o.get("notValidAfter") or ""), str(o.get("id"))))
+
+
+def _optional_unresolved(value: Any, live: Live) -> bool:
+    resolved = _resolve(value, live)
+    return isinstance(resolved, Ref) and resolved.optional
 
 
 def _variant(schema: Schema, item: Desired, obj: Mapping[str, Any] | None) -> str | None:
@@ -131,17 +142,21 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
     else:
         obj = find(objects, item.key_field, item.key)
     if obj is None:
+        fields = {k: v for k, v in item.fields.items() if not _optional_unresolved(v, live)}
         if item.key_field is None:
             # a singleton always exists: write every owned field
-            return Change(UPDATE, item.type, item.key, item.effect, item.key, dict(item.fields))
-        return Change(CREATE, item.type, item.key, item.effect, None, dict(item.fields))
+            return Change(UPDATE, item.type, item.key, item.effect, item.key, fields)
+        return Change(CREATE, item.type, item.key, item.effect, None, fields)
     fields = schema.fields(item.type, _variant(schema, item, obj))
     changed = {}
     for name, want in item.fields.items():
         have, spec = obj.get(name), fields.get(name)
         if spec is not None and spec.networks and networks(want) == networks(have):
             continue
-        if not same(_resolve(want, live), have, spec is not None and spec.secret):
+        resolved = _resolve(want, live)
+        if isinstance(resolved, Ref) and resolved.optional:
+            continue  # nothing to point at yet: leave the server's value
+        if not same(resolved, have, spec is not None and spec.secret):
             changed[name] = want
     if not changed:
         return None
@@ -162,7 +177,7 @@ def diff(state: State, live: Live, schema: Schema) -> Plan:
     for item in state:
         if isinstance(item, Absent):
             for obj in live.get(item.type, ()):
-                if obj.get(item.key_field) == item.key:
+                if key_of(obj, item.key_field) == item.key:
                     changes.append(Change(DELETE, item.type, item.key, item.effect, str(obj["id"])))
             continue
         change = _diff_one(item, live, schema)

@@ -75,6 +75,9 @@ class Model:
     outbound: str = "x:MtaOutboundStrategy"
     tracer: str = "x:Tracer"
     domain: str = "x:Domain"
+    acme_provider: str = "x:AcmeProvider"
+    dns_server: str = "x:DnsServer"
+    certificate: str = "x:Certificate"
     data_store: str = "x:DataStore"
     action: str = "x:Action"
     reload_action: str = "ReloadSettings"
@@ -87,6 +90,9 @@ class Model:
             self.blob_store,
             self.memory_store,
             self.search_store,
+            self.acme_provider,
+            self.dns_server,
+            self.certificate,
             self.domain,
             self.system,
             self.listener,
