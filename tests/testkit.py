@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,141 @@ def inv(
         timeout=timeout,
         check=False,
     )
+
+
+#: Pebble, Let's Encrypt's ACME test server (scripts/setup/65-acme.sh builds it)
+PEBBLE_VERSION = "v2.10.3"
+PEBBLE_DIR = TOOL_CACHE / "tools" / f"pebble-{PEBBLE_VERSION}"
+#: Pebble's own test certificates (its WFE's TLS: localhost, 127.0.0.1), from its module
+PEBBLE_CERTS = (
+    TOOL_CACHE / "src" / f"github.com_letsencrypt_pebble_v2@{PEBBLE_VERSION}" / "test/certs"
+)
+
+
+class Pebble:
+    """A running Pebble: directory URL, its WFE's CA file, and its issuing roots."""
+
+    def __init__(
+        self,
+        work: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int,
+        dns_server: str,
+        cert: Path | None = None,
+        key: Path | None = None,
+        validity: int = 7776000,
+        netns: str | None = None,
+    ) -> None:
+        import json
+        import socket
+        import subprocess
+        import time
+
+        binary = PEBBLE_DIR / "pebble"
+        need(
+            binary.is_file(), f"pebble is not built ({binary}; scripts/setup-machine.sh builds it)"
+        )
+
+        def free() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return int(s.getsockname()[1])
+
+        self.port, self.management = free(), free()
+        self.host = host
+        self.wfe_ca = PEBBLE_CERTS / "pebble.minica.pem"
+        config = {
+            "pebble": {
+                "listenAddress": f"{host}:{self.port}",
+                "managementListenAddress": f"{host}:{self.management}",
+                "certificate": str(cert or PEBBLE_CERTS / "localhost/cert.pem"),
+                "privateKey": str(key or PEBBLE_CERTS / "localhost/key.pem"),
+                "httpPort": http_port,
+                "tlsPort": 1,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+                "retryAfter": {"authz": 1, "order": 1},
+                "keyAlgorithm": "ecdsa",
+                "profiles": {
+                    "default": {"description": "tailwart tests", "validityPeriod": validity}
+                },
+            }
+        }
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pebble.json").write_text(json.dumps(config))
+        self.log = work / "pebble.log"
+        argv = [str(binary), "-config", str(work / "pebble.json"), "-dnsserver", dns_server]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PEBBLE_VA_NOSLEEP": "1",  # answer at once, not after a random pause
+            "PEBBLE_WFE_NONCEREJECT": "0",  # no deliberate badNonce refusals
+        }
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((host, self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log.read_text()[-2000:]
+                    raise AssertionError("pebble did not start:\n" + tail) from None
+                time.sleep(0.1)
+
+    @property
+    def directory(self) -> str:
+        return f"https://{self.host}:{self.port}/dir"
+
+    def root_pem(self) -> str:
+        """The root Pebble signs this run's certificates with (new each start)."""
+        import requests
+
+        url = f"https://{self.host}:{self.management}/roots/0"
+        return str(requests.get(url, verify=str(self.wfe_ca), timeout=10).text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+
+
+def pebble_dns(work: Path, answer: str, host: str = "127.0.0.1") -> tuple[Any, str]:
+    """pebble-challtestsrv as a DNS server that answers every A query with ``answer``
+    (its other servers off); returns (process, "host:port") for pebble's -dnsserver."""
+    import socket
+    import subprocess
+    import time
+
+    binary = PEBBLE_DIR / "pebble-challtestsrv"
+    need(binary.is_file(), f"pebble-challtestsrv is not built ({binary})")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind((host, 0))
+        management = s.getsockname()[1]
+    argv = [
+        str(binary), "-defaultIPv4", answer, "-defaultIPv6", "",
+        "-dnsserver", f"{host}:{port}", "-management", f"{host}:{management}",
+        "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+    ]  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    log = (work / "challtestsrv.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection((host, management), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("pebble-challtestsrv did not start") from None
+            time.sleep(0.1)
+    return proc, f"{host}:{port}"

@@ -169,6 +169,14 @@ BROKEN: list[tuple[str, str, Callable[[Path], None], str]] = [
         "to the internet",
     ),
     (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(
+            t / "caddy" / "jmap.caddy", "handle /.well-known/acme-challenge/*", "handle /other/*"
+        ),
+        "certificate cannot be issued",
+    ),
+    (
         "stalwart.config",
         "stalwart_keys",
         lambda t: edit(config(t), '"host":', '"hostname":'),

@@ -124,6 +124,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "ABSPATH": _abspath,
     "SMTP_TLS": st.sampled_from(["starttls", "implicit", "STARTTLS", "ssl"]),
     "RESTIC_REPO": st.one_of(_abspath, _url.map(lambda u: "s3:" + u)),
+    "EMAIL": st.tuples(_ident, _fqdn).map("@".join),
+    "FQDN_LIST": st.lists(_fqdn, min_size=1, max_size=4).map(",".join),
+    "TLS_MODE": st.sampled_from(["acme-http", "acme-dns", "files", "ACME-HTTP", "dns"]),
+    "TSIG_ALGORITHM": st.sampled_from(["hmac-sha256", "hmac-sha512", "hmac-md5", "sha256"]),
 }
 
 
@@ -231,6 +235,19 @@ def _base() -> dict[str, str]:
         "BACKUP_KEEP_DAILY": "7",
         "BACKUP_KEEP_WEEKLY": "4",
         "BACKUP_KEEP_MONTHLY": "6",
+        "STALWART_TLS": "acme-http",
+        "ACME_DIRECTORY": "https://acme-staging-v02.api.letsencrypt.org/directory",
+        "ACME_CONTACT": "hostmaster@example.org",
+        "MAIL_HOSTNAME_ALIASES": "imap.example.org,smtp.example.org",
+        # the other modes' keys: accepted with a warning (not used by acme-http)
+        "ACME_DNS_SERVER": "192.0.2.53",
+        "ACME_DNS_PORT": "53",
+        "ACME_DNS_ZONE": "example.org",
+        "ACME_DNS_TSIG_KEY": "tailwart-acme",
+        "ACME_DNS_TSIG_ALGORITHM": "hmac-sha256",
+        "ACME_DNS_TSIG_SECRET": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
+        "STALWART_TLS_CERT_FILE": "/etc/tailwart/tls/fullchain.pem",
+        "STALWART_TLS_KEY_FILE": "/etc/tailwart/tls/privkey.pem",
     }
 
 
@@ -450,6 +467,16 @@ def _settings(values: Mapping[str, str]) -> Settings:
 
 
 @pytest.mark.integration
+def _handlers(node: Any) -> list[dict[str, Any]]:
+    """Every handler below a Caddy route, through subroutes."""
+    out: list[dict[str, Any]] = []
+    for handler in node.get("handle", []):
+        out.append(handler)
+        for sub in handler.get("routes", []):
+            out += _handlers(sub)
+    return out
+
+
 def test_sampled_values_pass_caddy(
     sample: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -472,14 +499,17 @@ def test_sampled_values_pass_caddy(
         vhost = work / f"jmap-{number}.caddy"
         vhost.write_text(files["caddy/jmap.caddy"])
         adapted = run_caddy("adapt", "--config", str(vhost), "--adapter", "caddyfile")
-        (server,) = json.loads(adapted)["apps"]["http"]["servers"].values()
-        (route,) = server["routes"]
-        # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay as is
-        assert route["match"] == [{"host": [values["MAIL_HOSTNAME"].lower()]}]
-        handlers = [h for sub in route["handle"][0]["routes"] for h in sub["handle"]]
-        (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
-        assert proxy["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
-        assert proxy["transport"]["proxy_protocol"] == "v2"
+        servers = json.loads(adapted)["apps"]["http"]["servers"].values()
+        # the https vhost, and (acme-http) the plain-http one for the ACME challenges
+        assert len(servers) == (2 if values.get("STALWART_TLS", "acme-http") == "acme-http" else 1)
+        for server in servers:
+            (route,) = server["routes"]
+            # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay
+            assert route["match"] == [{"host": [values["MAIL_HOSTNAME"].lower()]}]
+            proxies = [h for h in _handlers(route) if h["handler"] == "reverse_proxy"]
+            assert len(proxies) == 1
+            assert proxies[0]["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
+            assert proxies[0]["transport"]["proxy_protocol"] == "v2"
     # control: the same check fails on a value the contract refuses (a final dot)
     bad = Settings({**_settings(sample[0]).values, "MAIL_HOSTNAME": "mail.example.org."})
     vhost = work / "jmap-refused.caddy"

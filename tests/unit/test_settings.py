@@ -172,6 +172,40 @@ BAD: list[tuple[str, Edit, str, str]] = [
     # a lone word may be a pasted secret: named by its line, never echoed (issue 14, finding 7)
     ("line-without-equals", plus("JUST_A_WORD"), ".env (line", "has no '='"),
     ("ssh-targets", setting("EDGE_HOSTS", "root@edge one"), "EDGE_HOSTS", "user@host"),
+    # STALWART_TLS: each mode's keys, an https directory, a usable TSIG secret
+    ("tls-mode", setting("STALWART_TLS", "letsencrypt"), "STALWART_TLS", "acme-http, acme-dns"),
+    (
+        "acme-dns-without-server",
+        setting("STALWART_TLS", "acme-dns"),
+        "ACME_DNS_SERVER",
+        "is missing while STALWART_TLS=acme-dns",
+    ),
+    (
+        "files-without-key",
+        plus("STALWART_TLS=files\nSTALWART_TLS_CERT_FILE=/etc/tls/fullchain.pem"),
+        "STALWART_TLS_KEY_FILE",
+        "is missing while STALWART_TLS=files",
+    ),
+    (
+        "acme-over-http",
+        setting("ACME_DIRECTORY", "http://acme.example.net/directory"),
+        "ACME_DIRECTORY",
+        "https://",
+    ),
+    (
+        "tsig-not-base64",
+        plus("ACME_DNS_TSIG_SECRET=not*base64*at*all"),
+        "ACME_DNS_TSIG_SECRET",
+        "base64",
+    ),
+    ("tsig-md5", plus("ACME_DNS_TSIG_ALGORITHM=hmac-md5"), "ACME_DNS_TSIG_ALGORITHM", "hmac-sha"),
+    (
+        "alias-twice",
+        plus("MAIL_HOSTNAME_ALIASES=imap.example.org,IMAP.example.org"),
+        "MAIL_HOSTNAME_ALIASES",
+        "twice",
+    ),
+    ("contact-not-email", plus("ACME_CONTACT=postmaster"), "ACME_CONTACT", "e-mail address"),
 ]
 
 
@@ -353,3 +387,12 @@ def test_image_may_name_a_registry_with_a_port() -> None:
     values["STALWART_IMAGE"] = "registry.example.org:5000/stalwart"
     with pytest.raises(SettingsError, match="pinned tag"):
         from_mapping(values)
+
+
+def test_another_modes_keys_are_a_warning_naming_the_mode() -> None:
+    from tailwart.settings.load import validate
+
+    values = {**example_values(), "STALWART_TLS": "acme-http", "ACME_DNS_SERVER": "192.0.2.53"}
+    _, problems = validate([(k, v, None) for k, v in values.items()], "<test>")
+    assert [(p.level, p.key) for p in problems] == [("warning", "ACME_DNS_SERVER")]
+    assert "belongs to acme-dns" in problems[0].message

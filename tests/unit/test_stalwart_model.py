@@ -66,6 +66,14 @@ def _check(full: dict[str, Any], schema_name: str, fields: dict[str, Any], where
         assert name in props, f"{where}: {name} is not a field of {schema_name}"
         type_ = props[name]["type"]
         assert props[name]["update"] != "serverSet", f"{where}: {name} is server-set"
+        if isinstance(value, d.Ref):
+            # a reference names the type the schema says the field points at
+            assert type_ == {
+                "type": "objectId",
+                "objectName": value.type,
+                **({"nullable": True} if type_.get("nullable") else {}),
+            }, f"{where}: {name} → {value.type}"
+            continue
         if type_["type"] == "enum":
             assert value in _enum(full, type_), f"{where}: {name}={value!r}"
         if type_["type"] == "object" and isinstance(value, dict):
@@ -97,6 +105,18 @@ def _check_object(full: dict[str, Any], type_name: str, value: dict[str, Any], w
             "STALWART_SMARTHOST_USER": "mailer",
             "STALWART_SMARTHOST_PASSWORD": "relay-password-0123",
         },
+        {"STALWART_TLS": "acme-http", "MAIL_HOSTNAME_ALIASES": "imap.example.org"},
+        {
+            "STALWART_TLS": "acme-dns",
+            "ACME_DNS_SERVER": "192.0.2.53",
+            "ACME_DNS_TSIG_KEY": "tailwart-acme",
+            "ACME_DNS_TSIG_SECRET": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
+        },
+        {
+            "STALWART_TLS": "files",
+            "STALWART_TLS_CERT_FILE": "/etc/tls/fullchain.pem",
+            "STALWART_TLS_KEY_FILE": "/etc/tls/privkey.pem",
+        },
     ],
 )
 def test_every_desired_object_is_valid_for_the_schema(overrides: dict[str, str]) -> None:
@@ -104,8 +124,7 @@ def test_every_desired_object_is_valid_for_the_schema(overrides: dict[str, str])
     for item in d.desired_state(settings(**overrides)):
         assert item.type in full["objects"], item.type
         if isinstance(item, d.Desired):
-            fields = {k: v for k, v in item.fields.items() if not isinstance(v, d.Ref)}
-            _check_object(full, item.type, fields, f"{item.type} {item.key}")
+            _check_object(full, item.type, dict(item.fields), f"{item.type} {item.key}")
             singleton = full["objects"][item.type]["type"] == "singleton"
             assert singleton == (item.key_field is None), item.type
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..edge.render import ADMIN_PATHS, IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
+from ..edge.render import (
+    ACME_CHALLENGE_PATH,
+    ADMIN_PATHS,
+    IMPLICIT_TLS_PORTS,
+    JMAP_PORT,
+    MAIL_PORTS,
+)
 from ..findings import Finding
 from ..settings import Settings
 from . import CheckContext
@@ -148,7 +154,9 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             "proxy.jmap", "caddy/jmap.caddy is not rendered yet", "run: inv render", G
         )
     target = f"{ctx.settings['MAILBOX_FQDN']}:{JMAP_PORT}"
-    if target not in text or not re.search(r"proxy_protocol\s+v2", text):
+    proxies = re.findall(r"^\s*reverse_proxy\s+(\S+)", text, re.M)
+    v2 = re.findall(r"^\s*proxy_protocol\s+v2\s*$", text, re.M)
+    if not proxies or set(proxies) != {target} or len(v2) != len(proxies):
         return Finding.error(
             "proxy.jmap",
             f"the JMAP vhost does not send PROXY v2 to {target}; Stalwart would "
@@ -166,9 +174,26 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             "re-render: inv render",
             G,
         )
+    acme = (ctx.settings["STALWART_TLS"] or "acme-http") == "acme-http"
+    host = ctx.settings["MAIL_HOSTNAME"]
+    challenge = re.search(
+        rf"^http://{re.escape(host)} {{\n\thandle {re.escape(ACME_CHALLENGE_PATH)}\* {{\n"
+        rf"\t\treverse_proxy {re.escape(target)} ",
+        text,
+        re.M,
+    )
+    if acme and not challenge:
+        return Finding.error(
+            "proxy.jmap",
+            f"STALWART_TLS=acme-http but the JMAP vhost does not pass http://{host}"
+            f"{ACME_CHALLENGE_PATH} to the mailbox; Stalwart's certificate cannot be issued",
+            "re-render: inv render",
+            G,
+        )
+    extra = f"; http-01 for {host} reaches Stalwart" if acme else ""
     return Finding.ok(
         "proxy.jmap",
-        f"the JMAP vhost sends PROXY v2 to {target} and refuses {', '.join(ADMIN_PATHS)}",
+        f"the JMAP vhost sends PROXY v2 to {target} and refuses {', '.join(ADMIN_PATHS)}" + extra,
         G,
     )
 

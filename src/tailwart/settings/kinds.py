@@ -452,14 +452,12 @@ def _email(value: str) -> str | None:
 
 def _fqdn_list(value: str) -> str | None:
     names = value.split(",")
-    for name in names:
+    for number, name in enumerate(names, 1):
         problem = _fqdn(name)
         if problem:
-            return (
-                f"entry {name!r} {problem}"
-                if _LABEL_CHARS.fullmatch(name)
-                else ("must be comma-separated fully qualified names (no spaces)")
-            )
+            if not _LABEL_CHARS.fullmatch(name):
+                return "must be comma-separated fully qualified names (no spaces)"
+            return f"entry {number} {problem}"
     lowered = [n.lower() for n in names]
     if len(set(lowered)) != len(lowered):
         return "names a host twice"
@@ -505,12 +503,12 @@ class Kind(Enum):
     TLS_MODE = (
         "acme-http | acme-dns | files",
         _choice("acme-http", "acme-dns", "files"),
-        9,
+        16,
     )
     TSIG_ALGORITHM = (
         "hmac-sha256 | hmac-sha384 | hmac-sha512",
         _choice("hmac-sha256", "hmac-sha384", "hmac-sha512"),
-        11,
+        16,
     )
     RESTIC_REPO = (
         "restic repository: /abs/path or s3:http(s)://host:port/bucket",

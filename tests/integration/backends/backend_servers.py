@@ -346,18 +346,47 @@ class KnotServer:
     proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, binary: str, zones: dict[str, str]) -> KnotServer:
+    def start(
+        cls,
+        binary: str,
+        zones: dict[str, str],
+        host: str = "127.0.0.1",
+        update_key: tuple[str, str, str] | None = None,
+        update_names: tuple[str, ...] = (),
+        netns: str | None = None,
+    ) -> KnotServer:
+        """knotd serving ``zones``; with ``update_key`` (name, algorithm, base64 secret) it
+        takes RFC 2136 TXT updates signed by that key at or below ``update_names`` only
+        (absolute names, e.g. _acme-challenge.mail.example.org.)."""
         base = Path(tempfile.mkdtemp(prefix="tailwart-knot-"))
-        server = cls(free_port(), base)
+        server = cls(free_port() if netns is None else 53, base, host)
         (base / "zones").mkdir()
+        (base / "db").mkdir()
         for name, text in zones.items():
             (base / "zones" / f"{name}.zone").write_text(text)
         zone_conf = "".join(f"  - domain: {name}\n" for name in zones)
+        updates = ""
+        if update_key is not None:
+            key_name, algorithm, secret = update_key
+            updates = f"""\
+key:
+  - id: {key_name}
+    algorithm: {algorithm}
+    secret: {secret}
+acl:
+  - id: acme-update
+    key: {key_name}
+    action: update
+    update-type: [TXT]
+    update-owner: name
+    update-owner-match: sub-or-equal
+    update-owner-name: [{", ".join(update_names)}]
+"""
         (base / "knot.conf").write_text(f"""\
 server:
     rundir: "{base}"
-    listen: 127.0.0.1@{server.port}
-log:
+    listen: {host}@{server.port}
+{updates}log:
   - target: stderr
     any: warning
 database:
@@ -367,13 +396,16 @@ template:
     storage: "{base}/zones"
     file: "%s.zone"
     semantic-checks: off
-zone:
+    zonefile-sync: -1
+    journal-content: changes
+{"    acl: acme-update" + chr(10) if update_key else ""}zone:
 {zone_conf}""")
         log = base / "knot.log"
+        argv = [binary, "-c", str(base / "knot.conf")]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
         with log.open("wb") as out:
-            server.proc = subprocess.Popen(
-                [binary, "-c", str(base / "knot.conf")], stdout=out, stderr=subprocess.STDOUT
-            )
+            server.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         first = next(iter(zones))
         wait_for(lambda: server.answers(first), "knotd", proc=server.proc, log=log)
         return server

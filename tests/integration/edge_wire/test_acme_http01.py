@@ -1,0 +1,234 @@
+"""STALWART_TLS=acme-http without Stalwart: the JMAP vhost tailwart renders, run by the
+real Caddy, carries Pebble's http-01 validation to the mailbox, while Caddy gets its own
+certificate for the same name from the same CA.
+
+Real parts: Pebble (Let's Encrypt's ACME server) and its DNS test server, caddy-l4's
+Caddy reading ``caddy adapt``'s JSON of the rendered caddy/jmap.caddy (only listen and
+dial addresses moved onto loopback, and the ACME issuer pointed at Pebble), and an ACME
+client (certbot's ``acme`` library) standing in for Stalwart's. The mailbox end is a
+stand-in for Stalwart's :8080 that requires PROXY v2 and answers the token it was given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from test_jmap_vhost import SIGNATURE, _dials, free_port
+
+from tailwart.edge.render import ACME_CHALLENGE_PATH, jmap_vhost
+from tailwart.settings import from_mapping
+from tailwart.settings.example import example_values
+from testkit import Pebble, pebble_dns
+
+pytestmark = pytest.mark.integration
+
+
+class Mailbox:
+    """Stalwart's :8080 stand-in: PROXY v2 required; answers ``tokens``, records requests."""
+
+    def __init__(self) -> None:
+        import struct
+        import threading
+
+        self.tokens: dict[str, bytes] = {}
+        self.seen: list[tuple[bool, str]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    head = conn.recv(16, socket.MSG_WAITALL)
+                    proxied = head[:12] == SIGNATURE
+                    if not proxied:
+                        self.seen.append((False, ""))
+                        continue  # Stalwart drops a trusted peer's connection without PROXY
+                    conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+                    line = conn.recv(8192).split(b"\r\n", 1)[0].decode(errors="replace")
+                    self.seen.append((True, line))
+                    path = line.split(" ")[1] if line.count(" ") >= 2 else ""
+                    body = self.tokens.get(path.removeprefix(ACME_CHALLENGE_PATH))
+                    status = b"200 OK" if body is not None else b"404 Not Found"
+                    body = body or b""
+                    conn.sendall(
+                        b"HTTP/1.1 " + status + b"\r\nContent-Length: "
+                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                    )  # fmt: skip
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class World:
+    pebble: Pebble
+    mailbox: Mailbox
+    http: int
+    https: int
+    host: str
+
+
+@pytest.fixture
+def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
+    settings = from_mapping({**example_values(), "STALWART_TLS": "acme-http"})
+    host = settings["MAIL_HOSTNAME"]
+    snippet = tmp_path / "jmap.caddy"
+    snippet.write_text(jmap_vhost(settings))
+    adapted = subprocess.run(
+        [str(caddy_binary), "adapt", "--adapter", "caddyfile", "--config", str(snippet)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config: dict[str, Any] = json.loads(adapted.stdout)
+    mailbox = Mailbox()
+    http, https = free_port(), free_port()
+    dns, dns_addr = pebble_dns(tmp_path / "dns", "127.0.0.1")
+    pebble = Pebble(tmp_path / "pebble", http_port=http, dns_server=dns_addr)
+    caddy: subprocess.Popen[bytes] | None = None
+    try:
+        _dials(config, mailbox.port)
+        servers = config["apps"]["http"]["servers"]
+        listens = {k: v["listen"] for k, v in servers.items()}
+        assert sorted(listens.values()) == [[":443"], [":80"]], listens
+        for server in servers.values():
+            port = http if server["listen"] == [":80"] else https
+            server["listen"] = [f"127.0.0.1:{port}"]
+        config["apps"]["http"]["http_port"] = http
+        config["apps"]["http"]["https_port"] = https
+        config["admin"] = {"listen": f"unix/{tmp_path}/admin.sock"}
+        config["storage"] = {"module": "file_system", "root": str(tmp_path / "caddy-data")}
+        # Caddy's own certificate for the vhost, from the same Pebble, by http-01 too
+        config["apps"]["tls"] = {
+            "automation": {
+                "policies": [
+                    {
+                        "issuers": [
+                            {
+                                "module": "acme",
+                                "ca": pebble.directory,
+                                "trusted_roots_pem_files": [str(pebble.wfe_ca)],
+                                "challenges": {"tls-alpn": {"disabled": True}},
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+        (tmp_path / "caddy.json").write_text(json.dumps(config))
+        caddy = subprocess.Popen(
+            [str(caddy_binary), "run", "--config", str(tmp_path / "caddy.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "caddy.log").open("wb"),
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "caddy did not listen"
+                time.sleep(0.1)
+        yield World(pebble, mailbox, http, https, host)
+    finally:
+        if caddy is not None:
+            caddy.terminate()
+            caddy.wait(10)
+        pebble.close()
+        dns.terminate()
+        dns.wait(10)
+        mailbox.close()
+
+
+def _issue(world: World, names: list[str]) -> str:
+    """An ACME order for ``names`` answered by http-01 through the mailbox; the chain."""
+    import josepy
+    from acme import challenges, client, crypto_util, messages
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    account = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = client.ClientNetwork(
+        account, alg=josepy.ES256, user_agent="tailwart-test", verify_ssl=str(world.pebble.wfe_ca)
+    )
+    acme = client.ClientV2(client.ClientV2.get_directory(world.pebble.directory, net), net)
+    acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    order = acme.new_order(crypto_util.make_csr(pem, names))
+    for authz in order.authorizations:
+        chall = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+        response, validation = chall.response_and_validation(account)
+        world.mailbox.tokens[chall.chall.encode("token")] = validation.encode()
+        acme.answer_challenge(chall, response)
+    done = acme.poll_and_finalize(order, dt.datetime.now() + dt.timedelta(seconds=90))
+    return str(done.fullchain_pem)
+
+
+def test_pebble_validates_http01_through_the_rendered_vhost(world: World) -> None:
+    chain = _issue(world, [world.host])
+    # Pebble's validation requests reached the mailbox, with PROXY v2, unredirected
+    asked = [line for proxied, line in world.mailbox.seen if proxied]
+    assert any(line.startswith(f"GET {ACME_CHALLENGE_PATH}") for line in asked), world.mailbox.seen
+    assert all(proxied for proxied, _ in world.mailbox.seen)
+    # what Pebble issued: the name asked for, signed by this run's Pebble root (openssl)
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [world.host]
+
+
+def test_other_plain_http_is_redirected_and_never_reaches_the_mailbox(world: World) -> None:
+    headers = {"Host": world.host}
+    base = f"http://127.0.0.1:{world.http}"
+    response = requests.get(
+        f"{base}/jmap/session", headers=headers, timeout=10, allow_redirects=False
+    )
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"https://{world.host}/jmap/session"
+    # an unknown token goes to the mailbox (which says 404), not to Caddy's own solver
+    miss = requests.get(f"{base}{ACME_CHALLENGE_PATH}nope", headers=headers, timeout=10)
+    assert miss.status_code == 404
+    assert world.mailbox.seen == [(True, f"GET {ACME_CHALLENGE_PATH}nope HTTP/1.1")]
+
+
+def test_caddy_gets_its_own_certificate_for_the_vhost_meanwhile(world: World) -> None:
+    """Both ACME clients share the name and the http port: neither swallows the other's."""
+    _issue(world, [world.host])
+    root = world.pebble.root_pem()
+    context = ssl.create_default_context(cadata=root)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", world.https), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=world.host) as tls,
+            ):
+                assert tls.getpeercert() is not None
+                return
+        except (ssl.SSLError, OSError):
+            assert time.monotonic() < deadline, "Caddy got no certificate from Pebble"
+            time.sleep(1)
