@@ -29,6 +29,7 @@ import requests
 from backend_env import values as env_values
 from backend_servers import (
     GarageServer,
+    KnotServer,
     Pki,
     PostgresServer,
     RedisServer,
@@ -43,7 +44,7 @@ from tailwart.settings import Settings, from_mapping
 from tailwart.stalwart.provision import first_start
 from tailwart.stalwart.record import ENV_VAR, scrubbed
 from tailwart.stalwart.versions import CURRENT
-from testkit import ROOT, TOOL_CACHE, need_tool, write_env
+from testkit import ROOT, TOOL_CACHE, Pebble, built_caddy, need_tool, write_env
 
 pytestmark = pytest.mark.integration
 FIXTURES = ROOT / "tests" / "fixtures" / "stalwart-0.16.18"
@@ -70,6 +71,7 @@ class World:
     garage: GarageServer
     jmap: Jmap
     record_dir: Path
+    acme: Acme
     notes: list[str] = field(default_factory=list)
     phase: int = 0
     edge: subprocess.Popen[bytes] | None = None
@@ -123,6 +125,111 @@ class World:
         meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+@dataclass
+class Acme:
+    """The certificate side of the world: Pebble (in the root namespace, on the operator
+    side), knotd authoritative for good.test (mail → the edge; RFC 2136 updates with a
+    TSIG key), and the edge host's main Caddy serving the rendered caddy/jmap.caddy."""
+
+    pebble: Pebble
+    knot: KnotServer
+    tsig: tuple[str, str, str]
+    caddy: subprocess.Popen[bytes] | None = None
+
+    def root(self, base: Path) -> Path:
+        path = base / "pebble-root.pem"
+        if not path.exists():
+            path.write_text(self.pebble.root_pem())
+        return path
+
+    def close(self) -> None:
+        if self.caddy is not None:
+            stop(self.caddy)
+        self.pebble.close()
+        self.knot.close()
+
+
+ZONE = """$ORIGIN good.test.
+$TTL 60
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A {dns}
+mail IN A {edge}
+imap IN A {edge}
+"""
+
+
+def start_acme(topo: Topology, base: Path, pki: Pki) -> Acme:
+    """knotd on the mailbox's resolver address (:53), Pebble beside it with a certificate
+    for that address from the world's CA (Stalwart trusts it through SSL_CERT_FILE)."""
+    import base64
+
+    host = topo.addr("a", 1)
+    tsig = ("tailwart-acme", "hmac-sha256", base64.b64encode(secrets.token_bytes(32)).decode())
+    names = (
+        "_acme-challenge.mail.good.test.",
+        "_acme-challenge.imap.good.test.",
+        "_domainkey.good.test.",
+    )
+    knot = KnotServer.start(
+        need_tool("knotd"),
+        {"good.test": ZONE.format(dns=host, edge=topo.addr("b", 2))},
+        host=host,
+        update_key=tsig,
+        update_names=names,
+        port=53,
+    )
+    cert, key = pki.issue("pebble", [host], days=30)
+    pebble = Pebble(
+        base / "pebble",
+        host=host,
+        http_port=80,
+        dns_server=f"{host}:53",
+        cert=Path(cert),
+        key=Path(key),
+    )
+    return Acme(pebble, knot, tsig)
+
+
+def start_main_caddy(world: World) -> None:
+    """The edge host's main Caddy (the one that owns :80/:443) with the rendered JMAP vhost
+    imported unchanged; its own certificate from its local CA (no ACME traffic of its own)."""
+    rendered = world.inv("render")
+    assert rendered.returncode == 0, rendered.stderr
+    caddy = built_caddy(world.base / "caddy-bin")
+    main = world.base / "main.caddy"
+    main.write_text(
+        "{\n"
+        f"\tadmin unix/{world.base}/main-caddy.sock\n"
+        f"\tstorage file_system {world.base}/main-caddy\n"
+        "\tlocal_certs\n"
+        "\tskip_install_trust\n"
+        f"\tdefault_bind {world.topo.addr('b', 2)}\n"
+        "}\n"
+        f"import {world.base}/caddy/jmap.caddy\n"
+    )
+    # the edge reaches the mailbox's MagicDNS name over its link (no tailnet in this world)
+    hosts = Path("/etc/netns") / world.topo.edge_ns / "hosts"
+    hosts.write_text(
+        hosts.read_text() + f"{world.topo.addr('c', 2)} {world.values['MAILBOX_FQDN']}\n"
+    )
+    log = (world.base / "main-caddy.log").open("wb")
+    world.acme.caddy = subprocess.Popen(
+        ["ip", "netns", "exec", world.topo.edge_ns, str(caddy), "run", "--config", str(main),
+         "--adapter", "caddyfile"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(world.base)},
+    )  # fmt: skip
+    wait_for(
+        lambda: port_open(world.topo.addr("b", 2), 80),
+        "the main Caddy on :80",
+        timeout=60,
+        proc=world.acme.caddy,
+        log=world.base / "main-caddy.log",
+    )
+
+
 def nets(items: Any) -> set[Any]:
     from ipaddress import ip_network
 
@@ -162,6 +269,8 @@ def world() -> Iterator[World]:
         garage = GarageServer.start(garage_binary(TOOL_CACHE), host=host)
         started.append(garage)
         pki = Pki.create(base)
+        acme = start_acme(topo, base, pki)
+        started.append(acme)
         admin_password = secrets.token_hex(16)
         values = env_values(
             MAIL_DOMAIN="good.test",
@@ -185,6 +294,8 @@ def world() -> Iterator[World]:
             STALWART_S3_SECRET_KEY=secrets.token_hex(32),
             GARAGE_ADMIN_URL=garage.admin_url,
             GARAGE_ADMIN_TOKEN=garage.admin_token,
+            # STALWART_TLS=acme-http (the default) against this world's Pebble
+            ACME_DIRECTORY=acme.pebble.directory,
         )
         s = from_mapping(values)
         env = {
@@ -194,7 +305,11 @@ def world() -> Iterator[World]:
             "STALWART_S3_SECRET_KEY": s["STALWART_S3_SECRET_KEY"],
             "STALWART_SMARTHOST_PASSWORD": "relay-" + secrets.token_hex(8),
             "STALWART_PUBLIC_URL": f"https://{s['MAIL_HOSTNAME']}",
-            "SSL_CERT_FILE": pki.ca_file,  # the relays' certificates come from this CA
+            # the relays' and Pebble's certificates come from this CA
+            "SSL_CERT_FILE": pki.ca_file,
+            # what compose passes in every mode (empty unless acme-dns): the acme-dns phase
+            # switches mode without recreating the process
+            "ACME_DNS_TSIG_SECRET": acme.tsig[2],
         }
         stalwart = Stalwart(binary, topo, base / "config" / "config.json", env, base)
         record_dir = base / "recorded"
@@ -210,8 +325,10 @@ def world() -> Iterator[World]:
             garage,
             Jmap(stalwart.url, "admin", admin_password),
             record_dir,
+            acme,
         )
         made.append(w)
+        start_main_caddy(w)
         yield w
         if RECORD:
             FIXTURES.mkdir(parents=True, exist_ok=True)
@@ -464,6 +581,112 @@ def test_mail_through_the_edge_keeps_the_client_address(world: World) -> None:
     ).json()
     subjects = [e["subject"] for e in result["methodResponses"][1][1]["list"]]
     assert f"live {marker}" in subjects, result
+
+
+# ------------------------------------------------------------------ 3b. certificates (ACME)
+
+
+def _certificates(world: World) -> list[dict[str, Any]]:
+    return world.jmap.get(CURRENT.certificate)
+
+
+def _issued_for(world: World, names: set[str]) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        for cert in _certificates(world):
+            if set(cert.get("subjectAlternativeNames") or {}) == names:
+                return cert
+        return None
+
+    cert: dict[str, Any] = wait_until(found, f"a certificate for {sorted(names)}", timeout=180)
+    return cert
+
+
+def _served(world: World, port: int, root: Path, starttls: str = "") -> dict[str, Any]:
+    """The certificate a client verifying against Pebble's root sees through the edge."""
+    from cryptography import x509
+
+    from tailwart.doctor.wire import greet
+
+    context = ssl.create_default_context(cafile=str(root))
+    got = greet(
+        world.topo.addr("b", 2),
+        port,
+        30,
+        tls=True,
+        sni="mail.good.test",
+        context=context,
+        starttls=starttls,
+    )
+    assert got.cert_der is not None
+    cert = x509.load_der_x509_certificate(got.cert_der)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {"serial": cert.serial_number, "names": set(sans.get_values_for_type(x509.DNSName))}
+
+
+def test_acme_http_certificate_from_pebble_verified_through_the_edge(world: World) -> None:
+    """acme-http (the default): Pebble's http-01 request crossed the main Caddy's JMAP vhost
+    to Stalwart; a client through the edge verifies the chain against Pebble's root."""
+    issued = _issued_for(world, {"mail.good.test"})
+    assert "Pebble" in str(issued.get("issuer")), issued.get("issuer")
+    root = world.acme.root(world.base)
+    seen = {port: _served(world, port, root) for port in (465, 993)}
+    seen.update({587: _served(world, 587, root, "smtp"), 143: _served(world, 143, root, "imap")})
+    assert all(c["names"] == {"mail.good.test"} for c in seen.values()), seen
+    caddy_log = (world.base / "main-caddy.log").read_text()
+    assert "acme-challenge" not in caddy_log or "error" not in caddy_log.lower()
+    doctor = world.inv(
+        "doctor", "--only", "tls", "--edge", world.topo.addr("b", 2), "--ca-file", str(root)
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.stdout.count("ok ") >= 4, doctor.stdout
+    world.notes.append("acme-http: " + doctor.stdout.strip().splitlines()[0])
+
+
+def test_acme_dns_reissues_with_a_new_name_and_is_served_without_a_restart(world: World) -> None:
+    """acme-dns with knotd (RFC 2136, TSIG) and one more name: inv provision passes the
+    domain through Manual so Stalwart orders at once; the listeners pick the new
+    certificate up while the process keeps running."""
+    import dns.message
+    import dns.query
+
+    root = world.acme.root(world.base)
+    before = _served(world, 993, root)
+    pid = world.stalwart.proc.pid if world.stalwart.proc else None
+    key_name, algorithm, secret = world.acme.tsig
+    world.values.update(
+        STALWART_TLS="acme-dns",
+        ACME_DNS_SERVER=world.acme.knot.host,
+        ACME_DNS_PORT=str(world.acme.knot.port),
+        ACME_DNS_TSIG_KEY=key_name,
+        ACME_DNS_TSIG_ALGORITHM=algorithm,
+        ACME_DNS_TSIG_SECRET=secret,
+        MAIL_HOSTNAME_ALIASES="imap.good.test",
+    )
+    change = world.inv("provision", phase="acme-dns")
+    world.finish_recording(change)
+    assert change.returncode == 0, change.stdout + change.stderr
+    assert '(via {"@type": "Manual"})' in change.stdout, change.stdout
+    issued = _issued_for(world, {"mail.good.test", "imap.good.test"})
+    assert "Pebble" in str(issued.get("issuer"))
+
+    # the challenge (and Stalwart's DKIM keys) went into knotd by RFC 2136: knot bumps the
+    # zone's serial on every update it accepts
+    def serial() -> int:
+        query = dns.message.make_query("good.test.", "SOA")
+        answer = dns.query.udp(query, world.acme.knot.host, port=world.acme.knot.port, timeout=5)
+        return int(answer.answer[0][0].serial) if answer.answer else 0
+
+    assert serial() > 1
+    after = wait_until(
+        lambda: (c := _served(world, 993, root))["serial"] != before["serial"] and c,
+        "the new certificate on 993 through the edge",
+        timeout=60,
+    )
+    assert after["names"] == {"mail.good.test", "imap.good.test"}
+    assert _served(world, 465, root)["names"] == after["names"]
+    assert world.stalwart.proc is not None and world.stalwart.proc.pid == pid  # no restart
+    check = world.inv("provision", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # ------------------------------------------------------------------ 4. outbound through relays

@@ -41,6 +41,9 @@ def write(plan: Plan, client: Client, live: Live, progress: Callable[[str], None
     for change in writes:
         _write_one(change, client, ids, live)
         progress(f"  {change.action} {change.type} {change.key}: done")
+        if change.reload_first:
+            client.reload()
+            progress(f"  reloaded (x:Action {client.model.reload_action}) before what follows")
     for change in deletes:
         client.set(change.type, destroy=[str(change.id)])
         progress(f"  delete {change.type} {change.key}: done")
@@ -49,6 +52,8 @@ def write(plan: Plan, client: Client, live: Live, progress: Callable[[str], None
 def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str], live: Live) -> None:
     fields = _resolve(change.fields, ids, live)
     if change.action == UPDATE:
+        if change.reset:
+            client.set(change.type, update={str(change.id): dict(change.reset)})
         client.set(change.type, update={str(change.id): fields})
         return
     if change.action == REPLACE:

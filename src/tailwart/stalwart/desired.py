@@ -80,6 +80,12 @@ class Desired:
     key_field: str | None = "name"
     #: fields whose change needs more than ``effect`` (field → effect)
     field_effects: dict[str, str] = field(default_factory=dict)
+    #: field → value written just before a change of that field: Stalwart acts on some
+    #: changes only on a transition (a certificate order on Manual → Automatic)
+    resets: dict[str, Any] = field(default_factory=dict)
+    #: reload settings right after writing this, before the objects after it: what it
+    #: enables is read at reload, and a later write may start work that needs it
+    reload_first: bool = False
 
     def effect_of(self, names: set[str]) -> str:
         effects = [self.field_effects.get(n, self.effect) for n in names] or [self.effect]
@@ -263,12 +269,16 @@ def _tls(settings: Settings, model: Model) -> tuple[State, dict[str, Any], Any]:
             {
                 "directory": directory,
                 "challengeType": challenge,
-                "contact": _set(acme_contact(settings)),
+                # Stalwart stores contacts as mailto: URIs when it registers the account
+                "contact": _set("mailto:" + acme_contact(settings).lower()),
                 # keep the key across renewals: a DANE TLSA (3 1 1) record stays true
                 "reuseKey": True,
             },
             key_field="directory",
-            effect=LIVE,
+            # Stalwart answers /.well-known/acme-challenge/ only once its settings know an
+            # http-01 provider (read at reload); the domain's write starts the order at once
+            effect=RELOAD,
+            reload_first=True,
         )
     )
     if mode == "acme-dns":
@@ -380,6 +390,13 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
                 **domain_tls,
             },
             effect=LIVE,
+            # new names or a new provider: Stalwart orders a certificate only when
+            # certificate management turns Automatic, so pass through Manual first
+            resets=(
+                {"certificateManagement": {"@type": "Manual"}}
+                if domain_tls["certificateManagement"]["@type"] == "Automatic"
+                else {}
+            ),
         ),
         Desired(
             model.system,

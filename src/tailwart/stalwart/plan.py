@@ -37,6 +37,10 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)
     #: live values of the changed fields (update/replace), for showing the diff
     before: dict[str, Any] = field(default_factory=dict)
+    #: values written in a first update, just before ``fields`` (Desired.resets)
+    reset: dict[str, Any] = field(default_factory=dict)
+    #: reload settings right after this write (Desired.reload_first)
+    reload_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,9 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
         if item.key_field is None:
             # a singleton always exists: write every owned field
             return Change(UPDATE, item.type, item.key, item.effect, item.key, fields)
-        return Change(CREATE, item.type, item.key, item.effect, None, fields)
+        return Change(
+            CREATE, item.type, item.key, item.effect, None, fields, reload_first=item.reload_first
+        )
     fields = schema.fields(item.type, _variant(schema, item, obj))
     changed = {}
     for name, want in item.fields.items():
@@ -164,10 +170,30 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
     immutable = [n for n in changed if n in fields and fields[n].update == "immutable"]
     if immutable and item.key_field is not None:
         return Change(
-            REPLACE, item.type, item.key, item.effect, str(obj["id"]), dict(item.fields), before
+            REPLACE,
+            item.type,
+            item.key,
+            item.effect,
+            str(obj["id"]),
+            dict(item.fields),
+            before,
+            reload_first=item.reload_first,
         )
+    reset = {
+        name: value
+        for name, value in item.resets.items()
+        if name in changed and not same(value, obj.get(name))
+    }
     return Change(
-        UPDATE, item.type, item.key, item.effect_of(set(changed)), str(obj["id"]), changed, before
+        UPDATE,
+        item.type,
+        item.key,
+        item.effect_of(set(changed)),
+        str(obj["id"]),
+        changed,
+        before,
+        reset,
+        item.reload_first,
     )
 
 
@@ -206,7 +232,10 @@ def describe(plan: Plan) -> list[str]:
                     continue
                 old = json.dumps(redact(c.before.get(name)), sort_keys=True)
                 new = json.dumps(redact(want), sort_keys=True, default=str)
-                lines.append(f"          {name}: {old} → {new}")
+                via = ""
+                if name in c.reset:
+                    via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
+                lines.append(f"          {name}: {old} → {new}{via}")
         elif c.action == CREATE:
             lines.append(f"          {json.dumps(redact(c.fields), sort_keys=True, default=str)}")
     lines.append(f"after writing: {EFFECT_TEXT[plan.effect]}")
@@ -224,6 +253,7 @@ def to_json(plan: Plan) -> list[dict[str, Any]]:
             "effect": c.effect,
             "fields": redact(c.fields),
             "before": redact(c.before),
+            "reset": redact(c.reset),
         }
         for c in plan.changes
     ]
