@@ -9,6 +9,7 @@ run on the server itself when the merged policy is stored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -146,8 +147,9 @@ logtail:
     return config
 
 
-@pytest.fixture
-def headscale(tmp_path: Path) -> Iterator[Headscale]:
+@contextlib.contextmanager
+def running_headscale(tmp_path: Path) -> Iterator[Headscale]:
+    """headscale serving on 127.0.0.1 from ``tmp_path`` (config, sqlite, socket), then stopped."""
     need(BINARY.is_file(), f"headscale {VERSION} is not built (scripts/setup/40-policy.sh)")
     port = free_port()
     config = write_config(tmp_path, port)
@@ -185,6 +187,12 @@ def headscale(tmp_path: Path) -> Iterator[Headscale]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture
+def headscale(tmp_path: Path) -> Iterator[Headscale]:
+    with running_headscale(tmp_path) as hs:
+        yield hs
 
 
 def tagged_nodes(hs: Headscale) -> None:
