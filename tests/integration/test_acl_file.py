@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tailwart.policy.hujson import comment_tokens
+from tailwart.policy.hujson import comment_tokens, parse
 from testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,18 +83,83 @@ def test_duplicate_key_is_exit_2_naming_the_line(repo: Path) -> None:
     assert policy.read_text().count('"groups"') == 2
 
 
+#: a policy asserting that the edge never reaches the mailbox's HTTP: the snippet grants it
+EDGE_NEVER_ON_8080 = """{
+\t"tagOwners": {"tag:reverse-proxy": ["autogroup:admin"], "tag:stalwart": ["autogroup:admin"]},
+\t"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:stalwart:993"]}],
+\t"tests": [
+\t\t// the edge must never reach the mailbox's HTTP port
+\t\t{"src": "tag:reverse-proxy", "deny": ["tag:stalwart:8080"]},
+\t],
+}
+"""
+
+
 def test_policy_failing_its_tests_is_not_written(repo: Path) -> None:
     policy = repo / "policy.hujson"
-    allow_all = (CORPUS / "01-tailscale-default.hujson").read_text()
-    policy.write_text(allow_all)
+    policy.write_text(EDGE_NEVER_ON_8080)
     done = inv(repo, "--file", "policy.hujson")
     assert done.returncode == 1
     assert (
-        'line 83: tests[0] from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
-        "got: Accept (acls[0])" in done.stderr
+        'line 6: tests[0] from tag:reverse-proxy: address "tag:stalwart:8080": want: Drop, '
+        "got: Accept (acls[1])" in done.stderr
     )
     assert "not written: the merged policy fails its checks" in done.stderr
-    assert policy.read_text() == allow_all
+    assert policy.read_text() == EDGE_NEVER_ON_8080
+
+
+def test_allow_all_default_is_merged_with_a_loud_warning(repo: Path) -> None:
+    """Tailscale's default policy: the grants go in, the deny tests it defeats do not."""
+    policy = repo / "policy.hujson"
+    policy.write_bytes((CORPUS / "01-tailscale-default.hujson").read_bytes())
+    done = inv(repo, "--file", "policy.hujson")
+    assert done.returncode == 0, done.stderr
+    assert "policy.hujson: written" in done.stdout
+    rule = '(line 18: {"action": "accept", "src": ["*"], "dst": ["*:*"]})'
+    assert (
+        f"WARNING: acls[0] {rule} lets every device in the tailnet reach tag:stalwart on 25, "
+        "465, 587, 143, 993, 8080 (Stalwart's HTTP: JMAP and the /admin and /api management)"
+    ) in done.stderr
+    assert (
+        "WARNING: left out the snippet's deny test(s) tag:reverse-proxy -> tag:stalwart:22, "
+        "tag:reverse-proxy -> tag:stalwart:9002, tag:reverse-proxy -> tag:postgres:5432, "
+        f"tag:stalwart -> tag:garage:3903, tag:stalwart -> tag:reverse-proxy:22: acls[0] {rule} "
+        "already allows them"
+    ) in done.stderr
+    merged = parse(policy.read_text(), "merged").value
+    assert [t.get("deny") for t in merged["tests"]] == [None, None]
+    assert {
+        "action": "accept",
+        "src": ["tag:reverse-proxy"],
+        "dst": ["tag:stalwart:25,465,587,143,993,8080"],
+    } in merged["acls"]
+
+    again = inv(repo, "--file", "policy.hujson")
+    assert again.returncode == 0
+    assert "already holds the snippet; nothing to change" in again.stdout
+    assert "WARNING: acls[0]" in again.stderr  # said again on every run, until narrowed
+
+
+def test_broad_rules_keep_the_deny_tests_that_hold(repo: Path) -> None:
+    policy = repo / "policy.hujson"
+    policy.write_bytes((CORPUS / "17-broad-rules.hujson").read_bytes())
+    done = inv(repo, "--file", "policy.hujson")
+    assert done.returncode == 0, done.stderr
+    assert (
+        'WARNING: acls[0] (line 15: {"action": "accept", "src": ["autogroup:member"], "dst": '
+        '["*:*"]}) lets every user\'s device in the tailnet reach tag:stalwart on 25, 465, 587, '
+        "143, 993, 8080"
+    ) in done.stderr
+    assert (
+        "WARNING: left out the snippet's deny test(s) tag:reverse-proxy -> tag:stalwart:22, "
+        'tag:stalwart -> tag:reverse-proxy:22: acls[1] (line 17: {"action": "accept", "src": '
+        '["autogroup:tagged"], "dst": ["*:22"]}) already allows them'
+    ) in done.stderr
+    merged = parse(policy.read_text(), "merged").value
+    assert [t.get("deny") for t in merged["tests"][-2:]] == [
+        ["tag:stalwart:9002", "tag:postgres:5432"],
+        ["tag:garage:3903"],
+    ]
 
 
 def test_bad_flags_are_all_reported_with_exit_2(repo: Path) -> None:

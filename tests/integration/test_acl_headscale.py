@@ -9,6 +9,7 @@ run on the server itself when the merged policy is stored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -146,8 +147,9 @@ logtail:
     return config
 
 
-@pytest.fixture
-def headscale(tmp_path: Path) -> Iterator[Headscale]:
+@contextlib.contextmanager
+def running_headscale(tmp_path: Path) -> Iterator[Headscale]:
+    """headscale serving on 127.0.0.1 from ``tmp_path`` (config, sqlite, socket), then stopped."""
     need(BINARY.is_file(), f"headscale {VERSION} is not built (scripts/setup/40-policy.sh)")
     port = free_port()
     config = write_config(tmp_path, port)
@@ -187,6 +189,12 @@ def headscale(tmp_path: Path) -> Iterator[Headscale]:
         log.close()
 
 
+@pytest.fixture
+def headscale(tmp_path: Path) -> Iterator[Headscale]:
+    with running_headscale(tmp_path) as hs:
+        yield hs
+
+
 def tagged_nodes(hs: Headscale) -> None:
     """One node per tag, registered through headscale's debug CLI, then tagged."""
     import json
@@ -200,6 +208,40 @@ def tagged_nodes(hs: Headscale) -> None:
     ids = {n["name"]: n["id"] for n in nodes}
     for name, tag in NODES.items():
         hs.cli("nodes", "tag", "-i", str(ids[name]), "-t", tag)
+
+
+def world(hs: Headscale, tags: list[str], emails: list[str]) -> dict[str, list[str]]:
+    """A node per tag and per user (``name@domain``), then no policy: tests can resolve.
+
+    headscale tags a node only with a tag its current policy declares, so a policy
+    owning every tag is stored first, and the empty policy after the nodes are made.
+    Returns the tailnet addresses by tag or user.
+    """
+    import json
+
+    hs.cli("users", "create", "ops")
+    owners = {tag: ["ops@"] for tag in tags}
+    (hs.workdir / "world.hujson").write_text(json.dumps({"tagOwners": owners}))
+    hs.cli("policy", "set", "-f", str(hs.workdir / "world.hujson"))
+    for n in range(len(tags)):
+        auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+        hs.cli("debug", "create-node", "--user", "ops", "--name", f"t{n}", "--key", auth_id)
+        hs.cli("auth", "register", "--user", "ops", "--auth-id", auth_id)
+    for n, email in enumerate(emails):
+        hs.cli("users", "create", f"u{n}", "--email", email)
+        auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+        hs.cli("debug", "create-node", "--user", f"u{n}", "--name", f"u{n}", "--key", auth_id)
+        hs.cli("auth", "register", "--user", f"u{n}", "--auth-id", auth_id)
+    nodes = json.loads(hs.cli("nodes", "list", "-o", "json").stdout)
+    ids = {n["name"]: n["id"] for n in nodes}
+    for n, tag in enumerate(tags):
+        hs.cli("nodes", "tag", "-i", str(ids[f"t{n}"]), "-t", tag)
+    (hs.workdir / "world.hujson").write_text("{}\n")
+    hs.cli("policy", "set", "-f", str(hs.workdir / "world.hujson"))
+    named = {f"t{n}": tag for n, tag in enumerate(tags)} | {
+        f"u{n}": e for n, e in enumerate(emails)
+    }
+    return {named[n["name"]]: n["ip_addresses"] for n in nodes}
 
 
 def run_inv(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -253,14 +295,15 @@ def test_headscale_rejects_a_policy_failing_its_tests_and_nothing_is_written(
     headscale: Headscale, tmp_path: Path, example_values: dict[str, str]
 ) -> None:
     hs = headscale
-    # an allow-all rule: the snippet's deny tests must fail on the server
-    allow_all = BEFORE.replace(
-        '"src": ["group:admins"], "dst": ["*:22"]', '"src": ["*"], "dst": ["*:*"]'
+    # the admin's own test says the edge never reaches the mailbox's HTTP: the snippet grants it
+    edge_never_on_8080 = BEFORE.replace(
+        '\t"acls": [',
+        '\t"tests": [{"src": "tag:reverse-proxy", "deny": ["tag:stalwart:8080"]}],\n\t"acls": [',
     )
-    assert allow_all != BEFORE
-    (hs.workdir / "before.hujson").write_text(allow_all)
+    assert edge_never_on_8080 != BEFORE
+    (hs.workdir / "before.hujson").write_text(edge_never_on_8080)
+    world(hs, list(NODES.values()), [])
     hs.cli("policy", "set", "-f", str(hs.workdir / "before.hujson"))
-    tagged_nodes(hs)
     key = hs.cli("apikeys", "create").stdout.strip().splitlines()[-1]
     work = tmp_path / "checkout"
     work.mkdir()
@@ -272,12 +315,46 @@ def test_headscale_rejects_a_policy_failing_its_tests_and_nothing_is_written(
     assert done.returncode == 1
     assert "headscale policy check failed" in done.stderr
     assert "test(s) failed" in done.stderr
-    assert "line 37: tag:reverse-proxy -> tag:stalwart:22: expected DENIED, got ALLOWED" in (
+    assert "line 17: tag:reverse-proxy -> tag:stalwart:8080: expected DENIED, got ALLOWED" in (
         done.stderr
     )
     assert "nothing was written" in done.stderr
-    assert hs.cli("policy", "get").stdout.strip() == allow_all.strip()
+    assert hs.cli("policy", "get").stdout.strip() == edge_never_on_8080.strip()
     assert not (work / ".tailwart").exists()
+
+
+@pytest.mark.parametrize("broad", ["16-allow-all-json.hujson", "17-broad-rules.hujson"])
+def test_broad_policy_is_merged_with_a_warning_and_headscale_runs_the_kept_tests(
+    headscale: Headscale, tmp_path: Path, example_values: dict[str, str], broad: str
+) -> None:
+    """The allow-all default and broad rules: merged, warned about, accepted by headscale."""
+    hs = headscale
+    text = (ROOT / "tests" / "policy_corpus" / broad).read_text()
+    world(hs, [*NODES.values(), "tag:ci"], ["rae@corp.example", "sol@corp.example"])
+    (hs.workdir / "before.hujson").write_text(text)
+    hs.cli("policy", "set", "-f", str(hs.workdir / "before.hujson"))
+    key = hs.cli("apikeys", "create").stdout.strip().splitlines()[-1]
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (work / "acl-snippet.hujson").write_text((ROOT / "acl-snippet.hujson").read_text())
+    env_file = write_env(work / ".env", {**example_values, "HEADSCALE_API_KEY": key})
+    done = run_inv(work, "--headscale", hs.url, "--env-file", str(env_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "policy check passed (including its tests)" in done.stdout
+    assert "policy updated" in done.stdout
+    who = "every device" if broad.startswith("16") else "every user's device"
+    assert f"lets {who} in the tailnet reach tag:stalwart on 25, 465, 587, 143, 993, 8080" in (
+        done.stderr
+    )
+    assert "WARNING: left out the snippet's deny test(s) tag:reverse-proxy -> " in done.stderr
+    stored = parse(hs.cli("policy", "get").stdout, "stored").value
+    kept = [
+        t.get("deny") for t in stored["tests"] if t["src"] in ("tag:reverse-proxy", "tag:stalwart")
+    ]
+    if broad.startswith("16"):
+        assert kept == [None, None]
+    else:  # autogroup:tagged -> *:22 defeats only the ssh denials
+        assert kept == [["tag:stalwart:9002", "tag:postgres:5432"], ["tag:garage:3903"]]
 
 
 def test_wrong_api_key_is_explained(

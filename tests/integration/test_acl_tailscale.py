@@ -193,21 +193,43 @@ def test_gives_up_after_three_retries_without_writing(tmp_path: Path) -> None:
 def test_failing_tests_are_shown_with_lines_and_nothing_is_written(
     workdir: Path, example_values: dict[str, str]
 ) -> None:
-    allow_all = (CORPUS / "01-tailscale-default.hujson").read_text()
-    with serve(FakeTailscale(allow_all)) as fake:
+    from test_acl_file import EDGE_NEVER_ON_8080
+
+    with serve(FakeTailscale(EDGE_NEVER_ON_8080)) as fake:
         token = fake.add_token()
         env = write_env(workdir / ".env", example_values, TS_API_URL=fake.url, TS_API_TOKEN=token)
         done = run_inv(workdir, env, "--tailscale")
         assert done.returncode == 1
         assert "validation failed: test(s) failed" in done.stderr
         assert (
-            'line 83: test from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
-            "got: Accept (acls[0])" in done.stderr
+            'line 6: test from tag:reverse-proxy: address "tag:stalwart:8080": want: Drop, '
+            "got: Accept (acls[1])" in done.stderr
         )
         assert "rejected by /acl/validate; nothing was written" in done.stderr
-        assert fake.policy == allow_all
+        assert fake.policy == EDGE_NEVER_ON_8080
         assert fake.writes() == []
         assert not (workdir / ".tailwart").exists()
+
+
+def test_allow_all_default_is_merged_with_a_loud_warning(
+    workdir: Path, example_values: dict[str, str]
+) -> None:
+    allow_all = (CORPUS / "01-tailscale-default.hujson").read_text()
+    with serve(FakeTailscale(allow_all)) as fake:
+        token = fake.add_token()
+        env = write_env(workdir / ".env", example_values, TS_API_URL=fake.url, TS_API_TOKEN=token)
+        done = run_inv(workdir, env, "--tailscale")
+        assert done.returncode == 0, done.stderr
+        assert "policy updated" in done.stdout
+        assert (
+            "lets every device in the tailnet reach tag:stalwart on 25, 465, 587, 143, 993, "
+            "8080 (Stalwart's HTTP" in done.stderr
+        )
+        assert "WARNING: left out the snippet's deny test(s) tag:reverse-proxy -> " in done.stderr
+        assert len(fake.writes()) == 1
+        stored = parse(fake.policy, "stored").value
+        assert [t.get("deny") for t in stored["tests"]] == [None, None]
+        assert check_policy(fake.policy) == {}
 
 
 def test_undeclared_tag_and_unknown_field_are_rejected(tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ class TlsFiles:
     hostname: str
 
 
-def make_self_signed(directory: Path, hostname: str = DEFAULT_HOSTNAME) -> TlsFiles:
+def make_self_signed(
+    directory: Path, hostname: str = DEFAULT_HOSTNAME, days: float = 1
+) -> TlsFiles:
     """A throwaway self-signed certificate for ``hostname`` (the mailbox's TLS identity)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -92,7 +94,7 @@ def make_self_signed(directory: Path, hostname: str = DEFAULT_HOSTNAME) -> TlsFi
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

@@ -57,6 +57,8 @@ def report_merge(result: MergeResult, name: str, io: Output) -> None:
         io.warn(f"note: {note}")
     for conflict in result.conflicts:
         io.warn(f"conflict: {conflict}")
+    for warning in result.warnings:
+        io.warn(f"WARNING: {warning}")
     if result.changed:
         io.out(result.diff(name).rstrip("\n"))
         io.out(f"{len(result.additions)} addition(s):")

@@ -12,6 +12,10 @@ Rules (``../shared/reference/tailscale.md``):
 - scalars and anything else: added when missing, otherwise left alone.
 - the snippet's ``acls`` go into ``grants`` (and back) when the policy only has
   the other form; a policy with neither gets the snippet's own section.
+- the snippet's ``deny`` tests go in only where they hold: a deny an existing
+  broader rule defeats (allow-all, ``autogroup:member → *:*``) is left out with
+  a warning, and so is every rule letting any device reach the snippet's
+  destinations (``broad.py``).
 
 New entries are inserted in the model with the layout of their neighbours
 (indent unit, line ending, trailing commas, one-line or spread rules) and a
@@ -25,6 +29,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .broad import broad_reach, describe_reach, holding_denies
 from .errors import PolicyInputError
 from .evaluate import split_address
 from .hujson import (
@@ -82,6 +87,9 @@ class MergeResult:
     additions: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what the operator must not miss: broad rules reaching the snippet's destinations,
+    #: snippet deny tests left out because an existing rule defeats them
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -112,7 +120,19 @@ def merge(
     policy = parse(policy_text, policy_name)
     snippet = parse(snippet_text, snippet_name)
     merger = _Merger(policy)
-    for key, value in route_sections(snippet.value, policy.value, merger.result.notes):
+    wanted, dropped = holding_denies(snippet.value, policy.value)
+    warnings = merger.result.warnings
+    for reach in broad_reach(snippet.value, policy.value):
+        warnings.append(describe_reach(reach, merger.where(reach.rule)))
+    by_rule: dict[str, list[str]] = {}
+    for left in dropped:
+        by_rule.setdefault(left.rule, []).append(f"{left.src} -> {left.address}")
+    for rule, denied in by_rule.items():
+        warnings.append(
+            f"left out the snippet's deny test(s) {', '.join(denied)}: "
+            f"{merger.where(rule)} already allows them"
+        )
+    for key, value in route_sections(wanted, policy.value, merger.result.notes):
         merger.merge_section(key, value)
     after = dump(policy.root)
     if not is_insertion_of(policy_text, after):  # pragma: no cover - an engine bug, never input
@@ -236,6 +256,18 @@ class _Merger:
         self._inserted: set[int] = set()
         #: the layout of each container this merge inserted into, by id
         self._layouts: dict[int, _Layout] = {}
+
+    def where(self, path: str) -> str:
+        """``acls[0]`` → ``acls[0] (line 19: {"action": …})``, for messages."""
+        from json5.model import JSONArray
+
+        section, _, rest = path.partition("[")
+        node = _lookup(self.top, section, fold=True)
+        index = int(rest.rstrip("]")) if rest.rstrip("]").isdigit() else -1
+        if not isinstance(node, JSONArray) or not 0 <= index < len(node.values):
+            return path
+        item = node.values[index]
+        return f"{path} (line {item.lineno}: {_short(plain(item), 80)})"
 
     # ---- merge rules
 
