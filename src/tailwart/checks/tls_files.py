@@ -28,7 +28,7 @@ STALWART_UID = STALWART_GID = 2000
 WARN_DAYS = 14
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----")
 _KEY_BLOCK = re.compile(rb"-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
-RENEW = "put a renewed certificate in place, then `inv restart stalwart` and `inv check`"
+RENEW = "put a renewed certificate in place, then `inv restart` and `inv check`"
 
 
 def run(ctx: CheckContext) -> list[Finding]:
