@@ -63,9 +63,11 @@ def judge(
     out += _access("STALWART_TLS_KEY_FILE", key_path, key_stat, secret=True)
     if not certs:
         return out
-    leaf = certs[0]
+    # the key's certificate is the leaf, wherever the file put it (chain says if misplaced)
+    owner = _owner(certs, key) if key is not None else None
+    leaf = certs[owner or 0]
     if key is not None:
-        out.append(_key_match(certs, key))
+        out.append(_key_match(certs, owner))
     out.append(_validity(leaf, now))
     out.append(_names(leaf, names))
     out.append(_chain(certs, key))
@@ -144,7 +146,7 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
         )
     return (
         certs,
-        Finding.ok(fid, f"{path}: {len(certs)} certificate(s), leaf {_subject(certs[0])}", G),
+        Finding.ok(fid, f"{path}: {len(certs)} certificate(s), the first {_subject(certs[0])}", G),
         st,
     )
 
@@ -266,13 +268,22 @@ def _spki(public_key: Any) -> bytes:
     )
 
 
-def _key_match(certs: Sequence[Any], key: Any) -> Finding:
+def _owner(certs: Sequence[Any], key: Any) -> int | None:
+    """Index of the certificate the key belongs to, None when it belongs to none."""
+    mine = _spki(key.public_key())
+    return next((i for i, c in enumerate(certs) if _spki(c.public_key()) == mine), None)
+
+
+def _key_match(certs: Sequence[Any], owner: int | None) -> Finding:
     fid = f"{G}.key-match"
-    if _spki(key.public_key()) == _spki(certs[0].public_key()):
-        return Finding.ok(fid, "the private key belongs to the certificate", G)
+    if owner is not None:
+        return Finding.ok(
+            fid, f"the private key belongs to the certificate {_subject(certs[owner])}", G
+        )
     return Finding.error(
         fid,
-        f"the private key does not belong to the certificate ({_subject(certs[0])})",
+        f"the private key belongs to no certificate in the file (the first is "
+        f"{_subject(certs[0])})",
         "use the key the certificate was issued for (the pair your CA or ACME client wrote)",
         G,
     )
@@ -351,8 +362,7 @@ def _chain(certs: Sequence[Any], key: Any) -> Finding:
     fid = f"{G}.chain"
     order = "order the file leaf first, then each intermediate (the root may be left out)"
     if key is not None:
-        mine = _spki(key.public_key())
-        owner = next((i for i, c in enumerate(certs) if _spki(c.public_key()) == mine), None)
+        owner = _owner(certs, key)
         if owner:
             return Finding.error(
                 fid,

@@ -31,7 +31,7 @@ RENEW = "renew the certificate (Stalwart's ACME) and check that the edge passes 
 #: what is wrong, by problem; the advice adds the STALWART_TLS mode's next step
 PROBLEMS = {
     "name": "the certificate must name MAIL_HOSTNAME",
-    "expiry": "the certificate is not renewed",
+    "expiry": "renew the certificate",
     "self-signed": "Stalwart serves its own self-signed certificate when it has none",
     "untrusted": "serve the full chain from a public CA (or pass --ca-file for a private CA)",
 }
