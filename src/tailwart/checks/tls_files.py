@@ -2,8 +2,8 @@
 
 Run where ``inv up`` runs (the mailbox host): the files are read from the paths in
 .env, strictly (regular files, bounded size) and never shown: a finding names a file
-and what is wrong with it, never its content. The leaf (the first certificate) must
-belong to the key, cover every name of ``certificate_names``, be valid now and for
+and what is wrong with it, never its content. The leaf (the certificate of the key, which
+the file must put first) must cover every name of ``certificate_names``, be valid now and for
 more than 14 days; the chain follows leaf first, each certificate issued by the next.
 """
 
