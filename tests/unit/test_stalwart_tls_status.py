@@ -13,10 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from test_check_tls_files import make, pem
 
 from tailwart.settings import from_mapping
 from tailwart.stalwart.provision import certificate_lines, certificate_report
@@ -138,20 +135,9 @@ def test_the_default_certificate_serves_when_none_names_the_host() -> None:
 
 
 def make_pem(subject: str, issuer_cn: str | None = None) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]) if issuer_cn else name
-    built = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=60))
-        .sign(key, hashes.SHA256())
-    )
-    return built.public_bytes(serialization.Encoding.PEM).decode()
+    """A PEM certificate for ``subject``: self-signed, or issued by a CA named ``issuer_cn``."""
+    issuer = make(issuer_cn, ca=True) if issuer_cn else None
+    return pem(make(subject, issuer).cert).decode()
 
 
 @pytest.mark.parametrize(
