@@ -386,3 +386,31 @@ def test_inv_check_judges_the_files_and_exits_1_on_an_expired_one(
     assert "imap.example.org" in got["tls-files.names"]["message"]
     body = key_pem(expired.key).decode().splitlines()[1]
     assert body[:20] not in text
+
+
+def test_a_key_this_user_cannot_read_is_a_warning_not_a_verdict(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inv up may run as a docker-group user that cannot read a 2000:2000 0400 key:
+    its content goes unchecked (a warning), its mode bits are still judged."""
+    from tailwart import files
+
+    leaf = leaf_for(pki)
+    cert, key = write_pair(tmp_path, pem(leaf.cert, pki["inter"].cert), key_pem(leaf.key))
+    real = files.read_bounded
+
+    def denied(path: Path | str, cap: int) -> Any:
+        if str(path) == key:  # what EACCES on open makes of it
+            raise files.ReadRefused("unreadable", f"{path} cannot be read: Permission denied")
+        return real(path, cap)
+
+    monkeypatch.setattr(files, "read_bounded", denied)
+    got = judged(cert, key)
+    assert got["tls-files.key-file"].status is Status.WARNING
+    assert got["tls-files.key-file"].message == (
+        f"STALWART_TLS_KEY_FILE: {key} cannot be read: Permission denied: its content is not "
+        "checked"
+    )
+    assert "tls-files.key-file-access" in got
+    assert "tls-files.key-match" not in got
+    assert got["tls-files.names"].status is Status.OK  # the chain is still judged

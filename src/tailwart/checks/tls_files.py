@@ -83,17 +83,37 @@ def _read(
 ) -> tuple[bytes | None, Finding | None, os.stat_result | None]:
     from ..files import ReadRefused, read_bounded
 
+    fid = f"{G}.{_short(key_name)}"
     try:
         data, st = read_bounded(path, cap)
     except ReadRefused as exc:
+        if exc.reason == "unreadable" and (there := _stat(path)) is not None:
+            # there, but not for this user: Stalwart (2000:2000) may well read it
+            return (
+                None,
+                Finding.warning(
+                    fid,
+                    f"{key_name}: {exc}: its content is not checked",
+                    "run inv check as a user that can read it (root, or its owner)",
+                    G,
+                ),
+                there,
+            )
         advice = {
             "missing": f"put the file there or fix {key_name}",
             "type": f"point {key_name} at a regular PEM file",
             "size": f"a PEM file is at most {cap // 1024} KiB here: point {key_name} at the "
             "right file",
         }.get(exc.reason, "run inv check as a user that can read it (root, or its owner)")
-        return None, Finding.error(f"{G}.{_short(key_name)}", f"{key_name}: {exc}", advice, G), None
+        return None, Finding.error(fid, f"{key_name}: {exc}", advice, G), None
     return data, None, st
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _short(key_name: str) -> str:
