@@ -414,3 +414,26 @@ def test_a_key_this_user_cannot_read_is_a_warning_not_a_verdict(
     assert "tls-files.key-file-access" in got
     assert "tls-files.key-match" not in got
     assert got["tls-files.names"].status is Status.OK  # the chain is still judged
+
+
+def test_a_certificate_that_fails_to_parse_on_demand_is_one_error(
+    tmp_path: Path, pki: dict[str, Issued], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cryptography parses extensions lazily: a broken one surfaces mid-judgement."""
+    leaf = leaf_for(pki)
+    cert, key = write_pair(tmp_path, pem(leaf.cert, pki["inter"].cert), key_pem(leaf.key))
+
+    def broken(_: Any) -> list[str]:
+        raise ValueError("error parsing asn1 value")
+
+    monkeypatch.setattr(tls_files, "dns_names", broken)
+    got = tls_files.judge(cert, key, [HOST])
+    assert len({f.id for f in got}) == len(got)  # one finding per id
+    errors = [f for f in got if f.status is Status.ERROR and "access" not in f.id]
+    assert [(f.id, f.message) for f in errors] == [
+        (
+            "tls-files.cert-file",
+            f"STALWART_TLS_CERT_FILE: {cert} holds a certificate whose extensions or public key "
+            "do not parse",
+        )
+    ]

@@ -63,16 +63,27 @@ def judge(
     out += _access("STALWART_TLS_KEY_FILE", key_path, key_stat, secret=True)
     if not certs:
         return out
-    # the key's certificate is the leaf, wherever the file put it (chain says if misplaced)
-    owner = _owner(certs, key) if key is not None else None
-    leaf = certs[owner or 0]
-    if key is not None:
-        out.append(_key_match(certs, owner))
-    out.append(_validity(leaf, now))
-    out.append(_names(leaf, names))
-    out.append(_chain(certs, key))
-    out.append(_self_signed(leaf))
-    return out
+    try:
+        # the key's certificate is the leaf, wherever the file put it (chain says if misplaced)
+        owner = _owner(certs, key) if key is not None else None
+        leaf = certs[owner or 0]
+        judged = [_key_match(certs, owner)] if key is not None else []
+        judged += [
+            _validity(leaf, now),
+            _names(leaf, names),
+            _chain(certs, key),
+            _self_signed(leaf),
+        ]
+    except ValueError:  # an extension or key that parses only on demand, and fails
+        out[0] = Finding.error(
+            f"{G}.cert-file",
+            f"STALWART_TLS_CERT_FILE: {cert_path} holds a certificate whose extensions or "
+            "public key do not parse",
+            "replace the file with the chain your CA issued (PEM, leaf first)",
+            G,
+        )
+        judged = []
+    return out + judged
 
 
 # ---------------------------------------------------------------- reading
