@@ -437,3 +437,24 @@ def test_a_certificate_that_fails_to_parse_on_demand_is_one_error(
             "do not parse",
         )
     ]
+
+
+def test_no_garbage_raises(tmp_path: Path) -> None:
+    """Random bytes, and random base64 inside PEM armour: findings, never an exception."""
+    import base64
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(body=st.binary(max_size=600), armour=st.sampled_from(["CERTIFICATE", "PRIVATE KEY"]))
+    def check(body: bytes, armour: str) -> None:
+        begin, end = f"-----BEGIN {armour}-----\n", f"-----END {armour}-----\n"
+        data = begin.encode() + base64.encodebytes(body) + end.encode()
+        for content in (body, data):
+            path = tmp_path / "pem"
+            path.write_bytes(content)
+            got = tls_files.judge(str(path), str(path), [HOST])
+            assert any(f.status is Status.ERROR for f in got)
+
+    check()
