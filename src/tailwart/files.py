@@ -9,6 +9,7 @@ raises FileWriteError and leaves the previous file exactly as it was.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -77,3 +78,72 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[0].lower() + exc.strerror[1:]
     return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------- bounded reads
+
+
+class ReadRefused(Exception):
+    """``read_bounded`` would not read a file. ``reason``: missing | unreadable | type |
+    size; the message names the path and says why, in words for the operator."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_regular(mode: int) -> str:
+    """What a non-regular file is, in words (``a directory``, ``a FIFO (named pipe)``…)."""
+    return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def read_bounded(path: Path | str, cap: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file of at most ``cap`` bytes, and its stat (symlinks
+    followed); ReadRefused otherwise.
+
+    Opened with O_NONBLOCK and checked on the open descriptor, so a FIFO, a device or a
+    file swapped in between is refused instead of read (or waited on forever).
+    """
+    try:
+        before = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ReadRefused("missing", f"{path} does not exist") from None
+    except OSError as exc:
+        raise ReadRefused("unreadable", f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise ReadRefused("type", f"{path} is {not_regular(before.st_mode)}")
+    if before.st_size > cap:
+        raise ReadRefused("size", f"{path} is {before.st_size} bytes")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ReadRefused("unreadable", f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
+            raise ReadRefused("type", f"{path} is {not_regular(now.st_mode)}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= cap:
+            chunk = os.read(fd, min(65536, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ReadRefused("unreadable", f"{path} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > cap:
+        raise ReadRefused("size", f"{path} grew past {cap} bytes while being read")
+    return b"".join(chunks), now

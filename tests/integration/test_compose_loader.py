@@ -95,6 +95,41 @@ def test_every_rule_passes_on_the_normalised_committed_file(tree: Path) -> None:
     assert got["compose.loader"].message.startswith("validated and normalised by docker compose")
 
 
+def test_files_mode_pem_mounts_as_the_loader_normalises_them(binary: Path) -> None:
+    """STALWART_TLS=files: the two paths bind-mounted read-only, never a host directory
+    created in their place; any other mode (even with the keys left in .env): /dev/null."""
+    files = {
+        "STALWART_TLS_CERT_FILE": "/etc/tailwart/tls/fullchain.pem",
+        "STALWART_TLS_KEY_FILE": "/etc/tailwart/tls/privkey.pem",
+    }
+    for mode, sources in (
+        ("files", list(files.values())),
+        ("acme-http", ["/dev/null", "/dev/null"]),
+        ("acme-dns", ["/dev/null", "/dev/null"]),
+    ):
+        extra = {**files, "STALWART_TLS": mode}
+        if mode == "acme-dns":
+            extra.update(
+                ACME_DNS_SERVER="198.18.0.53",
+                ACME_DNS_TSIG_KEY="tailwart-acme",
+                ACME_DNS_TSIG_SECRET="c2VjcmV0LXNlY3JldC1zZWNyZXQh",
+            )
+        settings = client_settings(**extra)
+        doc = loader.load(settings, ROOT, binary)
+        mounts = [v for v in doc["services"]["stalwart"]["volumes"] if "/tls/" in v["target"]]
+        assert mounts == [
+            {"type": "bind", "source": source, "target": target, "read_only": True, "bind": {}}
+            for source, target in zip(
+                sources,
+                ["/etc/stalwart/tls/fullchain.pem", "/etc/stalwart/tls/privkey.pem"],
+                strict=True,
+            )
+        ], mode
+        ctx = CheckContext(settings, ROOT, compose_normalised=doc)
+        got = {f.id: f for f in compose_rules.run(ctx)}["compose.tls-files"]
+        assert got.status is Status.OK, (mode, got.message)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "rule", "says"),
     [

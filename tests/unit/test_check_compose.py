@@ -332,3 +332,61 @@ def test_a_headscale_login_server_keeps_the_boilerplate(
     edit(tree, "${TS_LOGIN_SERVER:+--login-server=${TS_LOGIN_SERVER}}", "")
     drift = findings(tree, settings)["compose.sidecar-boilerplate"]
     assert drift.status is Status.ERROR and "TS_EXTRA_ARGS" in drift.message
+
+
+# ---------------------------------------------------------------- STALWART_TLS=files mounts
+
+FILES = {
+    "STALWART_TLS": "files",
+    "STALWART_TLS_CERT_FILE": "/etc/tailwart/tls/fullchain.pem",
+    "STALWART_TLS_KEY_FILE": "/etc/tailwart/tls/privkey.pem",
+}
+
+
+def test_files_mode_mounts_the_pem_files_read_only(tree: Path) -> None:
+    got = findings(tree, client_settings(**FILES))["compose.tls-files"]
+    assert got.status is Status.OK
+    assert "mounted read-only at /etc/stalwart/tls/fullchain.pem" in got.message
+
+
+def test_other_modes_mount_dev_null_even_with_the_keys_left_in_env(tree: Path) -> None:
+    left = client_settings(**{**FILES, "STALWART_TLS": "acme-http"})
+    got = findings(tree, left)["compose.tls-files"]
+    assert got.status is Status.OK, got.message
+    assert "STALWART_TLS=acme-http: no PEM files mounted" in got.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        (
+            "        target: /etc/stalwart/tls/privkey.pem\n        read_only: true\n",
+            "        target: /etc/stalwart/tls/privkey.pem\n        read_only: false\n",
+            "/etc/stalwart/tls/privkey.pem is not a read-only bind mount",
+        ),
+        (
+            "        source: ${STALWART_TLS_CERT_FILE:-/dev/null}\n",
+            "        source: ${STALWART_TLS_KEY_FILE:-/dev/null}\n",
+            "/etc/stalwart/tls/fullchain.pem comes from /etc/tailwart/tls/privkey.pem, not "
+            "STALWART_TLS_CERT_FILE (/etc/tailwart/tls/fullchain.pem)",
+        ),
+        (
+            "        target: /etc/stalwart/tls/fullchain.pem\n",
+            "        target: /etc/stalwart/tls/chain.pem\n",
+            "nothing is mounted at /etc/stalwart/tls/fullchain.pem",
+        ),
+    ],
+)
+def test_broken_tls_mounts_are_errors(tree: Path, old: str, new: str, says: str) -> None:
+    edit(tree, old, new)
+    got = errors(tree, client_settings(**FILES))["compose.tls-files"]
+    assert says in got.message
+    assert "restore the two TLS bind mounts" in got.advice
+
+
+def test_a_key_mounted_outside_files_mode_is_an_error(tree: Path) -> None:
+    edit(tree, "${STALWART_TLS_KEY_FILE:-/dev/null}", "/etc/ssl/private/other.pem")
+    got = errors(tree)["compose.tls-files"]
+    assert "comes from /etc/ssl/private/other.pem, not /dev/null (STALWART_TLS=acme-http)" in (
+        got.message
+    )

@@ -195,7 +195,16 @@ def test_apply_then_second_run_changes_nothing() -> None:
     assert store.objects[CURRENT.system]["singleton"]["maxConnections"] == 8192  # untouched
     code, lines = run(store, s)
     assert (code, lines) == (0, ["no changes: the server holds exactly what .env describes"])
-    assert run(store, s, check=True)[0] == 0
+    assert run(store, s, check=True, certificate=False)[0] == 0
+    # no drift, but no certificate yet (ACME issues it later): --check says so, exit 1
+    code, lines = run(store, s, check=True)
+    assert code == 1
+    assert lines[:2] == [
+        "no changes: the server holds exactly what .env describes",
+        f"certificate problem: no valid certificate for {s['MAIL_HOSTNAME']}: Stalwart serves "
+        "its own self-signed one",
+    ]
+    assert lines[2].startswith("  → STALWART_TLS=acme-http: check that the JMAP vhost")
 
 
 def test_drift_is_detected_by_check_and_repaired() -> None:

@@ -20,6 +20,7 @@ MODULES: tuple[str, ...] = (
     "proxy",
     "stalwart_keys",
     "compose_rules",
+    "tls_files",
     "hygiene",
     "policy",
 )

@@ -265,6 +265,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     findings += _env_passed(stalwart, env, ctx)
     findings += _health(stalwart)
     findings += _volumes(stalwart, doc, compose_dir, ctx.path(CONFIG_FILE))
+    findings += _tls_mounts(stalwart, compose_dir, ctx.settings)
     findings += _image(stalwart, sidecar)
     return findings
 
@@ -643,6 +644,52 @@ def _volumes(
             GROUP,
         )
     ]
+
+
+#: what stands in for STALWART_TLS=files' PEM files in the other modes
+NO_TLS_FILE = "/dev/null"
+
+
+def _tls_mounts(
+    stalwart: Mapping[str, Any], compose_dir: Path, settings: Settings
+) -> list[Finding]:
+    """STALWART_TLS=files' PEM files: bind-mounted read-only where its x:Certificate reads
+    them, from the paths .env names; /dev/null there in the other modes."""
+    from ..settings.derived import TLS_FILE_KEYS
+    from ..stalwart.desired import TLS_CERT_PATH, TLS_KEY_PATH
+
+    mode = settings["STALWART_TLS"] or "acme-http"
+    mounts = _volume_mounts(stalwart, compose_dir)
+    problems = []
+    for target, key in zip((TLS_CERT_PATH, TLS_KEY_PATH), TLS_FILE_KEYS, strict=True):
+        found = [m for m in mounts if PurePosixPath(m["target"]) == PurePosixPath(target)]
+        want = settings[key] if mode == "files" else NO_TLS_FILE
+        if not found:
+            problems.append(f"nothing is mounted at {target} (it stands for {key})")
+        elif found[0]["type"] != "bind" or not found[0]["read_only"]:
+            problems.append(f"{target} is not a read-only bind mount")
+        elif PurePosixPath(found[0]["source"]) != PurePosixPath(want):
+            problems.append(
+                f"{target} comes from {found[0]['source']}, not "
+                + (f"{key} ({want})" if mode == "files" else f"{want} (STALWART_TLS={mode})")
+            )
+    if problems:
+        return [
+            Finding.error(
+                "compose.tls-files",
+                "; ".join(problems),
+                "restore the two TLS bind mounts under stalwart.volumes from git "
+                "(source: ${STALWART_TLS_CERT_FILE:-/dev/null}, read_only: true)",
+                GROUP,
+            )
+        ]
+    if mode == "files":
+        message = f"{TLS_FILE_KEYS[0]} and {TLS_FILE_KEYS[1]} mounted read-only at " + (
+            f"{TLS_CERT_PATH} and {TLS_KEY_PATH}"
+        )
+    else:
+        message = f"STALWART_TLS={mode}: no PEM files mounted ({NO_TLS_FILE} stands in)"
+    return [Finding.ok("compose.tls-files", message, GROUP)]
 
 
 def _image(stalwart: Mapping[str, Any], sidecar: Mapping[str, Any]) -> Iterator[Finding]:

@@ -2,7 +2,8 @@
 
 On 465 and 993 (implicit TLS) and after STARTTLS on 587 and 143: valid for
 MAIL_HOSTNAME, trusted (system store plus ``--ca-file``), not self-signed, and
-not about to expire: warning under 14 days, error under 3.
+not about to expire: warning under 14 days, error under 3. Advice names the STALWART_TLS
+mode and its next step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ssl
 from functools import partial
 
 from ..findings import Finding
+from ..settings import Settings
 from .registry import Check, DoctorContext, error, ok, warning
 from .wire import WireError, greet
 
@@ -26,10 +28,20 @@ PORTS = (
     ("imap", 143, "imap"),
 )
 RENEW = "renew the certificate (Stalwart's ACME) and check that the edge passes TLS through"
-SELF_SIGNED = (
-    "Stalwart serves its own self-signed certificate when none is configured: give it "
-    "one (ACME or mounted PEM files), apply it with inv provision, then run inv doctor again"
-)
+#: what is wrong, by problem; the advice adds the STALWART_TLS mode's next step
+PROBLEMS = {
+    "name": "the certificate must name MAIL_HOSTNAME",
+    "expiry": "renew the certificate",
+    "self-signed": "Stalwart serves its own self-signed certificate when it has none",
+    "untrusted": "serve the full chain from a public CA (or pass --ca-file for a private CA)",
+}
+
+
+def advice(problem: str, settings: Settings) -> str:
+    """One line of advice: the problem, then the next step of the STALWART_TLS in use."""
+    from ..stalwart.tls_status import next_step
+
+    return f"{PROBLEMS[problem]}: {next_step(settings)}"
 
 
 def name_matches(pattern: str, host: str) -> bool:
@@ -94,12 +106,14 @@ def certificate(
     if not any(name_matches(n, name) for n in names):
         return error(
             f"{where}: certificate is for {', '.join(names) or '(no names)'}, not {name}",
-            "issue a certificate for MAIL_HOSTNAME in Stalwart",
+            advice("name", ctx.settings),
         )
     if days < 0:
-        return error(f"{where}: certificate expired on {not_after:%Y-%m-%d}", RENEW)
+        return error(
+            f"{where}: certificate expired on {not_after:%Y-%m-%d}", advice("expiry", ctx.settings)
+        )
     if days < ERROR_DAYS:
-        return error(f"{where}: certificate expires {until}", RENEW)
+        return error(f"{where}: certificate expires {until}", advice("expiry", ctx.settings))
     try:
         greet(
             host,
@@ -112,13 +126,15 @@ def certificate(
         )
     except WireError as exc:
         if self_signed(got.cert_der):
-            return error(f"{where}: self-signed certificate (issuer {issuer})", SELF_SIGNED)
-        return error(
-            f"{where}: {exc} (issuer {issuer})",
-            "serve the full chain from a public CA (or pass --ca-file for a private CA)",
-        )
+            return error(
+                f"{where}: self-signed certificate (issuer {issuer})",
+                advice("self-signed", ctx.settings),
+            )
+        return error(f"{where}: {exc} (issuer {issuer})", advice("untrusted", ctx.settings))
     if days < WARN_DAYS:
-        return warning(f"{where}: certificate for {name} expires {until}", RENEW)
+        return warning(
+            f"{where}: certificate for {name} expires {until}", advice("expiry", ctx.settings)
+        )
     return ok(f"{where}: valid for {name} until {until}, issuer {issuer}")
 
 

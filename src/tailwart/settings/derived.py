@@ -21,7 +21,20 @@ def compose_environment(settings: Settings) -> dict[str, str]:
     env = {name: value for name, value in settings.values.items()}
     env.update(derived_values(settings))
     env.update(sidecar_values(settings))
+    env.update(tls_file_values(settings))
     return env
+
+
+#: the keys naming STALWART_TLS=files' PEM files, mounted into the container
+TLS_FILE_KEYS = ("STALWART_TLS_CERT_FILE", "STALWART_TLS_KEY_FILE")
+
+
+def tls_file_values(settings: Settings) -> dict[str, str]:
+    """Outside STALWART_TLS=files both PEM paths are emptied, so the compose file mounts
+    /dev/null in their place: a key left in .env by another mode is never mounted."""
+    if (settings["STALWART_TLS"] or "acme-http") == "files":
+        return {}
+    return dict.fromkeys(TLS_FILE_KEYS, "")
 
 
 def sidecar_values(settings: Settings) -> dict[str, str]:

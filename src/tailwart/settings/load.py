@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
 import re
 import stat
 from collections.abc import Iterable, Mapping, Set
@@ -382,26 +381,11 @@ def parse_text(text: str) -> tuple[list[tuple[str, str, int | None]], list[Probl
     return pairs, problems
 
 
-_FILE_TYPES = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _not_regular(mode: int) -> str:
-    return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
-
-
 def read_env_file(path: Path) -> tuple[str, int]:
     """The text and permission bits of ``path``; SettingsError unless it is a readable
-    regular file of at most ``ENV_SIZE_CAP`` bytes in UTF-8.
+    regular file of at most ``ENV_SIZE_CAP`` bytes in UTF-8 (``files.read_bounded``)."""
+    from ..files import ReadRefused, read_bounded
 
-    Opened with O_NONBLOCK and checked on the open descriptor, so a FIFO, a device
-    or a file swapped in between is refused instead of read (or waited on forever).
-    """
     source = str(path)
 
     def refuse(message: str, line: int | None = None) -> SettingsError:
@@ -409,41 +393,16 @@ def read_env_file(path: Path) -> tuple[str, int]:
 
     if source in ("", "."):
         raise refuse("the .env path is empty (or '.'); name the file, e.g. --env-file .env")
-    try:
-        before = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise refuse(f"{path} does not exist; copy .env.example to {path} and fill it in") from None
-    except OSError as exc:
-        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(before.st_mode):
-        raise refuse(f"{path} is {_not_regular(before.st_mode)}; the .env must be a regular file")
     cap = f"at most {ENV_SIZE_CAP} bytes (1 MiB) are read"
-    if before.st_size > ENV_SIZE_CAP:
-        raise refuse(f"{path} is {before.st_size} bytes; {cap}")
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
-    try:
-        now = os.fstat(fd)
-        if not stat.S_ISREG(now.st_mode):
-            raise refuse(f"{path} is {_not_regular(now.st_mode)}; the .env must be a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= ENV_SIZE_CAP:
-            chunk = os.read(fd, min(65536, ENV_SIZE_CAP + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise refuse(f"{path} cannot be read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if size > ENV_SIZE_CAP:
-        raise refuse(f"{path} grew past {ENV_SIZE_CAP} bytes while being read; {cap}")
-    data = b"".join(chunks)
+        data, now = read_bounded(path, ENV_SIZE_CAP)
+    except ReadRefused as exc:
+        then = {
+            "missing": f"; copy .env.example to {path} and fill it in",
+            "type": "; the .env must be a regular file",
+            "size": f"; {cap}",
+        }.get(exc.reason, "")
+        raise refuse(f"{exc}{then}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

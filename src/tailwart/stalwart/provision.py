@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..settings import Settings
 from .apply import observe, write
 from .desired import RELOAD, RESTART, desired_state
 from .jmap import Client, HttpTransport, StalwartError, Transport
-from .plan import Plan, describe, diff, redact, to_json
+from .plan import Live, Plan, describe, diff, redact, to_json
 from .schema import load
+from .tls_status import CertificateReport, next_step
+from .versions import Model
 
 RESTART_MODES = ("auto", "never")
 #: "stores": only the blob, in-memory and search stores (the first start's first step)
@@ -29,6 +31,8 @@ class Options:
     as_json: bool = False
     restart: str = "auto"
     phase: str = "all"
+    #: --check also judges the certificate Stalwart serves (first start: not yet issued)
+    certificate: bool = True
 
 
 def management_url(settings: Settings) -> str:
@@ -65,6 +69,22 @@ def client_for(settings: Settings, transport: Transport | None = None) -> Client
     return Client(transport)
 
 
+def certificate_report(settings: Settings, live: Live, model: Model) -> CertificateReport:
+    """The certificate Stalwart serves for MAIL_HOSTNAME, and its problems."""
+    from .desired import certificate_names
+    from .tls_status import judge
+
+    return judge(live, model.certificate, model.system, certificate_names(settings))
+
+
+def certificate_lines(report: CertificateReport, settings: Settings) -> list[str]:
+    """The report as --check prints it: facts, one line per problem, then the next step."""
+    lines = [*report.lines, *(f"certificate problem: {p}" for p in report.problems)]
+    if report.problems:
+        lines.append(f"  → {next_step(settings)}")
+    return lines
+
+
 def restart_text(plan: Plan) -> list[str]:
     return [f"  {c.action} {c.type} {c.key}" for c in plan.changes if c.effect == RESTART]
 
@@ -89,21 +109,26 @@ def provision(
     schema = load(model)
     live = observe(client, schema)
     plan = diff(state, live, schema)
+    judged = options.check and options.certificate and options.phase == "all"
+    certificate = certificate_report(settings, live, model) if judged else None
     if options.as_json:
-        out(
-            json.dumps(
-                {"schema": model.version, "effect": plan.effect, "changes": to_json(plan)},
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        doc: dict[str, Any] = {
+            "schema": model.version,
+            "effect": plan.effect,
+            "changes": to_json(plan),
+        }
+        if certificate is not None:
+            doc["certificate"] = {"facts": certificate.lines, "problems": certificate.problems}
+        out(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for line in describe(plan):
+            out(line)
+        for line in certificate_lines(certificate, settings) if certificate else ():
             out(line)
     if options.dry_run:
         return 0
     if options.check:
-        return 1 if plan else 0
+        return 1 if plan or (certificate and certificate.problems) else 0
     if not plan:
         return 0
     say = (lambda _: None) if options.as_json else out
@@ -167,6 +192,7 @@ def first_start(
         out("restarting Stalwart alone")
         control.stop()
         control.start(recovery=False)
-    if provision(settings, Options(check=True), out, transport=transport()) != 0:
+    final = Options(check=True, certificate=False)  # ACME has not issued one yet
+    if provision(settings, final, out, transport=transport()) != 0:
         raise StalwartError("first start: the server still differs from .env after the apply")
     out("first start done: the server holds exactly what .env describes")

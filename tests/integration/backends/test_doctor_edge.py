@@ -110,6 +110,8 @@ def test_certificate_expiry_name_and_trust(
     for check in TLS_CHECKS:
         assert found[check].status is status, found[check]
         assert text in found[check].message
+        if status is not Status.OK:  # the advice names the mode and its next step
+            assert "STALWART_TLS=acme-http: check that the JMAP vhost" in found[check].advice
 
 
 def test_self_signed_certificate_is_an_error_that_says_what_to_do(pki: Pki) -> None:
@@ -126,7 +128,11 @@ def test_self_signed_certificate_is_an_error_that_says_what_to_do(pki: Pki) -> N
     for check in TLS_CHECKS:
         assert found[check].status is Status.ERROR, found[check]
         assert "self-signed certificate" in found[check].message
-        assert "inv provision" in found[check].advice
+        assert found[check].advice.startswith(
+            "Stalwart serves its own self-signed certificate when it has none: "
+            "STALWART_TLS=acme-http: check that the JMAP vhost is deployed"
+        )
+        assert found[check].advice.endswith("then `inv provision --check`")
 
 
 def test_starttls_not_offered_or_refused(pki: Pki) -> None:
