@@ -399,6 +399,8 @@ def test_first_start_from_an_empty_store(world: World) -> None:
 
 
 def test_second_run_changes_nothing(world: World) -> None:
+    # --check judges the served certificate too: wait for Stalwart's first ACME order
+    _issued_for(world, {"mail.good.test"})
     check = world.inv("provision", "--check", phase="check-clean")
     world.finish_recording(check)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -66,8 +66,6 @@ class Ref:
     type: str
     key: str
     key_field: str = "name"
-    #: when nothing matches yet, leave the field as the server has it (a later run sets it)
-    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -316,30 +314,20 @@ def _tls(settings: Settings, model: Model) -> tuple[State, dict[str, Any], Any]:
         "acmeProviderId": Ref(model.acme_provider, directory, "directory"),
         "subjectAlternativeNames": _set(*names),
     }
-    # the newest certificate issued for exactly these names, once there is one (Stalwart
-    # repoints the default itself when it renews a certificate with the same names)
-    issued = Ref(model.certificate, san_key(names), "subjectAlternativeNames", optional=True)
-    return out, domain, issued
-
-
-def san_key(names: list[str] | Any) -> str:
-    """A set of host names as one comparable key (order and case do not matter)."""
-    return ",".join(sorted(str(n).lower() for n in names))
+    # no default certificate: Stalwart serves the certificate that names the client's SNI
+    # (and its only one to a client without SNI); the ACME certificate arrives after this
+    # run, and pinning it would make every first --check report drift
+    return out, domain, None
 
 
 def key_of(obj: Any, key_field: str) -> str | None:
-    """The value of ``key_field`` (a dotted path) in a live object, as a key: a set of
-    names (``{"a": true, …}``) becomes ``san_key``."""
+    """The value of ``key_field`` (a dotted path) in a live object, as a key."""
     value = obj
     for part in key_field.split("."):
         if not isinstance(value, dict):
             return None
         value = value.get(part)
-    if isinstance(value, dict) and value and all(v is True for v in value.values()):
-        return san_key(value)
-    if isinstance(value, list):
-        return san_key(value)
-    return None if value is None else str(value)
+    return None if value is None or isinstance(value, dict | list) else str(value)
 
 
 def desired_state(settings: Settings, model: Model = CURRENT) -> State:
@@ -352,8 +340,9 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
         "defaultDomainId": Ref(model.domain, settings["MAIL_DOMAIN"]),
         "proxyTrustedNetworks": {},
     }
-    if default_cert is not None:
-        system["defaultCertificateId"] = default_cert
+    # files: the mounted certificate; ACME: none (a files-mode default would otherwise
+    # keep the mounted certificate from being removed)
+    system["defaultCertificateId"] = default_cert
     state: State = [
         Desired(
             model.blob_store,

@@ -120,17 +120,11 @@ def _resolve(value: Any, live: Live) -> Any:
 def find(
     objects: Sequence[Mapping[str, Any]], key_field: str, key: str
 ) -> Mapping[str, Any] | None:
-    """The object whose ``key_field`` (a dotted path) is ``key``; of several (renewed
-    certificates share their names), the one valid longest."""
-    matches = [obj for obj in objects if key_of(obj, key_field) == key]
-    if not matches:
-        return None
-    return max(matches, key=lambda o: (str(o.get("notValidAfter") or ""), str(o.get("id"))))
-
-
-def _optional_unresolved(value: Any, live: Live) -> bool:
-    resolved = _resolve(value, live)
-    return isinstance(resolved, Ref) and resolved.optional
+    """The object whose ``key_field`` (a dotted path) is ``key``."""
+    for obj in objects:
+        if key_of(obj, key_field) == key:
+            return obj
+    return None
 
 
 def _variant(schema: Schema, item: Desired, obj: Mapping[str, Any] | None) -> str | None:
@@ -146,7 +140,7 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
     else:
         obj = find(objects, item.key_field, item.key)
     if obj is None:
-        fields = {k: v for k, v in item.fields.items() if not _optional_unresolved(v, live)}
+        fields = dict(item.fields)
         if item.key_field is None:
             # a singleton always exists: write every owned field
             return Change(UPDATE, item.type, item.key, item.effect, item.key, fields)
@@ -159,10 +153,7 @@ def _diff_one(item: Desired, live: Live, schema: Schema) -> Change | None:
         have, spec = obj.get(name), fields.get(name)
         if spec is not None and spec.networks and networks(want) == networks(have):
             continue
-        resolved = _resolve(want, live)
-        if isinstance(resolved, Ref) and resolved.optional:
-            continue  # nothing to point at yet: leave the server's value
-        if not same(resolved, have, spec is not None and spec.secret):
+        if not same(_resolve(want, live), have, spec is not None and spec.secret):
             changed[name] = want
     if not changed:
         return None
