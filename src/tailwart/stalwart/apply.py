@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .desired import Ref
+from .desired import Desired, Ref, State
 from .jmap import Client, StalwartError
 from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan, find
 from .schema import Schema
@@ -64,3 +64,35 @@ def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str], 
     if "id" not in created:
         raise StalwartError(f"{change.type}/set created {change.key} without an id")
     ids[(change.type, change.key)] = str(created["id"])
+
+
+def started_work(plan: Plan, state: State) -> list[tuple[Desired, str]]:
+    """(desired, field) pairs whose write in ``plan`` made Stalwart start work on the
+    Manual → Automatic transition (a certificate order): a new object, or a reset."""
+    out = []
+    for item in state:
+        if not isinstance(item, Desired):
+            continue
+        for change in plan.changes:
+            if (change.type, change.key) != (item.type, item.key):
+                continue
+            for name in item.resets:
+                if name in change.reset or (change.action == CREATE and name in change.fields):
+                    out.append((item, name))
+    return out
+
+
+def restart_work(
+    work: list[tuple[Desired, str]], client: Client, schema: Schema, say: Callable[[str], None]
+) -> None:
+    """After a restart, start again what the restart cut short: a running task stays
+    locked for an hour in Stalwart's in-memory store, so a new transition makes a new one."""
+    live = observe(client, schema)
+    for item, name in work:
+        obj = find(live.get(item.type, ()), item.key_field or "name", item.key)
+        if obj is None:
+            continue
+        value = _resolve(item.fields[name], {}, live, name)
+        client.set(item.type, update={str(obj["id"]): {name: item.resets[name]}})
+        client.set(item.type, update={str(obj["id"]): {name: value}})
+        say(f"  {item.type} {item.key}: {name} passed through Manual again after the restart")

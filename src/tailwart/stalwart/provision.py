@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..settings import Settings
-from .apply import observe, write
+from .apply import observe, restart_work, started_work, write
 from .desired import RELOAD, RESTART, desired_state
 from .jmap import Client, HttpTransport, StalwartError, Transport
 from .plan import Live, Plan, describe, diff, redact, to_json
@@ -152,9 +152,18 @@ def provision(
         out("still needs a Stalwart restart (listeners, stores, PROXY trust are fixed at start):")
         for line in restart_text(plan):
             out(line)
+        if started_work(plan, state):
+            out(
+                "a certificate order has started: a restart before it ends leaves it locked "
+                "for an hour (then Stalwart retries); --restart auto restarts and orders again"
+            )
         return EXIT_NEEDS_RESTART
     say("restarting Stalwart (alone; the sidecar keeps running)")
     restart()
+    work = started_work(plan, state)
+    if work:
+        say("starting again what the restart cut short:")
+        restart_work(work, client, schema, say)
     return 0
 
 
@@ -178,7 +187,6 @@ def first_start(
     start seeds the defaults (into the right stores); the full apply then converges
     what was seeded, and a restart makes listeners and PROXY trust live.
     """
-    never = Options(restart="never")
     out("first start 1/4: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
     control.start(recovery=True)
     out("first start 2/4: the stores")
@@ -187,11 +195,13 @@ def first_start(
     out("first start 3/4: first normal start (defaults seeded for the empty types)")
     control.start(recovery=False)
     out("first start 4/4: the full apply")
-    code = provision(settings, never, out, transport=transport())
-    if code == EXIT_NEEDS_RESTART:
-        out("restarting Stalwart alone")
+
+    def restart_alone() -> None:
         control.stop()
         control.start(recovery=False)
+
+    # the restart comes from provision itself, which then orders the certificate again
+    provision(settings, Options(restart="auto"), out, restart_alone, transport=transport())
     final = Options(check=True, certificate=False)  # ACME has not issued one yet
     if provision(settings, final, out, transport=transport()) != 0:
         raise StalwartError("first start: the server still differs from .env after the apply")
