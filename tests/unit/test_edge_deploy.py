@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from fabric.testing.base import Command, MockRemote
 
-from tailwart.edge import remote as rc
+from tailwart.edge import commands as rc
+from tailwart.edge.commands import Layout, parse_probe
 from tailwart.edge.deploy import (
     DeployOptions,
     HostJob,
@@ -32,7 +33,6 @@ from tailwart.edge.plan import (
     make_plan,
     release_id,
 )
-from tailwart.edge.remote import Layout, parse_probe
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json
 from tailwart.errors import UsageError
 from testkit import inv

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import OperationError, UsageError
-from . import remote as rc
+from . import commands as rc
+from .commands import Layout, parse_probe
 from .health import PortCheck, health_gate
 from .hosts import HostError, HostTarget, SshOptions, connect
 from .plan import (
@@ -40,7 +41,7 @@ from .plan import (
     make_plan,
     sha256_text,
 )
-from .remote import Layout, Remote, RemoteError, parse_probe
+from .remote import Remote, RemoteError
 from .render import EdgeLayout, caddy_json
 
 if TYPE_CHECKING:
