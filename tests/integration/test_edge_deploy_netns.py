@@ -26,17 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from netns_hosts import HeldConnections, Lab, NetnsHost, lab
 
-from tailwart.edge.deploy import (
-    BinaryProvider,
-    DeployError,
-    DeployOptions,
-    HostJob,
-    HostResult,
-    built_binary_provider,
-    deploy,
-    rollback,
-    status,
-)
+from tailwart.edge.binaries import BinaryProvider, built_binary_provider
+from tailwart.edge.deploy_release import deploy
+from tailwart.edge.report import HostResult
+from tailwart.edge.rollback import rollback
+from tailwart.edge.rollout import DeployError
+from tailwart.edge.status import status
+from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.paths import cache_dir
 from testkit import need_root, need_tool
 

@@ -14,16 +14,9 @@ import pytest
 from fabric.testing.base import Command, MockRemote
 
 from tailwart.edge import commands as rc
+from tailwart.edge.binaries import fixed_binary_provider
 from tailwart.edge.commands import Layout, parse_probe
-from tailwart.edge.deploy import (
-    DeployOptions,
-    HostJob,
-    HostResult,
-    deploy_host,
-    fixed_binary_provider,
-    report,
-    rollout,
-)
+from tailwart.edge.deploy_release import deploy_host
 from tailwart.edge.hosts import HostTarget, SshOptions, parse_target, parse_targets
 from tailwart.edge.plan import (
     Action,
@@ -34,6 +27,9 @@ from tailwart.edge.plan import (
     release_id,
 )
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json
+from tailwart.edge.report import HostResult, report
+from tailwart.edge.rollout import rollout
+from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.errors import UsageError
 from testkit import inv
 
@@ -280,7 +276,7 @@ def test_probe_reads_tcp_migrate_req_and_the_drop_in() -> None:
 def test_status_shows_tcp_migrate_req_or_warns() -> None:
     from dataclasses import replace
 
-    from tailwart.edge.deploy import HostStatus
+    from tailwart.edge.status import HostStatus
 
     def line(value: str) -> list[str]:
         text = HostStatus("h", replace(installed(), tcp_migrate_req=value), "v2.11.9").render()

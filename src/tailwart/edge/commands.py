@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, RemoteRelease, RemoteState
+from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, Action, RemoteRelease, RemoteState
 
 DEFAULT_ROOT = "/opt/tailwart-edge"
 SERVICE = "tailwart-edge"
@@ -334,6 +334,19 @@ def restart_command(layout: Layout, mode: str, pid: int | None) -> str:
     if mode == "systemd":
         return f"systemctl restart {SERVICE}"
     return f"{stop_command(layout, mode, pid)} && {start_command(layout, mode)}"
+
+
+def activation_command(layout: Layout, mode: str, action: Action, pid: int | None) -> str:
+    """The command that brings ``current`` up for ``action`` ('' for none)."""
+    if action is Action.FIRST_INSTALL:
+        return enable_command() if mode == "systemd" else start_command(layout, mode)
+    if action is Action.START:
+        return start_command(layout, mode)
+    if action is Action.RELOAD:
+        return reload_command(layout, mode)
+    if action is Action.RESTART:
+        return restart_command(layout, mode, pid)
+    return ""
 
 
 def install_unit_commands(unit_tmp: str) -> list[str]:
