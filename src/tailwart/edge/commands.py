@@ -267,11 +267,30 @@ def discard_incoming_command(layout: Layout) -> str:
 
 
 def switch_command(layout: Layout, rid: str) -> str:
-    """Point ``current`` at a release atomically (symlink + rename) and stamp its activation."""
+    """Point ``current`` at a release atomically (symlink + rename) and stamp its activation.
+
+    First the shell's pid goes into the lock: if the link drops while the rest of the
+    command line (the reload, the restart) still runs, ``settle_command`` waits for it.
+    """
     r = q(layout.root)
     return (
+        f"echo $$ > {q(layout.lock + '/pid')} 2>/dev/null; "
         f"ln -sfn releases/{q(rid)} {r}/.current.new && mv -T {r}/.current.new {r}/current && "
         f"date +%s.%N > {q(layout.release(rid) + '/activated')}"
+    )
+
+
+def settle_command(layout: Layout, tries: int = 200) -> str:
+    """After a dropped link: let the command line that switched finish before undoing it.
+
+    Waits up to ``tries`` x 0.05 s for the shell ``switch_command`` recorded to exit (a
+    dropped session does not stop it); without a record, returns at once. It kills
+    nothing: after a long wait that pid may be another process.
+    """
+    pid = q(layout.lock + "/pid")
+    return (
+        f'p=$(cat {pid} 2>/dev/null); rm -f {pid}; if [ -n "$p" ]; then '
+        f"{_wait_gone('$p', tries)}; fi; true"
     )
 
 

@@ -106,6 +106,9 @@ class Remote:
                 if dog.fired:
                     raise self._stalled(what) from None
                 raise LinkStalled(f"{self.label}: {what}: {exc or type(exc).__name__}") from exc
+        if result.exited == -1 and not self.conn.is_connected:
+            # no exit status, the transport gone: the link dropped while the command ran
+            raise LinkStalled(f"{self.label}: {what}: the SSH link dropped before it finished")
         if check and result.exited != 0:
             out = (result.stdout + result.stderr).strip()
             tail = "\n".join(out.splitlines()[-8:])

@@ -223,7 +223,8 @@ class HostSession:
         undone: list[str] = []
         failure = ""
         try:
-            remote.run(rc.discard_incoming_command(self.layout), check=False)
+            settle = f"{rc.settle_command(self.layout)}; " if lost else ""
+            remote.run(settle + rc.discard_incoming_command(self.layout), check=False)
             if self.switched:
                 undone.append(self._restore(remote))
                 result.status = "rolled-back"
@@ -236,7 +237,7 @@ class HostSession:
             )
         if lost:
             remote.close()
-            steps = ["partial upload discarded", *undone]
+            steps = undone or ["partial upload discarded"]
             steps += [f"cleanup failed ({failure})"] if failure else []
             steps += [] if self.locked else ["lock released"]
             result.detail = f"SSH link lost: {cause}; reconnected: {', '.join(steps)}"
