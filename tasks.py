@@ -191,7 +191,8 @@ def deploy_edge(
     restarts. Any failure after the switch switches back. Hosts roll one at a time and the
     rollout stops at the first failure (exit 1, per-host report).
     """
-    from tailwart.edge.deploy import DeployOptions, FlagValues, deploy, targets_from
+    from tailwart.edge.deploy_release import deploy
+    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(
@@ -250,7 +251,8 @@ def rollback_edge(
     accept_new_host_key: bool = False,
 ) -> None:
     """Switch the edge back to a kept release (reload, or restart if the binary differs)."""
-    from tailwart.edge.deploy import DeployOptions, FlagValues, rollback, targets_from
+    from tailwart.edge.rollback import rollback
+    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(
@@ -293,7 +295,8 @@ def edge_status(
     accept_new_host_key: bool = False,
 ) -> None:
     """Each edge host: current release, running version, binary sha, listeners, lock, audit."""
-    from tailwart.edge.deploy import DeployOptions, FlagValues, status, targets_from
+    from tailwart.edge.status import status
+    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
 
     settings = load_settings(env_file, strict)
     t = targets_from(

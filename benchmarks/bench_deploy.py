@@ -31,14 +31,10 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from netns_hosts import HeldConnections, Lab, NetnsHost, lab  # noqa: E402
 
-from tailwart.edge.deploy import (  # noqa: E402
-    DeployOptions,
-    HostJob,
-    LocalBinary,
-    built_binary_provider,
-    deploy,
-)
+from tailwart.edge.binaries import LocalBinary, built_binary_provider  # noqa: E402
+from tailwart.edge.deploy_release import deploy  # noqa: E402
 from tailwart.edge.render import caddy_json  # noqa: E402
+from tailwart.edge.targets import DeployOptions, HostJob  # noqa: E402
 from tailwart.paths import cache_dir  # noqa: E402
 
 REPEAT = 5

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,17 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from netns_hosts import HeldConnections, Lab, NetnsHost, lab
 
-from tailwart.edge.deploy import (
-    BinaryProvider,
-    DeployError,
-    DeployOptions,
-    HostJob,
-    HostResult,
-    built_binary_provider,
-    deploy,
-    rollback,
-    status,
-)
+from tailwart.edge.binaries import BinaryProvider, built_binary_provider
+from tailwart.edge.deploy_release import deploy
+from tailwart.edge.report import HostResult
+from tailwart.edge.rollback import rollback
+from tailwart.edge.rollout import DeployError
+from tailwart.edge.status import status
+from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.paths import cache_dir
 from testkit import need_root, need_tool
 
@@ -326,13 +324,21 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert "action=rollback" in host.audit()[-1] and f"release={old.release}" in host.audit()[-1]
 
 
+def two_releases(
+    the_lab: Lab, host: NetnsHost, binary: BinaryProvider
+) -> tuple[HostResult, HostResult]:
+    """Deploy release A (the mail ports), then B (smtp on 2525 instead of 25): B serves."""
+    a = run_deploy([_job(the_lab, host)], _opts(the_lab), binary)[0][0]
+    b = run_deploy([_job(the_lab, host, listen={25: 2525})], _opts(the_lab), binary)[0][0]
+    assert host.current() == b.release and serving(the_lab, host, 2525)
+    return a, b
+
+
 def test_rollback_of_a_config_change_reloads_and_to_picks_a_release(
     lab1: Lab, binary: BinaryProvider
 ) -> None:
     host = lab1.hosts[0]
-    a = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
-    b = run_deploy([_job(lab1, host, listen={25: 2525})], _opts(lab1), binary)[0][0]
-    assert host.current() == b.release and serving(lab1, host, 2525)
+    a, b = two_releases(lab1, host, binary)
     pid = host.caddy_pids()
 
     out = io.StringIO()
@@ -462,6 +468,128 @@ def test_link_cut_mid_upload_leaves_nothing_half_installed(
     results, out, ok = run_deploy([_job(lab1, host)], _opts(lab1), binary)
     assert ok and results[0].status == "deployed" and results[0].action == "restart", out
     assert host.current() == results[0].release and serving(lab1, host)
+
+
+def _reloading(host: NetnsHost) -> bool:
+    """A ``caddy reload`` client runs inside the host's namespace."""
+    for pid in host.pids():
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if len(argv) > 1 and argv[1] == b"reload":
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def cut_after_switch(host: NetnsHost, away_from: str) -> Iterator[threading.Event]:
+    """Kill the SSH link while the command that switched ``current`` away from ``away_from``
+    is still running on the host; the event is set once that happened.
+
+    The running caddy is stopped (SIGSTOP), so the ``caddy reload`` after the switch waits
+    on its admin socket. The link is cut on two events seen on the host (``current``
+    moved, the reload runs), and caddy continues only once a new SSH session (the
+    recovery's) has arrived: the orphaned reload lands while the recovery is under way.
+    """
+    pids = host.caddy_pids()
+    assert len(pids) == 1, pids
+    cut = threading.Event()
+    done = threading.Event()
+
+    def cutter() -> None:
+        killed: set[int] = set()
+        while not done.is_set() and not killed:
+            if host.current() != away_from and _reloading(host):
+                killed = set(host.session_pids())
+                if killed and host.cut_ssh_sessions():
+                    cut.set()
+            time.sleep(0.005)
+        while not done.is_set() and not set(host.session_pids()) - killed:
+            time.sleep(0.005)
+        os.kill(pids[0], signal.SIGCONT)
+
+    os.kill(pids[0], signal.SIGSTOP)
+    watcher = threading.Thread(target=cutter)
+    watcher.start()
+    try:
+        yield cut
+    finally:
+        done.set()
+        watcher.join()
+        os.kill(pids[0], signal.SIGCONT)
+
+
+def answers(host: NetnsHost, port: int) -> bool:
+    """A client of the edge on ``port`` hears the mailbox stand-in's greeting."""
+    try:
+        return greet(host, port).startswith(b"220")
+    except OSError:
+        return False
+
+
+def live_ports(host: NetnsHost) -> set[int]:
+    """The ports the running caddy's config listens on, from its admin API (in the netns)."""
+    config = json.loads(
+        host.ns("curl", "-sf", "--unix-socket", host.admin_socket, "http://x/config/").stdout
+    )
+    servers = config["apps"]["layer4"]["servers"].values()
+    return {int(addr.rsplit(":", 1)[1]) for server in servers for addr in server["listen"]}
+
+
+def test_link_cut_after_the_switch_of_a_deploy_brings_the_previous_release_back(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    old = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
+    pid = host.caddy_pids()
+    assert old.status == "deployed" and serving(lab1, host, 25)
+
+    with cut_after_switch(host, old.release) as cut:
+        results, out, ok = run_deploy([_job(lab1, host, listen={25: 2525})], _opts(lab1), binary)
+    assert cut.is_set(), f"the deploy ended before the link was cut:\n{out}"
+    new = results[0]
+    assert not ok and new.status == "rolled-back", out
+    assert "SSH link lost" in new.detail and "lock released" in new.detail, new.detail
+    assert new.release != old.release
+    # the host itself: the previous release is current and serving, the lock is gone
+    assert host.current() == old.release
+    assert host.caddy_pids() == pid
+    assert live_ports(host) == {25, 465, 587, 143, 993}
+    assert answers(host, 25) and not answers(host, 2525)
+    assert not Path(host.root, "lock").exists()
+    assert not list(Path(host.root, "releases").glob(".incoming-*"))
+    last = host.audit()[-1]
+    assert f"action=deploy release={new.release} result=rolled-back" in last, last
+
+    results, out, ok = run_deploy([_job(lab1, host, listen={25: 2525})], _opts(lab1), binary)
+    assert ok and results[0].status == "deployed", out
+    assert host.current() == results[0].release and answers(host, 2525)
+
+
+def test_link_cut_after_the_switch_of_a_rollback_brings_the_previous_release_back(
+    lab1: Lab, binary: BinaryProvider
+) -> None:
+    host = lab1.hosts[0]
+    a, b = two_releases(lab1, host, binary)
+    pid = host.caddy_pids()
+
+    out = io.StringIO()
+    with cut_after_switch(host, b.release) as cut, pytest.raises(DeployError) as err:
+        rollback([_job(lab1, host)], _opts(lab1), out=out)
+    assert cut.is_set(), f"the rollback ended before the link was cut:\n{out.getvalue()}"
+    res = err.value.results[0]  # type: ignore[attr-defined]
+    assert res.status == "rolled-back" and res.release == a.release, out.getvalue()
+    assert "SSH link lost" in res.detail and "lock released" in res.detail, res.detail
+    # the host itself: the release current before the rollback serves, the lock is gone
+    assert host.current() == b.release
+    assert host.caddy_pids() == pid
+    assert live_ports(host) == {2525, 465, 587, 143, 993}
+    assert answers(host, 2525) and not answers(host, 25)
+    assert not Path(host.root, "lock").exists()
+    last = host.audit()[-1]
+    assert f"action=rollback release={a.release} result=rolled-back" in last, last
+
+    back = rollback([_job(lab1, host)], _opts(lab1), out=io.StringIO())
+    assert back[0].status == "ok" and host.current() == a.release and answers(host, 25)
 
 
 def test_link_down_mid_upload_fails_within_the_timeout_and_force_unlock_recovers(

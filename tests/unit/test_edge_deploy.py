@@ -7,22 +7,17 @@ import io
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fabric.testing.base import Command, MockRemote
 
-from tailwart.edge import remote as rc
-from tailwart.edge.deploy import (
-    DeployOptions,
-    HostJob,
-    HostResult,
-    deploy_host,
-    fixed_binary_provider,
-    report,
-    rollout,
-)
+from tailwart.edge import commands as rc
+from tailwart.edge.binaries import fixed_binary_provider
+from tailwart.edge.commands import Layout, parse_probe
+from tailwart.edge.deploy_release import deploy_host
 from tailwart.edge.hosts import HostTarget, SshOptions, parse_target, parse_targets
 from tailwart.edge.plan import (
     Action,
@@ -32,8 +27,10 @@ from tailwart.edge.plan import (
     make_plan,
     release_id,
 )
-from tailwart.edge.remote import Layout, parse_probe
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json
+from tailwart.edge.report import HostResult, report
+from tailwart.edge.rollout import rollout
+from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.errors import UsageError
 from testkit import inv
 
@@ -280,7 +277,7 @@ def test_probe_reads_tcp_migrate_req_and_the_drop_in() -> None:
 def test_status_shows_tcp_migrate_req_or_warns() -> None:
     from dataclasses import replace
 
-    from tailwart.edge.deploy import HostStatus
+    from tailwart.edge.status import HostStatus
 
     def line(value: str) -> list[str]:
         text = HostStatus("h", replace(installed(), tcp_migrate_req=value), "v2.11.9").render()
@@ -316,6 +313,53 @@ def test_lock_and_unlock_commands() -> None:
     )
 
 
+def _children(pid: int) -> list[str]:
+    """Command names of ``pid``'s children (from /proc)."""
+    names = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            if fields.get("PPid", "").strip() == str(pid):
+                names.append(fields.get("Name", "").strip())
+    return names
+
+
+def test_settle_waits_for_the_shell_the_switch_recorded(tmp_path: Path) -> None:
+    """After a dropped link the recovery must not race the reload the dropped command still
+    runs: settle_command (real sh) returns only once the recorded shell has exited."""
+    layout = Layout(root=str(tmp_path))
+    (tmp_path / "lock").mkdir()
+    go = tmp_path / "go"
+    # a shell that records itself the way switch_command does, then keeps running
+    switching = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {tmp_path}/lock/pid; while [ ! -e {go} ]; do sleep 0.01; done"]
+    )
+    reaper = threading.Thread(target=switching.wait)  # as init would: no zombie stays
+    reaper.start()
+    pid_file = tmp_path / "lock" / "pid"
+    try:
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert switching.poll() is None
+            time.sleep(0.005)
+        settle = subprocess.Popen(["sh", "-c", rc.settle_command(layout)])
+        while "sleep" not in _children(settle.pid):  # the settle loop is waiting
+            assert settle.poll() is None, "settle returned while the switching shell ran"
+            time.sleep(0.005)
+        assert switching.poll() is None
+        go.touch()
+        assert settle.wait(30) == 0
+        reaper.join(30)
+        assert switching.returncode == 0
+        assert not pid_file.exists()
+    finally:
+        go.touch()
+        reaper.join()
+    # nothing recorded (the link dropped before the switch): returns at once, exit 0
+    assert subprocess.run(["sh", "-c", rc.settle_command(layout)]).returncode == 0
+
+
 def test_release_install_and_switch_commands() -> None:
     inc = "/opt/tailwart-edge/releases/.incoming-r1"
     assert rc.prepare_command(L, "r1") == (
@@ -339,6 +383,7 @@ def test_release_install_and_switch_commands() -> None:
         "chmod 755 caddy"
     )
     assert rc.switch_command(L, "r1") == (
+        "echo $$ > /opt/tailwart-edge/lock/pid 2>/dev/null; "
         "ln -sfn releases/r1 /opt/tailwart-edge/.current.new && "
         "mv -T /opt/tailwart-edge/.current.new /opt/tailwart-edge/current && "
         "date +%s.%N > /opt/tailwart-edge/releases/r1/activated"

@@ -14,7 +14,7 @@ import re
 
 from ..errors import UsageError
 from ..flags import CONTROL
-from .remote import DEFAULT_ROOT, SERVICE_USER
+from .commands import DEFAULT_ROOT, SERVICE_USER
 
 TEMPLATE = "tailwart-edge.service.j2"
 #: systemd refuses an executable path holding any of these ("contains special characters")

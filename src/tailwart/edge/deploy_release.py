@@ -1,0 +1,180 @@
+"""``inv deploy-edge``: put a new release on every edge host, one host at a time.
+
+Per host: probe → plan → (dry run stops here) → lock → upload what is missing →
+verify sha256 → ``caddy validate`` remotely → publish → switch ``current`` →
+reload (config only) or restart (new binary) or first install → health gate →
+audit, prune, unlock. A failure after the switch brings the previous release back
+(``session.HostSession.guard``); the rollout stops at the first failed host.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TextIO
+
+from ..errors import UsageError
+from . import commands as rc
+from .binaries import BinaryProvider, built_binary_provider, fixed_binary_provider
+from .plan import (
+    MIGRATE_SYSCTL,
+    SYSCTL_DROPIN,
+    LocalRelease,
+    Plan,
+    RemoteState,
+    make_plan,
+    sha256_text,
+)
+from .remote import RemoteError
+from .render import caddy_json
+from .report import HostResult, Progress
+from .rollout import conclude, rollout
+from .session import HostSession, audit_line, operator, utc_now
+from .targets import MODES, DeployOptions, HostJob
+
+
+def _stage(session: HostSession, local: LocalRelease, plan: Plan) -> None:
+    """Put the release in place: upload/reuse, verify by sha256, validate, publish."""
+    rid, layout, remote = local.id, session.layout, session.remote
+    if not plan.uploads:
+        return
+    inc = layout.incoming(rid)
+    binary = next(u for u in plan.uploads if u.name == "binary")
+    if binary.source == "upload":
+        remote.run(rc.prepare_command(layout, rid), what="prepare")
+        bar = Progress(f"{remote.label} caddy", sys.stderr, session.opts.progress)
+        remote.put_file(local.binary_path, f"{inc}/caddy", bar)
+        session.say(bar.summary(binary.size))
+    else:
+        source = binary.source.removeprefix("reuse ")
+        remote.run(
+            rc.prepare_command(layout, rid) + " && " + rc.reuse_binary_command(layout, rid, source),
+            what="prepare",
+        )
+        session.say(f"binary already on the host (release {source}): 0 bytes sent")
+    remote.put_text(local.config, f"{inc}/caddy.json")
+    remote.put_text(
+        rc.meta_text(
+            local.binary_sha256, local.config_sha256, local.version, utc_now(), operator()
+        ),
+        f"{inc}/meta",
+    )
+    res = remote.run(
+        rc.install_release_command(
+            layout,
+            rid,
+            local.binary_sha256,
+            local.config_sha256,
+            uploaded=binary.source == "upload",
+        ),
+        check=False,
+    )
+    if res.exited == rc.VALIDATE_REFUSED:
+        tail = "\n".join(res.stdout.strip().splitlines()[-5:])
+        raise RemoteError(
+            f"{remote.label}: caddy validate refused the new config; nothing was switched:\n{tail}"
+        )
+    if res.exited != 0:
+        out = (res.stdout + res.stderr).strip()
+        raise RemoteError(f"{remote.label}: installing the release failed: {out[-500:]}")
+    session.say("sha256 verified, caddy validate: ok")
+
+
+def _migrate_req(session: HostSession, plan: Plan) -> None:
+    """net.ipv4.tcp_migrate_req=1 before the release comes up; a refusal warns, never fails."""
+    if not (plan.set_migrate_req or plan.persist_sysctl):
+        return
+    res = session.remote.run(
+        rc.migrate_req_command(runtime=plan.set_migrate_req, persist=plan.persist_sysctl),
+        check=False,
+        what="sysctl",
+    )
+    if res.exited == 0:
+        kept = f", kept in {SYSCTL_DROPIN}" if plan.persist_sysctl else ""
+        session.say(f"{MIGRATE_SYSCTL}=1{kept}: reloads hand queued connections over")
+        return
+    why = " ".join((res.stdout + res.stderr).split())[-200:] or f"exit {res.exited}"
+    session.say(
+        f"warning: the host refused {MIGRATE_SYSCTL}=1 ({why}): a reload may reset "
+        "connections queued on the old listener; deploying anyway"
+    )
+
+
+def deploy_host(
+    job: HostJob, opts: DeployOptions, binaries: BinaryProvider, out: TextIO = sys.stdout
+) -> HostResult:
+    """Deploy to one host; a host-level failure is reported in the result, never raised."""
+    session = HostSession(job, opts, "deploy", out)
+    label = session.label
+    result = HostResult(label, "failed")
+    with session.guard(result):
+        state = session.connect()
+        binary = binaries(state.goos, state.goarch)
+        local = LocalRelease(
+            str(binary.path), binary.sha256, binary.size, caddy_json(job.layout), binary.version
+        )
+        unit_text = unit_sha = ""
+        if session.mode == "systemd":
+            from .unit import render_unit
+
+            unit_text = render_unit(job.root, job.layout.admin_socket)
+            unit_sha = sha256_text(unit_text)
+
+        def plan_for(state: RemoteState) -> Plan:
+            return make_plan(
+                label, local, state, mode=session.mode, keep=opts.keep, unit_sha256=unit_sha
+            )
+
+        plan = plan_for(state)
+        result.plan, result.release, result.action = plan, plan.release, plan.action.value
+        out.write(plan.render() + "\n")
+        if state.lock:
+            session.say(f"lock: HELD by {state.lock.split(' token=')[0]}")
+        if opts.dry_run:
+            result.status = "planned"
+            return result
+        if not plan.changes:
+            result.checks = session.gate(local.config)
+            session.say("unchanged; health gate ok")
+            result.status = "unchanged"
+            return result
+        held_by = state.lock
+        replan = plan_for(session.lock(opts.message))
+        if replan != plan:
+            out.write("the host changed since the plan; now:\n" + replan.render() + "\n")
+        plan = result.plan = replan
+        result.action = plan.action.value
+        _stage(session, local, plan)
+        _migrate_req(session, plan)
+        result.checks = session.switch(
+            plan.release, local.config, plan.action, unit_text if plan.install_unit else ""
+        )
+        result.status = "deployed"
+        forced = f" lock=forced(was:{held_by.split(' token=')[0]})" if held_by else ""
+        line = audit_line("deploy", plan.release, f"ok:{plan.action.value}", opts.message)
+        session.finish(line + (forced if opts.force_unlock else ""), plan.prune)
+        if plan.prune:
+            session.say(f"pruned {len(plan.prune)} old release(s): {', '.join(plan.prune)}")
+    return result
+
+
+def deploy(
+    jobs: Sequence[HostJob],
+    opts: DeployOptions,
+    binaries: BinaryProvider | None = None,
+    out: TextIO = sys.stdout,
+) -> list[HostResult]:
+    """Roll the edge out to every host; raise DeployError (exit 1) with the report on failure."""
+    if opts.keep < 1:
+        raise UsageError("--keep must be at least 1")
+    if opts.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    if opts.mode not in MODES:
+        raise UsageError(f"--mode {opts.mode!r}: expected one of {', '.join(MODES)}")
+    if binaries is None:
+        binaries = fixed_binary_provider(opts.binary) if opts.binary else built_binary_provider()
+    provide = binaries
+    host_opts = replace(opts, progress=opts.progress and opts.parallel == 1)
+    results = rollout(jobs, lambda job: deploy_host(job, host_opts, provide, out), opts.parallel)
+    return conclude(results, "dry run" if opts.dry_run else "deploy", "deploy", out)

@@ -1,0 +1,109 @@
+"""``inv edge-status``: what each edge host runs, serves and holds, read over SSH."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from ..errors import OperationError
+from . import commands as rc
+from .health import PortCheck, health_gate
+from .hosts import connect
+from .plan import RemoteState
+from .remote import Remote
+from .rollout import DeployError
+from .session import probe
+from .targets import DeployOptions, HostJob
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    state: RemoteState | None
+    version: str = ""
+    checks: tuple[PortCheck, ...] = ()
+    audit: tuple[str, ...] = ()
+    error: str = ""
+
+    def render(self) -> str:
+        if self.state is None:
+            return f"{self.host}: UNREACHABLE: {self.error}"
+        st = self.state
+        cur = st.release(st.current)
+        lines = [f"{self.host}: {st.goos}/{st.goarch}, {'systemd' if st.systemd else 'no systemd'}"]
+        lines.append(f"  current release: {st.current or '(none)'}")
+        if cur is not None:
+            lines.append(f"  binary sha256:   {cur.binary_sha256}")
+        if st.running_pid:
+            ran = st.release(st.running_release)
+            if ran is None:
+                runs = "a binary outside the kept releases: redeploy to restart it"
+            elif cur is not None and ran.binary_sha256 == cur.binary_sha256:
+                runs = "the current binary"
+            else:
+                runs = f"the binary of release {ran.id}, NOT current's: a restart is pending"
+            lines.append(f"  running:         pid {st.running_pid}, {self.version}, {runs}")
+        else:
+            lines.append("  running:         NOT RUNNING")
+        if st.tcp_migrate_req:
+            lines.append(f"  tcp_migrate_req: {_migrate_req_status(st.tcp_migrate_req)}")
+        up = [f"{c.name}:{c.port} {'up' if c.ok else 'DOWN'}" for c in self.checks]
+        lines.append(f"  listeners:       {', '.join(up) or '-'}")
+        lines.append(
+            f"  lock:            {('HELD ' + st.lock.split(' token=')[0]) if st.lock else 'free'}"
+        )
+        kept = sorted(st.releases, key=lambda r: r.activated, reverse=True)
+        lines.append(f"  kept releases:   {', '.join(r.id for r in kept) or '-'}")
+        lines.append("  last audit lines:")
+        lines += [f"    {line}" for line in self.audit] or ["    (none)"]
+        return "\n".join(lines)
+
+
+def _migrate_req_status(value: str) -> str:
+    if value == "1":
+        return "1"
+    resets = "a reload may reset connections queued on the old listener"
+    if value == "missing":
+        return f"WARNING: not available (kernel < 5.14): {resets}"
+    return f"{value}: WARNING: {resets}; the next deploy that brings the edge up sets it to 1"
+
+
+def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> HostStatus:
+    label = str(job.target)
+    try:
+        remote = Remote(connect(job.target, opts.ssh), label, opts.ssh.io_timeout)
+    except OperationError as exc:
+        return HostStatus(label, None, error=str(exc))
+    try:
+        layout = job.remote_layout
+        state = probe(remote, layout)
+        extra = remote.run(
+            rc.status_command(layout, audit_lines, state.running_pid), what="status"
+        ).stdout
+        head, _, audit = extra.partition("--- audit ---\n")
+        version = head.strip().removeprefix("version ").strip()
+        checks = health_gate(remote.conn.host, state.current_config, timeout=2.0)
+        return HostStatus(label, state, version, tuple(checks), tuple(audit.strip().splitlines()))
+    except OperationError as exc:
+        return HostStatus(label, None, error=str(exc))
+    finally:
+        remote.close()
+
+
+def status(
+    jobs: Sequence[HostJob], opts: DeployOptions, out: TextIO = sys.stdout, audit_lines: int = 5
+) -> list[HostStatus]:
+    """Print every host's status; raise DeployError when a host is unreachable or not serving."""
+    statuses = [status_host(job, opts, audit_lines) for job in jobs]
+    for st in statuses:
+        out.write(st.render() + "\n")
+    bad = [
+        s.host
+        for s in statuses
+        if s.state is None or not s.state.running_pid or not all(c.ok for c in s.checks)
+    ]
+    if bad:
+        raise DeployError(f"edge not serving on {', '.join(bad)}", statuses)
+    return statuses
