@@ -565,7 +565,7 @@ def backup(
         from tailwart.backup.repository import repository
         from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
         from tailwart.backup.schedule import install as install_units
-        from tailwart.cli import repo_root
+        from tailwart.paths import repo_root
 
         repository(settings)
         sched = schedule_for(repo_root(), env_file, to)
