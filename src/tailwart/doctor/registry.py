@@ -59,7 +59,7 @@ class DoctorContext:
             return host
         except ValueError:
             pass
-        from .dns import Dns, DnsFailure
+        from .resolver import Dns, DnsFailure
 
         try:
             found = Dns(self.settings, self.timeout).addresses(host)
