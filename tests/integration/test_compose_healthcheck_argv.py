@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from mailbox_support import ROOT, TOOL_CACHE, client_settings, need
 
-from tailwart.mailbox import loader
+from tailwart.checks import compose_loader as loader
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,8 @@ def test_a_host_value_is_one_argument_never_shell_code(tmp_path: Path, host: str
     doc = loader.load(settings, tree, BINARY)
     test = doc["services"]["ts-stalwart"]["healthcheck"]["test"]
     assert test[0] == "CMD", test
-    # `config` prints a re-loadable file: every literal $ comes out as $$ (compose's escape)
-    argv = [word.replace("$$", "$") for word in test[1:]]
+    # loader.load undoes `config`'s $ -> $$ escape: these are the words the container gets
+    argv = list(test[1:])
     assert host in argv  # compose kept the value whole, as its own argument
     work = tmp_path / "work"
     work.mkdir()

@@ -21,10 +21,10 @@ from mailbox_support import (
     write_env,
 )
 
+from tailwart.checks.compose_loader import LOADER_VERSION
 from tailwart.errors import UsageError
 from tailwart.mailbox.compose import Runner
 from tailwart.mailbox.errors import PreconditionError
-from tailwart.mailbox.loader import LOADER_VERSION
 from tailwart.mailbox.preconditions import require_docker, require_env_file
 
 LEGACY = "docker-compose version --short"

@@ -41,15 +41,12 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
 
 
 def context_for(settings: Settings, root: Path, renders_config: bool = False) -> CheckContext:
-    """The check context, with the real compose loader's normalised document when installed;
+    """The check context, with what the compose loader made of the file (``compose_loader``);
     ``renders_config``: the caller writes config/config.json from .env first (inv up)."""
-    from ..mailbox.loader import load_if_available
+    from .compose_loader import try_load
 
     return CheckContext(
-        settings,
-        root,
-        compose_normalised=load_if_available(settings, root),
-        renders_config=renders_config,
+        settings, root, compose_loaded=try_load(settings, root), renders_config=renders_config
     )
 
 
