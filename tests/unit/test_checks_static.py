@@ -299,8 +299,8 @@ def test_render_then_check_pass_on_the_example_values(tree: Path) -> None:
     assert data["summary"]["error"] == 0
     ids = {f["id"] for f in data["findings"]}
     assert {"proxy.trust", "stalwart.config", "hygiene.tracked", "env.macros-passed"} <= ids
-    # and a broken tree makes the task exit 1 naming the check
+    # and a broken tree is bad input: exit 2 naming the check (as `inv up` refuses it)
     edit(config(tree), '"port": 5432', '"port": 1')
     broken = inv("check", "--example")
-    assert broken.returncode == 1
+    assert broken.returncode == 2
     assert "ERROR stalwart.config" in broken.stdout

@@ -281,6 +281,62 @@ def test_an_error_of_any_check_module_refuses(tree: Path, settings: Settings) ->
     assert c.run.call_args_list == []
 
 
+def test_a_host_without_git_still_starts_the_mailbox(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repository hygiene never blocks `up`: with no git on PATH it is one warning."""
+    monkeypatch.setenv("PATH", str(tree.parent / "bin"))  # the stub docker only: no git
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, ("compose_rules", "hygiene"))
+    )
+    assert "warning: hygiene.git: git is not installed here" in out.text
+    assert out.plan[0] == DRY_RUN
+
+
+def test_hygiene_errors_and_crashes_are_warnings_for_up(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from tailwart.checks import hygiene
+
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    (tree / ".env").write_text("X=1\n")
+    subprocess.run(["git", "-C", str(tree), "add", "-f", ".env"], check=True)
+    hygiene_only = ("hygiene",)
+    found = {f.id: f for f in collect(CheckContext(settings, tree), hygiene_only)}
+    assert found["hygiene.tracked"].status == "error"  # an error for `inv check`...
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, hygiene_only)
+    )
+    assert "warning: hygiene.tracked: tracked by git: .env" in out.text  # ...a warning here
+
+    def crash(ctx: CheckContext) -> list[Finding]:
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(hygiene, "run", crash)
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, hygiene_only)
+    )
+    assert "warning: hygiene.crashed: check crashed: FileNotFoundError" in out.text
+    assert out.plan[0] == DRY_RUN
+
+
+def test_a_crashed_check_refuses_up_with_exit_1(tree: Path, settings: Settings) -> None:
+    c = mock({})
+    out = Output()
+    with pytest.raises(MailboxError, match="a static check crashed") as raised:
+        stack(c, settings, tree, out=out).up(
+            checks=lambda ctx: collect(ctx, ("compose_rules", "no_such_module"))
+        )
+    assert raised.value.exit_code == 1  # tailwart's failure, not the operator's input
+    assert "no_such_module.crashed" in out.text
+    assert c.run.call_args_list == []
+
+
 # ---------------------------------------------------------------- down, ps, logs
 
 

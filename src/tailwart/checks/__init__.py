@@ -28,6 +28,10 @@ MODULES: tuple[str, ...] = (
     "policy",
 )
 
+#: groups whose errors never refuse ``inv up`` / ``restart`` (they are printed as warnings):
+#: they judge the repository, not whether the mailbox starts
+ADVISORY_FOR_UP: frozenset[str] = frozenset({"hygiene"})
+
 COMPOSE_FILE = "compose/docker-compose.yml"
 CONFIG_FILE = "config/config.json"
 CADDY_FILE = "caddy/caddy.json"
