@@ -85,7 +85,31 @@ def test_only_and_port_flags() -> None:
     assert parse_port_map(["25=2525", "993=10993"]) == {25: 2525, 993: 10993}
     with pytest.raises(UsageError) as caught:
         parse_port_map(["25", "0=1", "a=b"])
-    assert str(caught.value).count("expected PUBLIC=ACTUAL") == 3
+    assert str(caught.value).count("expected MAILPORT=PORT") == 2
+    assert "--port '0=1': 0 is not a mail port" in str(caught.value)
+
+
+def test_doctor_and_edge_run_read_port_maps_alike() -> None:
+    """One syntax for `inv doctor --port` and `inv edge-run --ports`: MAILPORT=PORT
+    items, comma-separated, the flag repeatable; the same items refused the same way."""
+    from tailwart.edge.run import parse_port_map as edge_run_ports
+
+    want = {25: 2525, 465: 2465, 993: 2993}
+    assert parse_port_map(["25=2525,465=2465", "993=2993"]) == want
+    assert edge_run_ports("25=2525, 465=2465,993=2993") == want
+    bad = ["25=x", "99=3", "465=70000", "587:2587"]
+    with pytest.raises(UsageError) as doctor_says:
+        parse_port_map([",".join(bad)])
+    with pytest.raises(UsageError) as edge_says:
+        edge_run_ports(",".join(bad))
+    for item in bad:
+        assert f"--port {item!r}:" in str(doctor_says.value)
+        assert f"--ports {item!r}:" in str(edge_says.value)
+    doctor_reasons = str(doctor_says.value).replace("--port ", "").split("; ")
+    edge_reasons = [
+        line.strip().replace("--ports ", "") for line in str(edge_says.value).split("\n")[1:]
+    ]
+    assert doctor_reasons == edge_reasons
 
 
 def test_registry_ids_are_stable_and_grouped() -> None:
