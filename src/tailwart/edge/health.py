@@ -24,7 +24,6 @@ from .render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 PLAINTEXT_SERVERS = frozenset(name for name, port in MAIL_PORTS if port not in IMPLICIT_TLS_PORTS)
 
 
-
 @dataclass(frozen=True)
 class PortCheck:
     name: str
