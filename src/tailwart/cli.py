@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from .env_file import load_settings as load_settings
 from .errors import TailwartError
-from .settings.operator import load_settings as load_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -351,7 +351,7 @@ def check_timeout(timeout: int) -> None:
 
 def open_stack(c: Context, env_file: str, strict: bool, root: Path | None = None) -> Stack:
     """The stack of ``env_file``: refuses a missing .env (exit 2) before anything else."""
-    from ..settings.operator import load_settings
+    from ..env_file import load_settings
     from .preconditions import require_env_file
 
     require_env_file(env_file)

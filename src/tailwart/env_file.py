@@ -10,17 +10,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .load import Settings
+from .settings import Settings
 
 
 def load_settings(env_file: str, strict: bool = False, example: bool = False) -> Settings:
     """Validated settings of ``env_file`` (or the built-in example); warnings to stderr."""
     if example:
-        from .example import example_settings
+        from .settings.example import example_settings
 
         return example_settings()
-    from ..masking import remember_secrets
-    from .load import load
+    from .masking import remember_secrets
+    from .settings import load
 
     settings = load(Path(env_file), strict=strict)
     remember_secrets(settings)
