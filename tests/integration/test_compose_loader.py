@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from mailbox_support import (
     ROOT,
     TOOL_CACHE,
+    calls,
     client_settings,
     edit,
     mock,
@@ -239,7 +240,7 @@ def test_up_refuses_with_the_real_loader_before_any_docker_command(
     stack = Stack(c, example_settings(), tree, ".env", out=lines.append, err=lines.append)
     with pytest.raises(StackRefused):
         stack.up(checks=lambda ctx: collect(ctx, ("compose_rules",)))
-    assert c.run.call_args_list == []
+    assert calls(c) == []
 
 
 def _path_with(tmp_path: Path, *tools: str) -> str:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def caddy(tree: Path) -> Path:
     return tree / "caddy" / "caddy.json"
 
 
-def caddy_edit(fn: Callable[[dict], None]) -> Callable[[Path], None]:  # type: ignore[type-arg]
+def caddy_edit(fn: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
     def apply(tree: Path) -> None:
         data = json.loads(caddy(tree).read_text())
         fn(data)
@@ -89,7 +90,7 @@ def _servers(d: dict) -> dict:  # type: ignore[type-arg]
 
 
 # (check id, module, break the tree, words the message or advice must hold)
-BROKEN: list[tuple[str, str, Callable[[Path], None], str]] = [
+BROKEN: list[tuple[str, str, Callable[[Path], object], str]] = [
     (
         "env.macros-declared",
         "envcontract",

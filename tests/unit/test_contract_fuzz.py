@@ -341,15 +341,15 @@ def round_trip(settings_: Settings, name: str, value: str) -> None:
     if name == "STALWART_SMARTHOST":
         from tailwart.stalwart.desired import desired_state
 
-        host, _, port = value.rpartition(":")
+        host, _, port_text = value.rpartition(":")
         (relay,) = [
-            d.fields
+            fields
             for d in desired_state(settings_)
-            if getattr(d, "fields", {}).get("@type") == "Relay"
+            if (fields := getattr(d, "fields", {})).get("@type") == "Relay"
         ]
         # the Relay route Stalwart receives: bracket-free host, numeric port
         assert relay["address"] == host.removeprefix("[").removesuffix("]")
-        assert relay["port"] == int(port)
+        assert relay["port"] == int(port_text)
 
 
 def outcome(name: str, value: str) -> str:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from invoke import Context, Result
+from invoke.context import Context
+from invoke.runners import Result
 from mailbox_support import (
     COMPOSE_VERSION,
     DAEMON,
