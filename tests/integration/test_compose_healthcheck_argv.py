@@ -113,7 +113,7 @@ def test_inv_check_and_up_refuse_the_old_shell_string_healthcheck(
         + text[end:]
     )
     done = inv("check", "--example", cwd=tree, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr  # the same exit as `inv up` below
     rows = [r for r in done.stdout.splitlines() if "compose.sidecar-health" in r]
     assert rows and rows[0].startswith("ERROR") and "not exec form" in rows[0], done.stdout
     assert "Traceback" not in done.stdout + done.stderr
