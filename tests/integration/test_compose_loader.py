@@ -148,7 +148,8 @@ def test_files_mode_pem_mounts_as_the_loader_normalises_them(binary: Path) -> No
                 strict=True,
             )
         ], mode
-        ctx = CheckContext(settings, ROOT, compose_normalised=doc)
+        built = loader.Loader((str(binary),), "the built loader")
+        ctx = CheckContext(settings, ROOT, compose_loaded=loader.Loaded(built, doc))
         got = {f.id: f for f in compose_rules.run(ctx)}["compose.tls-files"]
         assert got.status is Status.OK, (mode, got.message)
 
