@@ -212,3 +212,14 @@ def test_inv_check_exits_2_on_input_errors_and_1_on_a_crash_alone(
     with pytest.raises(UsageError, match="errors found") as bad:
         run.run_checks(settings, tmp_path)
     assert bad.value.exit_code == 2
+
+
+def test_every_check_module_names_its_group() -> None:
+    """A crash finding takes its module's group (G or GROUP): every module declares one."""
+    import importlib
+
+    from tailwart.checks import MODULES
+
+    for name in MODULES:
+        module = importlib.import_module(f"tailwart.checks.{name}")
+        assert getattr(module, "GROUP", None) or getattr(module, "G", None), name
