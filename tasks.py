@@ -503,7 +503,8 @@ def bootstrap(
         "json": "print the findings as JSON (shape documented in the README)",
         "only": "comma-separated groups: backends, edge, dns, tls, outbound, backup",
         "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
-        "port": "PUBLIC=ACTUAL: dial another port for a public one, e.g. 25=2525 (repeatable)",
+        "port": "MAILPORT=PORT: dial PORT for a public mail port, e.g. 25=2525 (repeatable, "
+        "or comma-separated like edge-run --ports)",
         "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
         "timeout": "seconds each check may take (default 10)",
     },
@@ -568,7 +569,7 @@ def backup(
         from tailwart.backup.repository import repository
         from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
         from tailwart.backup.schedule import install as install_units
-        from tailwart.cli import repo_root
+        from tailwart.paths import repo_root
 
         repository(settings)
         sched = schedule_for(repo_root(), env_file, to)

@@ -48,8 +48,8 @@ def _isolated_home(
     monkeypatch.setenv("TAILWART_CACHE", str(TOOL_CACHE))
     for var, value in GO_ENV.items():
         monkeypatch.setenv(var, value)
-    prefixes = ("TS_", "STALWART_", "PG_ADMIN", "GARAGE_", "HEADSCALE_", "SSH_AUTH_SOCK")
-    prefixes += ("BACKUP_", "RESTIC_", "TAILWART_RESTIC")
+    prefixes: tuple[str, ...] = ("TS_", "STALWART_", "PG_ADMIN", "GARAGE_", "HEADSCALE_")
+    prefixes += ("SSH_AUTH_SOCK", "BACKUP_", "RESTIC_", "TAILWART_RESTIC")
     for var in list(os.environ):
         if var.startswith(prefixes):
             monkeypatch.delenv(var, raising=False)

@@ -4,7 +4,7 @@
 # (`docker-compose config`) without a Docker engine; `inv check` and the tests use it.
 # `go install …@version` refuses this module (its go.mod has exclude directives), so
 # it is built from the downloaded module (go_module_build).
-compose_version=v2.40.3   # keep equal to tailwart.mailbox.loader.LOADER_VERSION
+compose_version=v2.40.3   # keep equal to tailwart.checks.compose_loader.LOADER_VERSION
 compose_bin="$TAILWART_CACHE/tools/compose-$compose_version/docker-compose"
 if [ ! -x "$compose_bin" ]; then
   echo "setup: building docker compose $compose_version (a few minutes, once)"

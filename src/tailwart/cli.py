@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from .env_file import load_settings as load_settings
 from .errors import TailwartError
-from .settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,8 +26,6 @@ STRICT_HELP = "treat warnings about the .env file (permissions) as errors"
 
 #: set to 1 to see the traceback of an unexpected failure
 DEBUG_ENV = "TAILWART_DEBUG"
-#: secret values of every settings object loaded in this process (masked in any message)
-_SECRETS: set[str] = set()
 #: a raw .env is read for masking only up to this size
 _MASK_READ_LIMIT = 1 << 20
 
@@ -143,10 +141,11 @@ def mask_message(text: str, env_file: object = None) -> str:
     environment, and (when no settings were loaded yet) the secret keys of ``env_file``
     read raw, so a crash while loading still masks them.
     """
-    from .masking import mask_all, secret_values_of
+    from .masking import mask_all, remembered_secrets, secret_values_of
 
-    secrets = set(_SECRETS) | set(secret_values_of(os.environ))
-    if not _SECRETS and isinstance(env_file, str) and env_file:
+    known = remembered_secrets()
+    secrets = set(known) | set(secret_values_of(os.environ))
+    if not known and isinstance(env_file, str) and env_file:
         secrets |= set(_raw_env_secrets(Path(env_file)))
     return mask_all(text, secrets)
 
@@ -173,34 +172,3 @@ def _raw_env_secrets(path: Path) -> tuple[str, ...]:
                 value = value[1:-1]
             pairs[key.strip()] = value
     return secret_values_of(pairs)
-
-
-def load_settings(env_file: str, strict: bool = False, example: bool = False) -> Settings:
-    """Validated settings of ``env_file`` (or the built-in example); warnings to stderr."""
-    if example:
-        from .settings.example import example_settings
-
-        return example_settings()
-    from .settings import load
-
-    settings = load(Path(env_file), strict=strict)
-    remember_secrets(settings)
-    for warning in settings.warnings:
-        print(str(warning), file=sys.stderr)
-    return settings
-
-
-def remember_secrets(settings: Settings) -> None:
-    """Mask ``settings``' secret values in every message this process prints from now on."""
-    from .masking import secret_values
-
-    _SECRETS.update(secret_values(settings))
-
-
-def repo_root() -> Path:
-    """The checkout tailwart runs from (where tasks.py lives)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "tasks.py").exists() and (parent / "pyproject.toml").exists():
-            return parent
-    return Path.cwd()

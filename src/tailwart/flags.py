@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 #: C0, DEL, C1, and the Unicode line and paragraph separators: never part of a plain
@@ -82,3 +83,33 @@ def ip_or_empty(flag: str, value: str) -> str | None:
     if not re.fullmatch(r"[0-9A-Fa-f:.]+", value) or Kind.IP.check(value):
         return f"{flag} {value!r}: expected an IP address (no scope id), or '' for all"
     return None
+
+
+def port_map(
+    flag: str, values: Iterable[str], known: Collection[int]
+) -> tuple[dict[int, int], list[str]]:
+    """``MAILPORT=PORT`` items → {mail port: port}, and one problem per bad item.
+
+    The one syntax of ``inv edge-run --ports`` and ``inv doctor --port``: items are
+    separated by commas, and the flag may be given more than once (``25=2525,993=2993``
+    or ``--port 25=2525 --port 993=2993``). The mail port must be one of ``known``.
+    """
+    out: dict[int, int] = {}
+    problems = []
+    for value in values:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            mail_text, sep, port_text = item.partition("=")
+            mail, port = port_number(mail_text), port_number(port_text)
+            digits = all(_ASCII_NUMBER.fullmatch(text) for text in (mail_text, port_text))
+            if not sep or not digits:
+                problems.append(f"{flag} {item!r}: expected MAILPORT=PORT, e.g. 25=2525")
+            elif mail is None or mail not in known:
+                problems.append(
+                    f"{flag} {item!r}: {mail_text} is not a mail port "
+                    f"({', '.join(map(str, sorted(known)))})"
+                )
+            elif port is None:
+                problems.append(f"{flag} {item!r}: port outside 1..65535")
+            else:
+                out[mail] = port
+    return out, problems

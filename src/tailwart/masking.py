@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 #: secrets shorter than this are not masked (too likely to clobber ordinary words)
 MIN_SECRET = 6
 MASK = "<secret>"
+#: secret values of every settings object loaded in this process (masked in any message)
+_REMEMBERED: set[str] = set()
 
 #: credential shapes masked even when the value is not a known secret
 _SECRET_NAME = r"[a-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[a-z0-9_]*"
@@ -41,6 +43,16 @@ def secret_values(settings: Settings | None = None, extra: Iterable[str] = ()) -
     if settings is not None:
         values |= {settings[k.name] for k in KEYS if k.secret}
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET), key=len, reverse=True))
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Mask ``settings``' secret values in every message this process prints from now on."""
+    _REMEMBERED.update(secret_values(settings))
+
+
+def remembered_secrets() -> frozenset[str]:
+    """The secret values of every settings object this process loaded."""
+    return frozenset(_REMEMBERED)
 
 
 def secret_values_of(mapping: Mapping[str, str]) -> tuple[str, ...]:

@@ -17,3 +17,12 @@ def cache_dir(*parts: str) -> Path:
     path = cache_path(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def repo_root() -> Path:
+    """The checkout tailwart runs from (where tasks.py lives), else the working directory."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "tasks.py").exists() and (parent / "pyproject.toml").exists():
+            return parent
+    return Path.cwd()

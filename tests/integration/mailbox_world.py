@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tailwart.settings import Settings
 from testkit import ROOT, TOOL_CACHE, need, need_tool
@@ -599,7 +600,7 @@ logtail:
         key: str = json.loads(made.stdout)["key"]
         return key
 
-    def nodes(self) -> list[dict[str, object]]:
+    def nodes(self) -> list[dict[str, Any]]:
         listed = json.loads(self.headscale("nodes", "list", "-o", "json").stdout or "[]")
         return list(listed or [])
 

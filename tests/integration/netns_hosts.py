@@ -405,6 +405,7 @@ class HeldConnections:
         self.new_failed = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._churn, daemon=True)
 
     def _greeted(self, sock: socket.socket) -> None:
@@ -436,11 +437,25 @@ class HeldConnections:
                     sock.sendall(b"QUIT\r\n")
                     if not sock.recv(64).startswith(b"221"):
                         raise ConnectionError("no 221 after QUIT")
-                self.new_ok += 1
+                with self._progress:
+                    self.new_ok += 1
+                    self._progress.notify_all()
             except Exception as exc:
-                self.new_failed += 1
-                self.errors.append(f"new connection: {exc}")
+                with self._progress:
+                    self.new_failed += 1
+                    self.errors.append(f"new connection: {exc}")
+                    self._progress.notify_all()
             time.sleep(0.005)
+
+    def wait_new(self, count: int, timeout: float = 120) -> None:
+        """Wait until ``count`` more new sessions completed (or one failed): an event to
+        wait on, not a duration to sleep; ``timeout`` only bounds a stuck run."""
+        with self._progress:
+            target = self.new_ok + count
+            if not self._progress.wait_for(
+                lambda: self.new_ok >= target or self.new_failed > 0, timeout
+            ):
+                raise AssertionError(f"no {count} new sessions within {timeout:g} s")
 
     def finish(self) -> ProbeResult:
         self._stop.set()

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from mailbox_support import ROOT, TOOL_CACHE, client_settings, need
 
-from tailwart.mailbox import loader
+from tailwart.checks import compose_loader as loader
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,8 @@ def test_a_host_value_is_one_argument_never_shell_code(tmp_path: Path, host: str
     doc = loader.load(settings, tree, BINARY)
     test = doc["services"]["ts-stalwart"]["healthcheck"]["test"]
     assert test[0] == "CMD", test
-    # `config` prints a re-loadable file: every literal $ comes out as $$ (compose's escape)
-    argv = [word.replace("$$", "$") for word in test[1:]]
+    # loader.load undoes `config`'s $ -> $$ escape: these are the words the container gets
+    argv = list(test[1:])
     assert host in argv  # compose kept the value whole, as its own argument
     work = tmp_path / "work"
     work.mkdir()
@@ -113,7 +113,7 @@ def test_inv_check_and_up_refuse_the_old_shell_string_healthcheck(
         + text[end:]
     )
     done = inv("check", "--example", cwd=tree, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr  # the same exit as `inv up` below
     rows = [r for r in done.stdout.splitlines() if "compose.sidecar-health" in r]
     assert rows and rows[0].startswith("ERROR") and "not exec form" in rows[0], done.stdout
     assert "Traceback" not in done.stdout + done.stderr

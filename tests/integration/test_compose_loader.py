@@ -3,6 +3,7 @@ on the committed compose file, and the mailbox rules on its normalised output.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,12 +13,22 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from mailbox_support import ROOT, TOOL_CACHE, client_settings, edit, mock, need, write_env
+from mailbox_support import (
+    ROOT,
+    TOOL_CACHE,
+    calls,
+    client_settings,
+    edit,
+    mock,
+    need,
+    need_tool,
+    write_env,
+)
 
 from tailwart.checks import CheckContext, compose_rules
+from tailwart.checks import compose_loader as loader
 from tailwart.checks.run import collect, context_for
 from tailwart.findings import Finding, Status
-from tailwart.mailbox import loader
 from tailwart.mailbox.errors import StackRefused
 from tailwart.mailbox.stack import Stack
 from tailwart.settings.example import example_settings
@@ -52,7 +63,7 @@ def rules(root: Path) -> dict[str, Finding]:
 
 
 def test_loader_is_the_pinned_compose(binary: Path) -> None:
-    assert loader.available() == binary
+    assert loader.cached_loader_path() == binary
     assert loader.version(binary) == loader.LOADER_VERSION.removeprefix("v")
 
 
@@ -92,7 +103,19 @@ def test_committed_compose_file_loads_and_normalises(binary: Path) -> None:
 def test_every_rule_passes_on_the_normalised_committed_file(tree: Path) -> None:
     got = rules(tree)
     assert {k: f.message for k, f in got.items() if f.status is not Status.OK} == {}
-    assert got["compose.loader"].message.startswith("validated and normalised by docker compose")
+    assert got["compose.loader"].message.startswith("validated and normalised by ")
+
+
+def test_a_dollar_in_a_secret_reaches_stalwart_unchanged(tree: Path) -> None:
+    """`config` prints '$' as '$$': the rules compare what the container gets, so a
+    password holding '$' (or '$$') is passed as written, not reported as another value."""
+    settings = client_settings(STALWART_DB_PASSWORD="pa$word$$with-dollars")
+    doc = loader.load(settings, tree)
+    got = doc["services"]["stalwart"]["environment"]["STALWART_DB_PASSWORD"]
+    assert got == "pa$word$$with-dollars"
+    ctx = context_for(settings, tree)
+    found = {f.id: f for f in compose_rules.run(ctx)}
+    assert found["compose.env-passed"].status is Status.OK, found["compose.env-passed"].message
 
 
 def test_files_mode_pem_mounts_as_the_loader_normalises_them(binary: Path) -> None:
@@ -125,7 +148,8 @@ def test_files_mode_pem_mounts_as_the_loader_normalises_them(binary: Path) -> No
                 strict=True,
             )
         ], mode
-        ctx = CheckContext(settings, ROOT, compose_normalised=doc)
+        built = loader.Loader((str(binary),), "the built loader")
+        ctx = CheckContext(settings, ROOT, compose_loaded=loader.Loaded(built, doc))
         got = {f.id: f for f in compose_rules.run(ctx)}["compose.tls-files"]
         assert got.status is Status.OK, (mode, got.message)
 
@@ -217,24 +241,60 @@ def test_up_refuses_with_the_real_loader_before_any_docker_command(
     stack = Stack(c, example_settings(), tree, ".env", out=lines.append, err=lines.append)
     with pytest.raises(StackRefused):
         stack.up(checks=lambda ctx: collect(ctx, ("compose_rules",)))
-    assert c.run.call_args_list == []
+    assert calls(c) == []
 
 
-def test_inv_check_reports_the_loader(
-    tmp_path: Path, example_values: dict[str, str], binary: Path
-) -> None:
-    env = write_env(tmp_path / "mail.env", example_values)
+def _path_with(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding only ``tools`` (symlinks to the real ones)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        (bin_dir / tool).symlink_to(need_tool(tool))
+    return str(bin_dir)
+
+
+def _loader_line(tmp_path: Path, example_values: dict[str, str], env: dict[str, str]) -> str:
+    env_file = write_env(tmp_path / "mail.env", example_values)
     out = subprocess.run(
-        [sys.executable, "-m", "invoke", "check", "--env-file", str(env)],
+        [sys.executable, "-m", "invoke", "check", "--env-file", str(env_file)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **env},
     )
-    assert "compose.loader" in out.stdout
     line = next(row for row in out.stdout.splitlines() if "compose.loader" in row)
-    assert line.split()[0] == "ok"
-    assert "validated and normalised by docker compose config (v2.40.3)" in line
+    assert line.split()[0] == "ok", out.stdout + out.stderr
+    return line
+
+
+def test_inv_check_uses_the_operators_docker_compose_first(
+    tmp_path: Path, example_values: dict[str, str], binary: Path
+) -> None:
+    """On a host with Docker, `inv check` loads the file with the operator's own
+    `docker compose` (the real docker CLI and its compose plugin), not tailwart's copy."""
+    plugins = tmp_path / "docker-config" / "cli-plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "docker-compose").symlink_to(binary)
+    path = _path_with(tmp_path, "docker", "git")
+    line = _loader_line(
+        tmp_path,
+        example_values,
+        {"PATH": path, "DOCKER_CONFIG": str(plugins.parent), "TAILWART_COMPOSE_LOADER": ""},
+    )
+    version = loader.LOADER_VERSION.removeprefix("v")
+    assert f"validated and normalised by docker compose {version} from PATH" in line
+
+
+def test_inv_check_falls_back_to_the_built_loader_without_docker(
+    tmp_path: Path, example_values: dict[str, str], binary: Path
+) -> None:
+    line = _loader_line(
+        tmp_path,
+        example_values,
+        {"PATH": _path_with(tmp_path, "git"), "TAILWART_COMPOSE_LOADER": ""},
+    )
+    assert f"validated and normalised by tailwart's built loader {loader.LOADER_VERSION}" in line
 
 
 def test_check_context_without_loader_falls_back_to_raw_yaml(
@@ -244,3 +304,134 @@ def test_check_context_without_loader_falls_back_to_raw_yaml(
     ctx = context_for(example_settings(), ROOT)
     assert ctx.compose_normalised is None
     assert isinstance(ctx, CheckContext)
+
+
+#: what every interpolation case sees: a set, an empty and (by absence) an unset variable
+CASE_ENV = {"SET": "val", "EMPTY": "", "DOLLAR": "a$b"}
+INTERPOLATION_CASES = [
+    "plain",
+    "${SET}",
+    "$SET",
+    "$SET-x",
+    "$SET_x",
+    "${UNSET}",
+    "$UNSET",
+    "${DOLLAR}",
+    "${SET}${SET}",
+    "{$SET}",
+    "${SET}}",
+    # defaults: unset vs empty
+    "${SET:-d}",
+    "${SET-d}",
+    "${EMPTY:-d}",
+    "${EMPTY-d}",
+    "${UNSET:-d}",
+    "${UNSET-d}",
+    "${UNSET:-}",
+    "${SET-}",
+    "${UNSET:--x}",
+    "${UNSET---x}",
+    "${UNSET:-a:b}",
+    "${UNSET:-with space}",
+    "${UNSET:-}}",
+    "${UNSET-a}b}",
+    "${UNSET:-{x}}",
+    "${UNSET:-\\}}",
+    # replacements
+    "${SET:+r}",
+    "${EMPTY:+r}",
+    "${EMPTY+r}",
+    "${UNSET+r}",
+    "${SET:+}",
+    # escapes
+    "$$",
+    "a$$b",
+    "$${SET}",
+    "$$SET",
+    "${SET:-}$$",
+    "${UNSET:-$$}",
+    "${UNSET:-$${SET}}",
+    "$",
+    "a$",
+    "$1",
+    "$-",
+    "100$ each",
+    # nested
+    "${UNSET:-${SET}}",
+    "${UNSET:-${SET}x}",
+    "${UNSET:-$SET}",
+    "${SET:+--flag=${SET}}",
+    "${UNSET:-${UNSET2:-deep}}",
+    "${SET:+a${UNSET:-q}b}",
+    "${TS_LOGIN_SERVER:+--login-server=${TS_LOGIN_SERVER}}",
+    # required values: compose refuses the file
+    "${SET:?err}",
+    "${SET:?}",
+    "${EMPTY?ok}",
+    "${EMPTY:?boom}",
+    "${UNSET?boom}",
+    "${UNSET:?}",
+    "${UNSET:?${SET}}",
+    "${UNSET:-${UNSET2:?deep}}",
+    "${UNSET:+${X:?never}}",
+    "${SET:-${X:?eager}}",
+    # malformed templates
+    "${SET",
+    "${SET:-${UNSET}",
+    "${1}",
+    "${}",
+    "${ UNSET }",
+    "${SET:=x}",
+    "${SET:x}",
+    "${SET/x/y}",
+    "${#SET}",
+]
+
+
+def _real(binary: Path, tmp_path: Path, value: str) -> str:
+    """What the real loader makes of ``value``: the string, or ``error: <message>``."""
+    compose = tmp_path / "compose.yml"
+    compose.write_text(json.dumps({"services": {"a": {"image": "x", "environment": {"V": value}}}}))
+    out = subprocess.run(
+        [str(binary), "-f", str(compose), "-p", "cases", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), **CASE_ENV},
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        message = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+        return f"error: {message}"
+    got = json.loads(out.stdout)["services"]["a"]["environment"]["V"]
+    return str(got).replace("$$", "$")  # `config` prints '$' as '$$' (its re-loadable form)
+
+
+def _fallback(value: str) -> str:
+    try:
+        return compose_rules.interpolate(value, CASE_ENV)
+    except compose_rules.InterpolationError as exc:
+        return f"error: {exc}"
+
+
+def _agree(real: str, ours: str) -> bool:
+    if not real.startswith("error: "):
+        return ours == real
+    if not ours.startswith("error: "):
+        return False
+    # a missing required value: the same message (compose prefixes where it was)
+    return "required variable" not in real or real.endswith(ours.removeprefix("error: "))
+
+
+def test_fallback_interpolation_agrees_with_the_real_loader(binary: Path, tmp_path: Path) -> None:
+    """The oracle is the real compose loader: for every case the fallback gives the same
+    string, or refuses where compose refuses (with compose's message for a missing
+    required value)."""
+    differ = {}
+    for value in INTERPOLATION_CASES:
+        real, ours = _real(binary, tmp_path, value), _fallback(value)
+        if not _agree(real, ours):
+            differ[value] = (real, ours)
+    assert differ == {}
+    refused = [v for v in INTERPOLATION_CASES if _fallback(v).startswith("error: ")]
+    assert len(refused) == 16  # the table exercises both outcomes

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailbox_world import BACKEND_NODES, BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
@@ -54,7 +55,7 @@ def tw(w: World, env_file: Path, *args: str, timeout: float = 400) -> str:
     return out
 
 
-def inspect(w: World, service: str) -> dict[str, object]:
+def inspect(w: World, service: str) -> dict[str, Any]:
     name = w.docker(
         "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}",
         "--filter", f"label=com.docker.compose.service={service}",
@@ -91,7 +92,7 @@ def record(w: World, env_file: Path, label: str) -> None:
     from tailwart.settings.derived import compose_environment
 
     compose = Compose(str(env_file), PROJECT)
-    env = {**w.env, **compose_environment(load(str(env_file)))}
+    env = {**w.env, **compose_environment(load(env_file))}
     CAPTURED.mkdir(parents=True, exist_ok=True)
     ps = run(compose.ps(), env=env, cwd=ROOT).stdout
     (CAPTURED / f"ps-{label}.json").write_text(ps)
@@ -133,7 +134,7 @@ def test_up_joins_headscale_and_turns_healthy(stack: tuple[World, Path]) -> None
     for service in ("ts-stalwart", "stalwart"):
         state = inspect(w, service)["State"]
         assert isinstance(state, dict)
-        assert state["Health"]["Status"] == "healthy", (service, state["Health"])  # type: ignore[index]
+        assert state["Health"]["Status"] == "healthy", (service, state["Health"])
 
 
 def test_no_host_port_and_stalwart_lives_in_the_sidecar(stack: tuple[World, Path]) -> None:
@@ -163,7 +164,7 @@ def test_ps_shows_both_healthy(stack: tuple[World, Path]) -> None:
         assert rows[service] == [service, name, "running", "healthy", config["Image"]], out
     assert (
         f"stalwart image tag: {str(images['stalwart']['Config']['Image']).rsplit(':', 1)[1]}" in out
-    )  # type: ignore[index]
+    )
 
 
 EDGE_SCRIPT = """
@@ -181,7 +182,7 @@ print(json.dumps({"src": list(src), "imap": greeting}))
 """
 
 
-def stand_in_events(w: World) -> list[dict[str, object]]:
+def stand_in_events(w: World) -> list[dict[str, Any]]:
     """What the stand-in in the Stalwart slot printed: one JSON event per line."""
     name = str(inspect(w, "stalwart")["Id"])
     logs = w.docker("logs", name).stdout
@@ -197,8 +198,8 @@ def test_the_tailnet_enforces_the_snippet_merged_by_inv_acl(stack: tuple[World, 
 
     mailbox = f"{NODE}.{BASE_DOMAIN}"
     # refusals are tried on the address too: a name that does not resolve proves nothing
-    address = next(a for a in live_nodes(w)[NODE]["ip_addresses"] if "." in a)  # type: ignore[attr-defined]
-    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), load(str(env_file)))
+    address = next(a for a in live_nodes(w)[NODE]["ip_addresses"] if "." in a)
+    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), load(env_file))
     assert not w.reaches(edge.name, address, 25)
     # a port the snippet does not open, listening in the sidecar's namespace
     stalwart = str(inspect(w, "stalwart")["Id"])
@@ -241,7 +242,7 @@ def test_mail_crosses_the_tailnet_through_the_edge(stack: tuple[World, Path]) ->
     w, env_file = stack
     from tailwart.settings import load
 
-    edge = w.edge or w.start_edge(w.preauth_key("tag:reverse-proxy"), load(str(env_file)))
+    edge = w.edge or w.start_edge(w.preauth_key("tag:reverse-proxy"), load(env_file))
     peer_ip = edge.tailnet_ip
     sent = json.loads(w.in_world(sys.executable, "-c", EDGE_SCRIPT, edge.bridge_ip).stdout)
     client = (str(sent["src"][0]), int(sent["src"][1]))
@@ -283,7 +284,8 @@ def through_edge(w: World) -> tuple[bool, str]:
         check=False,
         timeout=120,
     )
-    return done.returncode == 0, (done.stdout + done.stderr).strip().splitlines()[-1:][0:1]
+    last = (done.stdout + done.stderr).strip().splitlines()[-1:]
+    return done.returncode == 0, "".join(last)
 
 
 def health(w: World, service: str) -> tuple[str, str]:
@@ -299,7 +301,7 @@ def wait_healthy(w: World, service: str, timeout: float = 120) -> None:
         time.sleep(2)
 
 
-def live_nodes(w: World) -> dict[str, dict[str, object]]:
+def live_nodes(w: World) -> dict[str, dict[str, Any]]:
     """headscale's nodes by name, without the backend stand-ins of the ACL test."""
     named = {str(n.get("given_name") or n.get("name")): n for n in w.nodes()}
     return {k: v for k, v in named.items() if k not in BACKEND_NODES}
@@ -318,7 +320,7 @@ def test_compose_restart_of_the_sidecar_is_the_trap(stack: tuple[World, Path]) -
     from tailwart.settings import load
     from tailwart.settings.derived import compose_environment
 
-    settings = load(str(env_file))
+    settings = load(env_file)
     bare = run(
         Compose(str(env_file), PROJECT).restart("ts-stalwart"),
         env={**w.env, **compose_environment(settings)},

@@ -7,14 +7,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
-from invoke import MockContext, Result
+from invoke.context import MockContext
+from invoke.runners import Result
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-from testkit import TOOL_CACHE, need, need_tool, write_env  # noqa: E402, F401
+from testkit import TOOL_CACHE as TOOL_CACHE  # noqa: E402
+from testkit import need as need  # noqa: E402
+from testkit import need_tool as need_tool  # noqa: E402
+from testkit import write_env as write_env  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "docker"
 BASE = "docker compose --env-file .env -f compose/docker-compose.yml -p tailwart-mail"
@@ -77,9 +82,15 @@ class FakeClock:
         self.now += seconds
 
 
+def calls(c: MockContext) -> list[Any]:
+    """The calls of ``c.run`` (MockContext wraps its methods in a Mock)."""
+    run: Mock = c.run  # type: ignore[assignment]
+    return list(run.call_args_list)
+
+
 def commands(c: MockContext) -> list[str]:
     """The command lines a MockContext was asked to run, in order."""
-    return [call.args[0] for call in c.run.call_args_list]
+    return [call.args[0] for call in calls(c)]
 
 
 def mock(results: dict[str, Any], extra: Iterable[tuple[str, Any]] = ()) -> MockContext:

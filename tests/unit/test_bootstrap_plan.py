@@ -8,7 +8,7 @@ import hashlib
 from tailwart.backends import scram
 from tailwart.backends.plan import Action, Plan, Step, render_steps
 from tailwart.backends.redis_store import DbState, describe_foreign
-from tailwart.doctor.tls import name_matches
+from tailwart.stalwart.tls_status import name_matches
 
 
 def test_scram_verifier_round_trip_and_format() -> None:

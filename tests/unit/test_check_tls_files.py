@@ -347,7 +347,7 @@ def test_expiry_and_chain_agree_with_openssl(
 # ---------------------------------------------------------------- through inv check
 
 
-def test_inv_check_judges_the_files_and_exits_1_on_an_expired_one(
+def test_inv_check_judges_the_files_and_exits_2_on_an_expired_one(
     tmp_path: Path, pki: dict[str, Issued], example_values: dict[str, str]
 ) -> None:
     tree = tmp_path / "tree"
@@ -380,7 +380,7 @@ def test_inv_check_judges_the_files_and_exits_1_on_an_expired_one(
     expired = leaf_for(pki, sans=[HOST], before=NOW - 90 * DAY, after=NOW - DAY)
     write_pair(tmp_path / "pki", pem(expired.cert, pki["inter"].cert), key_pem(expired.key))
     code, got, text = check()
-    assert code == 1
+    assert code == 2  # the operator's file: bad input, as `inv up` refuses it
     assert got["tls-files.expiry"]["status"] == "error"
     assert got["tls-files.names"]["status"] == "error"
     assert "imap.example.org" in got["tls-files.names"]["message"]

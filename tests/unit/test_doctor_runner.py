@@ -45,7 +45,11 @@ def test_checks_run_in_parallel_and_keep_registry_order() -> None:
 
 
 def test_a_hung_check_times_out_and_a_crashing_check_is_an_error() -> None:
+    """Events, not wall time: the clock reaches the deadline only once the quick checks'
+    threads have ended, so a loaded machine cannot make them late."""
     never = threading.Event()
+    quick = {"doctor:t.crash", "doctor:t.fine"}
+    readings: list[float] = []
 
     def hang(_: DoctorContext) -> Finding:
         never.wait(30)
@@ -54,12 +58,23 @@ def test_a_hung_check_times_out_and_a_crashing_check_is_an_error() -> None:
     def crash(_: DoctorContext) -> Finding:
         raise ValueError("boom")
 
+    def fine(_: DoctorContext) -> Finding:
+        return ok("fine")
+
+    def clock() -> float:
+        if readings:  # after the start: time moves on once the quick checks are done
+            for thread in threading.enumerate():
+                if thread.name in quick:
+                    thread.join(60)
+        readings.append(100.0 if readings else 0.0)
+        return readings[-1]
+
     checks = [
         Check("t.hang", "t", "the hanging service", hang),
         Check("t.crash", "t", "crash", crash),
-        Check("t.fine", "t", "fine", lambda _: ok("fine")),
+        Check("t.fine", "t", "fine", fine),
     ]
-    found = {f.id: f for f in runner.run(ctx(), checks, timeout=0.3)}
+    found = {f.id: f for f in runner.run(ctx(), checks, timeout=0.3, clock=clock)}
     never.set()
     assert found["t.hang"].status is Status.ERROR
     assert found["t.hang"].message == "no answer within 0.3s"
@@ -85,7 +100,31 @@ def test_only_and_port_flags() -> None:
     assert parse_port_map(["25=2525", "993=10993"]) == {25: 2525, 993: 10993}
     with pytest.raises(UsageError) as caught:
         parse_port_map(["25", "0=1", "a=b"])
-    assert str(caught.value).count("expected PUBLIC=ACTUAL") == 3
+    assert str(caught.value).count("expected MAILPORT=PORT") == 2
+    assert "--port '0=1': 0 is not a mail port" in str(caught.value)
+
+
+def test_doctor_and_edge_run_read_port_maps_alike() -> None:
+    """One syntax for `inv doctor --port` and `inv edge-run --ports`: MAILPORT=PORT
+    items, comma-separated, the flag repeatable; the same items refused the same way."""
+    from tailwart.edge.run import parse_port_map as edge_run_ports
+
+    want = {25: 2525, 465: 2465, 993: 2993}
+    assert parse_port_map(["25=2525,465=2465", "993=2993"]) == want
+    assert edge_run_ports("25=2525, 465=2465,993=2993") == want
+    bad = ["25=x", "99=3", "465=70000", "587:2587"]
+    with pytest.raises(UsageError) as doctor_says:
+        parse_port_map([",".join(bad)])
+    with pytest.raises(UsageError) as edge_says:
+        edge_run_ports(",".join(bad))
+    for item in bad:
+        assert f"--port {item!r}:" in str(doctor_says.value)
+        assert f"--ports {item!r}:" in str(edge_says.value)
+    doctor_reasons = str(doctor_says.value).replace("--port ", "").split("; ")
+    edge_reasons = [
+        line.strip().replace("--ports ", "") for line in str(edge_says.value).split("\n")[1:]
+    ]
+    assert doctor_reasons == edge_reasons
 
 
 def test_registry_ids_are_stable_and_grouped() -> None:

@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -132,7 +132,7 @@ def test_quotes_and_braces_never_reach_host_address_or_bucket_keys(tmp_path: Pat
 # ------------------------------------------- finding 2: fullmatch and hygiene in every kind
 
 #: one bad form per run, applied to EVERY key at once (all problems are reported together)
-EVERY_KEY_FORMS = {
+EVERY_KEY_FORMS: dict[str, tuple[Callable[[str], str], str]] = {
     "trailing-newline": (lambda v: v + "\n", "control character (U+000A)"),
     "nul-byte": (lambda v: v[:1] + "\x00" + v[1:], "control character (U+0000)"),
     "bidi-override": (lambda v: v + "\u202e", "invisible format character"),
@@ -601,7 +601,7 @@ def _tasks_reading_env() -> list[list[str]]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from invoke import Collection
+    from invoke.collection import Collection
 
     calls = []
     collection = Collection.from_module(module)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from invoke import MockContext, Result
+from invoke.context import MockContext
+from invoke.runners import Result
 from mailbox_support import (
     BASE,
     DAEMON,
@@ -14,6 +15,7 @@ from mailbox_support import (
     PS,
     STATUS,
     FakeClock,
+    calls,
     commands,
     edit,
     fixture,
@@ -133,7 +135,7 @@ def test_up_passes_the_compose_environment_not_command_line_secrets(
         }
     )
     stack(c, settings, tree).up(checks=compose_checks)
-    up_call = c.run.call_args_list[2]
+    up_call = calls(c)[2]
     assert up_call.args[0] == UP
     env = up_call.kwargs["env"]
     # defaults and derived values are present, so the ${X:?} guards never fire
@@ -142,7 +144,7 @@ def test_up_passes_the_compose_environment_not_command_line_secrets(
     assert env["COMPOSE_PROJECT"] == "tailwart-mail"
     assert all(
         settings[k] not in call.args[0]
-        for call in c.run.call_args_list
+        for call in calls(c)
         for k in ("STALWART_DB_PASSWORD", "TS_OAUTH_CLIENT_SECRET")
     )
 
@@ -223,7 +225,7 @@ def test_up_dry_run_prints_the_exact_commands_and_runs_nothing(
     c = mock({})
     out = Output()
     stack(c, settings, tree, out=out).up(dry_run=True, timeout=90, checks=compose_checks)
-    assert c.run.call_args_list == []
+    assert calls(c) == []
     assert out.plan[:4] == [
         "dry run: nothing runs. The docker commands, in order:",
         f"  {DAEMON}",
@@ -268,7 +270,7 @@ def test_broken_stack_is_refused_before_any_docker_command(
     assert raised.value.exit_code == 2
     assert "no docker command was run" in str(raised.value)
     assert finding in out.text
-    assert c.run.call_args_list == []
+    assert calls(c) == []
 
 
 def test_an_error_of_any_check_module_refuses(tree: Path, settings: Settings) -> None:
@@ -278,7 +280,63 @@ def test_an_error_of_any_check_module_refuses(tree: Path, settings: Settings) ->
     c = mock({})
     with pytest.raises(StackRefused, match="found 1 error"):
         stack(c, settings, tree).up(checks=failing)
-    assert c.run.call_args_list == []
+    assert calls(c) == []
+
+
+def test_a_host_without_git_still_starts_the_mailbox(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repository hygiene never blocks `up`: with no git on PATH it is one warning."""
+    monkeypatch.setenv("PATH", str(tree.parent / "bin"))  # the stub docker only: no git
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, ("compose_rules", "hygiene"))
+    )
+    assert "warning: hygiene.git: git is not installed here" in out.text
+    assert out.plan[0] == DRY_RUN
+
+
+def test_hygiene_errors_and_crashes_are_warnings_for_up(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from tailwart.checks import hygiene
+
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    (tree / ".env").write_text("X=1\n")
+    subprocess.run(["git", "-C", str(tree), "add", "-f", ".env"], check=True)
+    hygiene_only = ("hygiene",)
+    found = {f.id: f for f in collect(CheckContext(settings, tree), hygiene_only)}
+    assert found["hygiene.tracked"].status == "error"  # an error for `inv check`...
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, hygiene_only)
+    )
+    assert "warning: hygiene.tracked: tracked by git: .env" in out.text  # ...a warning here
+
+    def crash(ctx: CheckContext) -> list[Finding]:
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(hygiene, "run", crash)
+    out = Output()
+    stack(mock({}), settings, tree, out=out).up(
+        dry_run=True, checks=lambda ctx: collect(ctx, hygiene_only)
+    )
+    assert "warning: hygiene.crashed: check crashed: FileNotFoundError" in out.text
+    assert out.plan[0] == DRY_RUN
+
+
+def test_a_crashed_check_refuses_up_with_exit_1(tree: Path, settings: Settings) -> None:
+    c = mock({})
+    out = Output()
+    with pytest.raises(MailboxError, match="a static check crashed") as raised:
+        stack(c, settings, tree, out=out).up(
+            checks=lambda ctx: collect(ctx, ("compose_rules", "no_such_module"))
+        )
+    assert raised.value.exit_code == 1  # tailwart's failure, not the operator's input
+    assert "no_such_module.crashed" in out.text
+    assert calls(c) == []
 
 
 # ---------------------------------------------------------------- down, ps, logs
@@ -292,16 +350,19 @@ def test_down_keeps_volumes(tree: Path, settings: Settings) -> None:
 
 def test_down_volumes_asks_first_and_stops_on_no(tree: Path, settings: Settings) -> None:
     asked: list[str] = []
+
+    def answer_no(question: str) -> bool:
+        asked.append(question)
+        return False
+
     c = mock({})
     with pytest.raises(UsageError, match="not confirmed"):
-        stack(c, settings, tree).down(
-            volumes=True, confirm=lambda q: asked.append(q) is None and False
-        )
+        stack(c, settings, tree).down(volumes=True, confirm=answer_no)
     assert asked == [
         "delete the volume tailwart-mail_stalwart-data (Stalwart's local data, "
         "and the web admin's local state)?"
     ]
-    assert c.run.call_args_list == []
+    assert calls(c) == []
 
 
 def test_down_volumes_with_yes(tree: Path, settings: Settings) -> None:
@@ -429,7 +490,7 @@ def test_restart_dry_run(tree: Path, settings: Settings) -> None:
         f"  {BASE} up -d --force-recreate ts-stalwart",
         f"  {BASE} up -d --force-recreate stalwart",
     ]
-    assert c.run.call_args_list == []
+    assert calls(c) == []
 
 
 # ---------------------------------------------------------------- secrets and failed steps
@@ -457,7 +518,7 @@ def test_failure_report_masks_secrets_quoted_by_container_logs(
 def test_streamed_output_is_masked_even_when_a_secret_spans_two_chunks(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from invoke import Context
+    from invoke.context import Context
 
     from tailwart.mailbox.compose import RedactingStream, Runner
 
@@ -543,11 +604,11 @@ def test_first_start_control_recreates_stalwart_alone_in_recovery_then_normal(
     )
     control = ComposeControl(stack(c, settings, tree), timeout=60)
     control.start(recovery=True)
-    assert c.run.call_args_list[0].kwargs["env"]["STALWART_RECOVERY_MODE"] == "1"
+    assert calls(c)[0].kwargs["env"]["STALWART_RECOVERY_MODE"] == "1"
     control.stop()
     control.start(recovery=False)
     ran = commands(c)
     assert [r for r in ran if r in (recreate, stop)] == [recreate, stop, recreate]
-    last_up = [call for call in c.run.call_args_list if call.args[0] == recreate][-1]
+    last_up = [call for call in calls(c) if call.args[0] == recreate][-1]
     assert last_up.kwargs["env"]["STALWART_RECOVERY_MODE"] == ""
     assert not any("ts-stalwart" in r.split(BASE)[-1] for r in ran if r.startswith(BASE))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from invoke import Context, Result
+from invoke.context import Context
+from invoke.runners import Result
 from mailbox_support import (
     COMPOSE_VERSION,
     DAEMON,
@@ -21,10 +22,10 @@ from mailbox_support import (
     write_env,
 )
 
+from tailwart.checks.compose_loader import LOADER_VERSION
 from tailwart.errors import UsageError
 from tailwart.mailbox.compose import Runner
 from tailwart.mailbox.errors import PreconditionError
-from tailwart.mailbox.loader import LOADER_VERSION
 from tailwart.mailbox.preconditions import require_docker, require_env_file
 
 LEGACY = "docker-compose version --short"

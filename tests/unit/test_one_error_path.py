@@ -136,6 +136,9 @@ def test_a_crashing_check_is_a_masked_finding_never_an_exit(example_values: dict
     assert all(f.status is Status.ERROR for f in findings)
     assert secret not in crashed["envcontract.crashed"].message
     assert "RuntimeError" in crashed["envcontract.crashed"].message
+    # a crash keeps its check's group (the module's own when it imported)
+    assert crashed["envcontract.crashed"].group == "contract"
+    assert crashed["no_such_module.crashed"].group == "no_such_module"
 
 
 @pytest.mark.parametrize(
@@ -187,3 +190,36 @@ def thread_dies(c):
     )
     assert "Traceback" not in done.stderr
     assert "unexpected ZeroDivisionError in a background thread" in done.stderr
+
+
+def test_inv_check_exits_2_on_input_errors_and_1_on_a_crash_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    """The same errors refuse `inv check` and `inv up` alike (exit 2: the operator's
+    input); a check that crashed is tailwart's failure (exit 1), never an exit 2."""
+    from tailwart.checks import run
+    from tailwart.errors import OperationError, UsageError
+    from tailwart.settings import from_mapping
+
+    settings = from_mapping(example_values)
+    real = run.collect
+    monkeypatch.setattr(run, "collect", lambda ctx: real(ctx, ("no_such_module",)))
+    with pytest.raises(OperationError, match="a check crashed") as crash:
+        run.run_checks(settings, tmp_path)
+    assert crash.value.exit_code == 1
+    # compose/ is missing from tmp_path: compose.file is an input error, and it wins
+    monkeypatch.setattr(run, "collect", lambda ctx: real(ctx, ("no_such_module", "compose_rules")))
+    with pytest.raises(UsageError, match="errors found") as bad:
+        run.run_checks(settings, tmp_path)
+    assert bad.value.exit_code == 2
+
+
+def test_every_check_module_names_its_group() -> None:
+    """A crash finding takes its module's group (G or GROUP): every module declares one."""
+    import importlib
+
+    from tailwart.checks import MODULES
+
+    for name in MODULES:
+        module = importlib.import_module(f"tailwart.checks.{name}")
+        assert getattr(module, "GROUP", None) or getattr(module, "G", None), name

@@ -104,7 +104,8 @@ class Store:
                 return {k: mask(x) for k, x in v.items()}
             return v
 
-        return mask(copy.deepcopy(obj))
+        masked: dict[str, Any] = mask(copy.deepcopy(obj))
+        return masked
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         assert "urn:stalwart:jmap" in body["using"]

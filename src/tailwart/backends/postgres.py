@@ -46,6 +46,21 @@ class PgTarget:
         )
 
 
+def is_loopback(host: str) -> bool:
+    """``host`` is a socket path or resolves to loopback, where Postgres containers
+    ``trust`` any password: a login there proves nothing."""
+    import ipaddress
+    import socket
+
+    if host.startswith("/") or host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
 def admin_password(user: str, environ: dict[str, str] | None = None) -> str:
     """``PG_ADMIN_PASSWORD`` from the environment, else a prompt on a terminal."""
     env = os.environ if environ is None else environ

@@ -64,9 +64,9 @@ def tool_args(source: PgSource) -> list[str]:
 
 def refuse_loopback(source: PgSource, key: str = "STALWART_DB_HOST") -> None:
     """Loopback is ``trust`` on the shared containers: a login there proves nothing."""
-    from ..doctor.backends import _is_loopback
+    from ..backends.postgres import is_loopback
 
-    if _is_loopback(source.host):
+    if is_loopback(source.host):
         raise UsageError(
             f"{key}: {source.host!r} is loopback or a socket, where Postgres may trust any "
             "password; back up over the tailnet address with a SCRAM login"

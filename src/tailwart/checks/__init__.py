@@ -10,9 +10,12 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from .compose_loader import Loaded
 
 #: check modules in report order
 MODULES: tuple[str, ...] = (
@@ -24,6 +27,10 @@ MODULES: tuple[str, ...] = (
     "hygiene",
     "policy",
 )
+
+#: groups whose errors never refuse ``inv up`` / ``restart`` (they are printed as warnings):
+#: they judge the repository, not whether the mailbox starts
+ADVISORY_FOR_UP: frozenset[str] = frozenset({"hygiene"})
 
 COMPOSE_FILE = "compose/docker-compose.yml"
 CONFIG_FILE = "config/config.json"
@@ -37,11 +44,16 @@ class CheckContext:
 
     settings: Settings
     root: Path
-    #: normalised compose document from the real loader, when available
-    compose_normalised: dict[str, Any] | None = field(default=None)
+    #: what the compose loader made of the file; None: not tried (rules then try it)
+    compose_loaded: Loaded | None = field(default=None)
     #: the caller renders config/config.json from .env before Stalwart reads it (inv up):
     #: judge what it will write, not a file it is about to replace
     renders_config: bool = False
+
+    @property
+    def compose_normalised(self) -> dict[str, Any] | None:
+        """The loader's normalised compose document, when a loader accepted the file."""
+        return self.compose_loaded.document if self.compose_loaded is not None else None
 
     def path(self, rel: str) -> Path:
         return self.root / rel

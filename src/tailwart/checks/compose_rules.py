@@ -11,13 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..findings import Finding
 from ..settings import Settings
 from ..settings.contract import STALWART_ENV
 from ..settings.derived import compose_environment
 from . import COMPOSE_FILE, CONFIG_FILE, CheckContext
+
+if TYPE_CHECKING:
+    from .compose_loader import Loaded
 
 GROUP = "compose"
 SIDECAR = "ts-stalwart"
@@ -33,9 +36,17 @@ _OP = re.compile(r":?[-?+]")
 # ---------------------------------------------------------------- interpolation (raw YAML)
 
 
+class InterpolationError(ValueError):
+    """Compose would refuse the file: a required variable without a value, a bad ``${…}``."""
+
+
 def interpolate(value: str, env: Mapping[str, str]) -> str:
     """Compose's interpolation of one string (``${X}``, ``${X:-d}``, ``${X:?m}``, ``$$``…),
-    with variables nested in a default or replacement (``${X:+ --flag=${X}}``)."""
+    with variables nested in a default or replacement (``${X:+ --flag=${X}}``).
+
+    The fallback when no compose loader is installed; ``test_compose_loader`` compares it
+    with the real loader case by case. InterpolationError where compose refuses the text.
+    """
     out: list[str] = []
     i = 0
     while i < len(value):
@@ -49,9 +60,8 @@ def interpolate(value: str, env: Mapping[str, str]) -> str:
             i += 2
         elif nxt == "{":
             end = _closing_brace(value, i + 2)
-            if end < 0:  # unterminated: compose refuses it; keep the text
-                out.append(value[i:])
-                break
+            if end < 0:
+                raise InterpolationError(f"invalid interpolation format: {value[i:]!r}")
             out.append(_substitute(value[i + 2 : end], env))
             i = end + 1
         elif (bare := _NAME.match(value, i + 1)) is not None:
@@ -83,19 +93,24 @@ def _closing_brace(value: str, start: int) -> int:
 
 
 def _substitute(body: str, env: Mapping[str, str]) -> str:
-    """One ``${…}`` body: a name, then optionally an operator and its (interpolated) argument."""
+    """One ``${…}`` body: a name, then optionally an operator and its argument (interpolated
+    first, as compose does, even where the operator will not use it)."""
     name = _NAME.match(body)
-    if name is None:
-        return ""
-    op_match = _OP.match(body, name.end())
+    op_match = _OP.match(body, name.end()) if name is not None else None
+    if name is None or (op_match is None and name.end() != len(body)):
+        raise InterpolationError(f"invalid interpolation format: {'${' + body + '}'!r}")
     op = op_match.group() if op_match else ""
     arg = interpolate(body[op_match.end() :], env) if op_match else ""
     present = name.group() in env
     current = env.get(name.group(), "")
-    if op in (":-", ":?"):
-        return current if current else (arg if op == ":-" else "")
-    if op in ("-", "?"):
-        return current if present else (arg if op == "-" else "")
+    if op in (":?", "?") and not (current if op == ":?" else present):
+        raise InterpolationError(
+            f"required variable {name.group()} is missing a value" + (f": {arg}" if arg else "")
+        )
+    if op == ":-":
+        return current if current else arg
+    if op == "-":
+        return current if present else arg
     if op == ":+":
         return arg if current else ""
     if op == "+":
@@ -110,13 +125,21 @@ def config_macros(ctx: CheckContext) -> set[str]:
     return stalwart_references(ctx)
 
 
-def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+def interpolate_tree(node: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Every string value of a YAML tree interpolated (keys are not); InterpolationError
+    naming where, like compose's "error while interpolating services.x.y"."""
     if isinstance(node, str):
-        return interpolate(node, env)
+        try:
+            return interpolate(node, env)
+        except InterpolationError as exc:
+            raise InterpolationError(f"error while interpolating {where}: {exc}") from None
     if isinstance(node, list):
-        return [interpolate_tree(item, env) for item in node]
+        return [interpolate_tree(item, env, f"{where}[{n}]") for n, item in enumerate(node)]
     if isinstance(node, dict):
-        return {key: interpolate_tree(value, env) for key, value in node.items()}
+        return {
+            key: interpolate_tree(value, env, f"{where}.{key}" if where else str(key))
+            for key, value in node.items()
+        }
     return node
 
 
@@ -234,13 +257,21 @@ def run(ctx: CheckContext) -> list[Finding]:
         )
 
     env = compose_environment(ctx.settings)
-    findings += _loader_findings(ctx, raw is not None)
-    if raw is None:
-        return findings
+    loaded = ctx.compose_loaded
+    if loaded is None:  # a context not made by checks.run.context_for: load here
+        from .compose_loader import try_load
 
-    doc = (
-        ctx.compose_normalised if ctx.compose_normalised is not None else interpolate_tree(raw, env)
-    )
+        loaded = try_load(ctx.settings, ctx.root)
+    if raw is None:
+        return [*findings, _loader_finding(loaded)]
+    doc = loaded.document
+    if doc is None:
+        try:
+            doc = interpolate_tree(raw, env)
+        except InterpolationError as exc:
+            findings.append(_loader_finding(loaded, str(exc)))
+            return findings
+    findings.append(_loader_finding(loaded))
     services = doc.get("services") or {}
     compose_dir = ctx.path(COMPOSE_FILE).parent
     stalwart, sidecar = services.get(STALWART), services.get(SIDECAR)
@@ -270,60 +301,42 @@ def run(ctx: CheckContext) -> list[Finding]:
     return findings
 
 
-def _loader_findings(ctx: CheckContext, yaml_ok: bool) -> list[Finding]:
-    """Whether the real loader validated the file, and its error when it did not."""
-    from ..mailbox import loader
+def _loader_finding(loaded: Loaded, fallback_error: str = "") -> Finding:
+    """Which loader read the file (the operator's ``docker compose``, the built one, or
+    tailwart's fallback interpolation), and its error when it refused the file."""
+    from .compose_loader import cached_loader_path
 
-    if ctx.compose_normalised is not None:
-        return [
-            Finding.ok(
-                "compose.loader",
-                f"validated and normalised by docker compose config ({loader.LOADER_VERSION})",
-                GROUP,
-            )
-        ]
-    binary = loader.available()
-    if binary is None:
-        return [
-            Finding.warning(
-                "compose.loader",
-                "compose loader not installed: checked the raw YAML only",
-                "run scripts/setup/50-mailbox.sh (builds docker compose into the tool cache)",
-                GROUP,
-            )
-        ]
-    try:
-        loader.load(ctx.settings, ctx.root, binary)
-    except loader.LoaderError as exc:
-        return [
-            Finding.error(
-                "compose.loader",
-                f"docker compose config rejects the file: {exc}",
-                "fix compose/docker-compose.yml where the loader points",
-                GROUP,
-            )
-        ]
-    except Exception as exc:  # the loader itself broke: say so rather than hide it
-        return [
-            Finding.error(
-                "compose.loader",
-                f"the compose loader failed: {exc}",
-                "re-run scripts/setup/50-mailbox.sh",
-                GROUP,
-            )
-        ]
-    # ran fine, but the caller did not pass its output (e.g. an older run.py): the raw
-    # YAML rules below still apply
-    return (
-        [
-            Finding.ok(
-                "compose.loader",
-                f"validated by docker compose config ({loader.LOADER_VERSION})",
-                GROUP,
-            )
-        ]
-        if yaml_ok
-        else []
+    loader = loaded.loader
+    if loaded.document is not None and loader is not None:
+        return Finding.ok("compose.loader", f"validated and normalised by {loader.name}", GROUP)
+    fallback = "checked the raw YAML with tailwart's own interpolation"
+    if loaded.rejected and loader is not None:
+        return Finding.error(
+            "compose.loader",
+            f"{loader.name} rejects the file: {loaded.rejected}",
+            "fix compose/docker-compose.yml where the loader points",
+            GROUP,
+        )
+    if fallback_error:
+        return Finding.error(
+            "compose.loader",
+            f"{fallback_error} ({fallback})",
+            "fix compose/docker-compose.yml or the .env value it names",
+            GROUP,
+        )
+    if loaded.failed and loader is not None:
+        return Finding.warning(
+            "compose.loader",
+            f"{loader.name} failed to run ({loaded.failed}): {fallback}",
+            "check `docker compose version`, or re-run scripts/setup/50-mailbox.sh",
+            GROUP,
+        )
+    return Finding.warning(
+        "compose.loader",
+        f"no compose loader (`docker compose` on PATH, or {cached_loader_path()}): {fallback}",
+        "install Docker Compose v2 (the docker-compose-plugin package), or run "
+        "scripts/setup/50-mailbox.sh",
+        GROUP,
     )
 
 

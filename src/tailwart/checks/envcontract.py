@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
 from typing import Any
 
 from ..findings import Finding
-from ..settings.contract import BY_NAME, DERIVED, KEYS, SIDECAR_DERIVED, STALWART_ENV
+from ..settings.contract import BY_NAME, DERIVED, SIDECAR_DERIVED, STALWART_ENV
 from . import COMPOSE_FILE, CheckContext
 
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -40,18 +39,6 @@ def stalwart_environment(compose: dict[str, Any] | None) -> set[str]:
     if isinstance(env, list):
         return {str(item).split("=", 1)[0] for item in env}
     return set(env)
-
-
-def _source_mentions(root: Path) -> str:
-    """All code that may read a key: src/ outside the contract, plus tasks.py."""
-    parts = []
-    for path in sorted((root / "src" / "tailwart").rglob("*.py")):
-        if path.name != "contract.py":
-            parts.append(path.read_text())
-    tasks = root / "tasks.py"
-    if tasks.exists():
-        parts.append(tasks.read_text())
-    return "\n".join(parts)
 
 
 def run(ctx: CheckContext) -> list[Finding]:
@@ -161,23 +148,6 @@ def run(ctx: CheckContext) -> list[Finding]:
         out.append(
             Finding.ok("env.stalwart-set", "the stalwart container gets exactly its keys", G)
         )
-
-    code = _source_mentions(ctx.root)
-    unused = [
-        k.name
-        for k in KEYS
-        if not (k.name in used_macros or k.name in in_compose or re.search(rf"\b{k.name}\b", code))
-    ]
-    out.append(
-        Finding.error(
-            "env.unused-keys",
-            f"declared but never read: {', '.join(unused)}",
-            "remove them from the contract or wire them up",
-            G,
-        )
-        if unused
-        else Finding.ok("env.unused-keys", f"all {len(KEYS)} declared keys are read somewhere", G)
-    )
 
     password = ctx.settings["STALWART_REDIS_PASSWORD"]
     bad_chars = sorted(set(URL_UNSAFE.findall(password)))

@@ -1,7 +1,13 @@
-"""Secrets and generated files stay out of git (ids ``hygiene.*``)."""
+"""Secrets and generated files stay out of git (ids ``hygiene.*``).
+
+Advisory for ``inv up`` (``checks.ADVISORY_FOR_UP``): the state of the repository
+says nothing about whether the mailbox starts, so its errors are warnings there. A
+host without git (a server that only runs the mailbox) gets one warning.
+"""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 from ..findings import Finding
@@ -18,6 +24,15 @@ def _git(ctx: CheckContext, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run(ctx: CheckContext) -> list[Finding]:
+    if shutil.which("git") is None:
+        return [
+            Finding.warning(
+                "hygiene.git",
+                "git is not installed here: repository hygiene was not checked",
+                "check on the machine that holds the checkout: `inv check` there",
+                G,
+            )
+        ]
     if _git(ctx, "rev-parse", "--is-inside-work-tree").returncode != 0:
         return [
             Finding.warning(

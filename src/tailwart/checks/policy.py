@@ -100,9 +100,12 @@ def _interpolated(ctx: CheckContext) -> dict[str, Any] | None:
     if ctx.compose_normalised is not None or ctx.compose is None:
         return ctx.compose
     from ..settings.derived import compose_environment
-    from .compose_rules import interpolate_tree
+    from .compose_rules import InterpolationError, interpolate_tree
 
-    doc: dict[str, Any] = interpolate_tree(ctx.compose, compose_environment(ctx.settings))
+    try:
+        doc: dict[str, Any] = interpolate_tree(ctx.compose, compose_environment(ctx.settings))
+    except InterpolationError:  # compose.loader reports it; judge the tags as written
+        return ctx.compose
     return doc
 
 

@@ -349,7 +349,7 @@ def dns_names(cert: Any) -> list[str] | None:
 
 
 def _names(leaf: Any, names: Sequence[str]) -> Finding:
-    from ..doctor.tls import name_matches
+    from ..stalwart.tls_status import name_matches
 
     fid = f"{G}.names"
     sans = dns_names(leaf)

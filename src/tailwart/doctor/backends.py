@@ -7,9 +7,7 @@ is ``trust``: the login check demands SCRAM from the server (libpq
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
-import socket
 from typing import Any
 
 from ..findings import Finding
@@ -17,16 +15,6 @@ from .registry import Check, DoctorContext, error, ok, warning
 
 GROUP = "backends"
 BOOTSTRAP = "run inv bootstrap"
-
-
-def _is_loopback(host: str) -> bool:
-    if host.startswith("/") or host == "localhost":
-        return True
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return any(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def _pg_connect(ctx: DoctorContext, password: str, dbname: str, scram: bool) -> Any:
@@ -67,6 +55,8 @@ def _where(ctx: DoctorContext) -> str:
 def postgres_login(ctx: DoctorContext) -> Finding:
     import psycopg
 
+    from ..backends.postgres import is_loopback
+
     s = ctx.settings
     try:
         conn = _pg_connect(ctx, s["STALWART_DB_PASSWORD"], "postgres", scram=True)
@@ -88,7 +78,7 @@ def postgres_login(ctx: DoctorContext) -> Finding:
             "check STALWART_DB_HOST/PORT and that Postgres listens on the tailnet",
         )
     conn.close()
-    if _is_loopback(s["STALWART_DB_HOST"]):
+    if is_loopback(s["STALWART_DB_HOST"]):
         return warning(
             f"{_where(ctx)}: SCRAM login over loopback, which proves nothing for Stalwart",
             "set STALWART_DB_HOST to the tailnet name Stalwart uses",

@@ -7,74 +7,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import socket
 from typing import Any
 
 from ..findings import Finding
-from ..settings import Settings
 from .registry import Check, DoctorContext, error, ok, warning
+from .resolver import Dns, DnsFailure, fqdn
 from .spf import IP, check_host, spf_records
 
 GROUP = "dns"
-
-
-class DnsFailure(Exception):
-    """The resolver did not answer (timeout, SERVFAIL, refused)."""
-
-
-def _fqdn(name: str) -> str:
-    return name.rstrip(".").lower()
-
-
-class Dns:
-    """dnspython adapter: empty lists for NXDOMAIN/no data, DnsFailure otherwise."""
-
-    def __init__(self, settings: Settings, timeout: float) -> None:
-        import dns.resolver
-
-        target = settings.hostport("DNS_RESOLVER")
-        self.resolver = dns.resolver.Resolver(configure=target is None)
-        if target is not None:
-            infos = socket.getaddrinfo(target.host, target.port, proto=socket.IPPROTO_UDP)
-            self.resolver.nameservers = [str(infos[0][4][0])]
-            self.resolver.port = target.port
-        self.resolver.lifetime = timeout
-        self.resolver.timeout = timeout
-        self.where = f"{target.host}:{target.port}" if target else "the system resolver"
-
-    def query(self, name: str, rdtype: str) -> list[Any]:
-        import dns.exception
-        import dns.resolver
-
-        try:
-            answer = self.resolver.resolve(name.rstrip(".") + ".", rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-        except dns.exception.DNSException as exc:
-            raise DnsFailure(f"{rdtype} {name}: {type(exc).__name__} from {self.where}") from None
-        return list(answer)
-
-    def txt(self, name: str) -> list[str]:
-        return [b"".join(r.strings).decode("utf-8", "replace") for r in self.query(name, "TXT")]
-
-    def addresses(self, name: str) -> list[IP]:
-        return [ipaddress.ip_address(r.address) for t in ("A", "AAAA") for r in self.query(name, t)]
-
-    def mx_records(self, name: str) -> list[tuple[int, str]]:
-        return sorted(
-            (int(r.preference), _fqdn(r.exchange.to_text())) for r in self.query(name, "MX")
-        )
-
-    def mx(self, name: str) -> list[str]:
-        return [host for _, host in self.mx_records(name)]
-
-    def ptr(self, ip: IP) -> list[str]:
-        import dns.reversename
-
-        return [
-            _fqdn(r.target.to_text())
-            for r in self.query(dns.reversename.from_address(str(ip)).to_text(), "PTR")
-        ]
 
 
 def _guard(fn: Any) -> Any:
@@ -96,7 +36,7 @@ def _edge_ip(ctx: DoctorContext) -> IP | None:
 
 
 def check_mx(ctx: DoctorContext, dns: Dns) -> Finding:
-    domain, host = ctx.settings["MAIL_DOMAIN"], _fqdn(ctx.settings["MAIL_HOSTNAME"])
+    domain, host = ctx.settings["MAIL_DOMAIN"], fqdn(ctx.settings["MAIL_HOSTNAME"])
     records = dns.mx_records(domain)
     if not records:
         return error(f"{domain} has no MX record", f"add: {domain}. MX 10 {host}.")
@@ -143,7 +83,7 @@ def check_address(ctx: DoctorContext, dns: Dns) -> Finding:
 
 
 def check_fcrdns(ctx: DoctorContext, dns: Dns) -> Finding:
-    host = _fqdn(ctx.settings["MAIL_HOSTNAME"])
+    host = fqdn(ctx.settings["MAIL_HOSTNAME"])
     edge = _edge_ip(ctx)
     addrs = [edge] if edge is not None else dns.addresses(host)[:1]
     if not addrs:
@@ -205,7 +145,7 @@ def check_spf(ctx: DoctorContext, dns: Dns) -> Finding:
         parent = ".".join(smarthost.host.rstrip(".").lower().split(".")[-2:])
         includes = [t.split(":", 1)[1] for t in terms if t.lstrip("+?~-").startswith("include:")]
         includes += [t.split("=", 1)[1] for t in terms if t.startswith("redirect=")]
-        if any(_fqdn(i) == parent or _fqdn(i).endswith("." + parent) for i in includes):
+        if any(fqdn(i) == parent or fqdn(i).endswith("." + parent) for i in includes):
             return warning(
                 f"SPF of {domain} includes {parent}'s record but does not pass for the "
                 f"{path}'s address {failing[0][0]}",

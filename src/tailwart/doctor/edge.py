@@ -10,18 +10,18 @@ from functools import partial
 
 from ..edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 from ..findings import Finding
+from ..greeting import EXPECTED
 from .registry import Check, DoctorContext, error, ok
 from .wire import WireError, greet, short
 
 GROUP = "edge"
-EXPECT = {25: "220", 465: "220", 587: "220", 143: "* OK", 993: "* OK"}
 
 
 def port_greeting(public: int, ctx: DoctorContext) -> Finding:
     host, port = ctx.address(ctx.edge_host()), ctx.edge_port(public)
     where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
     tls = public in IMPLICIT_TLS_PORTS
-    want = EXPECT[public]
+    want = EXPECTED[public]
     try:
         got = greet(host, port, ctx.timeout, tls=tls, sni=ctx.settings["MAIL_HOSTNAME"])
     except WireError as exc:

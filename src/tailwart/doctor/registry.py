@@ -59,7 +59,7 @@ class DoctorContext:
             return host
         except ValueError:
             pass
-        from .dns import Dns, DnsFailure
+        from .resolver import Dns, DnsFailure
 
         try:
             found = Dns(self.settings, self.timeout).addresses(host)
@@ -107,18 +107,12 @@ def parse_only(value: str) -> tuple[str, ...]:
 
 
 def parse_port_map(values: list[str] | tuple[str, ...]) -> dict[int, int]:
-    """``--port 25=2525`` values → {25: 2525}; all problems reported at once (exit 2)."""
-    from ..flags import port_number
+    """``--port 25=2525`` values → {25: 2525} (``flags.port_map``: the syntax of
+    ``inv edge-run --ports`` too); every problem reported at once (exit 2)."""
+    from ..edge.render import MAIL_PORTS
+    from ..flags import port_map
 
-    out: dict[int, int] = {}
-    problems = []
-    for value in values:
-        public, sep, actual = value.partition("=")
-        pub, act = port_number(public), port_number(actual)
-        if not sep or pub is None or act is None:
-            problems.append(f"--port {value!r}: expected PUBLIC=ACTUAL, e.g. 25=2525")
-            continue
-        out[pub] = act
+    out, problems = port_map("--port", values, {port for _, port in MAIL_PORTS})
     if problems:
         raise UsageError("; ".join(problems))
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..findings import Finding, Status
 from ..masking import mask_all, secret_values
@@ -26,8 +26,14 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     return mask_all(text, secrets)
 
 
-def run(ctx: DoctorContext, checks: Sequence[Check], timeout: float | None = None) -> list[Finding]:
-    """One finding per check, in the order of ``checks``."""
+def run(
+    ctx: DoctorContext,
+    checks: Sequence[Check],
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Finding]:
+    """One finding per check, in the order of ``checks``; ``clock`` (injectable for
+    tests) measures the shared deadline."""
     limit = (ctx.timeout + GRACE) if timeout is None else timeout
     results: dict[int, Finding] = {}
 
@@ -49,11 +55,11 @@ def run(ctx: DoctorContext, checks: Sequence[Check], timeout: float | None = Non
         )
         thread.start()
         threads.append(thread)
-    started = time.monotonic()
+    started = clock()
     secrets = secret_values(ctx.settings)
     findings = []
     for index, (check, thread) in enumerate(zip(checks, threads, strict=True)):
-        thread.join(max(0.0, started + limit - time.monotonic()))
+        thread.join(max(0.0, started + limit - clock()))
         found = results.get(index)
         if thread.is_alive() or found is None:
             found = Finding(

@@ -14,6 +14,7 @@ from functools import partial
 
 from ..findings import Finding
 from ..settings import Settings
+from ..stalwart.tls_status import name_matches
 from .registry import Check, DoctorContext, error, ok, warning
 from .wire import WireError, greet
 
@@ -42,17 +43,6 @@ def advice(problem: str, settings: Settings) -> str:
     from ..stalwart.tls_status import next_step
 
     return f"{PROBLEMS[problem]}: {next_step(settings)}"
-
-
-def name_matches(pattern: str, host: str) -> bool:
-    """RFC 6125 matching: exact, or one wildcard as the whole leftmost label."""
-    pattern, host = pattern.rstrip(".").lower(), host.rstrip(".").lower()
-    if pattern == host:
-        return True
-    if pattern.startswith("*.") and "*" not in pattern[2:]:
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == pattern[2:] and rest.count(".") >= 1
-    return False
 
 
 def self_signed(cert_der: bytes) -> bool:

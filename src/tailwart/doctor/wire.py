@@ -6,6 +6,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from ..greeting import read_line
+
 
 class WireError(Exception):
     """What went wrong on the wire, in words an operator understands."""
@@ -25,16 +27,6 @@ def no_verify_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def read_line(sock: socket.socket | ssl.SSLSocket, limit: int = 1024) -> str:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < limit:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").rstrip("\r\n")
 
 
 def read_smtp_reply(sock: socket.socket | ssl.SSLSocket) -> list[str]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import OperationError, UsageError
-from ..paths import cache_dir
+from ..paths import cache_dir, repo_root
 
 CADDY_MODULE = "github.com/caddyserver/caddy/v2"
 CADDY_L4_MODULE = "github.com/mholt/caddy-l4"
@@ -95,13 +95,6 @@ class Built:
 
 _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.\-+]*)?$")
 _MIN_GO_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
-
-
-def repo_root() -> Path:
-    """The checkout (where tasks.py and caddy/pins.toml live)."""
-    from ..cli import repo_root as root
-
-    return root()
 
 
 def load_pins(root: Path | None = None) -> Pins:

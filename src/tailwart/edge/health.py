@@ -17,13 +17,11 @@ import socket
 import time
 from dataclasses import dataclass
 
+from ..greeting import GREETINGS, read_line
 from .render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 
 #: caddy.json servers whose upstream speaks first in plaintext (SMTP 220, IMAP * OK)
 PLAINTEXT_SERVERS = frozenset(name for name, port in MAIL_PORTS if port not in IMPLICIT_TLS_PORTS)
-
-#: what a mail server says first on a plaintext port
-GREETINGS = (b"220", b"* OK")
 
 
 @dataclass(frozen=True)
@@ -85,17 +83,9 @@ def check_port(
                             name, port, True, f"upstream answered a TLS hello ({answer} bytes)"
                         )
                     raise ConnectionError("the edge closed without an answer from upstream")
-                data = b""
-                while b"\n" not in data and len(data) < 512:
-                    chunk = sock.recv(512)
-                    if not chunk:
-                        break
-                    data += chunk
-                line = data.split(b"\n", 1)[0].strip()
+                line = read_line(sock, limit=512).strip()
                 if line.startswith(GREETINGS):
-                    return PortCheck(
-                        name, port, True, f"greeting {line[:40].decode(errors='replace')!r}"
-                    )
+                    return PortCheck(name, port, True, f"greeting {line[:40]!r}")
                 last = f"no greeting through the edge (got {line[:40]!r})"
         except OSError as exc:
             last = str(exc) or type(exc).__name__

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -61,24 +60,13 @@ def local_layout(
 
 
 def parse_port_map(text: str) -> dict[int, int]:
-    """``"25=2525,465=2465"`` → {25: 2525, 465: 2465}; UsageError listing every bad item."""
-    known = {port for _, port in MAIL_PORTS}
-    out: dict[int, int] = {}
-    problems = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        match = re.fullmatch(r"([0-9]{1,5})=([0-9]{1,5})", item)
-        if not match:
-            problems.append(f"  {item!r}: expected MAILPORT=PORT, e.g. 25=2525")
-            continue
-        mail, port = int(match[1]), int(match[2])
-        if mail not in known:
-            problems.append(f"  {item!r}: {mail} is not a mail port ({sorted(known)})")
-        elif not 0 < port < 65536:
-            problems.append(f"  {item!r}: port outside 1..65535")
-        else:
-            out[mail] = port
+    """``"25=2525,465=2465"`` → {25: 2525, 465: 2465} (``flags.port_map``: the syntax of
+    ``inv doctor --port`` too); UsageError listing every bad item."""
+    from ..flags import port_map
+
+    out, problems = port_map("--ports", [text], {port for _, port in MAIL_PORTS})
     if problems:
-        raise UsageError("bad --ports:\n" + "\n".join(problems))
+        raise UsageError("bad --ports:\n" + "\n".join(f"  {p}" for p in problems))
     return out
 
 

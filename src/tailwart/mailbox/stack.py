@@ -58,21 +58,32 @@ class Stack:
     # ------------------------------------------------------------ shared steps
 
     def refuse_if_broken(self, checks: Checks = _all_checks) -> list[Finding]:
-        """Run the static checks; StackRefused (exit 2) on any error, before any docker command."""
-        from ..checks.run import context_for
+        """Run the static checks, before any docker command: an error in the operator's
+        input refuses (StackRefused, exit 2), a crashed check refuses (MailboxError,
+        exit 1); errors of the advisory groups (repository hygiene) are only warnings."""
+        from ..checks import ADVISORY_FOR_UP
+        from ..checks.run import context_for, input_errors
 
         ctx = context_for(self.settings, self.root, renders_config=True)  # write_config() follows
         findings = checks(ctx)
-        if has_errors(findings):
-            shown = [f for f in findings if f.status is not Status.OK]
+        blocking = [f for f in findings if f.group not in ADVISORY_FOR_UP]
+        if has_errors(blocking):
+            shown = [f for f in blocking if f.status is not Status.OK]
             self.out(to_table(shown).rstrip().rsplit("\n", 1)[0].rstrip())
-            errors = sum(1 for f in findings if f.status is Status.ERROR)
-            raise StackRefused(
-                f"refused: the static checks found {errors} error(s) (above); no "
-                "docker command was run → fix them, `inv check` to confirm"
+            errors = len(input_errors(blocking))
+            if errors:
+                raise StackRefused(
+                    f"refused: the static checks found {errors} error(s) (above); no "
+                    "docker command was run → fix them, `inv check` to confirm"
+                )
+            raise MailboxError(
+                "refused: a static check crashed (above), so the stack is unchecked; no "
+                "docker command was run → report a tailwart bug"
             )
         for finding in findings:
-            if finding.status is Status.WARNING:
+            if finding.status is not Status.OK and (
+                finding.status is Status.WARNING or finding.group in ADVISORY_FOR_UP
+            ):
                 self.err(f"warning: {finding.id}: {finding.message} → {finding.advice}")
         return findings
 
@@ -340,7 +351,7 @@ def check_timeout(timeout: int) -> None:
 
 def open_stack(c: Context, env_file: str, strict: bool, root: Path | None = None) -> Stack:
     """The stack of ``env_file``: refuses a missing .env (exit 2) before anything else."""
-    from ..cli import load_settings
+    from ..env_file import load_settings
     from .preconditions import require_env_file
 
     require_env_file(env_file)

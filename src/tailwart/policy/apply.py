@@ -380,7 +380,7 @@ def run_acl(
             io=io,
         )
 
-    from ..cli import load_settings
+    from ..env_file import load_settings
 
     settings = load_settings(
         str(root / env_file) if not Path(env_file).is_absolute() else env_file, strict

@@ -35,6 +35,17 @@ class CertificateReport:
     problems: list[str] = field(default_factory=list)
 
 
+def name_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 matching: exact, or one wildcard as the whole leftmost label."""
+    pattern, host = pattern.rstrip(".").lower(), host.rstrip(".").lower()
+    if pattern == host:
+        return True
+    if pattern.startswith("*.") and "*" not in pattern[2:]:
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:] and rest.count(".") >= 1
+    return False
+
+
 def next_step(settings: Settings) -> str:
     """What to do about a missing or wrong certificate, for the STALWART_TLS in use."""
     mode = settings["STALWART_TLS"] or "acme-http"
@@ -144,8 +155,6 @@ def judge(
 ) -> CertificateReport:
     """The certificate served for ``names[0]`` (MAIL_HOSTNAME), and every problem:
     none, self-signed, expiring within 14 days, a name of ``names`` not covered."""
-    from ..doctor.tls import name_matches
-
     now = now or dt.datetime.now(dt.UTC)
     certs = list(live.get(certificate_type, ()))
     system = list(live.get(system_type, ()))

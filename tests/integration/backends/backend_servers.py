@@ -25,7 +25,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 GARAGE_VERSION = "2.1.0"
@@ -128,7 +132,12 @@ class PostgresServer:
         pwfile.write_text(admin_password + "\n")
         os.chown(pwfile, pw.pw_uid, pw.pw_gid)
         pwfile.chmod(0o600)
-        run_as = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": base}
+        run_as: dict[str, Any] = {
+            "user": "postgres",
+            "group": "postgres",
+            "extra_groups": [],
+            "cwd": base,
+        }
         subprocess.run(
             [
                 str(PG_BIN / "initdb"),
@@ -147,7 +156,7 @@ class PostgresServer:
             check=True,
             capture_output=True,
             **run_as,
-        )  # type: ignore[arg-type]
+        )
         pwfile.unlink()
         hba = base / "data" / "pg_hba.conf"
         hba.write_text(
@@ -185,7 +194,7 @@ class PostgresServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 **run_as,
-            )  # type: ignore[arg-type]
+            )
         wait_for(lambda: port_open(tcp_host, server.port), "postgres", proc=server.proc, log=log)
         return server
 
@@ -429,7 +438,7 @@ template:
 # ------------------------------------------------------------------ certificates
 
 
-def _san(name: str) -> object:
+def _san(name: str) -> x509.GeneralName:
     """An IPAddress SAN for an address, a DNSName SAN for a name."""
     import ipaddress
 
@@ -446,8 +455,8 @@ class Pki:
     """A CA made per run and certificates it signs, as PEM files in ``base``."""
 
     base: Path
-    ca_key: object = None
-    ca_cert: object = None
+    ca_key: ec.EllipticCurvePrivateKey | None = None
+    ca_cert: x509.Certificate | None = None
 
     @classmethod
     def create(cls, base: Path) -> Pki:
@@ -501,8 +510,9 @@ class Pki:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         now = dt.datetime.now(dt.UTC)
         not_after = now + dt.timedelta(days=days)
-        issuer = subject if self_signed else self.ca_cert.subject  # type: ignore[attr-defined]
-        signer = key if self_signed else self.ca_key
+        assert self_signed or (self.ca_cert is not None and self.ca_key is not None)
+        issuer = subject if self_signed or self.ca_cert is None else self.ca_cert.subject
+        signer = key if self_signed or self.ca_key is None else self.ca_key
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -513,7 +523,7 @@ class Pki:
             .not_valid_after(not_after)
             .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
             .sign(signer, hashes.SHA256())
-        )  # type: ignore[arg-type]
+        )
         cert_path, key_path = self.base / f"{label}.pem", self.base / f"{label}.key"
         chain = cert.public_bytes(Encoding.PEM)
         cert_path.write_bytes(chain)

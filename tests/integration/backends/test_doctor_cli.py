@@ -108,5 +108,5 @@ def test_bad_flags_are_usage_errors(tmp_path: Path) -> None:
     assert "unknown group(s) nope; choose from backends, edge, dns, tls, outbound" in run.stderr
     run = inv("doctor", "--env-file", str(env), "--port", "25:2525", "--port", "x=1")
     assert run.returncode == 2
-    assert "--port '25:2525': expected PUBLIC=ACTUAL" in run.stderr
+    assert "--port '25:2525': expected MAILPORT=PORT" in run.stderr
     assert "--port 'x=1'" in run.stderr

@@ -72,6 +72,14 @@ def _scenario(
 
     stop = threading.Event()
     sessions: list[tuple[float, float, str]] = []
+    progress = threading.Condition()
+
+    def wait_sessions(count: int) -> None:
+        """Until ``count`` more sessions ended: an event, not a duration (bounded for a
+        stuck run only)."""
+        with progress:
+            target = len(sessions) + count
+            assert progress.wait_for(lambda: len(sessions) >= target, 60), "no new sessions"
 
     def keep_connecting() -> None:
         while not stop.is_set():
@@ -85,14 +93,16 @@ def _scenario(
                     sock.sendall(b"QUIT\r\n")
             except OSError as exc:
                 outcome = repr(exc)
-            sessions.append((began, time.monotonic(), outcome))
+            with progress:
+                sessions.append((began, time.monotonic(), outcome))
+                progress.notify_all()
 
     worker = threading.Thread(target=keep_connecting)
     worker.start()
     windows = []
     current = layout
     try:
-        time.sleep(0.2)
+        wait_sessions(5)  # new sessions flow before the first reload
         for i in range(reloads):
             if i % 2:
                 listen = {**dict(current.listen or {}), 465: free_port(EDGE)}
@@ -103,8 +113,8 @@ def _scenario(
                 t0 = time.monotonic()
                 edge.reload()  # caddy reload --address unix//…/admin.sock --force
             windows.append((t0, time.monotonic()))
-            time.sleep(0.05)
-        time.sleep(0.2)
+            wait_sessions(1)  # at least one new session between two reloads
+        wait_sessions(5)  # and after the last one
     finally:
         stop.set()
         worker.join(30)

@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 import requests
-from test_jmap_vhost import SIGNATURE, _dials, free_port
 
 from tailwart.edge.render import ACME_CHALLENGE_PATH, jmap_vhost
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 from testkit import Pebble, pebble_dns
+
+from .test_jmap_vhost import SIGNATURE, _dials, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +161,18 @@ def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
 
 def _issue(world: World, names: list[str]) -> str:
     """An ACME order for ``names`` answered by http-01 through the mailbox; the chain."""
-    import josepy
     from acme import challenges, client, crypto_util, messages
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from josepy.jwa import ES256
+    from josepy.jwk import JWKEC
 
-    account = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    account = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
     net = client.ClientNetwork(
-        account, alg=josepy.ES256, user_agent="tailwart-test", verify_ssl=str(world.pebble.wfe_ca)
+        account,
+        alg=ES256,
+        user_agent="tailwart-test",
+        verify_ssl=str(world.pebble.wfe_ca),  # type: ignore[arg-type]  # requests: a CA path
     )
     acme = client.ClientV2(client.ClientV2.get_directory(world.pebble.directory, net), net)
     acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, get_proxy
+from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, ProxyData, get_proxy
 
 from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
@@ -36,10 +36,10 @@ PORTS = [port for _, port in MAIL_PORTS]
 GREETING = {25: b"220 ", 465: b"220 ", 587: b"220 ", 143: b"* OK", 993: b"* OK"}
 
 
-def parse_proxy(data: bytes) -> tuple[object, bytes]:
+def parse_proxy(data: bytes) -> tuple[ProxyData, bytes]:
     """(aiosmtpd ProxyData, the bytes after the header)."""
 
-    async def parse() -> tuple[object, bytes]:
+    async def parse() -> tuple[ProxyData, bytes]:
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
