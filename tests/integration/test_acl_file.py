@@ -90,7 +90,7 @@ def test_policy_failing_its_tests_is_not_written(repo: Path) -> None:
     done = inv(repo, "--file", "policy.hujson")
     assert done.returncode == 1
     assert (
-        'line 83: tests[0] from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
+        'line 84: tests[0] from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
         "got: Accept (acls[0])" in done.stderr
     )
     assert "not written: the merged policy fails its checks" in done.stderr

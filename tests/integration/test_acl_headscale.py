@@ -272,7 +272,7 @@ def test_headscale_rejects_a_policy_failing_its_tests_and_nothing_is_written(
     assert done.returncode == 1
     assert "headscale policy check failed" in done.stderr
     assert "test(s) failed" in done.stderr
-    assert "line 37: tag:reverse-proxy -> tag:stalwart:22: expected DENIED, got ALLOWED" in (
+    assert "line 38: tag:reverse-proxy -> tag:stalwart:22: expected DENIED, got ALLOWED" in (
         done.stderr
     )
     assert "nothing was written" in done.stderr

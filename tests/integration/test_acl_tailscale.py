@@ -201,7 +201,7 @@ def test_failing_tests_are_shown_with_lines_and_nothing_is_written(
         assert done.returncode == 1
         assert "validation failed: test(s) failed" in done.stderr
         assert (
-            'line 83: test from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
+            'line 84: test from tag:reverse-proxy: address "tag:stalwart:22": want: Drop, '
             "got: Accept (acls[0])" in done.stderr
         )
         assert "rejected by /acl/validate; nothing was written" in done.stderr
