@@ -330,29 +330,19 @@ class World:
             run(["ip", "netns", "add", name])
             self.netns.append(name)
             run(["ip", "-n", name, "link", "set", "lo", "up"])
-        veth_dk, veth_hs = f"twd{self.octet}", f"twh{self.octet}"
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                veth_dk,
-                "netns",
-                self.dk,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                veth_hs,
-            ]
-        )
-        run(["ip", "link", "set", veth_hs, "netns", self.hs])
-        run(["ip", "-n", self.dk, "addr", "add", f"{self.gw_addr}/24", "dev", veth_dk])
-        run(["ip", "-n", self.hs, "addr", "add", f"{self.hs_addr}/24", "dev", veth_hs])
-        run(["ip", "-n", self.dk, "link", "set", veth_dk, "up"])
-        run(["ip", "-n", self.hs, "link", "set", veth_hs, "up"])
+        self._veth(self.hs, f"twd{self.octet}", f"twh{self.octet}", self.gw_addr, self.hs_addr)
         # headscale answers the containers; nothing else is routed anywhere
         run(["ip", "-n", self.hs, "route", "add", DOCKER_NETS, "via", self.gw_addr])
+
+    def _veth(self, ns: str, ours: str, theirs: str, our_addr: str, their_addr: str) -> None:
+        """A veth pair from the docker namespace (``ours``, ``our_addr``/24) to ``ns``
+        (``theirs``, ``their_addr``/24), both ends up."""
+        run(["ip", "link", "add", ours, "netns", self.dk, "type", "veth",
+             "peer", "name", theirs, "netns", ns])  # fmt: skip
+        run(["ip", "-n", self.dk, "addr", "add", f"{our_addr}/24", "dev", ours])
+        run(["ip", "-n", ns, "addr", "add", f"{their_addr}/24", "dev", theirs])
+        for netns, dev in ((self.dk, ours), (ns, theirs)):
+            run(["ip", "-n", netns, "link", "set", dev, "up"])
 
     def _capture(self, points: Mapping[str, tuple[str, str]] | None = None) -> None:
         """tcpdump from the start: everything inside the docker namespace (bridges, veth), its
@@ -744,27 +734,8 @@ logtail:
         run(["ip", "netns", "add", ns])
         self.netns.append(ns)
         veth_dk, veth_ed = f"twe{octet}", f"twf{octet}"
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                veth_dk,
-                "netns",
-                self.dk,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                veth_ed,
-                "netns",
-                ns,
-            ]
-        )
-        run(["ip", "-n", self.dk, "addr", "add", f"{there}/24", "dev", veth_dk])
-        run(["ip", "-n", ns, "addr", "add", f"{here}/24", "dev", veth_ed])
-        for netns, dev in ((self.dk, veth_dk), (ns, veth_ed), (ns, "lo")):
-            run(["ip", "-n", netns, "link", "set", dev, "up"])
+        self._veth(ns, veth_dk, veth_ed, there, here)
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
         for net in (f"{self.hs_addr}/32", DOCKER_NETS):
             run(["ip", "-n", ns, "route", "add", net, "via", there])
         run(["ip", "-n", self.hs, "route", "add", f"198.18.{octet}.0/24", "via", self.gw_addr])
