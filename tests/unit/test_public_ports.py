@@ -219,3 +219,25 @@ def test_stalwart_not_trusting_the_edge_on_a_public_port_fails() -> None:
         for name, port in MAIL_PORTS
         if port not in (25, 143)
     ]
+
+
+# ------------------------------------------------------------------ doctor and the CLI
+
+
+def test_doctor_probes_only_the_public_ports() -> None:
+    from tailwart.doctor import edge
+    from tailwart.doctor.registry import DoctorContext
+
+    ids = [c.id for c in edge.checks(DoctorContext(load(EDGE_PUBLIC_PORTS="25,993")[0]))]
+    assert ids == ["edge.smtp", "edge.imaps"]
+    assert len(edge.checks(DoctorContext(load()[0]))) == 5
+
+
+def test_inv_check_refuses_a_bad_value_naming_the_key(tmp_path: Path) -> None:
+    from testkit import inv, write_env
+
+    env = write_env(tmp_path / ".env", {**example_values(), "EDGE_PUBLIC_PORTS": "465,993,465"})
+    done = inv("check", f"--env-file={env}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "EDGE_PUBLIC_PORTS" in done.stderr and "465 more than once" in done.stderr
+    assert "Traceback" not in done.stderr
