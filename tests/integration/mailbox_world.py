@@ -11,8 +11,13 @@ Nothing here can reach past 198.18.0.0/15:
   (198.18.N.1 ↔ 198.18.N.2): MagicDNS on, its own embedded DERP server, no external
   DERP map, no update check, no log upload. Two TCP listeners beside it stand in for
   the Postgres and Garage ports the sidecar's health check probes.
-- tcpdump records both namespaces for the whole run; ``leaks()`` lists every packet
-  addressed outside 198.18.0.0/15 (and loopback / link-local).
+- The edge host (``start_edge``) is a third namespace, joined to the docker one by a
+  veth pair, with no default route: Debian's sshd and tailscaled (kernel TUN, joined
+  with an edge-tagged key, MagicDNS through 100.100.100.100); ``inv deploy-edge`` puts
+  caddy-l4 there over ssh.
+- tcpdump records the namespaces for the whole run (the edge host's link from its
+  start); ``leaks()`` lists every packet addressed outside 198.18.0.0/15 (and loopback /
+  link-local).
 
 Images are made without a registry and tagged exactly as .env pins them: a Debian base
 (debootstrap by scripts/setup/55-docker.sh, ``docker import``ed), the Tailscale image
