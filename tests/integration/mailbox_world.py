@@ -11,8 +11,13 @@ Nothing here can reach past 198.18.0.0/15:
   (198.18.N.1 ↔ 198.18.N.2): MagicDNS on, its own embedded DERP server, no external
   DERP map, no update check, no log upload. Two TCP listeners beside it stand in for
   the Postgres and Garage ports the sidecar's health check probes.
-- tcpdump records both namespaces for the whole run; ``leaks()`` lists every packet
-  addressed outside 198.18.0.0/15 (and loopback / link-local).
+- The edge host (``start_edge``) is a third namespace, joined to the docker one by a
+  veth pair, with no default route: Debian's sshd and tailscaled (kernel TUN, joined
+  with an edge-tagged key, MagicDNS through 100.100.100.100); ``inv deploy-edge`` puts
+  caddy-l4 there over ssh.
+- tcpdump records the namespaces for the whole run (the edge host's link from its
+  start); ``leaks()`` lists every packet addressed outside 198.18.0.0/15 (and loopback /
+  link-local).
 
 Images are made without a registry and tagged exactly as .env pins them: a Debian base
 (debootstrap by scripts/setup/55-docker.sh, ``docker import``ed), the Tailscale image
@@ -42,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailwart.settings import Settings
 from testkit import ROOT, TOOL_CACHE, need, need_tool
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
@@ -221,9 +225,28 @@ def _sha256_files(*paths: Path) -> str:
 
 @dataclass(frozen=True)
 class Edge:
-    name: str
-    bridge_ip: str  #: where clients reach caddy-l4
+    """The edge host: a network namespace with Debian's sshd and tailscaled (kernel TUN),
+    joined to the docker namespace by a veth pair; caddy-l4 arrives by ``inv deploy-edge``."""
+
+    name: str  #: its tailnet node name (and hostname)
+    netns: str
+    bridge_ip: str  #: where clients (and ssh) reach it: its end of the veth
+    client_ip: str  #: the docker namespace's end: the address a client there dials from
     tailnet_ip: str  #: the edge node's 100.x address
+    tailnet_ip6: str
+    dir: Path  #: keys, known_hosts, ssh_config, tailscaled's state, the releases (EDGE_ROOT)
+
+    @property
+    def root(self) -> str:
+        return str(self.dir / "edge")
+
+    @property
+    def ssh_flags(self) -> tuple[str, ...]:
+        return (
+            *("--known-hosts", str(self.dir / "known_hosts")),
+            *("--identity", str(self.dir / "id_ed25519")),
+            *("--ssh-config", str(self.dir / "ssh_config")),
+        )
 
 
 @dataclass
@@ -235,9 +258,12 @@ class World:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     captures: dict[str, Path] = field(default_factory=dict)
+    tcpdumps: list[subprocess.Popen[bytes]] = field(default_factory=list)
     lock: io.TextIOWrapper | None = None
     timings: dict[str, float] = field(default_factory=dict)
     edge: Edge | None = None
+    #: /etc/netns/<name>/ directories made for `ip netns exec` (resolv.conf), removed at close
+    etc_netns: list[Path] = field(default_factory=list)
 
     # ------------------------------------------------------------ names
 
@@ -310,34 +336,25 @@ class World:
             run(["ip", "netns", "add", name])
             self.netns.append(name)
             run(["ip", "-n", name, "link", "set", "lo", "up"])
-        veth_dk, veth_hs = f"twd{self.octet}", f"twh{self.octet}"
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                veth_dk,
-                "netns",
-                self.dk,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                veth_hs,
-            ]
-        )
-        run(["ip", "link", "set", veth_hs, "netns", self.hs])
-        run(["ip", "-n", self.dk, "addr", "add", f"{self.gw_addr}/24", "dev", veth_dk])
-        run(["ip", "-n", self.hs, "addr", "add", f"{self.hs_addr}/24", "dev", veth_hs])
-        run(["ip", "-n", self.dk, "link", "set", veth_dk, "up"])
-        run(["ip", "-n", self.hs, "link", "set", veth_hs, "up"])
+        self._veth(self.hs, f"twd{self.octet}", f"twh{self.octet}", self.gw_addr, self.hs_addr)
         # headscale answers the containers; nothing else is routed anywhere
         run(["ip", "-n", self.hs, "route", "add", DOCKER_NETS, "via", self.gw_addr])
 
-    def _capture(self) -> None:
+    def _veth(self, ns: str, ours: str, theirs: str, our_addr: str, their_addr: str) -> None:
+        """A veth pair from the docker namespace (``ours``, ``our_addr``/24) to ``ns``
+        (``theirs``, ``their_addr``/24), both ends up."""
+        run(["ip", "link", "add", ours, "netns", self.dk, "type", "veth",
+             "peer", "name", theirs, "netns", ns])  # fmt: skip
+        run(["ip", "-n", self.dk, "addr", "add", f"{our_addr}/24", "dev", ours])
+        run(["ip", "-n", ns, "addr", "add", f"{their_addr}/24", "dev", theirs])
+        for netns, dev in ((self.dk, ours), (ns, theirs)):
+            run(["ip", "-n", netns, "link", "set", dev, "up"])
+
+    def _capture(self, points: Mapping[str, tuple[str, str]] | None = None) -> None:
         """tcpdump from the start: everything inside the docker namespace (bridges, veth), its
-        one way out (the veth to headscale), and the headscale namespace."""
-        points = {
+        one way out (the veth to headscale), and the headscale namespace; or ``points``
+        (label → namespace, interface) started later."""
+        points = points or {
             "docker": (self.dk, "any"),
             "exit": (self.dk, f"twd{self.octet}"),
             "headscale": (self.hs, "any"),
@@ -354,6 +371,7 @@ class World:
                 stderr=subprocess.STDOUT,
             )
             self.procs.append(proc)
+            self.tcpdumps.append(proc)
             self.captures[label] = pcap
         deadline = time.monotonic() + 20
         while not all(
@@ -395,8 +413,14 @@ class World:
         ids = self.docker("ps", "-aq").stdout.split()
         if ids:
             self.docker("rm", "-f", *ids)
-        self.docker("volume", "prune", "-f", "--all", check=False)
+        self.prune_volumes()
         self.docker("network", "prune", "-f")
+
+    def prune_volumes(self) -> None:
+        """Every unused volume, named ones too: ``--all`` needs API 1.42 (Docker 23); on an
+        older daemon (Debian's 20.10) the CLI refuses it, and plain prune takes them all."""
+        if self.docker("volume", "prune", "-f", "--all", check=False).returncode:
+            self.docker("volume", "prune", "-f")
 
     def _guard(self) -> None:
         """Inside the docker namespace: nothing is forwarded or sent outside 198.18.0.0/15."""
@@ -695,38 +719,145 @@ logtail:
         made = self.headscale("apikeys", "create", "--expiration", "2h")
         return made.stdout.strip().splitlines()[-1]
 
-    def start_edge(self, key: str, settings: Settings) -> Edge:
-        """The edge as a tailnet node: the Tailscale image (kernel networking, MagicDNS) with
-        the caddy-l4 binary tailwart builds, running the caddy.json ``inv render`` renders."""
-        from tailwart.edge.render import EdgeLayout, caddy_json, layout_for
+    def start_edge(self, key: str) -> Edge:
+        """The edge host on the tailnet: a namespace joined to the docker one (198.18.M.2 ↔
+        198.18.M.1) with routes to headscale and the containers only (no default route),
+        Debian's sshd, and tailscaled (kernel TUN, MagicDNS by 100.100.100.100) joined
+        with ``key``. caddy-l4 is not there yet: ``deploy_edge`` puts it there."""
+        from netns_hosts import start_sshd
+
+        octet = _free_octet()
+        name, ns = "edge", f"twed{os.getpid()}"
+        here, there = f"198.18.{octet}.2", f"198.18.{octet}.1"
+        home = self.tmp / "edge-host"
+        (home / "ts").mkdir(parents=True)
+        # `ip netns exec` bind-mounts this over /etc/resolv.conf for sshd, caddy, probes:
+        # names resolve through tailscaled's MagicDNS resolver (it never writes the file)
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=False)
+        self.etc_netns.append(etc)
+        (etc / "resolv.conf").write_text("nameserver 100.100.100.100\n")
+        run(["ip", "netns", "add", ns])
+        self.netns.append(ns)
+        veth_dk, veth_ed = f"twe{octet}", f"twf{octet}"
+        self._veth(ns, veth_dk, veth_ed, there, here)
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        for net in (f"{self.hs_addr}/32", DOCKER_NETS):
+            run(["ip", "-n", ns, "route", "add", net, "via", there])
+        run(["ip", "-n", self.hs, "route", "add", f"198.18.{octet}.0/24", "via", self.gw_addr])
+        # dockerd's FORWARD policy drops what is not its own; the 198.18/15 guard stays first
+        for way in ("-i", "-o"):
+            self.ns(self.dk, "iptables", "-I", "FORWARD", "2", way, veth_dk, "-j", "ACCEPT")
+        routes = self.ns(ns, "ip", "route", "show", "default").stdout.strip()
+        assert routes == "", f"the edge namespace has a default route: {routes}"
+        # everything the edge host sends or receives crosses this veth: recorded from now on
+        self._capture({"edge": (ns, veth_ed)})
+        # ssh: a key for this run, root logs in with it
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "id_ed25519")])
+        (home / "authorized_keys").write_text((home / "id_ed25519.pub").read_text())
+        sshd, host_key = start_sshd(home, ns, here, home)
+        self.procs.append(sshd)
+        (home / "known_hosts").write_text(f"{here} {host_key}\n")
+        (home / "ssh_config").write_text(f"Host {here}\n  User root\n")
+        # tailscaled: no log upload, state under the test's tmp, trusting the test CA
+        ts = home / "ts"
+        sock = ts / "tailscaled.sock"
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(ts),
+            "SSL_CERT_FILE": str(self.ca_cert),
+        }
+        log = (ts / "tailscaled.log").open("wb")
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    str(ts_binaries() / "tailscaled"),
+                    "--no-logs-no-support",
+                    f"--statedir={ts}",
+                    f"--socket={sock}",
+                    "--tun=tailscale0",
+                    "--port=41641",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        key_file = ts / "authkey"
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        cli = [str(ts_binaries() / "tailscale"), f"--socket={sock}"]
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline, (ts / "tailscaled.log").read_text()[-3000:]
+            time.sleep(0.1)
+        joined = run(
+            [
+                *cli,
+                "up",
+                f"--login-server={self.login_server}",
+                f"--auth-key=file:{key_file}",
+                f"--hostname={name}",
+                "--accept-dns=false",
+                "--timeout=60s",
+            ],
+            check=False,
+            timeout=90,
+            env=env,
+        )
+        assert joined.returncode == 0, joined.stderr + (ts / "tailscaled.log").read_text()[-3000:]
+        key_file.unlink()
+        ip4 = run([*cli, "ip", "-4"]).stdout.strip()
+        ip6 = run([*cli, "ip", "-6"]).stdout.strip()
+        self.edge = Edge(name, ns, here, there, ip4, ip6, home)
+        return self.edge
+
+    def edge_reaches(self, host: str, port: int) -> bool:
+        """Whether a TCP connection from the edge host to ``host:port`` opens within 5 s
+        (a name resolves as caddy's would: MagicDNS)."""
+        assert self.edge is not None
+        code = f"import socket; socket.create_connection(({host!r}, {port}), 5).close()"
+        done = self.ns(self.edge.netns, sys.executable, "-c", code, check=False)
+        return done.returncode == 0
+
+    def deploy_edge(self, env_file: Path) -> str:
+        """`inv deploy-edge` from the docker namespace (the operator's side of the world) to
+        the edge host, with the caddy-l4 binary tailwart builds; returns what it printed."""
         from testkit import built_caddy
 
+        assert self.edge is not None
         caddy = built_caddy(self.tmp / "caddy-bin")
-        layout = layout_for(settings)
-        config = caddy_json(EdgeLayout(layout.upstream_host, admin_socket="/tmp/caddy.sock"))
-        (self.tmp / "caddy.json").write_text(config)
-        name = "edge"
-        tailnet_ip = self.start_node(name, key)
-        self.docker("cp", str(caddy), f"{name}:/usr/local/bin/caddy")
-        self.docker("cp", str(self.tmp / "caddy.json"), f"{name}:/etc/caddy.json")
-        self.docker("exec", "-d", name, "caddy", "run", "--config", "/etc/caddy.json")
-        address = self.docker(
-            "inspect", "--format", '{{(index .NetworkSettings.Networks "twnodes").IPAddress}}', name
-        ).stdout.strip()
-        deadline = time.monotonic() + 30
-        probe = f"import socket; socket.create_connection(({address!r}, 25), 2).close()"
-        while run(["nsenter", f"--net=/run/netns/{self.dk}", sys.executable, "-c", probe],
-                  check=False).returncode:  # fmt: skip
-            if time.monotonic() > deadline:
-                raise AssertionError("caddy-l4 does not listen on the edge")
-            time.sleep(0.3)
-        self.edge = Edge(name, address, tailnet_ip)
-        return self.edge
+        done = run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.dk}",
+                sys.executable,
+                "-m",
+                "invoke",
+                "-r",
+                str(ROOT),
+                "deploy-edge",
+                f"--env-file={env_file}",
+                *self.edge.ssh_flags,
+                f"--binary={caddy}",
+                "--health-timeout=30",
+            ],
+            check=False,
+            timeout=300,
+            cwd=env_file.parent,
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, f"inv deploy-edge exited {done.returncode}:\n{out[-6000:]}"
+        return out
 
     # ------------------------------------------------------------ the capture
 
     def stop_capture(self) -> None:
-        for proc in self.procs[:3]:  # the three tcpdumps started first
+        for proc in self.tcpdumps:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -754,7 +885,7 @@ logtail:
                 (self.tmp / f"container-{cid[:12]}.log").write_text(logs.stdout + logs.stderr)
             if ids:
                 self.docker("rm", "-f", *ids, check=False)
-            self.docker("volume", "prune", "-f", "--all", check=False)
+            self.prune_volumes()
             self.docker("network", "prune", "-f", check=False)
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -771,6 +902,8 @@ logtail:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "del", name], check=False)
+        for path in self.etc_netns:
+            shutil.rmtree(path, ignore_errors=True)
         # logs, captures and the exec root go too, unless kept for a post-mortem
         keep = os.environ.get("TAILWART_KEEP_WORLD")
         shutil.rmtree(self.tmp / "exec" if keep else self.tmp, ignore_errors=True)

@@ -306,6 +306,32 @@ def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def start_sshd(
+    hdir: Path, netns: str, addr: str, keys: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's sshd in ``netns`` on ``addr``:22 with a host key made now, root logging in
+    with the keys in ``keys/authorized_keys``; (the listening sshd, its host public key).
+
+    `ip netns exec` execs sshd in place: the Popen pid is the listening sshd."""
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hdir / "host_key"))
+    pubkey = " ".join((hdir / "host_key.pub").read_text().split()[:2])
+    cfg = hdir / "sshd_config"
+    cfg.write_text(
+        f"Port 22\nListenAddress {addr}\nHostKey {hdir / 'host_key'}\n"
+        f"PidFile {hdir / 'sshd.pid'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(hdir / "sshd.log", "wb"),  # noqa: SIM115
+    )
+    return proc, pubkey
+
+
 def _start_host(lab: Lab, index: int, octet: int) -> NetnsHost:
     tag = f"{os.getpid() % 100000}{index}"
     hdir = lab.dir / f"h{index}"
@@ -329,24 +355,8 @@ def _start_host(lab: Lab, index: int, octet: int) -> NetnsHost:
     host.ns("ip", "addr", "add", f"{host.addr}/24", "dev", peer_in_ns)
     host.ns("ip", "link", "set", peer_in_ns, "up")
     host.ns("ip", "link", "set", "lo", "up")
-    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hdir / "host_key"))
-    host.host_pubkey = " ".join((hdir / "host_key.pub").read_text().split()[:2])
-    cfg = hdir / "sshd_config"
-    cfg.write_text(
-        f"Port 22\nListenAddress {host.addr}\nHostKey {hdir / 'host_key'}\n"
-        f"PidFile {hdir / 'sshd.pid'}\nAuthorizedKeysFile {lab.dir / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    host.sshd = subprocess.Popen(
-        ["ip", "netns", "exec", host.netns, SSHD, "-D", "-e", "-f", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(hdir / "sshd.log", "wb"),  # noqa: SIM115
-    )
+    host.sshd, host.host_pubkey = start_sshd(hdir, host.netns, host.addr, lab.dir)
     _wait_port(host.addr, 22)
-    # `ip netns exec` execs sshd in place: the Popen pid is the listening sshd
     upstream = Upstream(host.peer)
     upstream.start()
     lab.upstreams.append(upstream)

@@ -595,7 +595,8 @@ def test_link_cut_after_the_switch_of_a_rollback_brings_the_previous_release_bac
     with cut_after_switch(host, b.release) as cut, pytest.raises(DeployError) as err:
         rollback([_job(lab1, host)], _opts(lab1), out=out)
     assert cut.is_set(), f"the rollback ended before the link was cut:\n{out.getvalue()}"
-    res = err.value.results[0]  # type: ignore[attr-defined]
+    res = err.value.results[0]
+    assert isinstance(res, HostResult)
     assert res.status == "rolled-back" and res.release == a.release, out.getvalue()
     assert "SSH link lost" in res.detail and "lock released" in res.detail, res.detail
     # the host itself: the release current before the rollback serves, the lock is gone

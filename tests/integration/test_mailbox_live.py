@@ -19,11 +19,15 @@ from typing import Any
 import pytest
 from mailbox_world import BACKEND_NODES, BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
 
+from tailwart.edge.standin import LISTENERS_FILE
 from testkit import ROOT, inv, need_root, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROJECT = "twlive"
+#: caddy.json's servers, as caddy-l4 names them in the health gate's report
+MAIL_SERVERS = (("smtp", 25), ("submissions", 465), ("submission", 587), ("imap", 143),
+                ("imaps", 993))  # fmt: skip
 NODE = "stalwart"
 
 
@@ -194,13 +198,13 @@ def test_the_tailnet_enforces_the_snippet_merged_by_inv_acl(stack: tuple[World, 
     merges acl-snippet.hujson; then the edge reaches the mail ports, not another port
     the mailbox listens on, and an untagged node reaches nothing."""
     w, env_file = stack
-    from tailwart.settings import load
-
     mailbox = f"{NODE}.{BASE_DOMAIN}"
     # refusals are tried on the address too: a name that does not resolve proves nothing
     address = next(a for a in live_nodes(w)[NODE]["ip_addresses"] if "." in a)
-    edge = w.start_edge(w.preauth_key("tag:reverse-proxy"), load(env_file))
-    assert not w.reaches(edge.name, address, 25)
+    started = time.monotonic()
+    w.start_edge(w.preauth_key("tag:reverse-proxy"))
+    w.timings["edge host joined"] = time.monotonic() - started
+    assert not w.edge_reaches(address, 25)
     # a port the snippet does not open, listening in the sidecar's namespace
     stalwart = str(inspect(w, "stalwart")["Id"])
     listener = (
@@ -225,27 +229,48 @@ def test_the_tailnet_enforces_the_snippet_merged_by_inv_acl(stack: tuple[World, 
     assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
     assert "tag:reverse-proxy" in w.headscale("policy", "get").stdout
     deadline = time.monotonic() + 30
-    while not w.reaches(edge.name, mailbox, 25):  # the new netmap reaches both nodes
+    while not w.edge_reaches(mailbox, 25):  # the new netmap reaches both nodes
         assert time.monotonic() < deadline, "the edge never got :25 after the merge"
     for port in (143, 993, 8080):
-        assert w.reaches(edge.name, mailbox, port), port
-    assert not w.reaches(edge.name, address, 2222)
+        assert w.edge_reaches(mailbox, port), port
+    assert not w.edge_reaches(address, 2222)
     untagged = "member"
     w.start_node(untagged, w.preauth_key(""))
     assert not w.reaches(untagged, address, 25)
     w.docker("stop", untagged)  # a graceful stop logs the ephemeral node out
 
 
-def test_mail_crosses_the_tailnet_through_the_edge(stack: tuple[World, Path]) -> None:
-    """client → caddy-l4 on a tailnet edge node → WireGuard → the stand-in in the sidecar's
-    namespace, dialled by its MagicDNS name; PROXY v2 carries the client's address."""
-    w, env_file = stack
-    from tailwart.settings import load
+def edge_env(w: World, env_file: Path, **values: str) -> Path:
+    """The stack's .env plus the edge host as EDGE_HOSTS / EDGE_ROOT (and ``values``)."""
+    assert w.edge is not None
+    current = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    return write_env(
+        env_file.parent / "edge.env",
+        {
+            **current,
+            "EDGE_HOSTS": f"root@{w.edge.bridge_ip}",
+            "EDGE_ROOT": w.edge.root,
+            **values,
+        },
+    )
 
-    edge = w.edge or w.start_edge(w.preauth_key("tag:reverse-proxy"), load(env_file))
+
+def test_mail_crosses_the_tailnet_through_the_deployed_edge(stack: tuple[World, Path]) -> None:
+    """`inv deploy-edge` puts caddy-l4 on the edge host over ssh; then client → caddy-l4 →
+    MagicDNS and WireGuard → the stand-in in the sidecar's namespace; PROXY v2 carries
+    the client's address."""
+    w, env_file = stack
+    edge = w.edge or w.start_edge(w.preauth_key("tag:reverse-proxy"))
+    started = time.monotonic()
+    out = w.deploy_edge(edge_env(w, env_file))
+    w.timings["inv deploy-edge"] = time.monotonic() - started
+    # its health gate heard the stand-in through the edge on every port (greetings)
+    gate = next(x for x in out.splitlines() if "health gate: " in x)
+    assert all(f"{n}:{p} ok" in gate for n, p in MAIL_SERVERS), gate
     peer_ip = edge.tailnet_ip
     sent = json.loads(w.in_world(sys.executable, "-c", EDGE_SCRIPT, edge.bridge_ip).stdout)
     client = (str(sent["src"][0]), int(sent["src"][1]))
+    assert client[0] == edge.client_ip, sent
     assert "IMAP4rev1" in str(sent["imap"]), sent
     events = stand_in_events(w)
     seen = [e for e in events if e["event"] == "seen" and e["port"] in (25, 143)]
@@ -374,6 +399,89 @@ def test_sigkill_of_the_sidecar_renames_the_node(stack: tuple[World, Path]) -> N
     assert worked, what
 
 
+MEMBER_993 = """
+import json, socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+with socket.create_connection((sys.argv[1], 993), 30) as raw:
+    src = list(raw.getsockname()[:2])
+    with ctx.wrap_socket(raw) as tls:
+        print(json.dumps({"src": src, "greeting": tls.recv(200).decode()}))
+"""
+EDGE_993 = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], 993), 10).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def test_edge_public_ports_25_only(stack: tuple[World, Path], tmp_path: Path) -> None:
+    """EDGE_PUBLIC_PORTS=25: `inv deploy-edge` narrows the edge to :25, which still carries
+    PROXY v2; the edge refuses :993, and a tailnet member reaches the mailbox's :993
+    directly (no PROXY header: the stand-in, given the listener objects `inv provision`
+    derives, trusts only the edge there, as Stalwart does)."""
+    w, env_file = stack
+    from tailwart.settings import load
+    from tailwart.stalwart.desired import Desired, desired_state
+
+    edge = w.edge
+    assert edge is not None
+    narrow = edge_env(
+        w,
+        env_file,
+        EDGE_PUBLIC_PORTS="25",
+        EDGE_TAILNET_ADDR=f"{edge.tailnet_ip}/32",
+        EDGE_TAILNET_ADDR6=f"{edge.tailnet_ip6}/128",
+    )
+    listeners = [
+        d.fields
+        for d in desired_state(load(narrow))
+        if isinstance(d, Desired) and d.type.endswith("NetworkListener")
+    ]
+    (tmp_path / "listeners.json").write_text(json.dumps(listeners))
+    stalwart = str(inspect(w, "stalwart")["Id"])
+    w.docker("cp", str(tmp_path / "listeners.json"), f"{stalwart}:{LISTENERS_FILE}")
+    try:
+        narrowed(w, narrow)
+    finally:  # no listener file left in the volume (the next test takes the stack down)
+        w.docker("exec", "-u", "0", stalwart, "rm", "-f", str(LISTENERS_FILE), check=False)
+        w.docker("stop", "member2", check=False)
+
+
+def narrowed(w: World, narrow: Path) -> None:
+    edge = w.edge
+    assert edge is not None
+    assert "mailbox healthy after" in tw(w, narrow, "restart")  # listeners bind at start
+    out = w.deploy_edge(narrow)
+    gate = next(x for x in out.splitlines() if "health gate: " in x)
+    assert "smtp:25 ok" in gate and "993" not in gate and "143" not in gate, gate
+    # the edge: :993 refused (caddy no longer listens), :25 still proxied with the client
+    assert w.in_world(sys.executable, "-c", EDGE_993, edge.bridge_ip).stdout.strip() == "refused"
+    smtp = (
+        "import json, smtplib, sys\n"
+        "with smtplib.SMTP(sys.argv[1], 25, timeout=30) as s:\n"
+        "    s.sendmail('carol@client.test', ['bob@example.org'], 'Subject: x\\r\\n\\r\\nx')\n"
+        "    print(json.dumps(list(s.sock.getsockname()[:2])))\n"
+    )
+    client = json.loads(w.in_world(sys.executable, "-c", smtp, edge.bridge_ip).stdout)
+    # a tailnet member (untagged, owned by the user) dials the mailbox's :993 itself
+    member_ip = w.start_node("member2", w.preauth_key(""))
+    got = w.docker("exec", "member2", "python3", "-c", MEMBER_993, f"{NODE}.{BASE_DOMAIN}")
+    sent = json.loads(got.stdout)
+    assert sent["greeting"].startswith("* OK"), sent
+    events = [e for e in stand_in_events(w) if e["event"] == "seen"]
+    direct = [e for e in events if e["port"] == 993 and e["direct"]]
+    assert len(direct) == 1, events
+    assert direct[0]["peer"][0] == member_ip == sent["src"][0], (direct, member_ip, sent)
+    assert direct[0]["src"] == direct[0]["peer"] and direct[0]["error"] == ""
+    proxied = [e for e in events if e["port"] == 25 and e["src"] == client]
+    assert len(proxied) == 1 and not proxied[0]["direct"], events
+    assert proxied[0]["peer"][0] == edge.tailnet_ip
+
+
 def test_down_keeps_the_volume_and_down_volumes_removes_it(stack: tuple[World, Path]) -> None:
     w, env_file = stack
     volume = f"{PROJECT}_stalwart-data"
@@ -404,8 +512,11 @@ def test_nothing_left_198_18(stack: tuple[World, Path]) -> None:
     to_headscale = f"tcp and dst host {w.hs_addr} and dst port {HS_PORT}"
     for label in ("docker", "exit", "headscale"):
         assert w.read_capture(label, to_headscale), f"the {label} capture is empty"
+    assert w.read_capture("edge", to_headscale), "the edge host's capture is empty"
     assert w.leaks("exit") == []
     assert w.leaks("headscale") == []
+    # the edge host (its one link): only 198.18.0.0/15 (WireGuard, DERP, ssh, mail)
+    assert w.leaks("edge") == []
     # inside the docker namespace (dropped there): DNS to the compose file's bootstrap
     # resolvers, and packets to tailnet addresses of a peer that left the netmap (the
     # edge dialling the SIGKILLed node), which fall off tailscale0 onto the bridge

@@ -129,6 +129,12 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "FQDN_LIST": st.lists(_fqdn, min_size=1, max_size=4).map(",".join),
     "TLS_MODE": st.sampled_from(["acme-http", "acme-dns", "files", "ACME-HTTP", "dns"]),
     "TSIG_ALGORITHM": st.sampled_from(["hmac-sha256", "hmac-sha512", "hmac-md5", "sha256"]),
+    # orders, subsets, duplicates, a port left out or unknown, odd separators
+    "MAIL_PORTS": st.lists(
+        st.sampled_from(["25", "465", "587", "143", "993", "2525", "0", ""]),
+        min_size=1,
+        max_size=6,
+    ).flatmap(lambda ports: st.sampled_from([",", ", ", ";"]).map(lambda sep: sep.join(ports))),
 }
 
 
@@ -186,6 +192,7 @@ def _base() -> dict[str, str]:
         "EDGE_HOSTS": "root@edge1.example.org, edge2",
         "EDGE_ROOT": "/opt/tailwart-edge",
         "EDGE_KEEP_RELEASES": "5",
+        "EDGE_PUBLIC_PORTS": "25,465,587,143,993",
         "STALWART_IMAGE": "stalwartlabs/stalwart:v0.15.5",
         "TS_IMAGE": "tailscale/tailscale:v1.90.6",
         "MAILBOX_NODE_NAME": "stalwart",
@@ -325,8 +332,10 @@ def round_trip(settings_: Settings, name: str, value: str) -> None:
     files = rendered_files(settings_)
     fqdn = settings_["MAILBOX_FQDN"]
     servers = json.loads(files["caddy/caddy.json"])["apps"]["layer4"]["servers"]
-    assert set(servers) == set(MAIL_SERVERS)
-    for server, port in MAIL_SERVERS.items():
+    public = settings_["EDGE_PUBLIC_PORTS"].split(",")
+    served = {name: port for name, port in MAIL_SERVERS.items() if str(port) in public}
+    assert set(servers) == set(served) and "smtp" in served
+    for server, port in served.items():
         (route,) = servers[server]["routes"]
         (handler,) = route["handle"]
         assert handler["upstreams"] == [{"dial": [f"{fqdn}:{port}"]}]
@@ -366,7 +375,9 @@ def outcome(name: str, value: str) -> str:
         if len(shown) >= 10:
             assert shown not in text, "a secret or a URL with '@' reached the message"
         return "refused"
-    # an empty value means unset: the declared default applies
+    # an empty value means unset: the declared default applies (a key that refuses
+    # an empty value was refused above)
+    assert value or BY_NAME[name].empty_is_default, name
     round_trip(result, name, value or BY_NAME[name].default or "")
     return "accepted"
 

@@ -42,6 +42,7 @@ def test_the_committed_snippet_matches_the_deployment(
         "policy.snippet": Status.OK,
         "policy.tags": Status.OK,
         "policy.ports": Status.OK,
+        "policy.members": Status.OK,
     }
     assert "its 2 test(s) pass" in found["policy.snippet"].message
 

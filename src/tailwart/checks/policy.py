@@ -8,6 +8,8 @@
   port caddy.json dials and Stalwart's HTTP listener (provisioned), and the
   mailbox tag reach the Postgres, Redis and Garage ports of .env; ports opened
   to the mailbox that nothing listens on are a warning.
+- ``policy.members``: tailnet members reach the mailbox on every mail port
+  EDGE_PUBLIC_PORTS keeps tailnet-only (they connect directly, without PROXY).
 """
 
 from __future__ import annotations
@@ -136,6 +138,34 @@ def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
     )
 
 
+#: who reaches the tailnet-only mail ports directly: the tailnet's users' devices
+MEMBERS = "autogroup:member"
+
+
+def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """Every mail port EDGE_PUBLIC_PORTS keeps off the edge is open to tailnet members."""
+    from ..edge.render import MAIL_PORTS, public_ports
+    from ..policy.evaluate import first_accepting_rule
+
+    mailbox = ctx.settings["MAILBOX_TAG"]
+    private = [p for _, p in MAIL_PORTS if p not in public_ports(ctx.settings)]
+    closed = [p for p in private if first_accepting_rule(snippet, MEMBERS, mailbox, p, 6) is None]
+    if closed:
+        return Finding.error(
+            "policy.members",
+            f"EDGE_PUBLIC_PORTS keeps {', '.join(map(str, closed))} tailnet-only, but "
+            f"acl-snippet.hujson does not let {MEMBERS} reach {mailbox} there: nobody could",
+            f"add them to the snippet's {MEMBERS} rule, then inv acl",
+            G,
+        )
+    return Finding.ok(
+        "policy.members",
+        f"{MEMBERS} reaches {mailbox} on every tailnet-only mail port "
+        f"({', '.join(map(str, private)) or 'none: all are public'})",
+        G,
+    )
+
+
 def _port(address: str) -> int | None:
     match = re.search(r":(\d+)$", address.strip())
     return int(match.group(1)) if match else None
@@ -240,6 +270,7 @@ def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> list[Finding]:
                 G,
             )
         )
+    findings.append(_members(ctx, snippet))
     listening = listening_ports(ctx)
     if listening:
         idle = sorted(_opened(snippet, edge, mailbox) - listening)

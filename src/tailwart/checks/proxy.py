@@ -1,4 +1,10 @@
-"""Both ends of the wire agree on PROXY protocol v2 (ids ``proxy.*``)."""
+"""Both ends of the wire agree on PROXY protocol v2 (ids ``proxy.*``).
+
+``proxy.edge``: caddy.json serves exactly EDGE_PUBLIC_PORTS, each with PROXY v2 to the
+mailbox. ``proxy.trust``: Stalwart's listeners trust the edge on those ports (and HTTP)
+and nobody on the tailnet-only ones. ``policy.ports`` (checks/policy.py) holds the third
+end: the snippet opens the public ports to the edge and the others to tailnet members.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from ..edge.render import (
     IMPLICIT_TLS_PORTS,
     JMAP_PORT,
     MAIL_PORTS,
+    public_ports,
 )
 from ..findings import Finding
 from ..settings import Settings
@@ -39,10 +46,17 @@ def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
             if port is not None:
                 by_port[port] = server
     problems: list[str] = []
+    public = public_ports(settings)
     for name, port in MAIL_PORTS:
         server = by_port.get(port)
+        if port not in public:
+            if server is not None:
+                problems.append(
+                    f":{port} ({name}) is served, but EDGE_PUBLIC_PORTS keeps it tailnet-only"
+                )
+            continue
         if server is None:
-            problems.append(f":{port} ({name}) has no layer4 server")
+            problems.append(f":{port} ({name}) has no layer4 server (EDGE_PUBLIC_PORTS lists it)")
             continue
         routes = server.get("routes", [])
         if len(routes) != 1 or routes[0].get("match"):
@@ -67,10 +81,12 @@ def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
             Finding.error("proxy.edge", "; ".join(problems), "re-render the edge: inv render", G)
         )
     else:
+        private = [str(p) for _, p in MAIL_PORTS if p not in public]
         out.append(
             Finding.ok(
                 "proxy.edge",
-                f"all {len(MAIL_PORTS)} mail ports proxy with v2 to {mailbox} on the same port",
+                f"the {len(public)} public mail port(s) proxy with v2 to {mailbox} on the same "
+                f"port; not served: {', '.join(private) or 'none'}",
                 G,
             )
         )
@@ -89,8 +105,50 @@ def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
     return out
 
 
+def trust_problems(
+    listeners: dict[str, dict[str, Any]], system: dict[str, Any], settings: Settings
+) -> list[str]:
+    """What is wrong with Stalwart's listeners (name → fields) and SystemSettings ``system``:
+    one listener per mail port and HTTP; the public ports and HTTP trust exactly the edge,
+    the tailnet-only ports trust nothing (members connect directly, without PROXY)."""
+    from ..stalwart.desired import trusted_ports
+
+    edge = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
+    behind_edge = trusted_ports(settings)
+    problems = []
+    if system.get("proxyTrustedNetworks"):
+        problems.append("the global proxyTrustedNetworks is not empty")
+    ports = {}
+    for name, fields in listeners.items():
+        port = next((p for b in fields["bind"] if (p := _port_of(b)) is not None), None)
+        if port is None:
+            continue
+        ports[port] = name
+        trusted = set(fields.get("overrideProxyTrustedNetworks") or {})
+        if port in behind_edge and trusted != edge:
+            problems.append(f"listener {name} (:{port}) does not trust exactly the edge")
+        elif port not in behind_edge and trusted:
+            problems.append(
+                f"listener {name} (:{port}) trusts {', '.join(sorted(trusted))} for PROXY, but "
+                "EDGE_PUBLIC_PORTS keeps it tailnet-only (direct connections only)"
+            )
+    missing = [str(p) for _, p in MAIL_PORTS if p not in ports]
+    if JMAP_PORT not in ports:
+        missing.append(str(JMAP_PORT))
+    if missing:
+        problems.append(f"no listener on {', '.join(missing)}")
+    tls_wrong = [
+        name
+        for port, name in ports.items()
+        if listeners[name]["tlsImplicit"] != (port in IMPLICIT_TLS_PORTS)
+    ]
+    if tls_wrong:
+        problems.append(f"wrong implicit-TLS mode on {', '.join(tls_wrong)}")
+    return problems
+
+
 def _check_trust(settings: Settings) -> list[Finding]:
-    """The provisioned listeners: one per port the edge dials, each trusting both edge addresses."""
+    """The provisioned listeners: one per mail port and HTTP; PROXY trust where the edge dials."""
     from ..errors import UsageError
     from ..stalwart.desired import Desired, desired_state
 
@@ -111,36 +169,16 @@ def _check_trust(settings: Settings) -> list[Finding]:
         if isinstance(item, Desired) and item.type.endswith("NetworkListener")
     }
     system = next(i for i in state if isinstance(i, Desired) and i.type.endswith("SystemSettings"))
-    edge = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
-    problems = []
-    if system.fields.get("proxyTrustedNetworks"):
-        problems.append("the global proxyTrustedNetworks is not empty")
-    ports = {}
-    for name, fields in listeners.items():
-        for bind in fields["bind"]:
-            port = _port_of(bind)
-            if port is not None:
-                ports[port] = name
-        if set(fields["overrideProxyTrustedNetworks"]) != edge:
-            problems.append(f"listener {name} does not trust exactly the edge")
-    missing = [str(p) for _, p in MAIL_PORTS if p not in ports]
-    if JMAP_PORT not in ports:
-        missing.append(str(JMAP_PORT))
-    if missing:
-        problems.append(f"no listener on {', '.join(missing)}")
-    tls_wrong = [
-        name
-        for port, name in ports.items()
-        if listeners[name]["tlsImplicit"] != (port in IMPLICIT_TLS_PORTS)
-    ]
-    if tls_wrong:
-        problems.append(f"wrong implicit-TLS mode on {', '.join(tls_wrong)}")
+    problems = trust_problems(listeners, system.fields, settings)
     if problems:
         return [Finding.error("proxy.trust", "; ".join(problems), "report a tailwart bug", G)]
+    edge = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
+    direct = [str(p) for _, p in MAIL_PORTS if p not in public_ports(settings)]
     return [
         Finding.ok(
             "proxy.trust",
-            f"{len(listeners)} listeners trust exactly the edge ({', '.join(sorted(edge))}); "
+            f"{len(listeners) - len(direct)} listeners trust exactly the edge "
+            f"({', '.join(sorted(edge))}); direct only: {', '.join(direct) or 'none'}; "
             "the global trust list stays empty",
             G,
         )

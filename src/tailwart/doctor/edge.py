@@ -1,4 +1,5 @@
-"""Doctor group ``edge``: every public mail port answers through the edge with its greeting.
+"""Doctor group ``edge``: every public mail port (EDGE_PUBLIC_PORTS) answers through the
+edge with its greeting.
 
 SMTP ports must greet with ``220``, IMAP with ``* OK``; 465 and 993 first
 complete a TLS handshake (the edge passes TLS through to Stalwart).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
+from ..edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS, public_ports
 from ..findings import Finding
 from ..greeting import EXPECTED
 from .registry import Check, DoctorContext, error, ok
@@ -42,7 +43,10 @@ def port_greeting(public: int, ctx: DoctorContext) -> Finding:
 
 
 def checks(ctx: DoctorContext) -> list[Check]:
+    """One check per port the edge serves (EDGE_PUBLIC_PORTS): the others are tailnet-only."""
+    public = public_ports(ctx.settings)
     return [
         Check(f"edge.{name}", GROUP, f"edge port {port} ({name})", partial(port_greeting, port))
         for name, port in MAIL_PORTS
+        if port in public
     ]

@@ -44,6 +44,12 @@ class EdgeLayout:
     #: upstream port per mail port (default: the same port)
     upstream: Mapping[int, int] | None = None
     admin_socket: str = DEFAULT_ADMIN_SOCKET
+    #: the mail ports served (EDGE_PUBLIC_PORTS; default: all of MAIL_PORTS)
+    ports: tuple[int, ...] | None = None
+
+    def served(self) -> tuple[tuple[str, int], ...]:
+        """(server name, mail port) of every port this edge serves, in MAIL_PORTS order."""
+        return tuple((n, p) for n, p in MAIL_PORTS if self.ports is None or p in self.ports)
 
     def listen_port(self, port: int) -> int:
         return (self.listen or {}).get(port, port)
@@ -87,11 +93,11 @@ def _join(host: str, port: int) -> str:
 
 
 def caddy_config(layout: EdgeLayout) -> dict[str, object]:
-    """The caddy.json document: one layer4 server per mail port, PROXY v2, no matchers."""
+    """The caddy.json document: one layer4 server per served port, PROXY v2, no matchers."""
     address("the upstream host", layout.upstream_host)
     address("the listen address", layout.listen_host, empty_ok=True)
     servers: dict[str, object] = {}
-    for name, port in MAIL_PORTS:
+    for name, port in layout.served():
         servers[name] = {
             "listen": [_join(layout.listen_host, layout.listen_port(port))],
             "routes": [
@@ -119,9 +125,19 @@ def caddy_json(layout: EdgeLayout) -> str:
     return json.dumps(caddy_config(layout), indent=2, sort_keys=True) + "\n"
 
 
+def public_ports(settings: Settings) -> tuple[int, ...]:
+    """EDGE_PUBLIC_PORTS (validated by the contract), in MAIL_PORTS order."""
+    named = {int(p) for p in settings["EDGE_PUBLIC_PORTS"].split(",") if p}
+    return tuple(port for _, port in MAIL_PORTS if port in named)
+
+
 def layout_for(settings: Settings) -> EdgeLayout:
-    """The production layout: every port on all addresses, dialing the mailbox's MagicDNS name."""
-    return EdgeLayout(upstream_host=address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]))
+    """The production layout: the public ports on all addresses, dialing the mailbox's
+    MagicDNS name."""
+    return EdgeLayout(
+        upstream_host=address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]),
+        ports=public_ports(settings),
+    )
 
 
 def jmap_vhost(settings: Settings) -> str:

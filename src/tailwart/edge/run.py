@@ -208,7 +208,7 @@ def run_foreground(caddy: Path, layout: EdgeLayout, workdir: Path) -> int:
     write_atomic(config, caddy_json(layout))
     validate(caddy, config, workdir)
     print(f"caddy validate: ok ({config})", flush=True)
-    for name, port in MAIL_PORTS:
+    for name, port in layout.served():
         listen = f"{layout.listen_host or '*'}:{layout.listen_port(port)}"
         print(
             f"  {name:<12} {listen:<22} → {layout.upstream_host}:{layout.upstream_port(port)}"

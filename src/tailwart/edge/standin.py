@@ -3,6 +3,9 @@
 It stands where Stalwart sits behind the edge, for ``inv demo``, the integration
 tests and the benchmark. Every port refuses a connection that does not start with
 a valid PROXY v2 header, like Stalwart with ``server.proxy.trusted-networks``.
+Given per-port ``trusted`` networks, it behaves as Stalwart v0.16's listeners do:
+a connection from a trusted address must carry PROXY v2; any other is served as a
+direct connection (its TCP peer is the client).
 
 - 25, 587: aiosmtpd with its own PROXY protocol support (``proxy_protocol_timeout``),
   STARTTLS offered; messages are kept.
@@ -51,6 +54,7 @@ class Seen:
     src: tuple[str, int] | None  #: the client, as carried by PROXY v2
     dst: tuple[str, int] | None  #: the address the client dialled (the edge's listener)
     error: str = ""  #: why the connection was refused ("" = accepted)
+    direct: bool = False  #: served without a PROXY header (the peer is not trusted)
 
     @property
     def service(self) -> str:
@@ -258,7 +262,8 @@ class _SmtpHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         proxy = session.proxy_data or getattr(server, "tailwart_proxy", None)
-        client = _endpoint(proxy.src_addr, proxy.src_port) if proxy else None
+        # no PROXY data only on a direct connection (a PROXY-required one is refused first)
+        client = _endpoint(proxy.src_addr, proxy.src_port) if proxy else tuple(session.peer[:2])
         self.state.add_message(
             Message(
                 self.port,
@@ -281,10 +286,18 @@ class StandinMailbox:
         ports: Mapping[int, int] | None = None,
         only: tuple[int, ...] | None = None,
         data_size_limit: int = 64 * 1024 * 1024,
+        trusted: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
+        """``trusted``: mail port → networks that must send PROXY v2 (others connect
+        directly); None: every source must send it on every port."""
         self.tls = tls
         self.host = host
         self.wanted = dict(ports or {})
+        self.trusted = (
+            None
+            if trusted is None
+            else {p: tuple(ipaddress.ip_network(n) for n in nets) for p, nets in trusted.items()}
+        )
         self.only = only or tuple(port for _, port in MAIL_PORTS)
         self.data_size_limit = data_size_limit
         self.ports: dict[int, int] = {}
@@ -361,7 +374,7 @@ class StandinMailbox:
         loop = asyncio.get_running_loop()
         for port in self.only:
             bind = self.wanted.get(port, 0)
-            if port in (25, 587):
+            if port in (25, 587) and self.trusted is None:
                 handler = _SmtpHandler(self._state, port)
                 server = await loop.create_server(
                     lambda h=handler: self._track(  # type: ignore[misc]
@@ -406,20 +419,34 @@ class StandinMailbox:
             conn.setblocking(False)
             self._spawn(self._serve_proxied(conn, port))
 
+    def _proxied_from(self, port: int, peer: tuple[str, int]) -> bool:
+        """Whether a connection from ``peer`` must start with PROXY v2 (Stalwart's rule)."""
+        if self.trusted is None:
+            return True
+        address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.trusted.get(port, ()))
+
     async def _serve_proxied(self, conn: socket.socket, port: int) -> None:
-        """465/143/993: PROXY v2 first (read exactly), then TLS if implicit, then the protocol."""
+        """PROXY v2 first (read exactly) when the peer is trusted, then TLS if implicit, then
+        the protocol (every port with ``trusted``; else 465/143/993)."""
         from aiosmtpd.smtp import SMTP
 
         loop = asyncio.get_running_loop()
         peer = conn.getpeername()[:2]
-        try:
-            proxy = await asyncio.wait_for(read_proxy_v2(loop, conn), HEADER_TIMEOUT)
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            self._state.add_seen(Seen(port, peer, None, None, str(exc) or "timeout"))
-            conn.close()
-            return
-        src = _endpoint(proxy.src_addr, proxy.src_port)
-        self._state.add_seen(Seen(port, peer, src, _endpoint(proxy.dst_addr, proxy.dst_port)))
+        proxy: Any = None
+        if not self._proxied_from(port, peer):
+            self._state.add_seen(Seen(port, peer, peer, None, direct=True))
+        else:
+            try:
+                proxy = await asyncio.wait_for(read_proxy_v2(loop, conn), HEADER_TIMEOUT)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                self._state.add_seen(Seen(port, peer, None, None, str(exc) or "timeout"))
+                conn.close()
+                return
+            src = _endpoint(proxy.src_addr, proxy.src_port)
+            self._state.add_seen(Seen(port, peer, src, _endpoint(proxy.dst_addr, proxy.dst_port)))
         ctx = self._ctx if port in IMPLICIT_TLS_PORTS else None
         factory: Callable[[], asyncio.BaseProtocol]
         if port in SMTP_PORTS:
@@ -435,6 +462,7 @@ class StandinMailbox:
             factory = lambda: _Proxied(  # noqa: E731
                 handler,
                 hostname=self.tls.hostname,
+                tls_context=None if port in IMPLICIT_TLS_PORTS else self._ctx,
                 data_size_limit=self.data_size_limit,
                 loop=loop,
             )
@@ -526,6 +554,28 @@ async def _health_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
+#: the listeners ``inv provision`` would give Stalwart (a JSON list of NetworkListener
+#: objects), in the data volume: read at start, as Stalwart binds its listeners only then
+LISTENERS_FILE = Path("/var/lib/stalwart/standin-listeners.json")
+
+
+def listener_trust(path: Path) -> dict[int, tuple[str, ...]] | None:
+    """Mail port → PROXY-trusted networks from NetworkListener objects (``bind``,
+    ``overrideProxyTrustedNetworks``); None when there is no such file."""
+    import json
+
+    try:
+        listeners = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    trusted: dict[int, tuple[str, ...]] = {}
+    for listener in listeners:
+        for bind in listener["bind"]:
+            port = int(str(bind).rsplit(":", 1)[1])
+            trusted[port] = tuple(listener.get("overrideProxyTrustedNetworks") or {})
+    return trusted
+
+
 def _event(kind: str, **fields: Any) -> str:
     import json
 
@@ -544,7 +594,10 @@ def serve(
     Every connection and message is printed as one JSON line (``docker logs`` shows what
     the mailbox saw: the TCP peer, and the client carried by PROXY v2)."""
     tls = openssl_self_signed(workdir, hostname)
-    mailbox = StandinMailbox(tls, host, ports={port: port for _, port in MAIL_PORTS})
+    trusted = listener_trust(LISTENERS_FILE)
+    mailbox = StandinMailbox(
+        tls, host, ports={port: port for _, port in MAIL_PORTS}, trusted=trusted
+    )
     stop = stop or threading.Event()
     with mailbox:
         loop = asyncio.new_event_loop()
@@ -566,7 +619,12 @@ def serve(
                 for seen in mailbox.seen[shown_seen:]:
                     out(
                         _event(
-                            "seen", port=seen.port, peer=seen.peer, src=seen.src, error=seen.error
+                            "seen",
+                            port=seen.port,
+                            peer=seen.peer,
+                            src=seen.src,
+                            error=seen.error,
+                            direct=seen.direct,
                         )
                     )
                     shown_seen += 1

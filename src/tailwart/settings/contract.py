@@ -23,6 +23,8 @@ class Key:
     example: str | None = None
     #: passed into the stalwart container (read there through EnvironmentVariable references)
     stalwart: bool = False
+    #: an empty value means "unset" (the default); False: an empty value is refused
+    empty_is_default: bool = True
 
     @property
     def secret(self) -> bool:
@@ -106,6 +108,16 @@ KEYS: tuple[Key, ...] = (
         EDGE,
         required=False,
         default="5",
+    ),
+    Key(
+        "EDGE_PUBLIC_PORTS",
+        Kind.MAIL_PORTS,
+        "mail ports the edge serves to the internet; the others stay tailnet-only (members "
+        "reach them on the mailbox directly, without PROXY). 25 must be public",
+        EDGE,
+        required=False,
+        default="25,465,587,143,993",
+        empty_is_default=False,
     ),
     # --- mailbox
     Key(

@@ -467,6 +467,29 @@ def _fqdn_list(value: str) -> str | None:
 _LABEL_CHARS = re.compile(r"[A-Za-z0-9.-]+", re.ASCII)
 
 
+#: the mail ports the edge can carry (``tailwart.edge.render.MAIL_PORTS``, in that order)
+MAIL_PORT_NUMBERS: tuple[int, ...] = (25, 465, 587, 143, 993)
+#: inbound mail from the internet: always public (the edge is the only way in)
+INBOUND_SMTP_PORT = 25
+
+
+def _mail_ports(value: str) -> str | None:
+    items = value.split(",")
+    seen: set[str] = set()
+    for number, item in enumerate(items, 1):
+        if item == "":
+            return f"has an empty item (number {number}); expected ports separated by single commas"
+        if item not in {str(p) for p in MAIL_PORT_NUMBERS}:
+            shown = item if _DIGITS.fullmatch(item) and len(item) <= 5 else f"item {number}"
+            return f"names {shown}, not a mail port the edge carries"
+        if item in seen:
+            return f"names {item} more than once"
+        seen.add(item)
+    if str(INBOUND_SMTP_PORT) not in seen:
+        return f"leaves out {INBOUND_SMTP_PORT}: inbound mail from the internet needs it public"
+    return None
+
+
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in options else f"must be one of: {', '.join(options)}"
@@ -509,6 +532,11 @@ class Kind(Enum):
         "hmac-sha256 | hmac-sha384 | hmac-sha512",
         _choice("hmac-sha256", "hmac-sha384", "hmac-sha512"),
         16,
+    )
+    MAIL_PORTS = (
+        "comma-separated mail ports from 25,465,587,143,993, 25 among them",
+        _mail_ports,
+        19,
     )
     RESTIC_REPO = (
         "restic repository: /abs/path or s3:http(s)://host:port/bucket",

@@ -138,7 +138,18 @@ def validate(
         value = raw.get(spec.name, "")
         line = seen.get(spec.name)
         if value == "":
-            if spec.default is not None:
+            if spec.name in raw and not spec.empty_is_default:
+                refused.add(spec.name)
+                problems.append(
+                    Problem(
+                        spec.name,
+                        f"is empty; expected {spec.kind.label} (leave the key out for "
+                        f"the default {spec.default})",
+                        line=line,
+                    )
+                )
+                values[spec.name] = spec.default or ""
+            elif spec.default is not None:
                 values[spec.name] = spec.default
             elif spec.required:
                 what = "secret is empty" if spec.secret and spec.name in raw else "is missing"

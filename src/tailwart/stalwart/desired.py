@@ -152,10 +152,21 @@ def listener_specs() -> list[tuple[str, int, str]]:
     return [*ports, (HTTP_LISTENER, JMAP_PORT, "http")]
 
 
+def trusted_ports(settings: Settings) -> frozenset[int]:
+    """Listener ports that take PROXY v2 from the edge: the public mail ports and HTTP (the
+    JMAP vhost). Every other listener takes direct connections only (tailnet members)."""
+    from ..edge.render import public_ports
+
+    return frozenset({*public_ports(settings), JMAP_PORT})
+
+
 def _listeners(settings: Settings, model: Model) -> State:
-    trust = _set(*edge_networks(settings))
+    edge = _set(*edge_networks(settings))
+    behind_edge = trusted_ports(settings)
     out: State = []
     for name, port, protocol in listener_specs():
+        # empty: the global list (kept empty) applies, so no source is read as a proxy
+        trust = edge if port in behind_edge else {}
         out.append(
             Desired(
                 model.listener,
