@@ -137,6 +137,7 @@ class Pebble:
         dns_server: str,
         cert: Path | None = None,
         key: Path | None = None,
+        ca: Path | None = None,
         validity: int = 7776000,
         netns: str | None = None,
     ) -> None:
@@ -157,7 +158,8 @@ class Pebble:
 
         self.port, self.management = free(), free()
         self.host = host
-        self.wfe_ca = PEBBLE_CERTS / "pebble.minica.pem"
+        #: the CA of Pebble's own TLS certificate (``cert``), for its clients
+        self.wfe_ca = ca or PEBBLE_CERTS / "pebble.minica.pem"
         config = {
             "pebble": {
                 "listenAddress": f"{host}:{self.port}",

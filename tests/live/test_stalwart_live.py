@@ -187,6 +187,7 @@ def start_acme(topo: Topology, base: Path, pki: Pki) -> Acme:
         dns_server=f"{host}:53",
         cert=Path(cert),
         key=Path(key),
+        ca=Path(pki.ca_file),
     )
     return Acme(pebble, knot, tsig)
 
