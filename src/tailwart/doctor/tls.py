@@ -84,10 +84,26 @@ def certificate(
     where = f"{host}:{port}" + ("" if port == public else f" (public :{public})")
     if starttls:
         where += " after STARTTLS"
+    # one verified connection when all is well: Stalwart throttles inbound connections per
+    # address (5 a second by default), and the doctor shares that address with its user
+    verified: Exception | None = None
     try:
-        got = greet(host, port, ctx.timeout, tls=True, sni=name, starttls=starttls)
+        got = greet(
+            host,
+            port,
+            ctx.timeout,
+            tls=True,
+            sni=name,
+            context=verify_context(ctx.options.ca_file),
+            starttls=starttls,
+        )
     except WireError as exc:
-        return error(f"{where}: {exc}", RENEW)
+        verified = exc
+        # then once more, unverified, to say what is wrong with the certificate
+        try:
+            got = greet(host, port, ctx.timeout, tls=True, sni=name, starttls=starttls)
+        except WireError as again:
+            return error(f"{where}: {again}", RENEW)
     assert got.cert_der is not None
     names, not_after, issuer = cert_names(got.cert_der)
     now = now or dt.datetime.now(dt.UTC)
@@ -104,23 +120,13 @@ def certificate(
         )
     if days < ERROR_DAYS:
         return error(f"{where}: certificate expires {until}", advice("expiry", ctx.settings))
-    try:
-        greet(
-            host,
-            port,
-            ctx.timeout,
-            tls=True,
-            sni=name,
-            context=verify_context(ctx.options.ca_file),
-            starttls=starttls,
-        )
-    except WireError as exc:
+    if verified is not None:
         if self_signed(got.cert_der):
             return error(
                 f"{where}: self-signed certificate (issuer {issuer})",
                 advice("self-signed", ctx.settings),
             )
-        return error(f"{where}: {exc} (issuer {issuer})", advice("untrusted", ctx.settings))
+        return error(f"{where}: {verified} (issuer {issuer})", advice("untrusted", ctx.settings))
     if days < WARN_DAYS:
         return warning(
             f"{where}: certificate for {name} expires {until}", advice("expiry", ctx.settings)
