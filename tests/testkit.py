@@ -187,6 +187,7 @@ class Pebble:
             "PATH": "/usr/bin:/bin",
             "PEBBLE_VA_NOSLEEP": "1",  # answer at once, not after a random pause
             "PEBBLE_WFE_NONCEREJECT": "0",  # no deliberate badNonce refusals
+            "PEBBLE_AUTHZREUSE": "0",  # every order proves every name anew
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

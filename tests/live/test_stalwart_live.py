@@ -238,16 +238,19 @@ def nets(items: Any) -> set[Any]:
 
 
 def scrub_values(values: dict[str, str]) -> dict[str, str]:
+    import base64
+
     from tailwart.settings.contract import BY_NAME
 
     out = {}
     for key, value in values.items():
         if key in BY_NAME and BY_NAME[key].secret:
-            value = (
-                f"admin:{scrubbed(key + '_PASSWORD')}"
-                if key == "STALWART_RECOVERY_ADMIN"
-                else scrubbed(key)
-            )
+            if key == "STALWART_RECOVERY_ADMIN":
+                value = f"admin:{scrubbed(key + '_PASSWORD')}"
+            elif key == "ACME_DNS_TSIG_SECRET":  # the contract wants base64 there
+                value = base64.b64encode(scrubbed(key).encode()).decode()
+            else:
+                value = scrubbed(key)
         out[key] = value
     return out
 

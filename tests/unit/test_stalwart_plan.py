@@ -312,3 +312,54 @@ def test_unknown_restart_mode_and_phase_are_usage_errors() -> None:
         run(Store(), settings(), restart="sometimes")
     with pytest.raises(UsageError, match="--phase 'listeners'"):
         run(Store(), settings(), phase="listeners")
+
+
+class Recording(Store):
+    """The store, keeping every x:Domain update in order (what Stalwart reacts to)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.domain_updates: list[dict[str, Any]] = []
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        method, args, _ = body["methodCalls"][0]
+        if method == f"{CURRENT.domain}/set":
+            self.domain_updates += list((args.get("update") or {}).values())
+        return super().post(body)
+
+
+def test_a_restart_after_an_order_passes_certificates_through_manual_again() -> None:
+    """Stalwart starts a certificate order on Manual → Automatic; a restart while it runs
+    leaves its task locked for an hour, so after the restart the transition is made again."""
+    store = Recording()
+    lines: list[str] = []
+    seen_at_restart: list[int] = []
+    code = provision(
+        settings(),
+        Options(restart="auto"),
+        lines.append,
+        restart=lambda: seen_at_restart.append(len(store.domain_updates)),
+        transport=store,
+    )
+    assert code == 0, lines
+    after = store.domain_updates[seen_at_restart[0] :]
+    kinds = [u["certificateManagement"]["@type"] for u in after if "certificateManagement" in u]
+    assert kinds == ["Manual", "Automatic"], after
+    assert any("passed through Manual again after the restart" in line for line in lines)
+    # a run that changes nothing orders nothing
+    store.domain_updates.clear()
+    assert run(store, settings(), restart="auto")[0] == 0
+    assert store.domain_updates == []
+
+
+def test_new_names_order_at_once_through_manual_and_never_restart_says_so() -> None:
+    store = Recording()
+    assert run(store, settings(), restart="auto")[0] == 0
+    store.domain_updates.clear()
+    code, lines = run(store, settings(MAIL_HOSTNAME_ALIASES="imap.example.org"), restart="never")
+    # (this fake store masks the Redis URL's password, so it always asks for a restart)
+    assert code == 3, lines
+    assert any("a certificate order has started" in line for line in lines), lines
+    kinds = [u["certificateManagement"]["@type"] for u in store.domain_updates]
+    assert kinds == ["Manual", "Automatic"]
+    assert any('(via {"@type": "Manual"})' in line for line in lines), lines
