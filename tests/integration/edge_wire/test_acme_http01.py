@@ -30,51 +30,24 @@ from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 from testkit import Pebble, pebble_dns
 
-from .test_jmap_vhost import SIGNATURE, _dials, free_port
+from .test_jmap_vhost import Upstream, _dials, free_port
 
 pytestmark = pytest.mark.integration
 
 
-class Mailbox:
-    """Stalwart's :8080 stand-in: PROXY v2 required; answers ``tokens``, records requests."""
+class Mailbox(Upstream):
+    """Stalwart's :8080 stand-in: PROXY v2 required; answers the tokens it was given
+    (404 for any other), as Stalwart answers the tokens of its own orders."""
 
     def __init__(self) -> None:
-        import struct
-        import threading
-
         self.tokens: dict[str, bytes] = {}
-        self.seen: list[tuple[bool, str]] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        super().__init__(self._token)
 
-        def serve() -> None:
-            while True:
-                try:
-                    conn, _ = self.sock.accept()
-                except OSError:
-                    return
-                with conn:
-                    head = conn.recv(16, socket.MSG_WAITALL)
-                    proxied = head[:12] == SIGNATURE
-                    if not proxied:
-                        self.seen.append((False, ""))
-                        continue  # Stalwart drops a trusted peer's connection without PROXY
-                    conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
-                    line = conn.recv(8192).split(b"\r\n", 1)[0].decode(errors="replace")
-                    self.seen.append((True, line))
-                    path = line.split(" ")[1] if line.count(" ") >= 2 else ""
-                    body = self.tokens.get(path.removeprefix(ACME_CHALLENGE_PATH))
-                    status = b"200 OK" if body is not None else b"404 Not Found"
-                    body = body or b""
-                    conn.sendall(
-                        b"HTTP/1.1 " + status + b"\r\nContent-Length: "
-                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
-                    )  # fmt: skip
-
-        threading.Thread(target=serve, daemon=True).start()
-
-    def close(self) -> None:
-        self.sock.close()
+    def _token(self, path: str) -> tuple[bytes, bytes]:
+        body = self.tokens.get(path.removeprefix(ACME_CHALLENGE_PATH))
+        if not path.startswith(ACME_CHALLENGE_PATH) or body is None:
+            return b"404 Not Found", b""
+        return b"200 OK", body
 
 
 @dataclass

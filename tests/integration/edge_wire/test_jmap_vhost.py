@@ -14,7 +14,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,16 @@ def free_port() -> int:
 
 
 class Upstream:
-    """Stands in for Stalwart's :8080: requires a PROXY v2 header, records request lines."""
+    """Stands in for Stalwart's :8080: requires a PROXY v2 header, records request lines.
 
-    def __init__(self) -> None:
+    ``answer`` maps a request path to (status line, body); by default every path gets
+    200 "upstream"."""
+
+    def __init__(self, answer: Callable[[str], tuple[bytes, bytes]] | None = None) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.seen: list[tuple[bool, str]] = []
+        self.answer = answer or (lambda _path: (b"200 OK", b"upstream"))
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -57,10 +61,14 @@ class Upstream:
                     data = conn.recv(4096)
                 else:
                     data = head + conn.recv(4096)
-                self.seen.append((proxied, data.split(b"\r\n", 1)[0].decode(errors="replace")))
+                line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+                self.seen.append((proxied, line))
+                parts = line.split(" ")
+                status, body = self.answer(parts[1] if len(parts) == 3 else "")
                 conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream"
-                )
+                    b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n" + body
+                )  # fmt: skip
 
     def close(self) -> None:
         self.sock.close()
@@ -95,7 +103,10 @@ def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
     _dials(config, upstream.port)
     config["admin"] = {"listen": f"unix/{tmp_path}/admin.sock"}
     for server in config["apps"]["http"]["servers"].values():
-        server["listen"] = [f"127.0.0.1:{port}"]
+        # the https vhost on the port the test asks; the plain-http site (acme-http's
+        # challenge route) on a port of its own
+        plain = server["listen"] == [":80"]
+        server["listen"] = [f"127.0.0.1:{free_port() if plain else port}"]
         server["automatic_https"] = {"disable": True}
     (tmp_path / "caddy.json").write_text(json.dumps(config))
     proc = subprocess.Popen(
