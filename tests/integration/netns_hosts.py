@@ -239,6 +239,8 @@ class Lab:
     dir: Path
     hosts: list[NetnsHost] = field(default_factory=list)
     upstreams: list[Upstream] = field(default_factory=list)
+    #: what the last failed serving() probe heard (for assertion messages)
+    last_probe: str = ""
 
     @property
     def key(self) -> Path:

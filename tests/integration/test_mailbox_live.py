@@ -49,7 +49,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Pat
             "STALWART_S3_HOST": w.hs_addr,
         }
         env_file = write_env(tmp_path_factory.mktemp("live") / ".env", values)
-        yield w, env_file
+        # inv up writes config/config.json where the committed compose file mounts it from:
+        # the operator's file, not the work tree's; leave the tree as it was
+        rendered = ROOT / "config" / "config.json"
+        before = rendered.read_bytes() if rendered.exists() else None
+        try:
+            yield w, env_file
+        finally:
+            if before is None:
+                rendered.unlink(missing_ok=True)
+            else:
+                rendered.write_bytes(before)
 
 
 def tw(w: World, env_file: Path, *args: str, timeout: float = 400) -> str:
