@@ -76,7 +76,8 @@ def tests(session: nox.Session) -> None:
     if os.geteuid() == 0 and not os.environ.get("TAILWART_SKIP_SETUP"):
         session.run("bash", str(ROOT / "scripts" / "setup-machine.sh"), external=True)
     _install(session)
-    session.run("pytest", *(session.posargs or ["tests"]))
+    # the slowest tests, listed at the end: where the CI budget goes
+    session.run("pytest", *(session.posargs or ["tests", "--durations=15"]))
 
 
 @nox.session(python=PYTHON, tags=["test"])
