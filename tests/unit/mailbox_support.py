@@ -23,7 +23,7 @@ from testkit import write_env as write_env  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "docker"
 BASE = "docker compose --env-file .env -f compose/docker-compose.yml -p tailwart-mail"
-DAEMON = "docker info --format '{{.ServerVersion}}'"
+DAEMON = "docker version --format '{{.Server.Version}}'"
 COMPOSE_VERSION = "docker compose version --short"
 PS = f"{BASE} ps --all --format json"
 INSPECT = "docker inspect tailwart-mail-ts-stalwart-1 tailwart-mail-stalwart-1"

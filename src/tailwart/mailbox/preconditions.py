@@ -10,7 +10,9 @@ from ..errors import UsageError
 from .compose import Runner
 from .errors import PreconditionError
 
-DAEMON_CHECK = ["docker", "info", "--format", "{{.ServerVersion}}"]
+#: `docker version`, not `docker info`: as a non-root user Debian's CLI 20.10 answers an
+#: unreachable daemon from `info --format` with a template error instead of saying so
+DAEMON_CHECK = ["docker", "version", "--format", "{{.Server.Version}}"]
 COMPOSE_CHECK = ["docker", "compose", "version", "--short"]
 LEGACY_CHECK = ["docker-compose", "version", "--short"]
 
