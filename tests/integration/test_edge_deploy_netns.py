@@ -625,18 +625,17 @@ def test_link_down_mid_upload_fails_within_the_timeout_and_force_unlock_recovers
     ssh = dataclasses.replace(lab1.ssh_options(), io_timeout=3.0, connect_timeout=2.0)
     opts = dataclasses.replace(_opts(lab1), ssh=ssh)
     # the link silently stops carrying packets at 8 MiB
-    started = time.monotonic()
     try:
         with at_upload_bytes(8 << 20, lambda: host.link(False)) as down:
             results, out, ok = run_deploy([_job(lab1, host)], opts, binary)
     finally:
         host.link(True)
     assert down.is_set(), "the upload never reached 8 MiB"
-    # ended by the I/O watchdog (3 s here), not by TCP's retransmission timeout (about
-    # 15 minutes): a bound that tells the two apart under any load, not a speed figure
-    assert time.monotonic() - started < 180
     res = results[0]
     assert not ok and res.status == "failed" and "SSH link lost" in res.detail, out
+    # ended by the I/O watchdog (3 s here), not by TCP's retransmission timeout (about
+    # 15 minutes): the watchdog's own words say it fired
+    assert "nothing moved for 3 s" in res.detail, res.detail
     assert "the lock stays held" in res.detail and "--force-unlock" in res.detail
     # the partial upload stays in its .incoming dir: never a release, never current
     assert host.current() == old.release

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from fabric import Connection
 
 
+def _link_errors() -> tuple[type[BaseException], ...]:
+    """What a transfer raises when its link goes: socket errors, EOF, and paramiko's
+    SSHException ("Server connection dropped", what the watchdog's close causes)."""
+    from paramiko import SSHException
+
+    return (EOFError, OSError, SSHException)
+
+
 class RemoteError(OperationError):
     """A remote command failed."""
 
@@ -137,7 +145,7 @@ class Remote:
 
             try:
                 self.sftp().put(local, remote, callback=callback, confirm=True)
-            except (EOFError, OSError) as exc:
+            except _link_errors() as exc:
                 if dog.fired:
                     raise self._stalled(f"upload of {remote}") from None
                 raise LinkStalled(f"{self.label}: upload of {remote}: {exc!r}") from exc
@@ -149,7 +157,7 @@ class Remote:
         with _Watchdog(self.conn, self.io_timeout) as dog:
             try:
                 self.sftp().putfo(io.BytesIO(data), remote, file_size=len(data), confirm=True)
-            except (EOFError, OSError) as exc:
+            except _link_errors() as exc:
                 if dog.fired:
                     raise self._stalled(f"upload of {remote}") from None
                 raise LinkStalled(f"{self.label}: upload of {remote}: {exc!r}") from exc
