@@ -206,6 +206,18 @@ BAD: list[tuple[str, Edit, str, str]] = [
         "twice",
     ),
     ("contact-not-email", plus("ACME_CONTACT=postmaster"), "ACME_CONTACT", "e-mail address"),
+    (
+        "edge-v6-in-the-v4-key",
+        setting("EDGE_TAILNET_ADDR", "fd7a:115c:a1e0::b/128"),
+        "EDGE_TAILNET_ADDR",
+        "IPv4 tailnet address",
+    ),
+    (
+        "edge-v4-in-the-v6-key",
+        setting("EDGE_TAILNET_ADDR6", "100.64.0.11/32"),
+        "EDGE_TAILNET_ADDR6",
+        "IPv6 tailnet address",
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import ipaddress
 import re
 import stat
 from collections.abc import Iterable, Mapping, Set
@@ -219,6 +220,18 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
             )
         )
     out += _backup_checks(values, refused)
+    families = (("EDGE_TAILNET_ADDR", 4, "/32"), ("EDGE_TAILNET_ADDR6", 6, "/128"))
+    for name, version, prefix in families:
+        value = values.get(name, "")
+        if value and ok(name) and ipaddress.ip_network(value, strict=False).version != version:
+            other = families[version == 4][0]
+            out.append(
+                Problem(
+                    name,
+                    f"must be the edge's IPv{version} tailnet address ({prefix}); the other "
+                    f"family goes in {other}",
+                )
+            )
     out += _tls_checks(values, refused)
     mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
     mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
