@@ -226,7 +226,8 @@ def _sha256_files(*paths: Path) -> str:
 @dataclass(frozen=True)
 class Edge:
     """The edge host: a network namespace with Debian's sshd and tailscaled (kernel TUN),
-    joined to the docker namespace by a veth pair; caddy-l4 arrives by ``inv deploy-edge``."""
+    joined to the docker namespace by a veth pair; caddy-l4 arrives by ``inv deploy-edge``.
+    Other tailnet hosts (``start_host``) are made the same way, sshd optional."""
 
     name: str  #: its tailnet node name (and hostname)
     netns: str

@@ -59,9 +59,9 @@ def tw(w: World, env_file: Path, *args: str, timeout: float = 400) -> str:
     return out
 
 
-def inspect(w: World, service: str) -> dict[str, Any]:
+def inspect(w: World, service: str, project: str = PROJECT) -> dict[str, Any]:
     name = w.docker(
-        "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}",
+        "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
         "--filter", f"label=com.docker.compose.service={service}",
     ).stdout.split()  # fmt: skip
     assert len(name) == 1, f"{service}: {name}"
