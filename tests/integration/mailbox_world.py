@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, TOOL_CACHE, need, need_tool
+from testkit import ROOT, TOOL_CACHE, need, need_tool, write_env
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
 HEADSCALE = TOOL_CACHE / "tools" / f"headscale-{HEADSCALE_VERSION}" / "headscale"
@@ -826,6 +826,23 @@ logtail:
     def api_key(self) -> str:
         made = self.headscale("apikeys", "create", "--expiration", "2h")
         return made.stdout.strip().splitlines()[-1]
+
+    def merge_snippet(self, env_file: Path) -> None:
+        """`inv acl --headscale` from the docker namespace, with ``env_file``'s values plus
+        headscale's URL and a fresh API key: acl-snippet.hujson merged into the policy."""
+        acl_env = write_env(
+            env_file.parent / "acl.env",
+            {
+                **dict(line.split("=", 1) for line in env_file.read_text().splitlines()),
+                "HEADSCALE_URL": self.login_server,
+                "HEADSCALE_API_KEY": self.api_key(),
+            },
+        )
+        merged = self.in_world(
+            sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
+            f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(self.ca_cert)},
+        )  # fmt: skip
+        assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
 
     def start_edge(self, key: str) -> Edge:
         """The edge host on the tailnet: a namespace joined to the docker one (198.18.M.2 ↔

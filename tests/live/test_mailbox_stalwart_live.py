@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_env import values as env_values
 from backend_servers import GarageServer, PostgresServer, RedisServer, garage_binary
+from live_world import live_values
 from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
 from test_mailbox_live import MAIL_SERVERS, edge_env, tw
 from test_mailbox_live import inspect as inspect_service
@@ -138,7 +138,12 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
                 os.chmod(path, 0o600)
             edge = w.start_edge(w.preauth_key("tag:reverse-proxy"))
             admin_password = secrets.token_hex(16)
-            values = env_values(
+            values = live_values(
+                host,
+                pg,
+                redis,
+                garage,
+                admin_password,
                 COMPOSE_PROJECT=PROJECT,
                 MAILBOX_NODE_NAME=NODE,
                 MAILBOX_FQDN=MAILBOX,
@@ -147,22 +152,6 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
                 EDGE_TAILNET_ADDR=f"{edge.tailnet_ip}/32",
                 EDGE_TAILNET_ADDR6=f"{edge.tailnet_ip6}/128",
                 STALWART_MANAGEMENT_URL=f"http://{MAILBOX}:8080",
-                STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",
-                STALWART_DB_HOST=host,
-                STALWART_DB_PORT=str(pg.port),
-                STALWART_DB_PASSWORD=secrets.token_hex(16),
-                PG_ADMIN_USER=pg.admin_user,
-                STALWART_REDIS_HOST=host,
-                STALWART_REDIS_PORT=str(redis.port),
-                STALWART_REDIS_DB="5",
-                STALWART_REDIS_PASSWORD=redis.password,
-                STALWART_S3_HOST=host,
-                STALWART_S3_PORT=str(garage.s3_port),
-                STALWART_S3_REGION=garage.region,
-                STALWART_S3_ACCESS_KEY="GK" + secrets.token_hex(12),
-                STALWART_S3_SECRET_KEY=secrets.token_hex(32),
-                GARAGE_ADMIN_URL=garage.admin_url,
-                GARAGE_ADMIN_TOKEN=garage.admin_token,
                 STALWART_TLS="files",
                 STALWART_TLS_CERT_FILE=cert,
                 STALWART_TLS_KEY_FILE=key,
@@ -193,19 +182,7 @@ def test_bootstrap_and_the_acl(real: Real) -> None:
     # headscale's policy check wants every tag the snippet names to resolve: the sidecar
     # joins later (first-start needs the ACL first), so an offline stand-by holds the tag
     w.offline_nodes({"standby": "tag:stalwart"})
-    acl_env = write_env(
-        real.env_file.parent / "acl.env",
-        {
-            **dict(line.split("=", 1) for line in real.env_file.read_text().splitlines()),
-            "HEADSCALE_URL": w.login_server,
-            "HEADSCALE_API_KEY": w.api_key(),
-        },
-    )
-    merged = w.in_world(
-        sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
-        f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(w.ca_cert)},
-    )  # fmt: skip
-    assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
+    w.merge_snippet(real.env_file)
     # the snippet opens :8080 to the edge alone, and Stalwart demands a PROXY header from
     # the edge there (seen live: the edge's own management calls are refused once the
     # listeners are provisioned); the operator's reach is the tailnet owner's own rule
