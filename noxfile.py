@@ -111,7 +111,8 @@ def live(session: nox.Session) -> None:
     """Acceptance against a real Stalwart: nox -s live -- --stalwart-bin PATH [--record].
 
     Runs the binary in a network namespace with real Postgres, Redis, Garage and the
-    caddy-l4 edge (root only). --record copies the JMAP exchanges, secrets scrubbed,
+    caddy-l4 edge (root only), and, as an image made from it, in the committed compose
+    file on the Docker world (headscale tailnet, the edge host, real backends). --record copies the JMAP exchanges, secrets scrubbed,
     into tests/fixtures/stalwart-0.16.18/. Not a default session.
     """
     args = list(session.posargs)

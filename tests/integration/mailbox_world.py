@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, TOOL_CACHE, need, need_tool
+from testkit import ROOT, TOOL_CACHE, need, need_tool, write_env
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
 HEADSCALE = TOOL_CACHE / "tools" / f"headscale-{HEADSCALE_VERSION}" / "headscale"
@@ -226,7 +226,8 @@ def _sha256_files(*paths: Path) -> str:
 @dataclass(frozen=True)
 class Edge:
     """The edge host: a network namespace with Debian's sshd and tailscaled (kernel TUN),
-    joined to the docker namespace by a veth pair; caddy-l4 arrives by ``inv deploy-edge``."""
+    joined to the docker namespace by a veth pair; caddy-l4 arrives by ``inv deploy-edge``.
+    Other tailnet hosts (``start_host``) are made the same way, sshd optional."""
 
     name: str  #: its tailnet node name (and hostname)
     netns: str
@@ -264,6 +265,11 @@ class World:
     edge: Edge | None = None
     #: /etc/netns/<name>/ directories made for `ip netns exec` (resolv.conf), removed at close
     etc_netns: list[Path] = field(default_factory=list)
+    #: a real Stalwart binary (the live suite's): the Stalwart slot gets an image made from
+    #: it instead of the stand-in
+    stalwart_bin: Path | None = None
+    #: MagicDNS extra records (name → IPv4 inside 198.18.0.0/15) headscale hands every node
+    dns_records: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------ names
 
@@ -466,6 +472,10 @@ class World:
                 "ENV TS_NO_LOGS_NO_SUPPORT=true",
             ],
         )
+        if self.stalwart_bin is not None:
+            self._stalwart_image(BY_NAME["STALWART_IMAGE"].default or "", base, self.stalwart_bin)
+            self.docker("image", "prune", "-f")
+            return
         sources = sorted((ROOT / "src" / "tailwart").rglob("*.py"))
         self._derived(
             BY_NAME["STALWART_IMAGE"].default or "",
@@ -504,11 +514,23 @@ class World:
                 info = tarfile.TarInfo(name)
                 info.type, info.linkname = tarfile.SYMTYPE, target
                 tar.addfile(info)
+        self._commit(tag, base, key, buf.getvalue(), changes)
+
+    def _commit(
+        self,
+        tag: str,
+        base: str,
+        key: str,
+        layer: bytes,
+        changes: Sequence[str],
+        archive: bool = False,
+    ) -> None:
+        """``tag`` = ``base`` + the tar ``layer`` (owners kept with ``archive``) + ``changes``."""
         container = self.docker("create", base, "/bin/true").stdout.strip()
         try:
             done = subprocess.run(
-                ["docker", "cp", "-", f"{container}:/"],
-                input=buf.getvalue(),
+                ["docker", "cp", *(["-a"] if archive else []), "-", f"{container}:/"],
+                input=layer,
                 env=self.env,
                 capture_output=True,
                 check=False,
@@ -518,6 +540,59 @@ class World:
             self.docker("commit", *args, container, tag)
         finally:
             self.docker("rm", "-f", container, check=False)
+
+    def _stalwart_image(self, tag: str, base: str, binary: Path) -> None:
+        """The Stalwart slot from a real binary, laid out as the official v0.16 image is
+        (reference/stalwart-0.16.md §5): /usr/local/bin/stalwart with
+        cap_net_bind_service, user and group stalwart (2000:2000) owning /etc/stalwart and
+        /var/lib/stalwart (declared volumes), WORKDIR /var/lib/stalwart, the entrypoint
+        reading /etc/stalwart/config.json; curl (the health check's) is in the base.
+        Made on every change of the binary; never pushed anywhere, never committed."""
+        changes = [
+            'ENTRYPOINT ["/usr/local/bin/stalwart"]',
+            'CMD ["--config", "/etc/stalwart/config.json"]',
+            "WORKDIR /var/lib/stalwart",
+            'VOLUME ["/etc/stalwart", "/var/lib/stalwart"]',
+            "EXPOSE 443 25 110 587 465 143 993 995 4190 8080",
+        ]
+        key = hashlib.sha256(f"{base} {_sha256_files(binary)} {changes}".encode()).hexdigest()[:16]
+        got = self.docker(
+            "image", "inspect", "--format", "{{json .Config.Labels}}", tag, check=False
+        )
+        if got.returncode == 0 and (json.loads(got.stdout) or {}).get(LABEL) == key:
+            return
+        passwd = self.docker("run", "--rm", "--network", "none", "--entrypoint", "cat", base,
+                             "/etc/passwd", "/etc/group").stdout  # fmt: skip
+        users = [x for x in passwd.splitlines() if x.count(":") == 6]
+        groups = [x for x in passwd.splitlines() if x.count(":") == 3]
+        users.append("stalwart:x:2000:2000:stalwart:/var/lib/stalwart:/usr/sbin/nologin")
+        groups.append("stalwart:x:2000:")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, text in (("etc/passwd", users), ("etc/group", groups)):
+                data = ("\n".join(text) + "\n").encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            for name in ("etc/stalwart", "var/lib/stalwart"):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o750
+                info.uid = info.gid = 2000
+                info.uname = info.gname = "stalwart"
+                tar.addfile(info)
+            info = tar.gettarinfo(str(binary), arcname="usr/local/bin/stalwart")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o755
+            # setcap cap_net_bind_service=+ep: a VFS_CAP_REVISION_2 record, effective bit set
+            info.pax_headers = {
+                "SCHILY.xattr.security.capability": (
+                    b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12
+                ).decode("latin-1")
+            }
+            with binary.open("rb") as fh:
+                tar.addfile(info, fh)
+        self._commit(tag, base, key, buf.getvalue(), changes, archive=True)
 
     # ------------------------------------------------------------ headscale and backends
 
@@ -575,7 +650,7 @@ dns:
   override_local_dns: false
   nameservers:
     global: []
-unix_socket: {hs}/headscale.sock
+{self._extra_records()}unix_socket: {hs}/headscale.sock
 unix_socket_permission: "0770"
 logtail:
   enabled: false
@@ -605,6 +680,14 @@ logtail:
             time.sleep(0.2)
         self.headscale("users", "create", USER)
         self.headscale("policy", "set", "-f", str(hs / "policy.hujson"))
+
+    def _extra_records(self) -> str:
+        if not self.dns_records:
+            return ""
+        lines = ["  extra_records:"]
+        for name, ip in self.dns_records.items():
+            lines += [f"    - name: {name}", "      type: A", f"      value: {ip}"]
+        return "\n".join(lines) + "\n"
 
     def _port_closed(self, host: str, port: int) -> bool:
         probe = f"import socket; socket.create_connection(({host!r}, {port}), 1).close()"
@@ -648,6 +731,26 @@ logtail:
             if time.monotonic() > deadline:
                 raise AssertionError("the backend listeners did not start")
             time.sleep(0.2)
+
+    def backend_link(self) -> str:
+        """A veth from the docker namespace to the root one, for real backends running on the
+        host (Postgres, redis-server, garage bound to the returned 198.18.N.1): what the
+        containers send there leaves masqueraded as 198.18.N.2 (the root namespace gets no
+        route to the docker networks) and is recorded as the "backends" capture."""
+        octet = _free_octet()
+        host, here = f"198.18.{octet}.1", f"198.18.{octet}.2"
+        ours, theirs = f"twb{octet}", f"twc{octet}"
+        run(["ip", "link", "add", ours, "netns", self.dk, "type", "veth", "peer", "name", theirs])
+        run(["ip", "-n", self.dk, "addr", "add", f"{here}/24", "dev", ours])
+        run(["ip", "addr", "add", f"{host}/24", "dev", theirs])
+        run(["ip", "-n", self.dk, "link", "set", ours, "up"])
+        run(["ip", "link", "set", theirs, "up"])
+        for way in ("-i", "-o"):
+            self.ns(self.dk, "iptables", "-I", "FORWARD", "2", way, ours, "-j", "ACCEPT")
+        self.ns(self.dk, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", ours,
+                "-j", "MASQUERADE")  # fmt: skip
+        self._capture({"backends": (self.dk, ours)})
+        return host
 
     # ------------------------------------------------------------ the edge on the tailnet
 
@@ -705,31 +808,59 @@ logtail:
     def backend_nodes(self) -> None:
         """Nodes for the snippet's backend tags (its tests need addresses to resolve), made with
         headscale's debug CLI: registered, tagged, never online."""
+        self.offline_nodes({name: f"tag:{name}" for name in BACKEND_NODES})
+
+    def offline_nodes(self, tags: Mapping[str, str]) -> None:
+        """Nodes named as ``tags``' keys, each tagged with its value (registered through
+        headscale's debug CLI, never online)."""
         import uuid
 
-        for name in BACKEND_NODES:
+        for name in tags:
             auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
             self.headscale("debug", "create-node", "--user", USER, "--name", name, "--key", auth_id)
             self.headscale("auth", "register", "--user", USER, "--auth-id", auth_id)
         ids = {str(n.get("name")): n["id"] for n in self.nodes()}
-        for name in BACKEND_NODES:
-            self.headscale("nodes", "tag", "-i", str(ids[name]), "-t", f"tag:{name}")
+        for name, tag in tags.items():
+            self.headscale("nodes", "tag", "-i", str(ids[name]), "-t", tag)
 
     def api_key(self) -> str:
         made = self.headscale("apikeys", "create", "--expiration", "2h")
         return made.stdout.strip().splitlines()[-1]
+
+    def merge_snippet(self, env_file: Path) -> None:
+        """`inv acl --headscale` from the docker namespace, with ``env_file``'s values plus
+        headscale's URL and a fresh API key: acl-snippet.hujson merged into the policy."""
+        acl_env = write_env(
+            env_file.parent / "acl.env",
+            {
+                **dict(line.split("=", 1) for line in env_file.read_text().splitlines()),
+                "HEADSCALE_URL": self.login_server,
+                "HEADSCALE_API_KEY": self.api_key(),
+            },
+        )
+        merged = self.in_world(
+            sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
+            f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(self.ca_cert)},
+        )  # fmt: skip
+        assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
 
     def start_edge(self, key: str) -> Edge:
         """The edge host on the tailnet: a namespace joined to the docker one (198.18.M.2 ↔
         198.18.M.1) with routes to headscale and the containers only (no default route),
         Debian's sshd, and tailscaled (kernel TUN, MagicDNS by 100.100.100.100) joined
         with ``key``. caddy-l4 is not there yet: ``deploy_edge`` puts it there."""
+        self.edge = self.start_host("edge", key, ssh=True)
+        return self.edge
+
+    def start_host(self, name: str, key: str, ssh: bool = False) -> Edge:
+        """A tailnet host ``name`` as the edge host is made (``start_edge``), with sshd only
+        if ``ssh``; its link is recorded as the capture ``name``."""
         from netns_hosts import start_sshd
 
         octet = _free_octet()
-        name, ns = "edge", f"twed{os.getpid()}"
+        ns = f"tw{name[:2]}{os.getpid()}"
         here, there = f"198.18.{octet}.2", f"198.18.{octet}.1"
-        home = self.tmp / "edge-host"
+        home = self.tmp / f"{name}-host"
         (home / "ts").mkdir(parents=True)
         # `ip netns exec` bind-mounts this over /etc/resolv.conf for sshd, caddy, probes:
         # names resolve through tailscaled's MagicDNS resolver (it never writes the file)
@@ -749,16 +880,16 @@ logtail:
         for way in ("-i", "-o"):
             self.ns(self.dk, "iptables", "-I", "FORWARD", "2", way, veth_dk, "-j", "ACCEPT")
         routes = self.ns(ns, "ip", "route", "show", "default").stdout.strip()
-        assert routes == "", f"the edge namespace has a default route: {routes}"
-        # everything the edge host sends or receives crosses this veth: recorded from now on
-        self._capture({"edge": (ns, veth_ed)})
-        # ssh: a key for this run, root logs in with it
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "id_ed25519")])
-        (home / "authorized_keys").write_text((home / "id_ed25519.pub").read_text())
-        sshd, host_key = start_sshd(home, ns, here, home)
-        self.procs.append(sshd)
-        (home / "known_hosts").write_text(f"{here} {host_key}\n")
-        (home / "ssh_config").write_text(f"Host {here}\n  User root\n")
+        assert routes == "", f"the {name} namespace has a default route: {routes}"
+        # everything the host sends or receives crosses this veth: recorded from now on
+        self._capture({name: (ns, veth_ed)})
+        if ssh:  # a key for this run, root logs in with it
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "id_ed25519")])
+            (home / "authorized_keys").write_text((home / "id_ed25519.pub").read_text())
+            sshd, host_key = start_sshd(home, ns, here, home)
+            self.procs.append(sshd)
+            (home / "known_hosts").write_text(f"{here} {host_key}\n")
+            (home / "ssh_config").write_text(f"Host {here}\n  User root\n")
         # tailscaled: no log upload, state under the test's tmp, trusting the test CA
         ts = home / "ts"
         sock = ts / "tailscaled.sock"
@@ -813,8 +944,7 @@ logtail:
         key_file.unlink()
         ip4 = run([*cli, "ip", "-4"]).stdout.strip()
         ip6 = run([*cli, "ip", "-6"]).stdout.strip()
-        self.edge = Edge(name, ns, here, there, ip4, ip6, home)
-        return self.edge
+        return Edge(name, ns, here, there, ip4, ip6, home)
 
     def edge_reaches(self, host: str, port: int) -> bool:
         """Whether a TCP connection from the edge host to ``host:port`` opens within 5 s
@@ -912,14 +1042,18 @@ logtail:
 
 
 @contextlib.contextmanager
-def world() -> Iterator[World]:
-    """A running world; everything it started is stopped afterwards, also after a failure."""
+def world(
+    stalwart_bin: Path | None = None, dns_records: Mapping[str, str] | None = None
+) -> Iterator[World]:
+    """A running world; everything it started is stopped afterwards, also after a failure.
+    With ``stalwart_bin``, the Stalwart slot's image is made from that binary;
+    ``dns_records`` are extra MagicDNS names (headscale's ``dns.extra_records``)."""
     for tool in ("dockerd", "docker", "tcpdump", "iptables", "nsenter"):
         need_tool(tool)
     need(COMPOSE.is_file(), f"compose not built at {COMPOSE} (scripts/setup/50-mailbox.sh)")
     need(Path("/dev/net/tun").exists(), "no /dev/net/tun")
     tmp = Path(tempfile.mkdtemp(prefix="twmbx"))
-    made = World(tmp)
+    made = World(tmp, stalwart_bin=stalwart_bin, dns_records=dict(dns_records or {}))
     try:
         yield made.open()
     finally:

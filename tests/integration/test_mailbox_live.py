@@ -69,9 +69,9 @@ def tw(w: World, env_file: Path, *args: str, timeout: float = 400) -> str:
     return out
 
 
-def inspect(w: World, service: str) -> dict[str, Any]:
+def inspect(w: World, service: str, project: str = PROJECT) -> dict[str, Any]:
     name = w.docker(
-        "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}",
+        "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
         "--filter", f"label=com.docker.compose.service={service}",
     ).stdout.split()  # fmt: skip
     assert len(name) == 1, f"{service}: {name}"
@@ -224,19 +224,7 @@ def test_the_tailnet_enforces_the_snippet_merged_by_inv_acl(stack: tuple[World, 
     w.docker("exec", "-d", stalwart, "python3", "-c", listener)
     assert w.reaches(stalwart, "127.0.0.1", 2222)  # control: it listens
     w.backend_nodes()
-    acl_env = write_env(
-        env_file.parent / "acl.env",
-        {
-            **dict(line.split("=", 1) for line in env_file.read_text().splitlines()),
-            "HEADSCALE_URL": w.login_server,
-            "HEADSCALE_API_KEY": w.api_key(),
-        },
-    )
-    merged = w.in_world(
-        sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
-        f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(w.ca_cert)},
-    )  # fmt: skip
-    assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
+    w.merge_snippet(env_file)
     assert "tag:reverse-proxy" in w.headscale("policy", "get").stdout
     deadline = time.monotonic() + 30
     while not w.edge_reaches(mailbox, 25):  # the new netmap reaches both nodes

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from backend_servers import port_open, stop, wait_for
+from backend_servers import GarageServer, PostgresServer, RedisServer, port_open, stop, wait_for
 from netns_hosts import _free_subnets
 
 
@@ -223,3 +224,36 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
                 return last
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def live_values(
+    host: str,
+    pg: PostgresServer,
+    redis: RedisServer,
+    garage: GarageServer,
+    admin_password: str,
+    **more: str,
+) -> dict[str, str]:
+    """.env values for a real Stalwart on the backends running at ``host`` (fresh secrets
+    for its role and S3 key, Redis DB 5), the recovery admin, and ``more``."""
+    from backend_env import values
+
+    return values(
+        STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",
+        STALWART_DB_HOST=host,
+        STALWART_DB_PORT=str(pg.port),
+        STALWART_DB_PASSWORD=secrets.token_hex(16),
+        PG_ADMIN_USER=pg.admin_user,
+        STALWART_REDIS_HOST=host,
+        STALWART_REDIS_PORT=str(redis.port),
+        STALWART_REDIS_DB="5",
+        STALWART_REDIS_PASSWORD=redis.password,
+        STALWART_S3_HOST=host,
+        STALWART_S3_PORT=str(garage.s3_port),
+        STALWART_S3_REGION=garage.region,
+        STALWART_S3_ACCESS_KEY="GK" + secrets.token_hex(12),
+        STALWART_S3_SECRET_KEY=secrets.token_hex(32),
+        GARAGE_ADMIN_URL=garage.admin_url,
+        GARAGE_ADMIN_TOKEN=garage.admin_token,
+        **more,
+    )

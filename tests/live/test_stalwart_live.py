@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import requests
-from backend_env import values as env_values
 from backend_servers import (
     GarageServer,
     KnotServer,
@@ -38,7 +37,7 @@ from backend_servers import (
     stop,
     wait_for,
 )
-from live_world import Jmap, Stalwart, Topology, wait_until
+from live_world import Jmap, Stalwart, Topology, live_values, wait_until
 
 from tailwart.settings import Settings, from_mapping
 from tailwart.stalwart.provision import first_start
@@ -276,28 +275,17 @@ def world() -> Iterator[World]:
         acme = start_acme(topo, base, pki)
         started.append(acme)
         admin_password = secrets.token_hex(16)
-        values = env_values(
+        values = live_values(
+            host,
+            pg,
+            redis,
+            garage,
+            admin_password,
             MAIL_DOMAIN="good.test",
             MAIL_HOSTNAME="mail.good.test",
             EDGE_TAILNET_ADDR=f"{topo.addr('c', 1)}/32",
             EDGE_TAILNET_ADDR6=f"{topo.edge_v6}/128",
             STALWART_MANAGEMENT_URL=f"http://{topo.addr('a', 2)}:8080",
-            STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",
-            STALWART_DB_HOST=host,
-            STALWART_DB_PORT=str(pg.port),
-            STALWART_DB_PASSWORD=secrets.token_hex(16),
-            PG_ADMIN_USER=pg.admin_user,
-            STALWART_REDIS_HOST=host,
-            STALWART_REDIS_PORT=str(redis.port),
-            STALWART_REDIS_DB="5",
-            STALWART_REDIS_PASSWORD=redis.password,
-            STALWART_S3_HOST=host,
-            STALWART_S3_PORT=str(garage.s3_port),
-            STALWART_S3_REGION=garage.region,
-            STALWART_S3_ACCESS_KEY="GK" + secrets.token_hex(12),
-            STALWART_S3_SECRET_KEY=secrets.token_hex(32),
-            GARAGE_ADMIN_URL=garage.admin_url,
-            GARAGE_ADMIN_TOKEN=garage.admin_token,
             # STALWART_TLS=acme-http (the default) against this world's Pebble
             ACME_DIRECTORY=acme.pebble.directory,
         )

@@ -123,7 +123,7 @@ class PostgresServer:
     proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, tcp_host: str) -> PostgresServer:
+    def start(cls, tcp_host: str, port: int | None = None) -> PostgresServer:
         pw = pwd.getpwnam("postgres")
         base = Path(tempfile.mkdtemp(prefix="tailwart-pg-", dir="/tmp"))
         os.chown(base, pw.pw_uid, pw.pw_gid)
@@ -166,7 +166,7 @@ class PostgresServer:
             "host all all ::1/128 trust\n"
             "host all all 198.18.0.0/15 scram-sha-256\n"
         )
-        server = cls(tcp_host, free_port(), "postgres", admin_password, base)
+        server = cls(tcp_host, port or free_port(), "postgres", admin_password, base)
         log = base / "postgres.log"
         with log.open("wb") as out:
             server.proc = subprocess.Popen(
@@ -228,9 +228,9 @@ class RedisServer:
     host: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, binary: str, host: str = "127.0.0.1") -> RedisServer:
+    def start(cls, binary: str, host: str = "127.0.0.1", port: int | None = None) -> RedisServer:
         base = Path(tempfile.mkdtemp(prefix="tailwart-redis-"))
-        server = cls(free_port(), secrets.token_hex(16), base, host=host)
+        server = cls(port or free_port(), secrets.token_hex(16), base, host=host)
         conf = base / "redis.conf"  # the password stays off the command line
         conf.write_text(
             f"bind {host}\nport {server.port}\nrequirepass {server.password}\n"
@@ -277,10 +277,18 @@ class GarageServer:
         return f"http://{self.host}:{self.admin_port}"
 
     @classmethod
-    def start(cls, binary: Path, region: str = "garage", host: str = "127.0.0.1") -> GarageServer:
+    def start(
+        cls,
+        binary: Path,
+        region: str = "garage",
+        host: str = "127.0.0.1",
+        s3_port: int | None = None,
+    ) -> GarageServer:
         base = Path(tempfile.mkdtemp(prefix="tailwart-garage-"))
         rpc = free_port()
-        server = cls(free_port(), free_port(), secrets.token_hex(24), region, base, host=host)
+        server = cls(
+            s3_port or free_port(), free_port(), secrets.token_hex(24), region, base, host=host
+        )
         conf = base / "garage.toml"
         conf.write_text(f"""\
 metadata_dir = "{base}/meta"
