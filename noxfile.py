@@ -112,8 +112,9 @@ def live(session: nox.Session) -> None:
 
     Runs the binary in a network namespace with real Postgres, Redis, Garage and the
     caddy-l4 edge (root only), and, as an image made from it, in the committed compose
-    file on the Docker world (headscale tailnet, the edge host, real backends). --record copies the JMAP exchanges, secrets scrubbed,
-    into tests/fixtures/stalwart-0.16.18/. Not a default session.
+    file on the Docker world (headscale tailnet, the edge host, real backends).
+    --record copies the JMAP exchanges, secrets scrubbed, into
+    tests/fixtures/stalwart-0.16.18/. Not a default session.
     """
     args = list(session.posargs)
     env = {}

@@ -248,12 +248,16 @@ def test_redis_password_that_breaks_the_url_is_flagged(tree: Path) -> None:
     assert "hex" in found.advice
 
 
-def test_trust_needs_both_edge_addresses(tree: Path) -> None:
+def test_trust_needs_both_edge_addresses() -> None:
+    """Two IPv4 addresses (no /128) are refused with the .env, before any check runs."""
+    from tailwart.settings import SettingsError
+
     values = example_values()
-    values["EDGE_TAILNET_ADDR6"] = "100.64.0.11/32"  # two IPv4 addresses: no /128
-    found = findings(tree, "proxy", from_mapping(values))["proxy.trust"]
-    assert found.status is Status.ERROR
-    assert "EDGE_TAILNET_ADDR6 the IPv6 /128" in found.message
+    values["EDGE_TAILNET_ADDR6"] = "100.64.0.11/32"
+    with pytest.raises(SettingsError) as refused:
+        from_mapping(values)
+    assert "EDGE_TAILNET_ADDR6" in str(refused.value)
+    assert "IPv6 tailnet address (/128)" in str(refused.value)
 
 
 def test_trust_names_both_edge_addresses(tree: Path) -> None:

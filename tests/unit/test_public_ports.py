@@ -160,16 +160,22 @@ def test_snippet_without_the_member_rule_fails_when_ports_are_tailnet_only(tree:
     write_rendered(tree, settings)
     snippet = tree / "acl-snippet.hujson"
     text = snippet.read_text()
-    assert '"tag:stalwart:465,587,143,993"' in text
-    snippet.write_text(text.replace('"tag:stalwart:465,587,143,993"', '"tag:stalwart:465,587"'))
+    assert '"tag:stalwart:465,587,143,993,8080"' in text
+    snippet.write_text(
+        text.replace('"tag:stalwart:465,587,143,993,8080"', '"tag:stalwart:465,587,8080"')
+    )
     found = check(tree, settings, "policy")["policy.members"]
     assert found.status is Status.ERROR
     assert "keeps 143 tailnet-only" in found.message
     assert "autogroup:member" in found.advice
-    # with every port public, nobody needs the members' rule
+    # with every port public, the members' rule is needed for :8080 alone
     all_public = load()[0]
     write_rendered(tree, all_public)
     assert check(tree, all_public, "policy")["policy.members"].status is Status.OK
+    snippet.write_text(text.replace('"tag:stalwart:465,587,143,993,8080"', '"tag:stalwart:465"'))
+    found = check(tree, all_public, "policy")["policy.members"]
+    assert found.status is Status.ERROR
+    assert "the operator's inv provision needs :8080 (the management URL)" in found.message
 
 
 def test_snippet_without_a_public_port_for_the_edge_fails(tree: Path) -> None:

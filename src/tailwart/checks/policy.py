@@ -143,25 +143,38 @@ MEMBERS = "autogroup:member"
 
 
 def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
-    """Every mail port EDGE_PUBLIC_PORTS keeps off the edge is open to tailnet members."""
-    from ..edge.render import MAIL_PORTS, public_ports
+    """Tailnet members reach the mailbox on every mail port EDGE_PUBLIC_PORTS keeps off the
+    edge, and on :8080, the management URL inv provision and inv first-start use."""
+    from ..edge.render import JMAP_PORT, MAIL_PORTS, public_ports
     from ..policy.evaluate import first_accepting_rule
 
     mailbox = ctx.settings["MAILBOX_TAG"]
     private = [p for _, p in MAIL_PORTS if p not in public_ports(ctx.settings)]
-    closed = [p for p in private if first_accepting_rule(snippet, MEMBERS, mailbox, p, 6) is None]
+    wanted = [*private, JMAP_PORT]
+    closed = [p for p in wanted if first_accepting_rule(snippet, MEMBERS, mailbox, p, 6) is None]
     if closed:
+        why = (
+            [
+                f"EDGE_PUBLIC_PORTS keeps {', '.join(str(p) for p in closed if p != JMAP_PORT)} "
+                "tailnet-only"
+            ]
+            if any(p != JMAP_PORT for p in closed)
+            else []
+        )
+        if JMAP_PORT in closed:
+            why.append(f"the operator's inv provision needs :{JMAP_PORT} (the management URL)")
         return Finding.error(
             "policy.members",
-            f"EDGE_PUBLIC_PORTS keeps {', '.join(map(str, closed))} tailnet-only, but "
-            f"acl-snippet.hujson does not let {MEMBERS} reach {mailbox} there: nobody could",
+            f"{' and '.join(why)}, but acl-snippet.hujson does not let {MEMBERS} reach "
+            f"{mailbox} there: nobody could",
             f"add them to the snippet's {MEMBERS} rule, then inv acl",
             G,
         )
     return Finding.ok(
         "policy.members",
         f"{MEMBERS} reaches {mailbox} on every tailnet-only mail port "
-        f"({', '.join(map(str, private)) or 'none: all are public'})",
+        f"({', '.join(map(str, private)) or 'none: all are public'}) and the management "
+        f"URL's :{JMAP_PORT}",
         G,
     )
 
