@@ -840,7 +840,8 @@ logtail:
         )
         merged = self.in_world(
             sys.executable, "-m", "invoke", "-r", str(ROOT), "acl", "--headscale",
-            f"--env-file={acl_env}", env={"REQUESTS_CA_BUNDLE": str(self.ca_cert)},
+            f"--snippet={ROOT / 'acl-snippet.hujson'}", f"--env-file={acl_env}",
+            env={"REQUESTS_CA_BUNDLE": str(self.ca_cert)},
         )  # fmt: skip
         assert "policy updated" in merged.stdout, merged.stdout + merged.stderr
 
