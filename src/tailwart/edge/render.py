@@ -31,6 +31,12 @@ DEFAULT_ADMIN_SOCKET = "/run/tailwart-edge/admin.sock"
 ADMIN_PATHS: tuple[str, ...] = ("/admin", "/api")
 #: where ACME http-01 validation requests ask (RFC 8555 §8.3)
 ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+#: Go runtime settings the edge runs with, in the systemd unit and in every local run.
+#: GOMAXPROCS=1: one scheduler thread. Measured (benchmarks/results/edge.md, issue 16)
+#: against the default (one per core) on 2 shared cores: CPU per session and context
+#: switches per session down, sessions/s and p99 better; one core serves several
+#: thousand sessions/s through the edge, far beyond a mail edge's inbound rate.
+RUNTIME_ENV: Mapping[str, str] = {"GOMAXPROCS": "1"}
 
 
 @dataclass(frozen=True)
