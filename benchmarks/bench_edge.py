@@ -421,6 +421,16 @@ def profile_edge(target: Target, admin_socket: str, out_dir: Path) -> dict[str, 
         t.join()
     go = shutil.which("go") or "/usr/local/go/bin/go"
     tops: dict[str, str] = {"sessions": str(sessions)}
+    if "cpu" in got:
+        cpu_path = out_dir / "edge-cpu.pb.gz"
+        cpu_path.write_bytes(got["cpu"])
+        out = subprocess.run(
+            [go, "tool", "pprof", "-top", "-cum", "-nodecount=400", str(cpu_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        tops["per session"] = "\n".join(attribution(out.stdout, sessions))
     for kind, data in got.items():
         path = out_dir / f"edge-{kind}.pb.gz"
         path.write_bytes(data)
@@ -437,6 +447,54 @@ def profile_edge(target: Target, admin_socket: str, out_dir: Path) -> dict[str, 
             )
             tops[f"{kind} {view}"] = (out.stdout or out.stderr).strip()
     return tops
+
+
+#: where a session's CPU goes: (what, pprof function, flat or cum)
+ATTRIBUTION: tuple[tuple[str, str, str], ...] = (
+    ("all of caddy's CPU", "", "total"),
+    ("accepting (TCPListener.Accept)", "net.(*TCPListener).Accept", "cum"),
+    ("layer4 connection setup (WrapConnection)", "layer4.WrapConnection", "cum"),
+    ("dialing the upstream + PROXY header (dialPeers)", "l4proxy.(*Handler).dialPeers", "cum"),
+    ("upstream → client copy (proxy.func1, io.Copy)", "l4proxy.(*Handler).proxy.func1", "cum"),
+    ("client → upstream copy (proxy.func2, tee)", "l4proxy.(*Handler).proxy.func2", "cum"),
+    ("closing sockets (netFD.Close)", "net.(*netFD).Close", "cum"),
+    ("all syscalls (kernel side, flat)", "internal/runtime/syscall/linux.Syscall6", "flat"),
+    ("garbage collector (gcBgMarkWorker)", "runtime.gcBgMarkWorker", "cum"),
+    ("malloc (mallocgc)", "runtime.mallocgc", "cum"),
+    ("scheduler (runtime.schedule)", "runtime.schedule", "cum"),
+)
+
+
+def _ms(text: str) -> float:
+    for unit, scale in (("ms", 1.0), ("us", 0.001), ("µs", 0.001), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def attribution(top_cum: str, sessions: int) -> list[str]:
+    """Table rows: CPU µs per session for the functions of ATTRIBUTION."""
+    total = 0.0
+    rows: dict[str, tuple[float, float]] = {}
+    for line in top_cum.splitlines():
+        if "Total samples" in line:
+            total = _ms(line.split("Total samples = ")[1].split()[0])
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].endswith("%") and parts[4].endswith("%"):
+            rows[" ".join(parts[5:])] = (_ms(parts[0]), _ms(parts[3]))
+    out = [
+        "| where | CPU per session (µs) | share of caddy's CPU |",
+        "| --- | ---: | ---: |",
+    ]
+    for what, func, kind in ATTRIBUTION:
+        if kind == "total":
+            ms = total
+        else:
+            found = [v for name, v in rows.items() if name.endswith(func)]
+            ms = (found[0][0] if kind == "flat" else found[0][1]) if found else 0.0
+        share = ms / total if total else float("nan")
+        out.append(f"| {what} | {1000 * ms / sessions:.1f} | {share:.0%} |")
+    return out
 
 
 # ---------------------------------------------------------------- held connections
@@ -531,6 +589,8 @@ def measure(targets: list[Target], *, full: bool) -> dict[str, Samples]:
             session(t.host, t.port)
     if full:
         for t in targets:
+            if t.name.startswith("edge ") and "(" not in t.name:
+                continue  # the tuning candidates: latency, rates, throughput and CPU only
             print(f"holding {HOLD_CONNS} sessions on {t.name} …", file=sys.stderr, flush=True)
             out[t.name].hold = hold_run(t, t.pid)
     for r in range(ROUNDS):
@@ -604,7 +664,7 @@ def edge_variants(layout: EdgeLayout, *, all_candidates: bool) -> list[EdgeVaria
     return out
 
 
-def run_pass(built: Any, *, pin: bool, full: bool) -> dict[str, Any]:
+def run_pass(built: Any, *, pin: bool, full: bool, profile_dir: Path) -> dict[str, Any]:
     """Start upstream, HAProxy and every edge variant; measure; stop everything."""
     cpus = sorted(os.sched_getaffinity(0))
     if pin:
@@ -671,7 +731,7 @@ def run_pass(built: Any, *, pin: bool, full: bool) -> dict[str, Any]:
             profiles = profile_edge(
                 targets[shipped],
                 layouts[shipped - 1][1].admin_socket,
-                RESULTS.parent / "edge-profiles",
+                profile_dir,
             )
         load_after = _loadavg()
     finally:
@@ -909,6 +969,14 @@ def profile_section(profiles: dict[str, str]) -> list[str]:
         "(`go tool pprof -top <file>`).",
         "",
     ]
+    if "per session" in profiles:
+        out += [
+            "Where a session's CPU goes in caddy (from the CPU profile: the function's "
+            "samples / sessions run while profiling; cumulative, so rows overlap):",
+            "",
+            *profiles["per session"].splitlines(),
+            "",
+        ]
     for key in ("cpu flat", "cpu cum", "allocs alloc_space"):
         text = profiles.get(key)
         if not text:
@@ -933,11 +1001,12 @@ def main(argv: list[str] | None = None) -> int:
         HOLD_CONNS, HOLD_SECONDS, HOLD_RATE_SESSIONS, PROFILE_SECONDS = 100, 2.0, 200, 2
     built = ensure_caddy(*_host_target(), progress=lambda m: print(m, file=sys.stderr))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    main_pass = run_pass(built, pin=False, full=True)
+    profile_dir = args.out.parent / "edge-profiles"
+    main_pass = run_pass(built, pin=False, full=True, profile_dir=profile_dir)
     pinned = None
     if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
         print("CPU-pinned pass …", file=sys.stderr, flush=True)
-        pinned = run_pass(built, pin=True, full=False)
+        pinned = run_pass(built, pin=True, full=False, profile_dir=profile_dir)
     s: dict[str, Samples] = main_pass["samples"]
     env = " ".join(f"`{k}={v}`" for k, v in RUNTIME_ENV.items()) or "none"
     lines = [
