@@ -1031,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- load average (1 min) before/after: {main_pass['load'][0]} / {main_pass['load'][1]}"
         + (f" (pinned pass: {pinned['load'][0]} / {pinned['load'][1]})" if pinned else ""),
         f"- run: {started}, `python benchmarks/bench_edge.py` (or `nox -s bench -- edge`)",
+        "- what caddy-l4 itself costs, a minimal reproduction and the change that would fix "
+        "it: `benchmarks/results/edge-caddy-l4.md` (`benchmarks/repro_l4_copy.py`)",
         "",
         "## Side by side (unpinned: clients, upstream and proxy share both cores)",
         "",
@@ -1067,6 +1069,10 @@ def main(argv: list[str] | None = None) -> int:
             "HAProxy its thread count from the affinity (1 each).",
             "",
             *pinned_table(pinned["samples"]),
+            "",
+            "Goals of issue 16 in the pinned pass (shipped edge):",
+            "",
+            *goals(pinned["samples"]),
             "",
         ]
     if main_pass["profiles"]:
