@@ -11,24 +11,28 @@ It shows, with caddy's own pprof and /proc:
    io.TeeReader(down, up))``: io.Discard's pooled 8 KiB buffer sets the read size),
    one read and one write syscall per 8 KiB.
 
+The same two measurements through HAProxy (``send-proxy-v2``) are printed beside them.
+
 Run: ``PYTHONPATH=src python benchmarks/repro_l4_copy.py``.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_edge import admin_get, rss_kib  # noqa: E402
+from bench_edge import _haproxy, admin_get, rss_kib  # noqa: E402
 
 from tailwart.edge.build import _host_target, ensure_caddy  # noqa: E402
 from tailwart.edge.render import EdgeLayout  # noqa: E402
@@ -56,10 +60,53 @@ def upstream(sock: socket.socket) -> None:
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
-def syscalls(pid: int) -> tuple[int, int]:
-    """(read-type, write-type) syscalls of the process so far, /proc/<pid>/io."""
-    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().strip().splitlines())
-    return int(io["syscr"]), int(io["syscw"])
+def syscalls_during(pid: int, work: Callable[[], None]) -> int:
+    """System calls the process made while ``work`` ran (perf's raw_syscalls tracepoint)."""
+    perf = subprocess.Popen(
+        ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    work()
+    perf.send_signal(signal.SIGINT)
+    _, err = perf.communicate(timeout=10)
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter":
+            return int(parts[0])
+    raise RuntimeError(f"perf stat gave no count: {err.strip()}")
+
+
+def held_rss(pid: int, port: int, subnet: int) -> tuple[float, list[socket.socket]]:
+    """KiB of RSS per held connection after HELD clients got their greeting."""
+    before = rss_kib(pid)
+    held = []
+    for i in range(HELD):
+        s = socket.create_connection(
+            ("127.0.0.1", port), 10, source_address=(f"127.0.{subnet + i // 250}.{i % 250 + 1}", 0)
+        )
+        assert s.recv(64).startswith(b"220")
+        held.append(s)
+    time.sleep(1)
+    return (rss_kib(pid) - before) / HELD, held
+
+
+def transfer(pid: int, port: int) -> str:
+    """MB MiB client → upstream; the proxy's system calls for it."""
+    chunk = b"x" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", port), 10) as s:
+        s.recv(64)
+
+        def send() -> None:
+            for _ in range(MB):
+                s.sendall(chunk)
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(1)
+
+        calls = syscalls_during(pid, send)
+    return f"{MB} MiB client → upstream: {calls} system calls, {calls / MB:.0f} per MiB"
 
 
 def main() -> int:
@@ -82,17 +129,7 @@ def main() -> int:
         with RunningEdge(built.path, layout, work / "edge") as edge:
             assert edge.proc is not None
             pid = edge.proc.pid
-            before = rss_kib(pid)
-            for i in range(HELD):
-                s = socket.create_connection(
-                    ("127.0.0.1", layout.listen_port(25)),
-                    10,
-                    source_address=(f"127.0.{3 + i // 250}.{i % 250 + 1}", 0),
-                )
-                assert s.recv(64).startswith(b"220")
-                held.append(s)
-            time.sleep(1)
-            rss = (rss_kib(pid) - before) / HELD
+            rss, held = held_rss(pid, layout.listen_port(25), 3)
             heap = work / "heap.pb.gz"
             heap.write_bytes(admin_get(layout.admin_socket, "/debug/pprof/heap?gc=1", 30))
             go = shutil.which("go") or "/usr/local/go/bin/go"
@@ -104,23 +141,23 @@ def main() -> int:
             ).stdout
             for s in held:
                 s.close()
-            print(f"{HELD} held connections: caddy RSS +{rss:.1f} KiB per connection")
+            held = []
+            print(f"caddy-l4: {HELD} held connections, RSS +{rss:.1f} KiB per connection")
             print("live heap while they are held (go tool pprof -top -sample_index=inuse_space):")
             print("\n".join(ln for ln in top.splitlines() if not ln.startswith(("File", "Build"))))
-            chunk = b"x" * (1 << 20)
-            with socket.create_connection(("127.0.0.1", layout.listen_port(25)), 10) as s:
-                s.recv(64)
-                r0, w0 = syscalls(pid)
-                for _ in range(MB):
-                    s.sendall(chunk)
-                s.shutdown(socket.SHUT_WR)
-                time.sleep(1)
-                r1, w1 = syscalls(pid)
-            reads, writes = r1 - r0, w1 - w0
-            print(
-                f"{MB} MiB client → upstream: {reads} reads and {writes} writes by caddy, "
-                f"{MB * 1024 / max(reads, 1):.1f} KiB per read"
-            )
+            print("caddy-l4: " + transfer(pid, layout.listen_port(25)))
+        port = free_port("127.0.0.1")
+        haproxy = _haproxy(port, up.getsockname()[1], work)
+        try:
+            rss, held = held_rss(haproxy.pid, port, 8)
+            print(f"HAProxy: {HELD} held connections, RSS +{rss:.1f} KiB per connection")
+            for s in held:
+                s.close()
+            held = []
+            print("HAProxy: " + transfer(haproxy.pid, port))
+        finally:
+            haproxy.terminate()
+            haproxy.wait(10)
     finally:
         for s in held:
             s.close()
