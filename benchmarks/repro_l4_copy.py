@@ -9,7 +9,8 @@ It shows, with caddy's own pprof and /proc:
    ``ReadFrom``, so neither splice nor a pooled buffer is used);
 2. client → upstream bytes move in 8 KiB reads (``io.Copy(io.Discard,
    io.TeeReader(down, up))``: io.Discard's pooled 8 KiB buffer sets the read size),
-   one read and one write syscall per 8 KiB.
+   one read and one write syscall per 8 KiB;
+3. the system calls of one short session (strace -c), beside HAProxy's.
 
 The same two measurements through HAProxy (``send-proxy-v2``) are printed beside them.
 
@@ -18,6 +19,7 @@ Run: ``PYTHONPATH=src python benchmarks/repro_l4_copy.py``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -41,13 +43,14 @@ from tailwart.edge.standin import free_port  # noqa: E402
 
 HELD = 1000
 MB = 64
+SESSIONS = 300
 
 
 def upstream(sock: socket.socket) -> None:
     """Greet every connection, then read (and drop) whatever comes until EOF."""
 
     def serve(conn: socket.socket) -> None:
-        with conn:
+        with conn, contextlib.suppress(OSError):
             conn.sendall(b"220 repro\r\n")
             while conn.recv(1 << 20):
                 pass
@@ -109,6 +112,32 @@ def transfer(pid: int, port: int) -> str:
     return f"{MB} MiB client → upstream: {calls} system calls, {calls / MB:.0f} per MiB"
 
 
+def syscall_mix(pid: int, port: int) -> str:
+    """``strace -f -c`` over SESSIONS short sessions (connect, greeting, close): the calls
+    per session, most frequent first."""
+    strace = shutil.which("strace")
+    if not strace:
+        return "strace is not installed: no system call mix"
+    proc = subprocess.Popen([strace, "-f", "-c", "-p", str(pid)], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    for _ in range(SESSIONS):
+        with socket.create_connection(("127.0.0.1", port), 10) as s:
+            s.recv(64)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    calls = []
+    for line in err.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            calls.append((int(parts[3]) / SESSIONS, parts[-1]))
+    calls.sort(reverse=True)
+    return (
+        ", ".join(f"{name} {n:.1f}" for n, name in calls)
+        + f" (total {sum(n for n, _ in calls):.1f})"
+    )
+
+
 def main() -> int:
     built = ensure_caddy(*_host_target(), progress=lambda m: print(m, file=sys.stderr))
     up = socket.socket()
@@ -146,6 +175,7 @@ def main() -> int:
             print("live heap while they are held (go tool pprof -top -sample_index=inuse_space):")
             print("\n".join(ln for ln in top.splitlines() if not ln.startswith(("File", "Build"))))
             print("caddy-l4: " + transfer(pid, layout.listen_port(25)))
+            print(f"caddy-l4: system calls per session: {syscall_mix(pid, layout.listen_port(25))}")
         port = free_port("127.0.0.1")
         haproxy = _haproxy(port, up.getsockname()[1], work)
         try:
@@ -155,6 +185,7 @@ def main() -> int:
                 s.close()
             held = []
             print("HAProxy: " + transfer(haproxy.pid, port))
+            print(f"HAProxy: system calls per session: {syscall_mix(haproxy.pid, port)}")
         finally:
             haproxy.terminate()
             haproxy.wait(10)
