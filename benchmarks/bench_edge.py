@@ -504,47 +504,56 @@ def attribution(top_cum: str, sessions: int) -> list[str]:
 # ---------------------------------------------------------------- held connections
 
 
-def hold_run(target: Target, pid: int | None) -> tuple[float, float, int]:
-    """HOLD_CONNS clients hold a session open (after the 220) for HOLD_SECONDS while
-    RATE_CLIENTS others run sessions: (sessions/s meanwhile, KiB of proxy RSS per held
-    connection, connections held)."""
+def hold_run(targets: list[Target]) -> dict[str, tuple[list[float], float, int]]:
+    """HOLD_CONNS clients per path open a session, read the 220 and hold it (at least
+    HOLD_SECONDS, on every path at once) while RATE_CLIENTS others run sessions, the
+    paths interleaved in ROUNDS rounds. Per path: (sessions/s per round, KiB of the
+    proxy's RSS per held connection, connections held)."""
 
-    async def main() -> tuple[float, float, int]:
-        before = rss_kib(pid) if pid else 0
-        held: list[asyncio.StreamWriter] = []
+    async def main() -> dict[str, tuple[list[float], float, int]]:
+        held: dict[str, list[asyncio.StreamWriter]] = {t.name: [] for t in targets}
+        before = {t.name: rss_kib(t.pid) for t in targets if t.pid}
 
-        async def hold(i: int) -> None:
-            source = f"127.0.{2 + i // 250}.{i % 250 + 1}"
+        async def hold(k: int, t: Target, i: int) -> None:
+            source = f"127.{10 + k}.{i // 250}.{i % 250 + 1}"
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port, local_addr=(source, 0)),
-                TIMEOUT,
+                asyncio.open_connection(t.host, t.port, local_addr=(source, 0)), TIMEOUT
             )
             line = await asyncio.wait_for(reader.readline(), TIMEOUT)
             if not line.startswith(b"220"):
-                raise ConnectionError(f"held session got {line!r}")
-            held.append(writer)
+                raise ConnectionError(f"held session on {t.name} got {line!r}")
+            held[t.name].append(writer)
 
         t0 = time.monotonic()
-        await asyncio.gather(*(hold(i) for i in range(HOLD_CONNS)))
+        for k, t in enumerate(targets):
+            await asyncio.gather(*(hold(k, t, i) for i in range(HOLD_CONNS)))
         await asyncio.sleep(0.5)
-        during = rss_kib(pid) if pid else 0
-        count = len(held)
-        left = HOLD_RATE_SESSIONS
+        per_conn = {
+            t.name: (rss_kib(t.pid) - before[t.name]) / len(held[t.name]) for t in targets if t.pid
+        }
+        rates: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(ROUNDS):
+            for t in targets:
+                left = HOLD_RATE_SESSIONS // ROUNDS
 
-        async def worker(i: int) -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await _async_session(target.host, target.port, f"127.0.1.{i + 1}")
+                async def worker(i: int, t: Target = t) -> None:
+                    nonlocal left
+                    while left > 0:
+                        left -= 1
+                        await _async_session(t.host, t.port, f"127.0.1.{i + 1}")
 
-        t1 = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(RATE_CLIENTS)))
-        rate = HOLD_RATE_SESSIONS / (time.perf_counter() - t1)
+                t1 = time.perf_counter()
+                await asyncio.gather(*(worker(i) for i in range(RATE_CLIENTS)))
+                rates[t.name].append((HOLD_RATE_SESSIONS // ROUNDS) / (time.perf_counter() - t1))
         await asyncio.sleep(max(0.0, HOLD_SECONDS - (time.monotonic() - t0)))
-        for w in held:
+        writers = [w for ws in held.values() for w in ws]
+        for w in writers:
             w.close()
-        await asyncio.gather(*(w.wait_closed() for w in held), return_exceptions=True)
-        return rate, (during - before) / count, count
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        return {
+            t.name: (rates[t.name], per_conn.get(t.name, float("nan")), len(held[t.name]))
+            for t in targets
+        }
 
     return asyncio.run(main())
 
@@ -570,6 +579,7 @@ class Samples:
     cpu_sessions: int = 0
     perf: PerfStat = field(default_factory=PerfStat)
     hold: tuple[float, float, int] | None = None
+    hold_rates: list[float] = field(default_factory=list)
 
     def all_lat(self) -> list[float]:
         return sorted(x for r in self.lat for x in r)
@@ -582,7 +592,13 @@ class Samples:
         return t[max(0, int(len(t) * 0.99) - 1)]
 
     def cpu_ms(self) -> float:
-        return 1000 * self.cpu_s / self.cpu_sessions if self.cpu_sessions else float("nan")
+        """CPU ms per session of the 32-client rounds: perf's task-clock where perf
+        counts, else /proc's user + system time (10 ms ticks)."""
+        if not self.cpu_sessions:
+            return float("nan")
+        if "task-clock" in self.perf.totals:
+            return self.perf.totals["task-clock"] / self.cpu_sessions
+        return 1000 * self.cpu_s / self.cpu_sessions
 
 
 def measure(targets: list[Target], *, full: bool) -> dict[str, Samples]:
@@ -592,11 +608,14 @@ def measure(targets: list[Target], *, full: bool) -> dict[str, Samples]:
         for _ in range(WARMUP_SESSIONS):
             session(t.host, t.port)
     if full:
-        for t in targets:
-            if t.name.startswith("edge ") and "(" not in t.name:
-                continue  # the tuning candidates: latency, rates, throughput and CPU only
-            print(f"holding {HOLD_CONNS} sessions on {t.name} …", file=sys.stderr, flush=True)
-            out[t.name].hold = hold_run(t, t.pid)
+        print(
+            f"holding {HOLD_CONNS} sessions on every path, {RATE_CLIENTS} clients beside …",
+            file=sys.stderr,
+            flush=True,
+        )
+        for name, (rates, per_conn, count) in hold_run(targets).items():
+            out[name].hold_rates = rates
+            out[name].hold = (statistics.median(rates), per_conn, count)
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS} …", file=sys.stderr, flush=True)
         for t in targets:
@@ -678,11 +697,11 @@ def run_pass(built: Any, *, pin: bool, full: bool, profile_dir: Path) -> dict[st
     ports: Any = ctx.Queue()
     stop = ctx.Event()
     procs: list[Any] = []
+    upstream = ctx.Process(target=_serve_upstream, args=(ports, stop), daemon=True)
     edges: list[RunningEdge] = []
     try:
         haproxy_port = free_port(EDGE_HOST)
         layouts: list[tuple[EdgeVariant, EdgeLayout]] = []
-        upstream = ctx.Process(target=_serve_upstream, args=(ports, stop), daemon=True)
         if pin:  # the upstream runs beside the clients
             os.sched_setaffinity(0, {cpus[0]})
         upstream.start()
@@ -746,7 +765,7 @@ def run_pass(built: Any, *, pin: bool, full: bool, profile_dir: Path) -> dict[st
             proc.terminate()
             proc.wait(10)
         stop.set()
-        proxied, bad = ports.get(timeout=30)
+        proxied, bad = ports.get(timeout=30) if upstream.pid is not None else (0, 0)
         upstream.join(10)
         shutil.rmtree(work, ignore_errors=True)
     if bad:
@@ -873,15 +892,17 @@ def goals(s: dict[str, Samples]) -> list[str]:
 def spread_table(s: dict[str, Samples]) -> list[str]:
     out = [
         f"| path | latency median per round (ms) | p99 per round (ms) | sessions/s per round "
-        f"({RATE_CLIENTS} clients) | sessions/s per round ({MANY_CLIENTS} clients) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"({RATE_CLIENTS} clients) | sessions/s per round ({MANY_CLIENTS} clients) "
+        f"| sessions/s per round ({HOLD_CONNS} held) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, x in s.items():
         meds = [statistics.median(r) for r in x.lat]
         p99s = [sorted(r)[max(0, int(len(r) * 0.99) - 1)] for r in x.lat]
         out.append(
             f"| {name} | {_spread(meds, '{:.3f}')} | {_spread(p99s, '{:.3f}')} | "
-            f"{_spread(x.rate, '{:.0f}')} | {_spread(x.rate_many, '{:.0f}')} |"
+            f"{_spread(x.rate, '{:.0f}')} | {_spread(x.rate_many, '{:.0f}')} | "
+            f"{_spread(x.hold_rates, '{:.0f}')} |"
         )
     return out
 
@@ -895,12 +916,14 @@ def candidates_table(s: dict[str, Samples], what: dict[str, str]) -> list[str]:
     def med(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
 
+    nan = float("nan")
     out = [
         "Each cell: the figure (its ratio to the edge as landed, same run).",
         "",
         f"| edge variant | what | median (ms) | p99 (ms) | sessions/s ({RATE_CLIENTS}) | "
-        f"sessions/s ({MANY_CLIENTS}) | MB/s | CPU/session (ms) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"sessions/s ({MANY_CLIENTS}) | sessions/s ({HOLD_CONNS} held) | MB/s "
+        "| CPU/session (ms) | RSS per held connection (KiB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, x in s.items():
         if not name.startswith("edge"):
@@ -910,8 +933,10 @@ def candidates_table(s: dict[str, Samples], what: dict[str, str]) -> list[str]:
             f"{cell(x.p99(), base.p99(), '{:.3f}')} | "
             f"{cell(med(x.rate), med(base.rate), '{:.0f}')} | "
             f"{cell(med(x.rate_many), med(base.rate_many), '{:.0f}')} | "
+            f"{cell(med(x.hold_rates), med(base.hold_rates), '{:.0f}')} | "
             f"{cell(med(x.mbps), med(base.mbps), '{:.0f}')} | "
-            f"{cell(x.cpu_ms(), base.cpu_ms(), '{:.3f}')} |"
+            f"{cell(x.cpu_ms(), base.cpu_ms(), '{:.3f}')} | "
+            f"{cell(x.hold[1] if x.hold else nan, base.hold[1] if base.hold else nan, '{:.1f}')} |"
         )
     return out
 
@@ -1029,9 +1054,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{RATE_CLIENTS} and over {MANY_CLIENTS} concurrent asyncio clients; throughput: "
         f"{DATA_MB} MB DATA, median of {DATA_RUNS}; every path interleaved in {ROUNDS} rounds "
         "so background load hits all alike",
-        f"- held sessions: {HOLD_CONNS} clients each open a session, read the 220 and hold it "
-        f"{HOLD_SECONDS:.0f} s while {RATE_CLIENTS} others run {HOLD_RATE_SESSIONS} sessions; "
-        "memory per held connection = the proxy's RSS delta / held connections",
+        f"- held sessions: on every path at once, {HOLD_CONNS} clients each open a session, "
+        f"read the 220 and hold it (≥ {HOLD_SECONDS:.0f} s) while {RATE_CLIENTS} others run "
+        f"{HOLD_RATE_SESSIONS} sessions per path, interleaved in {ROUNDS} rounds; memory per "
+        "held connection = the proxy's RSS delta / held connections",
         f"- load average (1 min) before/after: {main_pass['load'][0]} / {main_pass['load'][1]}"
         + (f" (pinned pass: {pinned['load'][0]} / {pinned['load'][1]})" if pinned else ""),
         f"- run: {started}, `python benchmarks/bench_edge.py` (or `nox -s bench -- edge`)",
