@@ -47,17 +47,17 @@ from tailwart.edge.standin import V2_SIGNATURE, free_port  # noqa: E402
 
 EDGE_HOST = "127.0.0.1"
 UPSTREAM_HOST = "127.0.0.2"
-LATENCY_SESSIONS = 1000
+LATENCY_SESSIONS = 2100
 WARMUP_SESSIONS = 30
 RATE_CLIENTS = 32
 MANY_CLIENTS = 200
-RATE_SESSIONS = 5000
+RATE_SESSIONS = 7000
 DATA_MB = 100
-DATA_RUNS = 3
-ROUNDS = 5
+DATA_RUNS = 5
+ROUNDS = 7
 HOLD_CONNS = 500
 HOLD_SECONDS = 10.0
-HOLD_RATE_SESSIONS = 2000
+HOLD_RATE_SESSIONS = 3500
 PROFILE_SECONDS = 5
 #: runtime settings measured one at a time against the untuned edge (name, value)
 CANDIDATE_ENV: tuple[tuple[str, str], ...] = (
