@@ -68,3 +68,20 @@ def test_caddy_keeps_its_state_in_the_work_dir(tmp_path: object) -> None:
     env = caddy_env(Path("/tmp/w"))
     assert env["XDG_DATA_HOME"] == "/tmp/w/data" and env["XDG_CONFIG_HOME"] == "/tmp/w/config"
     assert "CADDY_ADMIN" not in env
+
+
+def test_the_unit_and_local_runs_start_caddy_with_one_scheduler_thread() -> None:
+    """GOMAXPROCS=1 (measured in benchmarks/results/edge.md) in both places caddy starts."""
+    import shlex
+    from pathlib import Path
+
+    from tailwart.edge.unit import render_unit
+
+    assert caddy_env(Path("/tmp/w"))["GOMAXPROCS"] == "1"
+    (line,) = [ln for ln in render_unit().splitlines() if ln.startswith("Environment=")]
+    words = dict(w.split("=", 1) for w in shlex.split(line.removeprefix("Environment=")))
+    assert words == {
+        "XDG_DATA_HOME": "/var/lib/tailwart-edge",
+        "XDG_CONFIG_HOME": "/var/lib/tailwart-edge/config",
+        "GOMAXPROCS": "1",
+    }

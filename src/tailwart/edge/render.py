@@ -31,6 +31,15 @@ DEFAULT_ADMIN_SOCKET = "/run/tailwart-edge/admin.sock"
 ADMIN_PATHS: tuple[str, ...] = ("/admin", "/api")
 #: where ACME http-01 validation requests ask (RFC 8555 §8.3)
 ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+#: Go runtime settings the edge runs with, in the systemd unit and in every local run.
+#: GOMAXPROCS=1, one scheduler thread: measured against the default (one per core) in
+#: benchmarks/results/edge.md, two full runs on 2 shared cores: CPU per session -10 to
+#: -13 % (perf task-clock), context switches per session -25 to -41 %, sessions/s with
+#: 500 held sessions +12 to +17 % and with 200 clients +6 to +14 %; one core still serves
+#: ~5,000 sessions/s, far beyond a mail edge's inbound rate. GOGC=400 (CPU -7 %, but 5x
+#: the live heap under a connection flood) and the layer4 log level (no effect: nothing
+#: is logged per connection at INFO) were measured too and dropped.
+RUNTIME_ENV: Mapping[str, str] = {"GOMAXPROCS": "1"}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import OperationError, UsageError
 from ..files import write_atomic
 from ..settings import Settings
-from .render import MAIL_PORTS, EdgeLayout, caddy_json
+from .render import MAIL_PORTS, RUNTIME_ENV, EdgeLayout, caddy_json
 
 #: the line caddy logs once the config is loaded and every listener is up
 READY_MARK = "serving initial configuration"
@@ -71,8 +71,9 @@ def parse_port_map(text: str) -> dict[int, int]:
 
 
 def caddy_env(workdir: Path) -> dict[str, str]:
-    """Caddy's environment: data, config and autosave inside ``workdir``."""
-    env = dict(os.environ)
+    """Caddy's environment: data, config and autosave inside ``workdir``; the Go runtime
+    settings of the unit (RUNTIME_ENV)."""
+    env = {**os.environ, **RUNTIME_ENV}
     env["XDG_DATA_HOME"] = str(workdir / "data")
     env["XDG_CONFIG_HOME"] = str(workdir / "config")
     env.pop("CADDY_ADMIN", None)
@@ -103,10 +104,22 @@ def _tail(text: str, lines: int = 12) -> str:
 class RunningEdge:
     """caddy-l4 running ``layout`` in the background. Use as a context manager."""
 
-    def __init__(self, caddy: Path, layout: EdgeLayout, workdir: Path) -> None:
+    def __init__(
+        self,
+        caddy: Path,
+        layout: EdgeLayout,
+        workdir: Path,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        config_text: str | None = None,
+    ) -> None:
+        """``env`` adds to (a None value removes from) caddy's environment; ``config_text``
+        replaces the rendered caddy.json (the benchmark measures variants this way)."""
         self.caddy = caddy
         self.layout = layout
         self.workdir = workdir
+        self.env_changes = dict(env or {})
+        self.config_text = config_text
         self.config = workdir / "caddy.json"
         self.log = workdir / "caddy.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -125,15 +138,21 @@ class RunningEdge:
     def start(self) -> None:
         """Write the config, validate it, start caddy and wait until it serves."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.config, caddy_json(self.layout))
+        write_atomic(self.config, self.config_text or caddy_json(self.layout))
         validate(self.caddy, self.config, self.workdir)
+        env = caddy_env(self.workdir)
+        for name, value in self.env_changes.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.caddy), "run", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=caddy_env(self.workdir),
+                env=env,
                 start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT

@@ -15,6 +15,7 @@ import re
 from ..errors import UsageError
 from ..flags import CONTROL
 from .commands import DEFAULT_ROOT, SERVICE_USER
+from .render import RUNTIME_ENV
 
 TEMPLATE = "tailwart-edge.service.j2"
 #: systemd refuses an executable path holding any of these ("contains special characters")
@@ -106,8 +107,14 @@ def render_unit(
         **words,
         user=user,
         environment=" ".join(
-            systemd_word(f"{name}=/var/lib/{user}{sub}")
-            for name, sub in (("XDG_DATA_HOME", ""), ("XDG_CONFIG_HOME", "/config"))
+            [
+                *(
+                    systemd_word(f"{name}=/var/lib/{user}{sub}")
+                    for name, sub in (("XDG_DATA_HOME", ""), ("XDG_CONFIG_HOME", "/config"))
+                ),
+                # the Go runtime settings measured in benchmarks/results/edge.md
+                *(systemd_word(f"{name}={value}") for name, value in RUNTIME_ENV.items()),
+            ]
         ),
         admin_socket=systemd_comment(admin_socket),
         runtime_dir=runtime_dir,
