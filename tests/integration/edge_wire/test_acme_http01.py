@@ -30,7 +30,7 @@ from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 from testkit import Pebble, pebble_dns
 
-from .test_jmap_vhost import Upstream, _dials, free_port
+from .test_jmap_vhost import Upstream, _dials, free_port, run_caddy
 
 pytestmark = pytest.mark.integration
 
@@ -107,20 +107,7 @@ def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
             }
         }
         (tmp_path / "caddy.json").write_text(json.dumps(config))
-        caddy = subprocess.Popen(
-            [str(caddy_binary), "run", "--config", str(tmp_path / "caddy.json")],
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "caddy.log").open("wb"),
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "caddy did not listen"
-                time.sleep(0.1)
+        caddy = run_caddy(caddy_binary, tmp_path / "caddy.json", http)
         yield World(pebble, mailbox, http, https, host)
     finally:
         if caddy is not None:

@@ -86,6 +86,28 @@ def _dials(node: Any, port: int) -> None:
             _dials(item, port)
 
 
+def run_caddy(binary: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
+    """``caddy run`` on ``config`` (its stderr beside it), once it listens on ``port``."""
+    proc = subprocess.Popen(
+        [str(binary), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=config.with_suffix(".log").open("wb"),
+        env={"PATH": "/usr/bin:/bin", "HOME": str(config.parent)},
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(
+                    "caddy did not listen:\n" + config.with_suffix(".log").read_text()[-2000:]
+                ) from None
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
     settings = example_settings()
@@ -109,20 +131,8 @@ def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
         server["listen"] = [f"127.0.0.1:{free_port() if plain else port}"]
         server["automatic_https"] = {"disable": True}
     (tmp_path / "caddy.json").write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [str(caddy_binary), "run", "--config", str(tmp_path / "caddy.json")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = run_caddy(caddy_binary, tmp_path / "caddy.json", port)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "caddy did not listen"
-                time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", upstream
     finally:
         proc.terminate()
