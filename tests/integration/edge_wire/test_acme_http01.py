@@ -20,17 +20,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tailwart.edge.render import ACME_CHALLENGE_PATH, jmap_vhost
+from tailwart.edge.render import ACME_CHALLENGE_PATH
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 from testkit import Pebble, pebble_dns
 
-from .test_jmap_vhost import Upstream, _dials, free_port, run_caddy
+from .test_jmap_vhost import Upstream, _dials, adapted_vhost, free_port, run_caddy
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +62,7 @@ class World:
 def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
     settings = from_mapping({**example_values(), "STALWART_TLS": "acme-http"})
     host = settings["MAIL_HOSTNAME"]
-    snippet = tmp_path / "jmap.caddy"
-    snippet.write_text(jmap_vhost(settings))
-    adapted = subprocess.run(
-        [str(caddy_binary), "adapt", "--adapter", "caddyfile", "--config", str(snippet)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    config: dict[str, Any] = json.loads(adapted.stdout)
+    config = adapted_vhost(caddy_binary, settings, tmp_path)
     mailbox = Mailbox()
     http, https = free_port(), free_port()
     dns, dns_addr = pebble_dns(tmp_path / "dns", "127.0.0.1")

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tailwart.edge.render import ADMIN_PATHS, jmap_vhost
+from tailwart.settings import Settings
 from tailwart.settings.example import example_settings
 
 pytestmark = pytest.mark.integration
@@ -108,18 +109,23 @@ def run_caddy(binary: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
-    settings = example_settings()
-    snippet = tmp_path / "jmap.caddy"
+def adapted_vhost(binary: Path, settings: Settings, work: Path) -> dict[str, Any]:
+    """``caddy adapt``'s JSON of the jmap.caddy tailwart renders for ``settings``."""
+    snippet = work / "jmap.caddy"
     snippet.write_text(jmap_vhost(settings))
     adapted = subprocess.run(
-        [str(caddy_binary), "adapt", "--adapter", "caddyfile", "--config", str(snippet)],
+        [str(binary), "adapt", "--adapter", "caddyfile", "--config", str(snippet)],
         capture_output=True,
         text=True,
         check=True,
     )
-    config = json.loads(adapted.stdout)
+    config: dict[str, Any] = json.loads(adapted.stdout)
+    return config
+
+
+@pytest.fixture
+def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
+    config = adapted_vhost(caddy_binary, example_settings(), tmp_path)
     upstream = Upstream()
     port = free_port()
     _dials(config, upstream.port)
