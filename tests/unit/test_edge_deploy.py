@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 L = Layout(root="/opt/tailwart-edge", admin_socket="/run/tailwart-edge/admin.sock")
 ENV = (
     "env XDG_CONFIG_HOME=/opt/tailwart-edge/state/config "
-    "XDG_DATA_HOME=/opt/tailwart-edge/state/data"
+    "XDG_DATA_HOME=/opt/tailwart-edge/state/data GOMAXPROCS=1"
 )
 
 # ------------------------------------------------------------------ targets

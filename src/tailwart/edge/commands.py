@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 
 from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, Action, RemoteRelease, RemoteState
+from .render import RUNTIME_ENV
 
 DEFAULT_ROOT = "/opt/tailwart-edge"
 SERVICE = "tailwart-edge"
@@ -80,10 +81,12 @@ class Layout:
 
     @property
     def caddy_env(self) -> str:
-        """Environment for caddy commands run over SSH: its state stays under root."""
+        """Environment for caddy commands run over SSH: its state stays under root; the Go
+        runtime settings of the systemd unit (RUNTIME_ENV), so both modes run alike."""
+        runtime = "".join(f" {name}={q(value)}" for name, value in RUNTIME_ENV.items())
         return (
             f"env XDG_CONFIG_HOME={q(self.root + '/state/config')} "
-            f"XDG_DATA_HOME={q(self.root + '/state/data')}"
+            f"XDG_DATA_HOME={q(self.root + '/state/data')}{runtime}"
         )
 
 
