@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from testkit import (
+    FAILURE_NOTES,
     GO_ENV,
     REQUIRE_TOOLS,
     ROOT,
@@ -62,3 +63,19 @@ def example_values() -> dict[str, str]:
     from tailwart.settings.example import example_values as values
 
     return values()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report gains the state its fixtures describe (testkit.explain_on_failure),
+    taken before any teardown runs."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    for explain in item.stash.get(FAILURE_NOTES, []):
+        try:
+            text = explain()
+        except Exception as exc:  # the note must never hide the failure itself
+            text = f"(could not describe the state: {exc!r})"
+        report.sections.append(("state at the failure", text))

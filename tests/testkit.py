@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,16 @@ GO_ENV = {
     "GOMODCACHE": os.environ.get("GOMODCACHE") or str(_REAL_HOME / "go" / "pkg" / "mod"),
     "GOPATH": os.environ.get("GOPATH") or str(_REAL_HOME / "go"),
 }
+
+
+#: callables a fixture registers on its test (``request.node.stash``); when the test fails,
+#: the hook in conftest.py adds what each returns to the report: the state at the failure
+FAILURE_NOTES = pytest.StashKey[list[Callable[[], str]]]()
+
+
+def explain_on_failure(node: pytest.Item, explain: Callable[[], str]) -> None:
+    """Add ``explain()`` to ``node``'s report if its test fails (taken at that moment)."""
+    node.stash.setdefault(FAILURE_NOTES, []).append(explain)
 
 
 def need(condition: bool, why: str) -> None:

@@ -145,6 +145,8 @@ class Upstream:
         self.sources: list[tuple[str, int]] = []
         self.errors: list[str] = []
         self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self.accepted: dict[int, int] = {}  # mail port -> connections accepted
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -157,16 +159,43 @@ class Upstream:
             sock.listen(512)
             self._socks.append(sock)
             self.ports[port] = sock.getsockname()[1]
-            threading.Thread(target=self._accept, args=(sock, port), daemon=True).start()
+            thread = threading.Thread(target=self._accept, args=(sock, port), daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self.ports
 
+    def describe(self) -> str:
+        """Ports, what each accepted, the PROXY sources seen, the last errors, live threads."""
+        with self._lock:
+            errors = self.errors[-5:]
+            sources = len(self.sources)
+            accepted = dict(self.accepted)
+        alive = sum(t.is_alive() for t in self._threads)
+        return (
+            f"upstream {self.host}: ports {self.ports}, accepted {accepted}, "
+            f"PROXY headers {sources}, accept threads alive {alive}/{len(self._threads)}, "
+            f"last errors {errors}"
+        )
+
     def _accept(self, sock: socket.socket, port: int) -> None:
+        sock.settimeout(0.5)  # a closed listener is noticed: close() does not wake accept()
         while not self._stop.is_set():
             try:
                 conn, _ = sock.accept()
-            except OSError:
-                return
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stop.is_set():
+                    return
+                # Linux hands a pending network error of the new connection to accept():
+                # that connection is lost, the listener is not; keep accepting, say so
+                with self._lock:
+                    self.errors.append(f"{port}: accept: {exc!r}")
+                time.sleep(0.01)
+                continue
+            conn.settimeout(None)
             with self._lock:
+                self.accepted[port] = self.accepted.get(port, 0) + 1
                 self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn, port), daemon=True).start()
 
@@ -277,6 +306,26 @@ class Lab:
         values.update(changes)
         return EdgeLayout(**values)  # type: ignore[arg-type]
 
+    def explain(self) -> str:
+        """Each host's sockets (ss, in its namespace), caddy processes and log tail, and
+        its upstream's counters: what a failed connection test needs to say why."""
+        parts = []
+        for host in self.hosts:
+            up = self.upstreams[host.index]
+            parts += [
+                f"== {host.netns} {host.addr}: caddy pids {host.caddy_pids()}, "
+                f"tcp_migrate_req {_read(host, '/proc/sys/net/ipv4/tcp_migrate_req')}",
+                host.ns("ss", "-tanpi", check=False).stdout.strip()[-6000:],
+                f"-- root side, to/from {host.addr}:",
+                _run("ss", "-tani", "dst", host.addr, check=False).stdout.strip()[-3000:],
+                _run("ss", "-tanl", "src", up.host, check=False).stdout.strip(),
+                up.describe(),
+                f"-- last probe: {self.last_probe or '-'}",
+                "-- caddy log (tail):",
+                "\n".join(host.caddy_log().splitlines()[-15:]),
+            ]
+        return "\n".join(parts)
+
     def close(self) -> None:
         for up in self.upstreams:
             up.close()
@@ -294,6 +343,10 @@ class Lab:
             _run("ip", "netns", "del", host.netns, check=False)
             _run("ip", "link", "del", host.veth, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _read(host: NetnsHost, path: str) -> str:
+    return host.ns("cat", path, check=False).stdout.strip() or "?"
 
 
 def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
@@ -434,10 +487,19 @@ class HeldConnections:
             raise ConnectionError(f"unexpected greeting {data!r}")
 
     def __enter__(self) -> HeldConnections:
-        for _ in range(self.count):
+        for i in range(self.count):
+            start = time.monotonic()
             sock = socket.create_connection((self.host, self.port), timeout=5)
-            self._greeted(sock)
-            self.held.append(sock)
+            self.held.append(sock)  # __exit__ closes it, greeted or not
+            try:
+                self._greeted(sock)
+            except OSError as exc:
+                self.__exit__()
+                raise ConnectionError(
+                    f"held connection {i} of {self.count} (from port "
+                    f"{sock.getsockname()[1]}): no greeting after "
+                    f"{time.monotonic() - start:.1f} s: {exc!r}"
+                ) from exc
         self._thread.start()
         return self
 

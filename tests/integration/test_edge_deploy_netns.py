@@ -36,7 +36,7 @@ from tailwart.edge.rollout import DeployError
 from tailwart.edge.status import status
 from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.paths import cache_dir
-from testkit import need_root, need_tool
+from testkit import explain_on_failure, need_root, need_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,23 +73,24 @@ def alt_binary() -> BinaryProvider:
     return _provider(ALT_CADDY)
 
 
-def _lab(count: int) -> Iterator[Lab]:
+def _lab(count: int, node: pytest.Item) -> Iterator[Lab]:
     need_root()
     need_tool("sshd")
     need_tool("ip")
     with lab(count) as the_lab:
         the_lab.trust_all()
+        explain_on_failure(node, the_lab.explain)
         yield the_lab
 
 
 @pytest.fixture
-def lab1() -> Iterator[Lab]:
-    yield from _lab(1)
+def lab1(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    yield from _lab(1, request.node)
 
 
 @pytest.fixture
-def lab3() -> Iterator[Lab]:
-    yield from _lab(3)
+def lab3(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    yield from _lab(3, request.node)
 
 
 def _opts(the_lab: Lab, **kw: object) -> DeployOptions:
@@ -218,6 +219,9 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     assert host.current() == res.release and host.releases() == [res.release]
     assert host.running_exe() == f"{host.root}/releases/{res.release}/caddy"
     assert serving(lab1, host, 25) and serving(lab1, host, 143) and serving(lab1, host, 587)
+    # the Go runtime settings of the systemd unit hold in the supervised mode too
+    environ = Path(f"/proc/{host.caddy_pids()[0]}/environ").read_bytes().split(b"\0")
+    assert b"GOMAXPROCS=1" in environ
     assert not (Path(host.root) / "lock").exists()
     audit = host.audit()
     assert len(audit) == 1 and f"release={res.release} result=ok:first-install" in audit[0]
@@ -310,7 +314,10 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert old.release in host.releases()  # kept for rollback
 
     out_buf = io.StringIO()
-    status([_job(lab1, host)], _opts(lab1), out=out_buf)
+    try:
+        status([_job(lab1, host)], _opts(lab1), out=out_buf)
+    except DeployError:
+        pytest.fail(f"edge-status says not serving:\n{out_buf.getvalue()}")
     assert f"current release: {new.release}" in out_buf.getvalue()
     assert "  tcp_migrate_req: 1\n" in out_buf.getvalue()
     assert (

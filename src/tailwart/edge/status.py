@@ -51,6 +51,7 @@ class HostStatus:
             lines.append(f"  tcp_migrate_req: {_migrate_req_status(st.tcp_migrate_req)}")
         up = [f"{c.name}:{c.port} {'up' if c.ok else 'DOWN'}" for c in self.checks]
         lines.append(f"  listeners:       {', '.join(up) or '-'}")
+        lines += [f"    {c.name}:{c.port} down: {c.detail}" for c in self.checks if not c.ok]
         lines.append(
             f"  lock:            {('HELD ' + st.lock.split(' token=')[0]) if st.lock else 'free'}"
         )
