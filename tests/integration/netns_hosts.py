@@ -316,6 +316,11 @@ class Lab:
                 f"== {host.netns} {host.addr}: caddy pids {host.caddy_pids()}, "
                 f"tcp_migrate_req {_read(host, '/proc/sys/net/ipv4/tcp_migrate_req')}",
                 host.ns("ss", "-tanpi", check=False).stdout.strip()[-6000:],
+                "-- the namespace's non-zero TCP/MPTCP counters (nstat):",
+                ", ".join(
+                    "=".join(line.split()[:2])
+                    for line in host.ns("nstat", "-as", check=False).stdout.splitlines()[1:]
+                ),
                 f"-- root side, to/from {host.addr}:",
                 _run("ss", "-tani", "dst", host.addr, check=False).stdout.strip()[-3000:],
                 _run("ss", "-tanl", "src", up.host, check=False).stdout.strip(),
