@@ -79,3 +79,28 @@ def test_no_greeting_fails_the_gate(
     ok, detail, banner = both(*server, script)
     assert not ok and detail == f"no greeting through the edge (got {seen!r})"
     assert banner == seen
+
+
+def test_the_gate_says_whether_the_port_refused_or_stayed_silent() -> None:
+    """A port nobody listens on is refused; a listener that accepts (the kernel completes
+    the handshake) but never answers is "accepted, but nothing came"."""
+    with socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        closed_port = gone.getsockname()[1]
+    refused = check_port(
+        "127.0.0.1", "smtp", closed_port, greeting=True, timeout=1, deadline=time.monotonic()
+    )
+    assert not refused.ok and refused.detail == "Connection refused"
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # never accepts: what a stuck proxy looks like from outside
+        quiet = check_port(
+            "127.0.0.1",
+            "smtp",
+            silent.getsockname()[1],
+            greeting=True,
+            timeout=0.3,
+            deadline=time.monotonic(),
+        )
+    assert not quiet.ok
+    assert quiet.detail == "accepted, but nothing came through the edge within 0.3 s"

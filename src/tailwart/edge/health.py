@@ -71,8 +71,10 @@ def check_port(
     """
     last = "no attempt"
     while True:
+        connected = False
         try:
             with _connect(host, port, timeout) as sock:
+                connected = True
                 if not greeting:
                     return PortCheck(name, port, True, "accepts TCP")
                 sock.settimeout(timeout)
@@ -87,8 +89,14 @@ def check_port(
                 if line.startswith(GREETINGS):
                     return PortCheck(name, port, True, f"greeting {line[:40]!r}")
                 last = f"no greeting through the edge (got {line[:40]!r})"
+        except TimeoutError:
+            last = (
+                f"accepted, but nothing came through the edge within {timeout:g} s"
+                if connected
+                else f"no TCP answer within {timeout:g} s"
+            )
         except OSError as exc:
-            last = str(exc) or type(exc).__name__
+            last = exc.strerror or str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
             return PortCheck(name, port, False, last)
         time.sleep(0.2)
