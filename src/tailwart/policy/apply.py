@@ -231,6 +231,23 @@ def backup(root: Path, name: str, text: str, tag: str) -> Path:
     return path
 
 
+def _settled(
+    result: MergeResult, name: str, where: str, attempt: int, dry_run: bool, io: Output
+) -> bool | None:
+    """Report a merge (on the first attempt, or when a re-merge changed it); the task's
+    answer when nothing is to be written (already held: False, dry run: True), or None
+    when the merged policy goes on to be checked and written."""
+    if attempt == 0 or result.changed:
+        report_merge(result, name, io)
+    if not result.changed:
+        io.out(f"{where}: the policy already holds the snippet; nothing to send")
+        return False
+    if dry_run:
+        io.out(f"dry run: nothing sent to {where}")
+        return True
+    return None
+
+
 def apply_tailscale(
     api: TailscaleAPI, snippet: str, root: Path, *, dry_run: bool = False, io: Output | None = None
 ) -> bool:
@@ -240,14 +257,9 @@ def apply_tailscale(
     for attempt in range(CONFLICT_RETRIES + 1):
         fetched = api.get_policy()
         result = merge(fetched.text, snippet, "tailnet policy")
-        if attempt == 0 or result.changed:
-            report_merge(result, "tailnet-policy.hujson", io)
-        if not result.changed:
-            io.out(f"{where}: the policy already holds the snippet; nothing to send")
-            return False
-        if dry_run:
-            io.out(f"dry run: nothing sent to {where}")
-            return True
+        settled = _settled(result, "tailnet-policy.hujson", where, attempt, dry_run, io)
+        if settled is not None:
+            return settled
         validation = api.validate(result.after)
         if not validation.ok:
             for line in explain_validation(result.after, validation):
@@ -291,14 +303,9 @@ def apply_headscale(
     for attempt in range(CONFLICT_RETRIES + 1):
         stored = api.get_policy()
         result = merge(stored.text, snippet, "headscale policy")
-        if attempt == 0 or result.changed:
-            report_merge(result, "headscale-policy.hujson", io)
-        if not result.changed:
-            io.out(f"{where}: the policy already holds the snippet; nothing to send")
-            return False
-        if dry_run:
-            io.out(f"dry run: nothing sent to {where}")
-            return True
+        settled = _settled(result, "headscale-policy.hujson", where, attempt, dry_run, io)
+        if settled is not None:
+            return settled
         verdict = api.check(result.after)
         if verdict is None:
             io.warn(f"{where}: no /api/v1/policy/check on this server; headscale checks on write")
