@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, TOOL_CACHE, need, need_tool, write_env
+from testkit import ROOT, TOOL_CACHE, need, need_tool, self_signed_ca, write_env
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
 HEADSCALE = TOOL_CACHE / "tools" / f"headscale-{HEADSCALE_VERSION}" / "headscale"
@@ -131,35 +131,13 @@ def _free_octet() -> int:
 
 def test_ca() -> tuple[Path, Path]:
     """The test tailnet's CA (certificate, key), made once and kept in the tool cache."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
     cert, key = CA_DIR / "ca.crt", CA_DIR / "ca.key"
     if cert.is_file() and key.is_file():
         return cert, key
     CA_DIR.mkdir(parents=True, exist_ok=True)
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tailwart test tailnet CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    made = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(private, hashes.SHA256())
-    )
+    private, made = self_signed_ca("tailwart test tailnet CA", path_length=0)
     key.write_bytes(
         private.private_bytes(
             serialization.Encoding.PEM,
