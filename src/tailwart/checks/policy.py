@@ -153,14 +153,8 @@ def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
     wanted = [*private, JMAP_PORT]
     closed = [p for p in wanted if first_accepting_rule(snippet, MEMBERS, mailbox, p, 6) is None]
     if closed:
-        why = (
-            [
-                f"EDGE_PUBLIC_PORTS keeps {', '.join(str(p) for p in closed if p != JMAP_PORT)} "
-                "tailnet-only"
-            ]
-            if any(p != JMAP_PORT for p in closed)
-            else []
-        )
+        mail = [p for p in closed if p != JMAP_PORT]
+        why = [f"EDGE_PUBLIC_PORTS keeps {', '.join(map(str, mail))} tailnet-only"] if mail else []
         if JMAP_PORT in closed:
             why.append(f"the operator's inv provision needs :{JMAP_PORT} (the management URL)")
         return Finding.error(
