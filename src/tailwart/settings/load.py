@@ -220,11 +220,13 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
             )
         )
     out += _backup_checks(values, refused)
-    families = (("EDGE_TAILNET_ADDR", 4, "/32"), ("EDGE_TAILNET_ADDR6", 6, "/128"))
-    for name, version, prefix in families:
+    families = (
+        ("EDGE_TAILNET_ADDR", 4, "/32", "EDGE_TAILNET_ADDR6"),
+        ("EDGE_TAILNET_ADDR6", 6, "/128", "EDGE_TAILNET_ADDR"),
+    )
+    for name, version, prefix, other in families:
         value = values.get(name, "")
         if value and ok(name) and ipaddress.ip_network(value, strict=False).version != version:
-            other = families[version == 4][0]
             out.append(
                 Problem(
                     name,
