@@ -122,6 +122,12 @@ class NetnsHost:
         rel = Path(self.root) / "releases"
         return sorted(p.name for p in rel.iterdir()) if rel.is_dir() else []
 
+    def tcp_migrate_req(self) -> str:
+        """net.ipv4.tcp_migrate_req inside the namespace (a per-namespace sysctl); "?" when
+        it cannot be read."""
+        read = self.ns("cat", "/proc/sys/net/ipv4/tcp_migrate_req", check=False)
+        return read.stdout.strip() or "?"
+
     def caddy_log(self) -> str:
         path = Path(self.root) / "log" / "caddy.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -314,7 +320,7 @@ class Lab:
             up = self.upstreams[host.index]
             parts += [
                 f"== {host.netns} {host.addr}: caddy pids {host.caddy_pids()}, "
-                f"tcp_migrate_req {_read(host, '/proc/sys/net/ipv4/tcp_migrate_req')}",
+                f"tcp_migrate_req {host.tcp_migrate_req()}",
                 host.ns("ss", "-tanpi", check=False).stdout.strip()[-6000:],
                 "-- the namespace's non-zero TCP/MPTCP counters (nstat):",
                 ", ".join(
@@ -348,10 +354,6 @@ class Lab:
             _run("ip", "netns", "del", host.netns, check=False)
             _run("ip", "link", "del", host.veth, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _read(host: NetnsHost, path: str) -> str:
-    return host.ns("cat", path, check=False).stdout.strip() or "?"
 
 
 def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:

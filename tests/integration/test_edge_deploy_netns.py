@@ -152,11 +152,6 @@ def serving(the_lab: Lab, host: NetnsHost, port: int = 25) -> bool:
 MIGRATE_PLAN = "sysctl:  set net.ipv4.tcp_migrate_req=1 (reload hand-over without resets)"
 
 
-def migrate_req(host: NetnsHost) -> str:
-    """net.ipv4.tcp_migrate_req inside the host's namespace (per network namespace)."""
-    return host.ns("cat", "/proc/sys/net/ipv4/tcp_migrate_req").stdout.strip()
-
-
 def load_count(host: NetnsHost) -> int:
     """Config loads the running caddy logged (one per start or reload)."""
     return host.caddy_log().count('"msg":"load complete"') + host.caddy_log().count(
@@ -196,7 +191,7 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     host = lab1.hosts[0]
     lab1.known_hosts.write_text("")
     jobs = [_job(lab1, host)]
-    assert migrate_req(host) == "0"  # a new namespace starts with the kernel's default
+    assert host.tcp_migrate_req() == "0"  # a new namespace starts with the kernel's default
 
     results, out, ok = run_deploy(jobs, _opts(lab1), binary)
     assert not ok and results[0].status == "failed"
@@ -206,7 +201,7 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     assert "unknown host key ssh-ed25519 " + fp in results[0].detail
     assert "--accept-new-host-key" in results[0].detail
     assert not Path(host.root).exists(), "nothing may change on a host we do not trust"
-    assert migrate_req(host) == "0"
+    assert host.tcp_migrate_req() == "0"
 
     results, out, ok = run_deploy(jobs, _opts(lab1, accept_new_host_key=True), binary)
     assert ok, out
@@ -215,7 +210,7 @@ def test_first_deploy_verifies_host_key_and_serves(lab1: Lab, binary: BinaryProv
     assert (res.status, res.action) == ("deployed", "first-install")
     assert "first install" in out and "caddy validate: ok" in out
     assert MIGRATE_PLAN in out and "net.ipv4.tcp_migrate_req=1: reloads hand" in out
-    assert migrate_req(host) == "1"
+    assert host.tcp_migrate_req() == "1"
     assert host.current() == res.release and host.releases() == [res.release]
     assert host.running_exe() == f"{host.root}/releases/{res.release}/caddy"
     assert serving(lab1, host, 25) and serving(lab1, host, 143) and serving(lab1, host, 587)
@@ -743,7 +738,7 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     assert "dry run report:" in proc.stdout and "planned" in proc.stdout
     assert MIGRATE_PLAN in proc.stdout
     assert not Path(host.root).exists()  # no lock, no directory, nothing
-    assert migrate_req(host) == "0"
+    assert host.tcp_migrate_req() == "0"
 
     proc = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(ROOT), "edge-status", *common],
