@@ -478,11 +478,8 @@ class World:
         changes: Sequence[str],
     ) -> None:
         """``tag`` = ``base`` + files, built with create / cp / commit (no builder, no registry)."""
-        key = hashlib.sha256(f"{base} {key} {changes}".encode()).hexdigest()[:16]
-        got = self.docker(
-            "image", "inspect", "--format", "{{json .Config.Labels}}", tag, check=False
-        )
-        if got.returncode == 0 and (json.loads(got.stdout) or {}).get(LABEL) == key:
+        key = self._stamp(tag, base, key, changes)
+        if not key:
             return
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -493,6 +490,17 @@ class World:
                 info.type, info.linkname = tarfile.SYMTYPE, target
                 tar.addfile(info)
         self._commit(tag, base, key, buf.getvalue(), changes)
+
+    def _stamp(self, tag: str, base: str, content: str, changes: Sequence[str]) -> str:
+        """The label key of ``tag`` made from ``base``, ``content`` (a digest of what goes in)
+        and ``changes``; "" when ``tag`` already carries it (nothing to build)."""
+        key = hashlib.sha256(f"{base} {content} {changes}".encode()).hexdigest()[:16]
+        got = self.docker(
+            "image", "inspect", "--format", "{{json .Config.Labels}}", tag, check=False
+        )
+        if got.returncode == 0 and (json.loads(got.stdout) or {}).get(LABEL) == key:
+            return ""
+        return key
 
     def _commit(
         self,
@@ -533,11 +541,8 @@ class World:
             'VOLUME ["/etc/stalwart", "/var/lib/stalwart"]',
             "EXPOSE 443 25 110 587 465 143 993 995 4190 8080",
         ]
-        key = hashlib.sha256(f"{base} {_sha256_files(binary)} {changes}".encode()).hexdigest()[:16]
-        got = self.docker(
-            "image", "inspect", "--format", "{{json .Config.Labels}}", tag, check=False
-        )
-        if got.returncode == 0 and (json.loads(got.stdout) or {}).get(LABEL) == key:
+        key = self._stamp(tag, base, _sha256_files(binary), changes)
+        if not key:
             return
         passwd = self.docker("run", "--rm", "--network", "none", "--entrypoint", "cat", base,
                              "/etc/passwd", "/etc/group").stdout  # fmt: skip
