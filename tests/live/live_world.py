@@ -27,8 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from backend_servers import GarageServer, PostgresServer, RedisServer, port_open, stop, wait_for
+from backend_servers import (
+    GarageServer,
+    PostgresServer,
+    RedisServer,
+    garage_binary,
+    port_open,
+    stop,
+    wait_for,
+)
 from netns_hosts import _free_subnets
+
+from testkit import TOOL_CACHE, need_tool
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -224,6 +234,25 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
                 return last
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def start_backends(
+    host: str, started: list[Any], *, standard_ports: bool = False
+) -> tuple[PostgresServer, RedisServer, GarageServer]:
+    """Debian's PostgreSQL, redis-server and garage on ``host``, each appended to ``started``
+    as it comes up (the caller stops them). ``standard_ports``: 5432, 6379 and S3 on 3900,
+    the ports acl-snippet.hujson opens to tag:stalwart; else free ports."""
+    pg = PostgresServer.start(host, port=5432 if standard_ports else None)
+    started.append(pg)
+    redis = RedisServer.start(
+        need_tool("redis-server"), host=host, port=6379 if standard_ports else None
+    )
+    started.append(redis)
+    garage = GarageServer.start(
+        garage_binary(TOOL_CACHE), host=host, s3_port=3900 if standard_ports else None
+    )
+    started.append(garage)
+    return pg, redis, garage
 
 
 def live_values(

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_servers import GarageServer, PostgresServer, RedisServer, garage_binary
-from live_world import live_values
+from backend_servers import Pki, PostgresServer
+from live_world import live_values, start_backends
 from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
 from test_mailbox_live import MAIL_SERVERS, edge_env, tw
 from test_mailbox_live import inspect as inspect_service
 
-from testkit import ROOT, TOOL_CACHE, need_root, need_tool, write_env
+from testkit import ROOT, need_root, need_tool, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,15 +123,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         servers: list[Any] = []
         try:
             # on the ports acl-snippet.hujson opens to tag:stalwart (inv check holds them)
-            pg = PostgresServer.start(host, port=5432)
-            servers.append(pg)
-            redis = RedisServer.start(need_tool("redis-server"), host=host, port=6379)
-            servers.append(redis)
-            garage = GarageServer.start(garage_binary(TOOL_CACHE), host=host, s3_port=3900)
-            servers.append(garage)
+            pg, redis, garage = start_backends(host, servers, standard_ports=True)
             # STALWART_TLS=files: a certificate of a test CA, readable by the image's user
-            from backend_servers import Pki
-
             cert, key = Pki.create(base).issue("mail", ["mail.good.test"], days=2)
             for path in (cert, key):
                 os.chown(path, 2000, 2000)

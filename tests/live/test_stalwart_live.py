@@ -32,18 +32,17 @@ from backend_servers import (
     Pki,
     PostgresServer,
     RedisServer,
-    garage_binary,
     port_open,
     stop,
     wait_for,
 )
-from live_world import Jmap, Stalwart, Topology, live_values, wait_until
+from live_world import Jmap, Stalwart, Topology, live_values, start_backends, wait_until
 
 from tailwart.settings import Settings, from_mapping
 from tailwart.stalwart.provision import first_start
 from tailwart.stalwart.record import ENV_VAR, scrubbed
 from tailwart.stalwart.versions import CURRENT
-from testkit import ROOT, TOOL_CACHE, Pebble, built_caddy, need_tool, write_env
+from testkit import ROOT, Pebble, built_caddy, need_tool, write_env
 
 pytestmark = pytest.mark.integration
 FIXTURES = ROOT / "tests" / "fixtures" / "stalwart-0.16.18"
@@ -265,12 +264,7 @@ def world() -> Iterator[World]:
     made: list[World] = []
     try:
         host = topo.addr("a", 1)
-        pg = PostgresServer.start(host)
-        started.append(pg)
-        redis = RedisServer.start(need_tool("redis-server"), host=host)
-        started.append(redis)
-        garage = GarageServer.start(garage_binary(TOOL_CACHE), host=host)
-        started.append(garage)
+        pg, redis, garage = start_backends(host, started)
         pki = Pki.create(base)
         acme = start_acme(topo, base, pki)
         started.append(acme)
