@@ -1,4 +1,5 @@
-"""Nox sessions: ``nox`` runs lint, typecheck and tests; bench and demo on request.
+"""Nox sessions: ``nox`` runs lint, typecheck, tests and the unit tests a year ahead
+(``later``); bench and demo on request.
 
 Virtualenvs live outside the work tree (``~/.cache/tailwart/nox``) so a fresh
 clone in CI reuses them.
@@ -7,6 +8,8 @@ clone in CI reuses them.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -16,7 +19,7 @@ CACHE = Path(os.environ.get("TAILWART_CACHE") or Path.home() / ".cache" / "tailw
 
 nox.options.envdir = str(CACHE / "nox")
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "later"]
 
 PYTHON = "3.11"
 #: the lint session installs only ruff; keep equal to pyproject.toml's dev pin
@@ -86,6 +89,38 @@ def unit(session: nox.Session) -> None:
     skip when missing unless TAILWART_REQUIRE_TOOLS is on)."""
     _install(session)
     session.run("pytest", *(session.posargs or ["tests/unit"]))
+
+
+#: how far ``nox -s later`` moves the clock: past every certificate and fixture date
+LATER = "+400d"
+
+
+@nox.session(python=PYTHON, tags=["test"])
+def later(session: nox.Session) -> None:
+    """Unit tests with the system clock moved 400 days ahead (Debian's faketime): a test
+    that reads the wall clock where it should read tailwart.clock fails here, not on a
+    date in the future. Posargs pass through to pytest."""
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        session.error("faketime is not installed (apt-get install faketime)")
+    _install(session)
+    # monotonic clocks move by the same offset (libfaketime refuses absolute sleeps
+    # on an unshifted monotonic clock with EINVAL), so timeouts keep the real pace
+    env: dict[str, str] = {}
+    shifted = [faketime, "-f", LATER]
+    # the shift must really happen, or this session would prove nothing
+    year = session.run(
+        *shifted,
+        "python",
+        "-c",
+        "import time; print(time.gmtime().tm_year)",
+        env=env,
+        external=True,
+        silent=True,
+    )
+    if not isinstance(year, str) or int(year.strip()) <= time.gmtime().tm_year:
+        session.error(f"faketime -f {LATER} did not move the clock (saw year {year!r})")
+    session.run(*shifted, "pytest", *(session.posargs or ["tests/unit"]), env=env, external=True)
 
 
 @nox.session(python=PYTHON)

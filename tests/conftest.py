@@ -6,6 +6,7 @@ pointed at a temp dir for every test, and tailwart's own variables are cleared.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,29 @@ __all__ = [
     "need_tool",
     "write_env",
 ]
+
+
+#: the unit tests' clock (the day the recorded Stalwart exchanges were made)
+UNIT_NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Unit tests run at a fixed clock: whatever judges time (certificate days left,
+    expiry warnings, backup age, lock and audit times) reads ``tailwart.clock``, which
+    every unit test freezes. A module that defines ``NOW`` (an aware datetime) is frozen
+    there instead: the TLS-files tests make certificates around the machine's time
+    because `openssl`, their oracle, judges by the machine's clock."""
+    if UNIT_TESTS not in Path(str(request.node.path)).parents:
+        yield
+        return
+    from tailwart import clock
+
+    at = getattr(request.module, "NOW", UNIT_NOW)
+    assert isinstance(at, dt.datetime) and at.tzinfo is not None
+    with clock.frozen(at):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,7 @@ from backend_servers import (
 )
 from live_world import Jmap, Stalwart, Topology, live_values, start_backends, wait_until
 
+from tailwart import clock
 from tailwart.settings import Settings, from_mapping
 from tailwart.stalwart.provision import first_start
 from tailwart.stalwart.record import ENV_VAR, scrubbed
@@ -108,7 +109,12 @@ class World:
     def next_recording(self, phase: str, args: tuple[str, ...]) -> Path:
         self.phase += 1
         path = self.record_dir / f"{self.phase:02d}-{phase}.jsonl"
-        meta = {"args": list(args), "env": scrub_values(self.values)}
+        meta = {
+            "args": list(args),
+            "env": scrub_values(self.values),
+            # the replay runs at this clock (a certificate's days left, expiry warnings)
+            "recorded_at": clock.utc_stamp(),
+        }
         (self.record_dir / f"{self.phase:02d}-{phase}.meta.json").write_text(
             json.dumps(meta, indent=1, sort_keys=True) + "\n"
         )

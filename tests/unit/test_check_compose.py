@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mailbox_support import client_settings, edit, work_tree
 
+from tailwart import clock
 from tailwart.checks import CheckContext, compose_rules
 from tailwart.findings import Finding, Status
 from tailwart.settings import Settings, from_mapping
@@ -250,6 +251,15 @@ def test_v015_refusal_names_the_reason_and_the_way_out(
         "explains the move)"
     )
     assert finding.advice == "pin stalwartlabs/stalwart:v0.16.18"
+
+
+def test_v015_refusal_speaks_of_the_end_of_support_in_the_past_once_it_passed(
+    tree: Path, example_values: dict[str, str]
+) -> None:
+    settings = from_mapping({**example_values, "STALWART_IMAGE": "stalwartlabs/stalwart:v0.15.5"})
+    with clock.frozen("2026-12-01T00:00:00Z"):
+        finding = findings(tree, settings)["compose.image-pinned"]
+    assert "its support ended on 2026-12-01 (inv migrate-stalwart" in finding.message
 
 
 def test_mailbox_tag_must_match_the_advertised_tag(

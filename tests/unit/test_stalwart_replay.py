@@ -4,7 +4,9 @@ tests/fixtures/stalwart-0.16.18/ holds the JMAP exchanges of a live run (`nox -s
 -- --stalwart-bin … --record`, see its README): each phase's requests, the server's
 responses, and what the task printed and returned. Replaying a phase feeds the
 recorded responses back; the code must send exactly the recorded requests, in order,
-and come to the same plan, output and exit code.
+and come to the same plan, output and exit code. Each phase runs at the clock of its
+recording (``recorded_at`` in its meta file): what judges time (a certificate's days
+left) must print what it printed then, on any date.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tailwart import clock
 from tailwart.settings import from_mapping
 from tailwart.stalwart.jmap import ReplayTransport
 from tailwart.stalwart.provision import Options, first_start, provision
@@ -45,6 +48,10 @@ def test_a_live_run_is_recorded() -> None:
     assert (FIXTURES / "README.md").exists()
     names = {p.name.split("-", 1)[1] for p in PHASES}
     assert {"first-start.meta.json", "drift-check.meta.json", "drift-repair.meta.json"} <= names
+    # every phase carries the clock it ran at, in order
+    stamps = [load(p)[0]["recorded_at"] for p in PHASES]
+    assert stamps == sorted(stamps)
+    assert all(clock.parse(s).tzinfo is not None for s in stamps)
 
 
 @pytest.mark.parametrize(
@@ -57,13 +64,14 @@ def test_provision_phase_replays(meta_path: Path) -> None:
     transport = ReplayTransport(list(exchanges))
     lines: list[str] = []
     restarts: list[bool] = []
-    code = provision(
-        from_mapping(meta["env"]),
-        options(meta["args"]),
-        lines.append,
-        restart=lambda: restarts.append(True),
-        transport=transport,
-    )
+    with clock.frozen(meta["recorded_at"]):
+        code = provision(
+            from_mapping(meta["env"]),
+            options(meta["args"]),
+            lines.append,
+            restart=lambda: restarts.append(True),
+            transport=transport,
+        )
     assert code == meta["exit"]
     assert lines == meta["stdout"]
     assert transport.sent == [e["request"] for e in exchanges if "request" in e]
@@ -84,7 +92,8 @@ def test_first_start_replays_in_order() -> None:
             steps.append("stop")
 
     lines: list[str] = []
-    first_start(from_mapping(meta["env"]), Control(), lines.append, transport=lambda: transport)
+    with clock.frozen(meta["recorded_at"]):
+        first_start(from_mapping(meta["env"]), Control(), lines.append, transport=lambda: transport)
     assert steps == ["start recovery", "stop", "start", "stop", "start"]
     assert lines[-1] == "first start done: the server holds exactly what .env describes"
     assert transport.sent == [e["request"] for e in exchanges if "request" in e]

@@ -6,11 +6,11 @@ marker belongs to another app: bootstrap refuses and names the keys it found.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from .. import clock
 from ..settings import Settings
 from .plan import Action, BackendError, Step
 
@@ -82,7 +82,7 @@ def describe_foreign(state: DbState) -> str:
 
 
 def marker_value() -> str:
-    return f"{MARKER_PREFIX} claimed {dt.datetime.now(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"{MARKER_PREFIX} claimed {clock.utc_stamp()}"
 
 
 class RedisBootstrap:

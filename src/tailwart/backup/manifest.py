@@ -3,13 +3,13 @@ and the blob listing (blobs.tsv: sha256, size, percent-encoded key per line)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import clock
 from .errors import BackupError
 
 FORMAT = "tailwart-backup/1"
@@ -66,7 +66,7 @@ class Manifest:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    return clock.now().replace(microsecond=0).isoformat()
 
 
 def sha256_text(text: str) -> str:

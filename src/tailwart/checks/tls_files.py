@@ -16,6 +16,7 @@ import stat
 from collections.abc import Sequence
 from typing import Any
 
+from .. import clock
 from ..findings import Finding
 from . import CheckContext
 
@@ -55,7 +56,7 @@ def judge(
     cert_path: str, key_path: str, names: Sequence[str], now: dt.datetime | None = None
 ) -> list[Finding]:
     """Every finding about a certificate chain file and its key file."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     certs, cert_finding, cert_stat = _read_chain(cert_path)
     key, key_finding, key_stat = _read_key(key_path)
     out = [cert_finding, key_finding]

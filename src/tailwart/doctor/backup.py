@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from .. import clock
 from ..errors import TailwartError
 from ..findings import Finding
 from .registry import Check, DoctorContext, error, ok, warning
@@ -51,7 +52,7 @@ def snapshot_age(ctx: DoctorContext) -> Finding:
             "run inv backup, and schedule it: inv backup --schedule",
         )
     newest = max(parse_time(str(s["time"])) for s in snaps)
-    age = dt.datetime.now(dt.UTC) - newest
+    age = clock.now() - newest
     hours = age.total_seconds() / 3600
     if age > MAX_AGE:
         return warning(

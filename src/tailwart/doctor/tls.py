@@ -12,6 +12,7 @@ import datetime as dt
 import ssl
 from functools import partial
 
+from .. import clock
 from ..findings import Finding
 from ..settings import Settings
 from ..stalwart.tls_status import name_matches
@@ -106,7 +107,7 @@ def certificate(
             return error(f"{where}: {again}", RENEW)
     assert got.cert_der is not None
     names, not_after, issuer = cert_names(got.cert_der)
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     days = (not_after - now).total_seconds() / 86400
     until = f"{not_after:%Y-%m-%d} ({int(days)} days)"
     if not any(name_matches(n, name) for n in names):

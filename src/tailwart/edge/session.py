@@ -17,9 +17,9 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TextIO
 
+from .. import clock
 from ..errors import OperationError, UsageError
 from . import commands as rc
 from .commands import Layout, parse_probe
@@ -44,7 +44,7 @@ def operator() -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.utc_stamp()
 
 
 def audit_line(action: str, release: str, result: str, msg: str) -> str:

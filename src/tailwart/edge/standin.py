@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import clock
 from .render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 
 #: the 12-byte PROXY v2 signature
@@ -90,7 +91,7 @@ def make_self_signed(
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.system()  # real TLS stacks judge it by the machine's clock
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

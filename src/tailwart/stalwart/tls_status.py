@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import clock
 from ..settings import Settings
 
 WARN_DAYS = 14
@@ -155,7 +156,7 @@ def judge(
 ) -> CertificateReport:
     """The certificate served for ``names[0]`` (MAIL_HOSTNAME), and every problem:
     none, self-signed, expiring within 14 days, a name of ``names`` not covered."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     certs = list(live.get(certificate_type, ()))
     system = list(live.get(system_type, ()))
     default_id = system[0].get("defaultCertificateId") if system else None

@@ -7,12 +7,17 @@ is one new entry (and a new schema extract), not edits all over the code.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+
+from .. import clock
 
 PINNED = (0, 16, 18)
 PINNED_IMAGE = "stalwartlabs/stalwart:v0.16.18"
 #: scoped API keys / app passwords could regain full rights before this (0.16.15 CHANGELOG)
 OLDEST = (0, 16, 15)
+#: upstream's end of support for the v0.15 (TOML) line
+V015_SUPPORT_END = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 def fmt(version: tuple[int, int, int]) -> str:
@@ -27,10 +32,11 @@ def refusal(version: tuple[int, int, int]) -> str | None:
             "(schema version < 5) and tailwart's objects do not exist there"
         )
     if version < (0, 16, 0):
+        ends = "ended" if clock.now() >= V015_SUPPORT_END else "ends"
         return (
             f"stalwart {fmt(version)} is a v0.15 (TOML) release: it reads config.toml, "
-            "which tailwart no longer renders, and its support ends on 2026-12-01 "
-            "(inv migrate-stalwart --dry-run explains the move)"
+            f"which tailwart no longer renders, and its support {ends} on "
+            f"{V015_SUPPORT_END:%Y-%m-%d} (inv migrate-stalwart --dry-run explains the move)"
         )
     if version < OLDEST:
         return (
