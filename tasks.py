@@ -501,10 +501,10 @@ def bootstrap(
     help={
         **ENV,
         "json": "print the findings as JSON (shape documented in the README)",
-        "only": "comma-separated groups: backends, edge, dns, tls, outbound, backup",
+        "only": "comma-separated groups: backends, edge, dns, tls, management, outbound, backup",
         "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
-        "port": "MAILPORT=PORT: dial PORT for a public mail port, e.g. 25=2525 (repeatable, "
-        "or comma-separated like edge-run --ports)",
+        "port": "MAILPORT=PORT: dial PORT for a public mail port (or 443, the JMAP vhost), e.g. "
+        "25=2525 (repeatable, or comma-separated like edge-run --ports)",
         "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
         "timeout": "seconds each check may take (default 10)",
     },
@@ -677,7 +677,8 @@ def provision(
     """Make Stalwart hold the objects .env describes: observe, plan, apply, verify, reload.
 
     Reaches the management API at STALWART_MANAGEMENT_URL (default http://MAILBOX_FQDN:8080)
-    as STALWART_RECOVERY_ADMIN. Objects tailwart does not own are never touched.
+    as STALWART_MANAGEMENT_USER@MAIL_DOMAIN, a login Stalwart accepts only from
+    STALWART_MANAGEMENT_NETWORKS. Objects tailwart does not own are never touched.
     """
     from tailwart.stalwart.provision import Options
     from tailwart.stalwart.provision import provision as run_provision
@@ -716,6 +717,39 @@ def first_start(
     stack.refuse_if_broken()
     stack.write_config()
     run_first_start(stack.settings, ComposeControl(stack, timeout), print)
+
+
+@task(help={**ENV, "timeout": TIMEOUT_HELP})
+@exits
+def recover(c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300) -> None:
+    """Write the management login again from .env, through the recovery admin.
+
+    Stalwart restarts in recovery mode (mail ports closed for the minute it takes), the
+    recovery admin writes the role and account of STALWART_MANAGEMENT_USER with
+    STALWART_MANAGEMENT_PASSWORD, then Stalwart restarts normally without it.
+    """
+    from tailwart.mailbox.stack import ComposeControl, check_timeout, open_stack
+    from tailwart.stalwart.provision import recover as run_recover
+
+    check_timeout(timeout)
+    stack = open_stack(c, env_file, strict)
+    stack.refuse_if_broken()
+    run_recover(stack.settings, ComposeControl(stack, timeout), print)
+
+
+@task(help=ENV)
+@exits
+def rotate_management(c: Context, env_file: str = ".env", strict: bool = False) -> None:
+    """A new STALWART_MANAGEMENT_PASSWORD: changed on the server, verified, then in .env.
+
+    The old password stops working. The new one is never printed; until the last step
+    it waits in <env-file>.rotating (mode 600).
+    """
+    from pathlib import Path
+
+    from tailwart.stalwart.rotate import rotate
+
+    rotate(load_settings(env_file, strict), Path(env_file), print)
 
 
 @task(help={**ENV, "dry_run": "explain the data-preserving path from v0.15.5 (required)"})

@@ -154,9 +154,12 @@ class Stalwart:
 
     def start(self, recovery: bool = False) -> None:
         self.starts += 1
+        # as the compose file does: the recovery admin only while in recovery mode
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.base), **self.env}
         if recovery:
             env["STALWART_RECOVERY_MODE"] = "1"
+        else:
+            env.pop("STALWART_RECOVERY_ADMIN", None)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -217,6 +220,21 @@ class Jmap:
         assert name != "error", result
         return result
 
+    def status(self, method: str = "x:Domain/get") -> int:
+        """The HTTP status of one ``x:`` call (401 when the login is refused)."""
+        body = {
+            "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+            "methodCalls": [[method, {"ids": None}, "t"]],
+        }
+        response = requests.post(
+            f"{self.url}/jmap",
+            data=json.dumps(body),
+            auth=self.auth,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+        return response.status_code
+
     def get(self, type_name: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
         return list(self.call(f"{type_name}/get", {"ids": ids})["list"])
 
@@ -269,6 +287,7 @@ def live_values(
 
     return values(
         STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",
+        STALWART_MANAGEMENT_PASSWORD=secrets.token_hex(24),
         STALWART_DB_HOST=host,
         STALWART_DB_PORT=str(pg.port),
         STALWART_DB_PASSWORD=secrets.token_hex(16),

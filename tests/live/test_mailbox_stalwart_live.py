@@ -28,11 +28,14 @@ from typing import Any
 
 import pytest
 from backend_servers import Pki, PostgresServer
+from dotenv import dotenv_values
 from live_world import live_values, start_backends
 from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
 from test_mailbox_live import MAIL_SERVERS, edge_env, tw
 from test_mailbox_live import inspect as inspect_service
 
+from tailwart.settings import from_mapping
+from tailwart.stalwart.management import login as management_login
 from testkit import ROOT, need_root, need_tool, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -88,18 +91,20 @@ class Real:
         return json.loads(done.stdout)
 
     def jmap(self, method: str, args: dict[str, Any]) -> Any:
-        """One management call over the tailnet, as the recovery admin (plain HTTP, not
-        tailwart's client)."""
-        return self.py_as_operator(JMAP, f"http://{MAILBOX}:8080", self.admin_password, method,
+        """One management call over the tailnet, as tailwart's management login (plain
+        HTTP, not tailwart's client)."""
+        values = {k: v or "" for k, v in dotenv_values(self.env_file).items()}
+        user, password = management_login(from_mapping(values))
+        return self.py_as_operator(JMAP, f"http://{MAILBOX}:8080", user, password, method,
                                json.dumps(args))  # fmt: skip
 
 
 JMAP = """
 import json, sys, urllib.request, base64
-url, password, method, args = sys.argv[1:]
+url, user, password, method, args = sys.argv[1:]
 body = {"using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
         "methodCalls": [[method, json.loads(args), "t"]]}
-auth = base64.b64encode(f"admin:{password}".encode()).decode()
+auth = base64.b64encode(f"{user}:{password}".encode()).decode()
 req = urllib.request.Request(url + "/jmap", json.dumps(body).encode(),
     {"Content-Type": "application/json", "Authorization": "Basic " + auth})
 name, result, _ = json.load(urllib.request.urlopen(req, timeout=30))["methodResponses"][0]
@@ -226,6 +231,9 @@ def test_up_with_the_real_stalwart(real: Real) -> None:
     from tailwart.settings.contract import BY_NAME
 
     assert stalwart["Config"]["Image"] == BY_NAME["STALWART_IMAGE"].default
+    # the recovery admin reaches Stalwart only in recovery mode: empty in a normal start
+    env = dict(item.partition("=")[::2] for item in stalwart["Config"]["Env"])
+    assert env.get("STALWART_RECOVERY_ADMIN", "") == "", "the recovery admin is in the container"
     # the real binary, the official layout: pid 1 is stalwart with the config path
     cid = str(stalwart["Id"])
     cmdline = w.docker("exec", cid, "cat", "/proc/1/cmdline").stdout.split("\0")

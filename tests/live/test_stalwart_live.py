@@ -40,6 +40,7 @@ from live_world import Jmap, Stalwart, Topology, live_values, start_backends, wa
 
 from tailwart import clock
 from tailwart.settings import Settings, from_mapping
+from tailwart.stalwart.management import login as management_login
 from tailwart.stalwart.provision import first_start
 from tailwart.stalwart.record import ENV_VAR, scrubbed
 from tailwart.stalwart.versions import CURRENT
@@ -286,6 +287,11 @@ def world() -> Iterator[World]:
             EDGE_TAILNET_ADDR=f"{topo.addr('c', 1)}/32",
             EDGE_TAILNET_ADDR6=f"{topo.edge_v6}/128",
             STALWART_MANAGEMENT_URL=f"http://{topo.addr('a', 2)}:8080",
+            # the operator's side of the mailbox link stands for the tailnet here; the
+            # tailnet's own ranges stay in (a PROXY client claiming 100.64.x is "inside")
+            STALWART_MANAGEMENT_NETWORKS=(
+                f"{topo.addr('a', 1)}/32,100.64.0.0/10,fd7a:115c:a1e0::/48"
+            ),
             # STALWART_TLS=acme-http (the default) against this world's Pebble
             ACME_DIRECTORY=acme.pebble.directory,
         )
@@ -315,7 +321,7 @@ def world() -> Iterator[World]:
             pg,
             redis,
             garage,
-            Jmap(stalwart.url, "admin", admin_password),
+            Jmap(stalwart.url, *management_login(s)),
             record_dir,
             acme,
         )
@@ -338,6 +344,37 @@ def world() -> Iterator[World]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def recovery_jmap(world: World) -> Jmap:
+    name, _, password = world.values["STALWART_RECOVERY_ADMIN"].partition(":")
+    return Jmap(world.stalwart.url, name, password)
+
+
+ALICE = ("alice", "alice-" + secrets.token_hex(8))
+
+
+def _create_alice(world: World) -> None:
+    """The mail tests' user, created once through the recovery admin (tailwart's own
+    login may not create accounts)."""
+    admin = recovery_jmap(world)
+    if any(a.get("name") == ALICE[0] for a in admin.get(CURRENT.account)):
+        return
+    domain = admin.by_name(CURRENT.domain, "good.test")
+    created = admin.call(
+        "x:Account/set",
+        {
+            "create": {
+                "a": {
+                    "@type": "User",
+                    "name": ALICE[0],
+                    "domainId": domain["id"],
+                    "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
+                }
+            }
+        },
+    )
+    assert "a" in created.get("created", {}), created
+
+
 # ------------------------------------------------------------------ 1. backends and first start
 
 
@@ -357,10 +394,15 @@ def test_first_start_from_an_empty_store(world: World) -> None:
     lines: list[str] = []
 
     class Control:
+        recovery = False
+
         def start(self, recovery: bool) -> None:
+            self.recovery = recovery
             world.stalwart.start(recovery=recovery)
 
         def stop(self) -> None:
+            if self.recovery:  # the test's own user, made while the recovery admin exists
+                _create_alice(world)
             world.stalwart.stop()
 
     path = world.next_recording("first-start", ("first-start",))
@@ -463,28 +505,100 @@ def test_admin_and_management_paths_refused_to_internet_clients(world: World) ->
     assert " 403 " not in _http_via_proxy(world, "203.0.113.5", "/jmap/session") + " "
 
 
+def _via_proxy(world: World, claimed: str, request: bytes) -> str:
+    """Send ``request`` to :8080 from the edge's address behind a PROXY v2 header claiming
+    ``claimed`` (what the JMAP vhost does for a public client); the status line back."""
+    from ipaddress import ip_address
+
+    src = ip_address(claimed).packed
+    dst = ip_address(world.topo.addr("c", 2)).packed
+    header = (
+        b"\r\n\r\n\x00\r\nQUIT\n"
+        + bytes([0x21, 0x11, 0, 12])
+        + src
+        + dst
+        + (4321).to_bytes(2, "big")
+        + (8080).to_bytes(2, "big")
+    )
+    script = (
+        "import socket\n"
+        f"s=socket.create_connection(('{world.topo.addr('c', 2)}',8080),timeout=10)\n"
+        f"s.sendall({header + request!r})\n"
+        "data=s.recv(200)\n"
+        "print((data.decode(errors='replace').splitlines() or ['(closed)'])[0])\n"
+    )
+    return in_edge_ns(world, script).stdout.strip() or "(no answer)"
+
+
+def _jmap_post(user: str, password: str) -> bytes:
+    import base64
+
+    body = json.dumps(
+        {
+            "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+            "methodCalls": [["x:Domain/get", {"ids": None}, "t"]],
+        }
+    ).encode()
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return (
+        "POST /jmap HTTP/1.1\r\nHost: mail.good.test\r\nConnection: close\r\n"
+        f"Authorization: Basic {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_management_login_works_from_the_tailnet_only(world: World) -> None:
+    user, password = management_login(world.settings())
+    name, _, recovery = world.values["STALWART_RECOVERY_ADMIN"].partition(":")
+    # an internet client, as the JMAP vhost forwards it: refused by the credential itself
+    assert " 401 " in _via_proxy(world, "203.0.113.5", _jmap_post(user, password)) + " "
+    assert " 401 " in _via_proxy(world, "203.0.113.5", _jmap_post(name, recovery)) + " "
+    # a tailnet client through the same path: the management login works
+    assert " 200 " in _via_proxy(world, "100.64.1.1", _jmap_post(user, password)) + " "
+    # from the operator's host: the management login works, the recovery admin is gone
+    assert world.jmap.status() == 200
+    assert recovery_jmap(world).status() == 401
+    # and the running server never received it
+    assert world.stalwart.proc is not None
+    environ = Path(f"/proc/{world.stalwart.proc.pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"STALWART_RECOVERY_ADMIN=")]
+
+
+def test_failed_logins_ban_the_clients_address_never_the_edges(world: World) -> None:
+    guesser, other = "203.0.113.66", "203.0.113.67"
+    alice = f"{ALICE[0]}@good.test"
+    seen = [_via_proxy(world, guesser, _jmap_post(alice, f"guess-{i}")) for i in range(12)]
+    assert seen[0].split()[1] == "401", seen
+    # the guesser is banned: even alice's right password no longer works from there
+    banned = _via_proxy(world, guesser, _jmap_post(alice, ALICE[1]))
+    assert " 200 " not in banned + " ", (seen, banned)
+    world.notes.append(f"ban: after 12 guesses, {guesser} got {banned!r} ({seen[-1]!r})")
+    # the edge's own address is not: another client through it signs in
+    assert " 200 " in _via_proxy(world, other, _jmap_post(alice, ALICE[1])) + " "
+    assert world.jmap.status() == 200
+
+
+def test_doctor_finds_the_management_login_refused_through_the_vhost(world: World) -> None:
+    root = world.base / "main-caddy" / "pki" / "authorities" / "local" / "root.crt"
+    result = world.inv(
+        "doctor",
+        "--only",
+        "management",
+        "--edge",
+        world.topo.addr("b", 2),
+        "--ca-file",
+        str(root),
+        "--json",
+    )
+    found = {f["id"]: f for f in json.loads(result.stdout)["findings"]}
+    assert found["management.internet"]["status"] == "ok", result.stdout + result.stderr
+    world.notes.append(f"doctor management: {found['management.internet']['message']}")
+
+
 # ------------------------------------------------------------------ 3. mail through the real edge
 
 
-ALICE = ("alice", "alice-" + secrets.token_hex(8))
-
-
 def test_mail_through_the_edge_keeps_the_client_address(world: World) -> None:
-    domain = world.jmap.by_name(CURRENT.domain, "good.test")
-    created = world.jmap.call(
-        "x:Account/set",
-        {
-            "create": {
-                "a": {
-                    "@type": "User",
-                    "name": ALICE[0],
-                    "domainId": domain["id"],
-                    "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
-                }
-            }
-        },
-    )
-    assert "a" in created.get("created", {}), created
     edge_log = (world.base / "edge.log").open("wb")
     world.edge = subprocess.Popen(
         [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..findings import Finding
 from ..settings import Settings
-from ..settings.contract import STALWART_ENV
+from ..settings.contract import CONTAINER_SOURCE, STALWART_ENV
 from ..settings.derived import compose_environment
 from . import COMPOSE_FILE, CONFIG_FILE, CheckContext
 
@@ -572,10 +572,11 @@ def _env_passed(
     macros = config_macros(ctx)
     needed = sorted(set(STALWART_ENV) | macros)
     missing = [name for name in needed if name not in given]
+    source = {name: CONTAINER_SOURCE.get(name, name) for name in needed}
     wrong = [
         name
         for name in needed
-        if name in given and name in env and (given[name] or "") != env[name]
+        if name in given and source[name] in env and (given[name] or "") != env[source[name]]
     ]
     undeclared = sorted(macros - set(env))
     problems = []

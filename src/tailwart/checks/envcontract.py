@@ -7,7 +7,13 @@ import re
 from typing import Any
 
 from ..findings import Finding
-from ..settings.contract import BY_NAME, DERIVED, SIDECAR_DERIVED, STALWART_ENV
+from ..settings.contract import (
+    BY_NAME,
+    DERIVED,
+    RECOVERY_DERIVED,
+    SIDECAR_DERIVED,
+    STALWART_ENV,
+)
 from . import COMPOSE_FILE, CheckContext
 
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -45,7 +51,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     compose_text = ctx.text(COMPOSE_FILE) or ""
     used_macros = stalwart_references(ctx)
-    known = set(BY_NAME) | set(DERIVED) | set(SIDECAR_DERIVED)
+    known = set(BY_NAME) | set(DERIVED) | set(SIDECAR_DERIVED) | set(RECOVERY_DERIVED)
 
     undeclared = sorted(used_macros - known)
     out.append(

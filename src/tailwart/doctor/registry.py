@@ -12,7 +12,15 @@ from ..findings import Finding, Status
 from ..settings import Settings
 
 #: groups in report order (also the values of --only)
-GROUPS: tuple[str, ...] = ("backends", "edge", "dns", "tls", "outbound", "backup")
+GROUPS: tuple[str, ...] = (
+    "backends",
+    "edge",
+    "dns",
+    "tls",
+    "management",
+    "outbound",
+    "backup",
+)
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -112,7 +120,8 @@ def parse_port_map(values: list[str] | tuple[str, ...]) -> dict[int, int]:
     from ..edge.render import MAIL_PORTS
     from ..flags import port_map
 
-    out, problems = port_map("--port", values, {port for _, port in MAIL_PORTS})
+    # 443: the JMAP vhost the management check posts to
+    out, problems = port_map("--port", values, {port for _, port in MAIL_PORTS} | {443})
     if problems:
         raise UsageError("; ".join(problems))
     return out

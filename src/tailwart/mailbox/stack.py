@@ -19,6 +19,7 @@ from ..checks import CheckContext
 from ..errors import UsageError
 from ..findings import Finding, Status, has_errors, to_table
 from ..settings import Settings
+from ..settings.derived import recovery_values
 from . import health, identity
 from .compose import LOG_TAIL, SERVICES, SIDECAR, STALWART, Compose, Context, Runner, inspect, line
 from .errors import MailboxError, StackRefused
@@ -292,7 +293,11 @@ class ComposeControl:
 
     def start(self, recovery: bool) -> None:
         env = dict(self.stack.runner.env)
-        env["STALWART_RECOVERY_MODE"] = "1" if recovery else ""
+        env.update(
+            recovery_values(self.stack.settings)
+            if recovery
+            else {"STALWART_RECOVERY_MODE": "", "STALWART_RECOVERY_ADMIN_IN_RECOVERY": ""}
+        )
         self.stack.runner.env = env
         step = self.stack.compose.up(STALWART, force_recreate=True)
         if not self.stack.runner.stream(step).ok:

@@ -170,11 +170,37 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_RECOVERY_ADMIN",
         Kind.SECRET,
-        "Stalwart's administrator as name:password (honoured in every mode while set; "
-        "inv provision logs in with it)",
+        "Stalwart's recovery administrator as name:password with a strong password "
+        "(openssl rand -hex 24); passed to Stalwart only while it runs in recovery mode "
+        "(inv first-start, inv recover)",
         MAILBOX,
         example="admin:",
         stalwart=True,
+    ),
+    Key(
+        "STALWART_MANAGEMENT_USER",
+        Kind.IDENT,
+        "the account tailwart manages Stalwart with (logs in as USER@MAIL_DOMAIN; its "
+        "password: STALWART_MANAGEMENT_PASSWORD); only STALWART_MANAGEMENT_NETWORKS may use it",
+        MAILBOX,
+        required=False,
+        default="tailwart-admin",
+    ),
+    Key(
+        "STALWART_MANAGEMENT_PASSWORD",
+        Kind.SECRET,
+        "password of STALWART_MANAGEMENT_USER, strong (openssl rand -hex 24); created by "
+        "inv first-start or inv recover, changed by inv rotate-management",
+        MAILBOX,
+    ),
+    Key(
+        "STALWART_MANAGEMENT_NETWORKS",
+        Kind.NETWORKS,
+        "the only source networks Stalwart accepts the management credential and the web "
+        "admin paths from (default: the tailnet's ranges)",
+        MAILBOX,
+        required=False,
+        default="100.64.0.0/10,fd7a:115c:a1e0::/48",
     ),
     Key(
         "STALWART_MANAGEMENT_URL",
@@ -624,6 +650,16 @@ DERIVED: dict[str, str] = {
 SIDECAR_DERIVED: dict[str, str] = {
     "TS_AUTHKEY_ATTRS": "what follows the key in TS_AUTHKEY (default ?ephemeral=true)",
     "TS_ADVERTISE_TAGS": "TS_EXTRA_ARGS' tag argument (default --advertise-tags=tag:stalwart)",
+}
+#: variables only the compose file interpolates (never a container variable of their own)
+RECOVERY_DERIVED: dict[str, str] = {
+    "STALWART_RECOVERY_ADMIN_IN_RECOVERY": "empty; STALWART_RECOVERY_ADMIN only while inv "
+    "first-start or inv recover runs Stalwart in recovery mode",
+}
+#: container variables whose value comes from another compose variable than their own
+#: name (the recovery admin: empty unless Stalwart starts in recovery mode)
+CONTAINER_SOURCE: dict[str, str] = {
+    "STALWART_RECOVERY_ADMIN": "STALWART_RECOVERY_ADMIN_IN_RECOVERY",
 }
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(key.group for key in KEYS))
 #: every variable the stalwart container receives

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .contract import DERIVED, SIDECAR_DERIVED
+from .contract import DERIVED, RECOVERY_DERIVED, SIDECAR_DERIVED
 from .load import Settings
 
 
@@ -22,7 +22,17 @@ def compose_environment(settings: Settings) -> dict[str, str]:
     env.update(derived_values(settings))
     env.update(sidecar_values(settings))
     env.update(tls_file_values(settings))
+    # the recovery admin reaches Stalwart only in recovery mode (ComposeControl sets it)
+    env.update(dict.fromkeys(RECOVERY_DERIVED, ""))
     return env
+
+
+def recovery_values(settings: Settings) -> dict[str, str]:
+    """What a recovery-mode start adds to the compose environment: the recovery admin."""
+    return {
+        "STALWART_RECOVERY_MODE": "1",
+        "STALWART_RECOVERY_ADMIN_IN_RECOVERY": settings["STALWART_RECOVERY_ADMIN"],
+    }
 
 
 #: the keys naming STALWART_TLS=files' PEM files, mounted into the container

@@ -450,6 +450,27 @@ def _email(value: str) -> str | None:
     return f"domain {problem}" if problem else None
 
 
+def _network_list(value: str) -> str | None:
+    seen: set[str] = set()
+    for number, item in enumerate(value.split(","), 1):
+        match = _CIDR.fullmatch(item)
+        if not match or _ip_literal(match[1]):
+            return (
+                f"entry {number} is not address/prefix; expected comma-separated networks "
+                "such as 100.64.0.0/10,fd7a:115c:a1e0::/48 (no spaces)"
+            )
+        try:
+            net = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            return f"entry {number} is not a network ({exc})"
+        if net.prefixlen == 0:
+            return f"entry {number} is /0: every address on the internet"
+        if str(net) in seen:
+            return f"names {net} twice"
+        seen.add(str(net))
+    return None
+
+
 def _fqdn_list(value: str) -> str | None:
     names = value.split(",")
     for number, name in enumerate(names, 1):
@@ -523,6 +544,7 @@ class Kind(Enum):
     SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"), 9)
     EMAIL = ("e-mail address", _email, 254)
     FQDN_LIST = ("comma-separated fully qualified names", _fqdn_list, 2048)
+    NETWORKS = ("comma-separated IP networks", _network_list, 1024)
     TLS_MODE = (
         "acme-http | acme-dns | files",
         _choice("acme-http", "acme-dns", "files"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import io
 import ipaddress
+import math
 import re
 import stat
 from collections.abc import Iterable, Mapping, Set
@@ -235,6 +236,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 )
             )
     out += _tls_checks(values, refused)
+    out += _management_checks(values, refused)
     mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
     mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
@@ -254,6 +256,78 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 "would dial a name the sidecar never registers",
             )
         )
+    return out
+
+
+#: a management password: at least this long, and at least this many bits by its alphabet
+STRONG_LENGTH, STRONG_BITS = 16, 64
+
+
+def weakness(password: str) -> str | None:
+    """Why a password is too weak to guard the management plane, or None.
+
+    Length times the bits of the character classes it uses (lower, upper, digits,
+    punctuation) must reach STRONG_BITS, with at least STRONG_LENGTH characters and
+    8 different ones."""
+    if len(password) < STRONG_LENGTH:
+        return f"is shorter than {STRONG_LENGTH} characters"
+    pool = sum(
+        size
+        for test, size in (
+            (str.islower, 26),
+            (str.isupper, 26),
+            (str.isdigit, 10),
+            (lambda ch: not ch.isalnum(), 32),
+        )
+        if any(test(ch) for ch in password)
+    )
+    if len(set(password)) < 8 or len(password) * math.log2(max(pool, 2)) < STRONG_BITS:
+        return "is too predictable (repeated characters or a small alphabet)"
+    return None
+
+
+def _management_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """The recovery admin is name:password with a strong password; the management
+    password is strong and not the recovery admin's."""
+    out: list[Problem] = []
+    admin = values.get("STALWART_RECOVERY_ADMIN", "")
+    recovery_password = ""
+    if admin and "STALWART_RECOVERY_ADMIN" not in refused:
+        name, sep, recovery_password = admin.partition(":")
+        if not sep or not name or not recovery_password:
+            out.append(
+                Problem(
+                    "STALWART_RECOVERY_ADMIN",
+                    "must be name:password with a name and a password (Stalwart ignores it "
+                    "otherwise); expected e.g. admin:$(openssl rand -hex 24)",
+                )
+            )
+        else:
+            why = weakness(recovery_password)
+            if why:
+                out.append(
+                    Problem(
+                        "STALWART_RECOVERY_ADMIN",
+                        f"its password {why}; generate one with: openssl rand -hex 24",
+                    )
+                )
+    password = values.get("STALWART_MANAGEMENT_PASSWORD", "")
+    if password and "STALWART_MANAGEMENT_PASSWORD" not in refused:
+        why = weakness(password)
+        if why:
+            out.append(
+                Problem(
+                    "STALWART_MANAGEMENT_PASSWORD",
+                    f"{why}; generate one with: openssl rand -hex 24",
+                )
+            )
+        elif recovery_password and password == recovery_password:
+            out.append(
+                Problem(
+                    "STALWART_MANAGEMENT_PASSWORD",
+                    "equals the recovery admin's password; give each its own",
+                )
+            )
     return out
 
 

@@ -39,19 +39,15 @@ DNS_SERVER_NAME = "tailwart acme-dns"
 #: what Stalwart publishes through the acme-dns server besides the challenge: its own
 #: DKIM keys (new names only); MX, SPF and DMARC stay the operator's
 ACME_DNS_PUBLISH = ("dkim",)
-#: sources that may reach the web admin and management paths: the tailnet, and
-#: ranges never routed on the internet (so never a client the edge proxies for)
-ADMIN_NETWORKS = (
-    "100.64.0.0/10",  # tailnet (CGNAT)
-    "fd7a:115c:a1e0::/48",  # tailnet IPv6
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "198.18.0.0/15",  # benchmarking (RFC 2544)
-    "fc00::/7",
-)
+#: failed logins from one address before Stalwart bans it, within this window (ms); the
+#: address is the client's own (PROXY v2 from the edge), never the edge's
+AUTH_BAN_RATE = {"count": 10, "period": 10 * 60_000}
+#: how long an address stays banned (ms)
+AUTH_BAN_PERIOD = 60 * 60_000
+#: HTTP requests a minute per address: anonymous, and signed in (upstream's defaults, owned
+#: so that a drift is seen)
+HTTP_RATE_ANONYMOUS = {"count": 100, "period": 60_000}
+HTTP_RATE_AUTHENTICATED = {"count": 1000, "period": 60_000}
 #: upstream's default TLS-strategy expression (opportunistic TLS for MX delivery)
 MX_TLS_EXPRESSION = {
     "match": {"0": {"if": "retry_num > 0 && last_error == 'tls'", "then": "'invalid-tls'"}},
@@ -136,9 +132,14 @@ def redis_url(settings: Settings) -> str:
     )
 
 
-def allowed_endpoints() -> dict[str, Any]:
-    """403 for the web admin and management paths to any client off the tailnet."""
-    inside = " || ".join(f"is_ip_in_cidr(remote_ip, '{net}')" for net in ADMIN_NETWORKS)
+def allowed_endpoints(settings: Settings) -> dict[str, Any]:
+    """403 for the web admin and management paths to any client outside
+    STALWART_MANAGEMENT_NETWORKS. Not loopback: through PROXY v2, anything on the edge host
+    can claim 127.0.0.1."""
+    from .management import networks
+
+    sources = networks(settings)
+    inside = " || ".join(f"is_ip_in_cidr(remote_ip, '{net}')" for net in sources)
     paths = " || ".join(f"starts_with(path, '{p}')" for p in ADMIN_PATHS)
     return {"match": {"0": {"if": f"!({inside}) && ({paths})", "then": "403"}}, "else": "200"}
 
@@ -408,7 +409,20 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
         Desired(
             model.http,
             one,
-            {"allowedEndpoints": allowed_endpoints(), "useXForwarded": False},
+            {
+                "allowedEndpoints": allowed_endpoints(settings),
+                "useXForwarded": False,
+                "rateLimitAnonymous": HTTP_RATE_ANONYMOUS,
+                "rateLimitAuthenticated": HTTP_RATE_AUTHENTICATED,
+            },
+            key_field=None,
+        )
+    )
+    state.append(
+        Desired(
+            model.security,
+            one,
+            {"authBanRate": AUTH_BAN_RATE, "authBanPeriod": AUTH_BAN_PERIOD},
             key_field=None,
         )
     )

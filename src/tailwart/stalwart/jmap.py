@@ -40,6 +40,8 @@ class HttpTransport:
     password: str
     timeout: float = 30.0
     record: Callable[[Exchange], None] | None = None
+    #: the .env key holding the password, named when the server refuses it
+    login_key: str = "STALWART_MANAGEMENT_PASSWORD"
 
     def __post_init__(self) -> None:
         import requests
@@ -65,8 +67,10 @@ class HttpTransport:
             raise self._fail("POST /jmap", exc) from None
         if response.status_code == 401:
             raise StalwartError(
-                "Stalwart refused the credentials (401): STALWART_RECOVERY_ADMIN must match "
-                "the value the server was started with"
+                f"Stalwart refused the login {self.user} (401): check {self.login_key}; "
+                "the management login works only from STALWART_MANAGEMENT_NETWORKS and after "
+                "inv first-start (or inv recover) created it; the recovery admin only while "
+                "Stalwart runs in recovery mode"
             )
         if response.status_code != 200:
             raise StalwartError(

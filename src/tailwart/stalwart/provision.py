@@ -12,6 +12,7 @@ from ..settings import Settings
 from .apply import observe, restart_work, started_work, write
 from .desired import RELOAD, RESTART, desired_state
 from .jmap import Client, HttpTransport, StalwartError, Transport
+from .management import ensure, login, recovery_login
 from .plan import Live, Plan, describe, diff, redact, to_json
 from .schema import load
 from .tls_status import CertificateReport, next_step
@@ -33,6 +34,9 @@ class Options:
     phase: str = "all"
     #: --check also judges the certificate Stalwart serves (first start: not yet issued)
     certificate: bool = True
+    #: Stalwart runs in recovery mode: log in as the recovery admin, and write the
+    #: management login's role and account after the stores
+    recovery: bool = False
 
 
 def management_url(settings: Settings) -> str:
@@ -41,30 +45,25 @@ def management_url(settings: Settings) -> str:
     return url.rstrip("/")
 
 
-def admin_credentials(settings: Settings) -> tuple[str, str]:
-    """(name, password) of STALWART_RECOVERY_ADMIN; the value is never shown."""
-    name, sep, password = settings["STALWART_RECOVERY_ADMIN"].partition(":")
-    if not sep or not name.strip() or not password.strip():
-        raise UsageError(
-            "STALWART_RECOVERY_ADMIN: must be name:password (Stalwart ignores it otherwise)"
-        )
-    return name.strip(), password.strip()
-
-
-def client_for(settings: Settings, transport: Transport | None = None) -> Client:
+def client_for(
+    settings: Settings, transport: Transport | None = None, recovery: bool = False
+) -> Client:
+    """A client logged in as tailwart's management login, or (``recovery``: Stalwart runs
+    in recovery mode) as STALWART_RECOVERY_ADMIN."""
     if transport is None:
         import os
         from pathlib import Path
 
         from .record import ENV_VAR, Recorder
 
-        user, password = admin_credentials(settings)
+        user, password = recovery_login(settings) if recovery else login(settings)
         record = os.environ.get(ENV_VAR)
         transport = HttpTransport(
             management_url(settings),
             user,
             password,
             record=Recorder.for_settings(Path(record), settings) if record else None,
+            login_key="STALWART_RECOVERY_ADMIN" if recovery else "STALWART_MANAGEMENT_PASSWORD",
         )
     return Client(transport)
 
@@ -104,7 +103,7 @@ def provision(
     state = desired_state(settings)  # bad .env input fails here, before any request
     if options.phase == "stores":
         state = [i for i in state if i.type.endswith("Store")]
-    client = client_for(settings, transport)
+    client = client_for(settings, transport, recovery=options.recovery)
     model = client.check_schema()
     schema = load(model)
     live = observe(client, schema)
@@ -129,9 +128,12 @@ def provision(
         return 0
     if options.check:
         return 1 if plan or (certificate and certificate.problems) else 0
+    say = (lambda _: None) if options.as_json else out
+    if options.recovery:
+        say("the management login (recovery mode: role, account, tailnet-only password):")
+        ensure(client, settings, schema, say)
     if not plan:
         return 0
-    say = (lambda _: None) if options.as_json else out
     say("applying:")
     write(plan, client, live, say)
     drift = diff(state, observe(client, schema), schema)
@@ -189,8 +191,9 @@ def first_start(
     """
     out("first start 1/4: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
     control.start(recovery=True)
-    out("first start 2/4: the stores")
-    provision(settings, Options(restart="never", phase="stores"), out, transport=transport())
+    out("first start 2/4: the stores and tailwart's management login")
+    stores = Options(restart="never", phase="stores", recovery=True)
+    provision(settings, stores, out, transport=transport())
     control.stop()
     out("first start 3/4: first normal start (defaults seeded for the empty types)")
     control.start(recovery=False)
@@ -206,3 +209,31 @@ def first_start(
     if provision(settings, final, out, transport=transport()) != 0:
         raise StalwartError("first start: the server still differs from .env after the apply")
     out("first start done: the server holds exactly what .env describes")
+
+
+def recover(
+    settings: Settings,
+    control: Control,
+    out: Callable[[str], None],
+    transport: Callable[[], Transport | None] = lambda: None,
+) -> None:
+    """Write the management login again from .env through the recovery admin: Stalwart
+    restarts in recovery mode (mail ports closed meanwhile), then normally; the recovery
+    admin exists only in between. For a lost or rotated-away management password."""
+    out("recover 1/3: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN; mail ports closed)")
+    control.stop()
+    control.start(recovery=True)
+    try:
+        out("recover 2/3: the management login")
+        client = client_for(settings, transport(), recovery=True)
+        model = client.check_schema()
+        ensure(client, settings, load(model), out)
+    finally:
+        out("recover 3/3: Stalwart in normal mode (the recovery admin is gone)")
+        control.stop()
+        control.start(recovery=False)
+    check = provision(settings, Options(check=True, certificate=False), out, transport=transport())
+    out(
+        "recovered: the management login works from here"
+        + ("" if check == 0 else "; inv provision has changes to apply")
+    )

@@ -18,6 +18,8 @@ from .versions import CURRENT, Model
 
 #: the full-schema sections the extract keeps (objects: kind; schemas: variants; fields)
 SECTIONS = ("objects", "schemas", "fields")
+#: enums the extract keeps: the permission names a role grants
+ENUMS = ("Permission",)
 #: schema names whose values are secrets (read back masked as "****")
 SECRET_OBJECTS = frozenset({"x:SecretKey", "x:SecretKeyOptional", "x:SecretText"})
 
@@ -42,11 +44,12 @@ def _referenced(full: dict[str, Any], name: str, seen: set[str]) -> None:
 def extract(full: dict[str, Any], model: Model = CURRENT) -> dict[str, Any]:
     """The part of the full schema that describes the types ``model`` owns."""
     names: set[str] = set()
-    for owned in (*model.owned_types(), model.data_store):
+    for owned in (*model.owned_types(), *model.management_types(), model.data_store):
         _referenced(full, owned, names)
     out: dict[str, Any] = {"version": model.version, "schemaHash": model.schema_hash}
     for section in SECTIONS:
         out[section] = {k: full[section][k] for k in sorted(names) if k in full[section]}
+    out["enums"] = {name: full["enums"][name] for name in ENUMS}
     return out
 
 
@@ -100,6 +103,14 @@ class Schema:
             )
             for name, p in props.items()
         }
+
+    def permissions(self) -> frozenset[str]:
+        """Every permission name a role may grant."""
+        return frozenset(str(v["name"]) for v in self.data["enums"]["Permission"])
+
+    def permission_prefix(self, type_name: str) -> str:
+        """The prefix of a type's permissions (``x:Domain`` → ``sysDomain``)."""
+        return str(self.data["objects"][type_name]["permissionPrefix"])
 
     def defaults(self, type_name: str, variant: str | None = None) -> dict[str, Any]:
         schema = self.variant_schema(type_name, variant)

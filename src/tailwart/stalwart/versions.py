@@ -80,6 +80,9 @@ class Model:
     tls_strategy: str = "x:MtaTlsStrategy"
     outbound: str = "x:MtaOutboundStrategy"
     tracer: str = "x:Tracer"
+    security: str = "x:Security"
+    role: str = "x:Role"
+    account: str = "x:Account"
     domain: str = "x:Domain"
     acme_provider: str = "x:AcmeProvider"
     dns_server: str = "x:DnsServer"
@@ -103,11 +106,17 @@ class Model:
             self.system,
             self.listener,
             self.http,
+            self.security,
             self.tls_strategy,
             self.route,
             self.outbound,
             self.tracer,
         )
+
+    def management_types(self) -> tuple[str, ...]:
+        """The types of tailwart's own management login: written only in recovery mode
+        (the login itself may not change its role or account), parents first."""
+        return (self.role, self.account)
 
 
 V0_16_18 = Model(
