@@ -177,6 +177,15 @@ KEYS: tuple[Key, ...] = (
         stalwart=True,
     ),
     Key(
+        "STALWART_MANAGEMENT_USER",
+        Kind.IDENT,
+        "the account tailwart manages Stalwart with (its password: "
+        "STALWART_MANAGEMENT_PASSWORD); only the tailnet may use it",
+        MAILBOX,
+        required=False,
+        default="tailwart-admin",
+    ),
+    Key(
         "STALWART_MANAGEMENT_URL",
         Kind.URL,
         "where inv provision reaches Stalwart's management API (default "
