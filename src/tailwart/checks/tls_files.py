@@ -43,7 +43,7 @@ def run(ctx: CheckContext) -> list[Finding]:
                 G,
             )
         ]
-    from ..stalwart.desired import certificate_names
+    from ..settings.derived import certificate_names
 
     return judge(
         settings["STALWART_TLS_CERT_FILE"],
