@@ -235,11 +235,11 @@ def test_garbage_and_unusable_keys(tmp_path: Path, pki: dict[str, Issued]) -> No
         assert got["tls-files.key-file"].status is Status.ERROR
         assert says in got["tls-files.key-file"].message
         assert "tls-files.key-match" not in got
-    # a key in the certificate file: a warning, and its bytes are never shown
+    # a key in the certificate file: an error, and its bytes are never shown
     key_bytes = key_pem(leaf.key)
     cert, key = write_pair(tmp_path, chain + key_bytes, key_bytes)
     got = judged(cert, key)
-    assert got["tls-files.cert-file"].status is Status.WARNING
+    assert got["tls-files.cert-file"].status is Status.ERROR
     text = json.dumps([f.message + f.advice for f in got.values()])
     body = key_bytes.decode().splitlines()[1]
     assert body[:20] not in text
@@ -295,6 +295,115 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
     need(binary is not None, "openssl is not installed")
     assert binary is not None
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def made_key(where: Path, kind: str) -> Path:
+    """A private key file made by the tool that owns its format; that tool reads it back
+    as a private key (the oracle that the block is one)."""
+    path = where / f"{kind}.key"
+    if kind == "openssh":
+        binary = shutil.which("ssh-keygen")
+        need(binary is not None, "ssh-keygen is not installed")
+        assert binary is not None
+        keygen = subprocess.run(
+            [binary, "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert keygen.returncode == 0, keygen.stderr
+        public = subprocess.run(
+            [binary, "-y", "-f", str(path)], capture_output=True, timeout=30, check=False
+        )
+        assert public.returncode == 0 and public.stdout.startswith(b"ssh-ed25519 ")
+        return path
+    algorithm, traditional = {
+        "pkcs8": ("ED25519", False),
+        "encrypted": ("ED25519", False),
+        "rsa": ("RSA", True),
+        "ec": ("EC", True),
+        "dsa": ("DSA", True),
+    }[kind]
+    options = {
+        "RSA": ["-pkeyopt", "rsa_keygen_bits:2048"],
+        "EC": ["-pkeyopt", "ec_paramgen_curve:P-256"],
+        "ED25519": [],
+    }
+    if algorithm == "DSA":
+        params = where / "dsa.params"
+        made = openssl("genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt",
+                       "dsa_paramgen_bits:2048", "-out", str(params))  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        made = openssl("genpkey", "-paramfile", str(params), "-out", str(path))
+    else:
+        cipher = ["-aes256", "-pass", "pass:secret-pass"] if kind == "encrypted" else []
+        made = openssl("genpkey", "-algorithm", algorithm, *options[algorithm], *cipher,
+                       "-out", str(path))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    if traditional:
+        pkcs8 = path.rename(where / f"{kind}.pkcs8")
+        made = openssl("pkey", "-in", str(pkcs8), "-traditional", "-out", str(path))
+        assert made.returncode == 0, made.stderr
+    back = openssl("pkey", "-in", str(path), "-passin", "pass:secret-pass", "-noout")
+    assert back.returncode == 0, back.stderr
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("pkcs8", "PRIVATE KEY"),
+        ("encrypted", "ENCRYPTED PRIVATE KEY"),
+        ("rsa", "RSA PRIVATE KEY"),
+        ("ec", "EC PRIVATE KEY"),
+        ("dsa", "DSA PRIVATE KEY"),
+        ("openssh", "OPENSSH PRIVATE KEY"),
+    ],
+)
+def test_a_private_key_of_any_kind_in_the_chain_file_is_refused(
+    tmp_path: Path, pki: dict[str, Issued], kind: str, label: str
+) -> None:
+    leaf = leaf_for(pki)
+    stray = made_key(tmp_path, kind).read_bytes()
+    assert stray.startswith(f"-----BEGIN {label}-----".encode())
+    chain = pem(leaf.cert, pki["inter"].cert)
+    for content in (chain + stray, stray + chain):
+        cert, key = write_pair(tmp_path / "pair", content, key_pem(leaf.key))
+        got = judged(cert, key)
+        finding = got["tls-files.cert-file"]
+        assert finding.status is Status.ERROR
+        assert finding.message == (
+            f"STALWART_TLS_CERT_FILE: {cert} also holds a private key ({label} block)"
+        )
+        assert "STALWART_TLS_KEY_FILE" in finding.advice
+        shown = json.dumps([f.message + f.advice for f in got.values()])
+        assert all(line not in shown for line in stray.decode().splitlines()[1:-1])
+        assert got["tls-files.names"].status is Status.OK  # the chain is still judged
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o664, 0o646, 0o666, 0o640, 0o660, 0o620, 0o602])
+def test_a_chain_or_key_others_can_write_is_an_error(
+    tmp_path: Path, pki: dict[str, Issued], mode: int
+) -> None:
+    """Whether group or others may write: GNU find's -perm /g+w,o+w is the oracle."""
+    leaf = leaf_for(pki)
+    cert, key = write_pair(tmp_path, pem(leaf.cert, pki["inter"].cert), key_pem(leaf.key))
+    for path, rule, what in (
+        (cert, "tls-files.cert-file-access", "certificate chain"),
+        (key, "tls-files.key-file-access", "private key"),
+    ):
+        os.chmod(path, mode)
+        oracle = subprocess.run(
+            ["find", path, "-perm", "/g+w,o+w"], capture_output=True, text=True, check=True
+        )
+        writable = oracle.stdout.strip() == path
+        finding = judged(cert, key)[rule]
+        assert ("can write it" in finding.message) == writable, (oct(mode), finding.message)
+        if writable:
+            assert finding.status is Status.ERROR
+            assert f"so can replace the {what} Stalwart serves" in finding.message
+            assert finding.advice.startswith("chmod go-w FILE")
+            others = "every user on the host" if mode & 0o002 else "group "
+            assert others in finding.message
+        os.chmod(path, 0o644 if path == cert else 0o600)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from tailwart.settings import Settings, from_mapping
 from tailwart.settings.example import example_values
 from tailwart.stalwart.datastore import config_json
 from testkit import inv as run_inv
+from testkit import write_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COPY = ["compose", "config", ".env.example", "acl-snippet.hujson", ".gitignore", "tasks.py", "src"]
@@ -177,6 +178,24 @@ BROKEN: list[tuple[str, str, Callable[[Path], object], str]] = [
         "certificate cannot be issued",
     ),
     (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "\trespond @management 403\n", ""),
+        "does not refuse Basic logins as STALWART_MANAGEMENT_USER=tailwart-admin",
+    ),
+    (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "\trespond @odd_auth 403\n", ""),
+        "unusual forms",
+    ),
+    (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "max_size 10000000", "max_size 10000000000"),
+        "does not cap request bodies",
+    ),
+    (
         "stalwart.config",
         "stalwart_keys",
         lambda t: edit(config(t), '"host":', '"hostname":'),
@@ -310,3 +329,50 @@ def test_render_then_check_pass_on_the_example_values(tree: Path) -> None:
     broken = inv("check", "--example")
     assert broken.returncode == 2
     assert "ERROR stalwart.config" in broken.stdout
+
+
+def test_inv_check_fails_when_an_alias_has_no_acme_route_or_the_login_changed(
+    tree: Path,
+) -> None:
+    """acme-http with MAIL_HOSTNAME_ALIASES: Stalwart orders one certificate for every name,
+    and the CA validates http-01 for each, so a vhost that routes the main name only fails
+    the order; and a vhost rendered for another management login refuses the wrong one."""
+    values = {**example_values(), "MAIL_HOSTNAME_ALIASES": "imap.example.org,SMTP.example.org"}
+    env = write_env(tree / "aliases.env", values)
+
+    def check() -> dict[str, str]:
+        done = run_inv("check", f"--env-file={env}", "--json", cwd=tree, root=tree, timeout=120)
+        assert "Traceback" not in done.stdout + done.stderr
+        (row,) = [f for f in json.loads(done.stdout)["findings"] if f["id"] == "proxy.jmap"]
+        assert (done.returncode == 2) == (row["status"] == "error")
+        return {"status": row["status"], "text": row["message"] + " " + row["advice"]}
+
+    (tree / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    vhost = tree / "caddy" / "jmap.caddy"
+    # what an earlier tailwart rendered: the challenge route for MAIL_HOSTNAME only
+    assert "\nhttp://mail.example.org {\n\thandle /.well-known/acme-challenge/* {" in (
+        vhost.read_text()
+    )
+    got = check()
+    assert got["status"] == "error"
+    assert (
+        "does not pass http://imap.example.org/.well-known/acme-challenge/, "
+        "http://SMTP.example.org/.well-known/acme-challenge/ to the mailbox" in got["text"]
+    )
+    assert "inv render" in got["text"]
+    assert run_inv("render", f"--env-file={env}", cwd=tree, root=tree).returncode == 0
+    assert "\nhttp://mail.example.org, http://imap.example.org, http://SMTP.example.org {\n" in (
+        vhost.read_text()
+    )
+    got = check()
+    assert got == {
+        "status": "ok",
+        "text": "the JMAP vhost sends PROXY v2 to stalwart.tail1234.ts.net:8080, refuses "
+        "/admin, /api and the Basic login tailwart-admin, caps bodies; http-01 for "
+        "mail.example.org, imap.example.org, SMTP.example.org reaches Stalwart ",
+    }
+    # a new STALWART_MANAGEMENT_USER without inv render: the vhost refuses the old name
+    write_env(env, {**values, "STALWART_MANAGEMENT_USER": "ops-admin"})
+    got = check()
+    assert got["status"] == "error"
+    assert "does not refuse Basic logins as STALWART_MANAGEMENT_USER=ops-admin" in got["text"]

@@ -517,10 +517,13 @@ def test_sampled_values_pass_caddy(
         servers = json.loads(adapted)["apps"]["http"]["servers"].values()
         # the https vhost, and (acme-http) the plain-http one for the ACME challenges
         assert len(servers) == (2 if values.get("STALWART_TLS", "acme-http") == "acme-http" else 1)
+        aliases = [a for a in values.get("MAIL_HOSTNAME_ALIASES", "").split(",") if a]
         for server in servers:
             (route,) = server["routes"]
+            # the plain-http site answers the ACME challenges of every certificate name
+            names = [values["MAIL_HOSTNAME"], *(aliases if server["listen"] == [":80"] else [])]
             # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay
-            assert route["match"] == [{"host": [values["MAIL_HOSTNAME"].lower()]}]
+            assert route["match"] == [{"host": [n.lower() for n in names]}]
             proxies = [h for h in _handlers(route) if h["handler"] == "reverse_proxy"]
             assert len(proxies) == 1
             assert proxies[0]["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]

@@ -14,13 +14,17 @@ from typing import Any
 from ..edge.render import (
     ACME_CHALLENGE_PATH,
     ADMIN_PATHS,
+    BODY_CAP,
+    BODY_CAPS,
     IMPLICIT_TLS_PORTS,
     JMAP_PORT,
     MAIL_PORTS,
+    management_matcher,
     public_ports,
 )
 from ..findings import Finding
 from ..settings import Settings
+from ..settings.derived import certificate_names
 from . import CheckContext
 
 G = "proxy"
@@ -212,28 +216,67 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             "re-render: inv render",
             G,
         )
+    walls = _walls(text, ctx.settings)
+    if walls:
+        return Finding.error(
+            "proxy.jmap", f"the JMAP vhost {'; '.join(walls)}", "re-render: inv render", G
+        )
     acme = (ctx.settings["STALWART_TLS"] or "acme-http") == "acme-http"
-    host = ctx.settings["MAIL_HOSTNAME"]
-    challenge = re.search(
-        rf"^http://{re.escape(host)} {{\n\thandle {re.escape(ACME_CHALLENGE_PATH)}\* {{\n"
+    names = certificate_names(ctx.settings)
+    routed = _challenge_names(text, target)
+    missing = [n for n in names if n.lower() not in routed]
+    if acme and missing:
+        return Finding.error(
+            "proxy.jmap",
+            "STALWART_TLS=acme-http but the JMAP vhost does not pass "
+            f"{', '.join(f'http://{n}{ACME_CHALLENGE_PATH}' for n in missing)} to the "
+            "mailbox; Stalwart's certificate cannot be issued",
+            "re-render: inv render",
+            G,
+        )
+    extra = f"; http-01 for {', '.join(names)} reaches Stalwart" if acme else ""
+    return Finding.ok(
+        "proxy.jmap",
+        f"the JMAP vhost sends PROXY v2 to {target}, refuses {', '.join(ADMIN_PATHS)} and "
+        f"the Basic login {ctx.settings['STALWART_MANAGEMENT_USER']}, caps bodies" + extra,
+        G,
+    )
+
+
+def _walls(text: str, settings: Settings) -> list[str]:
+    """What the rendered vhost lacks of its second wall: the management login refused (for
+    the STALWART_MANAGEMENT_USER of this .env), odd Basic forms refused, bodies capped."""
+    auth = re.escape("{http.request.header.Authorization}")
+    problems = []
+    login = re.search(rf'^\t@management vars_regexp {auth} "(.*)"$', text, re.M)
+    if (
+        not login
+        or login.group(1) != management_matcher(settings)
+        or not re.search(r"^\trespond @management 403$", text, re.M)
+    ):
+        problems.append(
+            "does not refuse Basic logins as STALWART_MANAGEMENT_USER="
+            f"{settings['STALWART_MANAGEMENT_USER']}"
+        )
+    if not re.search(r"^\trespond @odd_auth 403$", text, re.M):
+        problems.append("does not refuse Basic credentials in unusual forms")
+    caps = dict(re.findall(r"^\trequest_body @(\w+) \{\n\t\tmax_size (\d+)\n", text, re.M))
+    wanted = {name: str(size) for name, _, size in BODY_CAPS} | {"other_body": str(BODY_CAP)}
+    if caps != wanted:
+        problems.append("does not cap request bodies as tailwart renders them")
+    return problems
+
+
+def _challenge_names(text: str, target: str) -> set[str]:
+    """The (lower-cased) names of the plain-http site that passes ACME challenges to
+    ``target``."""
+    sites = re.findall(
+        rf"^(http://\S+(?:, http://\S+)*) {{\n\thandle {re.escape(ACME_CHALLENGE_PATH)}\* {{\n"
         rf"\t\treverse_proxy {re.escape(target)} ",
         text,
         re.M,
     )
-    if acme and not challenge:
-        return Finding.error(
-            "proxy.jmap",
-            f"STALWART_TLS=acme-http but the JMAP vhost does not pass http://{host}"
-            f"{ACME_CHALLENGE_PATH} to the mailbox; Stalwart's certificate cannot be issued",
-            "re-render: inv render",
-            G,
-        )
-    extra = f"; http-01 for {host} reaches Stalwart" if acme else ""
-    return Finding.ok(
-        "proxy.jmap",
-        f"the JMAP vhost sends PROXY v2 to {target} and refuses {', '.join(ADMIN_PATHS)}" + extra,
-        G,
-    )
+    return {n.removeprefix("http://").rstrip(",").lower() for s in sites for n in s.split()}
 
 
 def run(ctx: CheckContext) -> list[Finding]:

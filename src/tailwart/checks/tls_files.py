@@ -5,6 +5,8 @@ Run where ``inv up`` runs (the mailbox host): the files are read from the paths 
 and what is wrong with it, never its content. The leaf (the certificate of the key, which
 the file must put first) must cover every name of ``certificate_names``, be valid now and for
 more than 14 days; the chain follows leaf first, each certificate issued by the next.
+The chain file holds no PEM block labelled ``… PRIVATE KEY …`` of any kind, and neither
+file is writable by its group or by others (either could swap what Stalwart serves).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ STALWART_UID = STALWART_GID = 2000
 WARN_DAYS = 14
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----")
 _KEY_BLOCK = re.compile(rb"-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
+#: every PEM armour label (RFC 7468), of any kind: the chain file may hold no private key
+#: at all, whatever its format (OPENSSH, DSA, ENCRYPTED, PGP … PRIVATE KEY)
+_PEM_LABEL = re.compile(rb"-----BEGIN ([^\r\n]{0,80}?)-----")
 RENEW = "put a renewed certificate in place, then `inv restart` and `inv check`"
 
 
@@ -43,7 +48,7 @@ def run(ctx: CheckContext) -> list[Finding]:
                 G,
             )
         ]
-    from ..stalwart.desired import certificate_names
+    from ..settings.derived import certificate_names
 
     return judge(
         settings["STALWART_TLS_CERT_FILE"],
@@ -165,13 +170,17 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
             ),
             st,
         )
-    if _KEY_BLOCK.search(data):
+    # labels are shown, so only their printable ASCII (a file's bytes reach no terminal)
+    labels = {re.sub(rb"[^ -~]", b"?", m).decode() for m in _PEM_LABEL.findall(data)}
+    keys = sorted(label for label in labels if "PRIVATE KEY" in label.upper())
+    if keys:
         return (
             certs,
-            Finding.warning(
+            Finding.error(
                 fid,
-                f"{name}: {path} also holds a private key",
-                "keep the key only in STALWART_TLS_KEY_FILE (the chain file is public)",
+                f"{name}: {path} also holds a private key ({', '.join(keys)} block)",
+                "keep the key only in STALWART_TLS_KEY_FILE (the chain file is public): "
+                "write the chain alone, leaf first, then check the key was not exposed",
                 G,
             ),
             st,
@@ -261,6 +270,18 @@ def _access(key_name: str, path: str, st: os.stat_result | None, secret: bool) -
     fid = f"{G}.{_short(key_name)}-access"
     mode = stat.S_IMODE(st.st_mode)
     who = f"{path} is {st.st_uid}:{st.st_gid} mode {mode:04o}"
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        writers = "every user on the host" if mode & stat.S_IWOTH else f"group {st.st_gid}"
+        what = "private key" if secret else "certificate chain"
+        return [
+            Finding.error(
+                fid,
+                f"{key_name}: {who}: {writers} can write it, so can replace the {what} "
+                "Stalwart serves",
+                "chmod go-w FILE (only its owner writes it; Stalwart only reads it)",
+                G,
+            )
+        ]
     if not readable_by(st, STALWART_UID, STALWART_GID):
         fix = "chown 2000:2000 FILE && chmod 0400 FILE" if secret else "chmod 0644 FILE"
         return [

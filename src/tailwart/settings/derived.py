@@ -56,3 +56,9 @@ def sidecar_values(settings: Settings) -> dict[str, str]:
     if not settings["TS_LOGIN_SERVER"]:
         return {}
     return dict.fromkeys(SIDECAR_DERIVED, "")
+
+
+def certificate_names(settings: Settings) -> list[str]:
+    """The names the certificate must cover: MAIL_HOSTNAME, then MAIL_HOSTNAME_ALIASES."""
+    aliases = [a for a in settings["MAIL_HOSTNAME_ALIASES"].split(",") if a]
+    return [settings["MAIL_HOSTNAME"], *aliases]

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from ..edge.render import ADMIN_PATHS, IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
 from ..errors import UsageError
 from ..settings import Settings
+from ..settings.derived import certificate_names
 from .versions import CURRENT, Model
 
 LIVE, RELOAD, RESTART = "live", "reload", "restart"
@@ -234,12 +235,6 @@ def _outbound(settings: Settings, model: Model) -> State:
         Desired(model.outbound, model.singleton_id, {"route": route, "tls": tls}, key_field=None)
     )
     return out
-
-
-def certificate_names(settings: Settings) -> list[str]:
-    """The names the certificate must cover: MAIL_HOSTNAME, then MAIL_HOSTNAME_ALIASES."""
-    aliases = [a for a in settings["MAIL_HOSTNAME_ALIASES"].split(",") if a]
-    return [settings["MAIL_HOSTNAME"], *aliases]
 
 
 def acme_contact(settings: Settings) -> str:

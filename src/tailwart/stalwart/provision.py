@@ -70,7 +70,7 @@ def client_for(
 
 def certificate_report(settings: Settings, live: Live, model: Model) -> CertificateReport:
     """The certificate Stalwart serves for MAIL_HOSTNAME, and its problems."""
-    from .desired import certificate_names
+    from ..settings.derived import certificate_names
     from .tls_status import judge
 
     return judge(live, model.certificate, model.system, certificate_names(settings))

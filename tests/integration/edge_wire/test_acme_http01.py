@@ -56,11 +56,15 @@ class World:
     http: int
     https: int
     host: str
+    alias: str
 
 
 @pytest.fixture
 def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
-    settings = from_mapping({**example_values(), "STALWART_TLS": "acme-http"})
+    alias = "imap.example.org"
+    settings = from_mapping(
+        {**example_values(), "STALWART_TLS": "acme-http", "MAIL_HOSTNAME_ALIASES": alias}
+    )
     host = settings["MAIL_HOSTNAME"]
     config = adapted_vhost(caddy_binary, settings, tmp_path)
     mailbox = Mailbox()
@@ -99,7 +103,7 @@ def world(caddy_binary: Path, tmp_path: Path) -> Iterator[World]:
         }
         (tmp_path / "caddy.json").write_text(json.dumps(config))
         caddy = run_caddy(caddy_binary, tmp_path / "caddy.json", http)
-        yield World(pebble, mailbox, http, https, host)
+        yield World(pebble, mailbox, http, https, host, alias)
     finally:
         if caddy is not None:
             caddy.terminate()
@@ -144,17 +148,21 @@ def _issue(world: World, names: list[str]) -> str:
 
 
 def test_pebble_validates_http01_through_the_rendered_vhost(world: World) -> None:
-    chain = _issue(world, [world.host])
-    # Pebble's validation requests reached the mailbox, with PROXY v2, unredirected
+    """One order for MAIL_HOSTNAME and an alias, as Stalwart places it: Pebble validates
+    http-01 for each name, so the alias needs the route as much as the main name."""
+    chain = _issue(world, [world.host, world.alias])
+    # Pebble's validation requests reached the mailbox, with PROXY v2, unredirected: one
+    # per name (each authorization has its own token)
     asked = [line for proxied, line in world.mailbox.seen if proxied]
-    assert any(line.startswith(f"GET {ACME_CHALLENGE_PATH}") for line in asked), world.mailbox.seen
+    tokens = {line.split(" ")[1] for line in asked if line.startswith(f"GET {ACME_CHALLENGE_PATH}")}
+    assert len(tokens) == 2, world.mailbox.seen
     assert all(proxied for proxied, _ in world.mailbox.seen)
     # what Pebble issued: the name asked for, signed by this run's Pebble root (openssl)
     from cryptography import x509
 
     leaf = x509.load_pem_x509_certificates(chain.encode())[0]
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == [world.host]
+    assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted([world.host, world.alias])
 
 
 def test_other_plain_http_is_redirected_and_never_reaches_the_mailbox(world: World) -> None:
@@ -162,6 +170,12 @@ def test_other_plain_http_is_redirected_and_never_reaches_the_mailbox(world: Wor
     base = f"http://127.0.0.1:{world.http}"
     response = requests.get(
         f"{base}/jmap/session", headers=headers, timeout=10, allow_redirects=False
+    )
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"https://{world.host}/jmap/session"
+    # an alias's plain http goes to the JMAP vhost's one name too
+    response = requests.get(
+        f"{base}/jmap/session", headers={"Host": world.alias}, timeout=10, allow_redirects=False
     )
     assert response.status_code == 308
     assert response.headers["Location"] == f"https://{world.host}/jmap/session"

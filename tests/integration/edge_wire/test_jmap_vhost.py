@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +56,25 @@ class Upstream:
             except OSError:
                 return
             with conn:
-                head = conn.recv(16, socket.MSG_WAITALL)
-                proxied = head[:12] == SIGNATURE
-                if proxied:
-                    conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
-                    data = conn.recv(4096)
-                else:
-                    data = head + conn.recv(4096)
-                line = data.split(b"\r\n", 1)[0].decode(errors="replace")
-                self.seen.append((proxied, line))
-                parts = line.split(" ")
-                status, body = self.answer(parts[1] if len(parts) == 3 else "")
-                conn.sendall(
-                    b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
-                    + b"\r\nConnection: close\r\n\r\n" + body
-                )  # fmt: skip
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        """Answer one connection (the accept loop closes it after)."""
+        head = conn.recv(16, socket.MSG_WAITALL)
+        proxied = head[:12] == SIGNATURE
+        if proxied:
+            conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+            data = conn.recv(4096)
+        else:
+            data = head + conn.recv(4096)
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        self.seen.append((proxied, line))
+        parts = line.split(" ")
+        status, body = self.answer(parts[1] if len(parts) == 3 else "")
+        conn.sendall(
+            b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n" + body
+        )  # fmt: skip
 
     def close(self) -> None:
         self.sock.close()
@@ -123,26 +128,36 @@ def adapted_vhost(binary: Path, settings: Settings, work: Path) -> dict[str, Any
     return config
 
 
-@pytest.fixture
-def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
-    config = adapted_vhost(caddy_binary, example_settings(), tmp_path)
-    upstream = Upstream()
+@contextmanager
+def serving(binary: Path, settings: Settings, work: Path, upstream: Upstream) -> Iterator[str]:
+    """The rendered vhost for ``settings``, run by the real Caddy in front of ``upstream``:
+    the base URL of its https site (served as plain http on loopback)."""
+    config = adapted_vhost(binary, settings, work)
     port = free_port()
     _dials(config, upstream.port)
-    config["admin"] = {"listen": f"unix/{tmp_path}/admin.sock"}
+    config["admin"] = {"listen": f"unix/{work}/admin.sock"}
     for server in config["apps"]["http"]["servers"].values():
         # the https vhost on the port the test asks; the plain-http site (acme-http's
         # challenge route) on a port of its own
         plain = server["listen"] == [":80"]
         server["listen"] = [f"127.0.0.1:{free_port() if plain else port}"]
         server["automatic_https"] = {"disable": True}
-    (tmp_path / "caddy.json").write_text(json.dumps(config))
-    proc = run_caddy(caddy_binary, tmp_path / "caddy.json", port)
+    (work / "caddy.json").write_text(json.dumps(config))
+    proc = run_caddy(binary, work / "caddy.json", port)
     try:
-        yield f"http://127.0.0.1:{port}", upstream
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def vhost(caddy_binary: Path, tmp_path: Path) -> Iterator[tuple[str, Upstream]]:
+    upstream = Upstream()
+    try:
+        with serving(caddy_binary, example_settings(), tmp_path, upstream) as base:
+            yield base, upstream
+    finally:
         upstream.close()
 
 
