@@ -71,6 +71,8 @@ HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
     ("restore", ("--dry-run", "--target-env", "hostile.env"), "STALWART_DB_HOST"),
     ("provision", ("--dry-run",), "STALWART_DB_HOST"),
     ("first-start", (), "STALWART_DB_HOST"),
+    ("recover", (), "STALWART_DB_HOST"),
+    ("rotate-management", (), "STALWART_DB_HOST"),
     ("migrate-stalwart", ("--dry-run",), "STALWART_DB_HOST"),
 ]
 #: tasks that would go out to the network with the hostile-but-parseable .env (its
@@ -163,6 +165,8 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
     ),
     ("provision", ("--dry-run", "--restart", "sometimes"), 2, ("--restart",)),
     ("first-start", ("--timeout", "-1"), 2, ("--timeout",)),
+    ("recover", ("--timeout", "-1"), 2, ("--timeout",)),
+    ("rotate-management", ("--env-file", "no-such\t.env"), 2, ("does not exist",)),
     ("migrate-stalwart", (), 2, ("--dry-run",)),
     ("env-example", ("--check",), 1, ("differ",)),
     ("build-caddy", ("--os", "linux\n", "--arch", "amd64;id"), 2, ("--os", "--arch")),
