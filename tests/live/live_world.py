@@ -203,18 +203,21 @@ class Jmap:
     def __init__(self, url: str, user: str, password: str) -> None:
         self.url, self.auth = url, (user, password)
 
-    def call(self, method: str, args: dict[str, Any], using: tuple[str, ...] = ()) -> Any:
+    def _post(self, method: str, args: dict[str, Any], using: tuple[str, ...] = ()) -> Any:
         body = {
             "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap", *using],
             "methodCalls": [[method, args, "t"]],
         }
-        response = requests.post(
+        return requests.post(
             f"{self.url}/jmap",
             data=json.dumps(body),
             auth=self.auth,
             timeout=30,
             headers={"Content-Type": "application/json"},
         )
+
+    def call(self, method: str, args: dict[str, Any], using: tuple[str, ...] = ()) -> Any:
+        response = self._post(method, args, using)
         response.raise_for_status()
         name, result, _ = response.json()["methodResponses"][0]
         assert name != "error", result
@@ -222,18 +225,7 @@ class Jmap:
 
     def status(self, method: str = "x:Domain/get") -> int:
         """The HTTP status of one ``x:`` call (401 when the login is refused)."""
-        body = {
-            "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
-            "methodCalls": [[method, {"ids": None}, "t"]],
-        }
-        response = requests.post(
-            f"{self.url}/jmap",
-            data=json.dumps(body),
-            auth=self.auth,
-            timeout=30,
-            headers={"Content-Type": "application/json"},
-        )
-        return response.status_code
+        return int(self._post(method, {"ids": None}).status_code)
 
     def get(self, type_name: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
         return list(self.call(f"{type_name}/get", {"ids": ids})["list"])

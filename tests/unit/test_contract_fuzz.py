@@ -127,6 +127,14 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "RESTIC_REPO": st.one_of(_abspath, _url.map(lambda u: "s3:" + u)),
     "EMAIL": st.tuples(_ident, _fqdn).map("@".join),
     "FQDN_LIST": st.lists(_fqdn, min_size=1, max_size=4).map(",".join),
+    "NETWORKS": st.lists(
+        st.one_of(
+            st.ip_addresses(v=4).map(lambda a: f"{a}/32"),
+            st.sampled_from(["100.64.0.0/10", "fd7a:115c:a1e0::/48", "10.0.0.0/8", "::/0"]),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(",".join),
     "TLS_MODE": st.sampled_from(["acme-http", "acme-dns", "files", "ACME-HTTP", "dns"]),
     "TSIG_ALGORITHM": st.sampled_from(["hmac-sha256", "hmac-sha512", "hmac-md5", "sha256"]),
     # orders, subsets, duplicates, a port left out or unknown, odd separators
@@ -138,8 +146,18 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
 }
 
 
+#: the recovery admin is name:password, the password strong (a weak one is refused)
+_strong = st.text("0123456789abcdefABCDEF-_.", min_size=16, max_size=48)
+BY_KEY: dict[str, st.SearchStrategy[str]] = {
+    "STALWART_RECOVERY_ADMIN": st.tuples(_ident, _strong).map(":".join),
+    "STALWART_MANAGEMENT_PASSWORD": st.one_of(_strong, _secret),
+}
+
+
 def plausible(key: Key) -> st.SearchStrategy[str]:
     """Values from the key's grammar (or its example/default for a kind added later)."""
+    if key.name in BY_KEY:
+        return BY_KEY[key.name]
     seeds = [v for v in (key.example, key.default) if v]
     fallback = st.sampled_from(seeds) if seeds else st.text(max_size=20)
     return PLAUSIBLE.get(key.kind.name, fallback)
@@ -200,6 +218,7 @@ def _base() -> dict[str, str]:
         "MAILBOX_TAG": "tag:stalwart",
         "COMPOSE_PROJECT": "tailwart-mail",
         "STALWART_RECOVERY_ADMIN": "admin:fuzz-admin-0123456789",
+        "STALWART_MANAGEMENT_PASSWORD": "fuzz-management-0123456789",
         "STALWART_MANAGEMENT_URL": "http://stalwart.tail1234.ts.net:8080",
         "STALWART_DB_HOST": "postgres.tail1234.ts.net",
         "STALWART_DB_PORT": "5432",
