@@ -29,7 +29,7 @@ from .repository import Repository, repository, staging_dir
 from .restic import Restic, human_bytes
 
 Progress = Callable[[str], None]
-SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})$")
+SNAPSHOT_ID = re.compile(r"latest|[0-9a-f]{8,64}", re.ASCII)
 #: the keys a restore target env file must hold
 TARGET_KEYS = (
     "STALWART_DB_HOST",
@@ -163,7 +163,7 @@ def run_restore(
     progress: Progress,
 ) -> str:
     """Restore a snapshot into the target env's backends and verify it; return the report."""
-    if not SNAPSHOT_ID.match(snapshot):
+    if not SNAPSHOT_ID.fullmatch(snapshot):
         raise UsageError(f"--snapshot {snapshot!r}: expected 'latest' or a snapshot id (hex)")
     if not target_env:
         raise UsageError("--target-env: required: the env file naming the backends to restore into")
