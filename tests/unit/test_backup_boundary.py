@@ -86,3 +86,37 @@ def test_an_s3_repository_path_with_dot_segments_or_empty_ones_is_refused(
     clean(proc, SECRET)
     assert proc.returncode == 2 and "--to" in proc.stderr
     assert not (tmp_path / "repo").exists()
+
+
+# ------------------------------------------------------------------ loopback (9)
+
+LOOPBACK_SPELLINGS = ("::ffff:127.0.0.1", "::ffff:7f00:1", "127.0.0.2", "0.0.0.0", "::")
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+def test_every_spelling_of_loopback_is_refused_for_backup_and_restore(
+    tmp_path: Path, example_values: dict[str, str], host: str
+) -> None:
+    repo = tmp_path / "repo"
+    env = _env(tmp_path, example_values, STALWART_DB_HOST=host, BACKUP_REPOSITORY=str(repo))
+    proc = inv("backup", f"--env-file={env}", cwd=tmp_path)
+    clean(proc, SECRET)
+    assert proc.returncode == 2, proc.stderr
+    assert "STALWART_DB_HOST" in proc.stderr and "SCRAM" in proc.stderr
+    assert not repo.exists() and not (tmp_path / "staging").exists()
+
+    live = _env(tmp_path, example_values, BACKUP_REPOSITORY=str(repo))
+    target = write_env(
+        tmp_path / "target.env",
+        {
+            **example_values,
+            "STALWART_DB_HOST": host,
+            "STALWART_DB_NAME": "scratch",
+            "STALWART_S3_BUCKET": "scratch",
+        },
+    )
+    proc = inv("restore", f"--env-file={live}", f"--target-env={target}", cwd=tmp_path)
+    clean(proc, SECRET, example_values["STALWART_DB_PASSWORD"])
+    assert proc.returncode == 2, proc.stderr
+    assert "STALWART_DB_HOST (--target-env)" in proc.stderr and "SCRAM" in proc.stderr
+    assert not repo.exists()
