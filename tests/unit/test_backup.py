@@ -146,8 +146,9 @@ def test_schedule_prints_units_systemd_analyze_accepts(
 
     # --install into a directory: --dry-run writes nothing, then both units are written
     units = tmp_path / "units"
+    units.mkdir()
     proc = inv("backup", f"--env-file={env}", f"--unit-dir={units}", "--dry-run", cwd=tmp_path)
-    assert proc.returncode == 0 and "would write" in proc.stdout and not units.exists()
+    assert proc.returncode == 0 and "would write" in proc.stdout and not list(units.iterdir())
     proc = inv("backup", f"--env-file={env}", f"--unit-dir={units}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in units.iterdir()) == [

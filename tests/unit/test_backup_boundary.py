@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,133 @@ def test_every_spelling_of_loopback_is_refused_for_backup_and_restore(
     assert proc.returncode == 2, proc.stderr
     assert "STALWART_DB_HOST (--target-env)" in proc.stderr and "SCRAM" in proc.stderr
     assert not repo.exists()
+
+
+# ------------------------------------------------------------------ the root unit (10, 11, 12)
+
+
+def _schedule_env(tmp_path: Path, values: dict[str, str], name: str = ".env") -> Path:
+    folder = tmp_path / "envdir"
+    folder.mkdir(exist_ok=True)
+    merged = {**values, "BACKUP_PASSWORD": SECRET, "BACKUP_REPOSITORY": "/srv/repo"}
+    return write_env(folder / name, merged)
+
+
+def _units(tmp_path: Path) -> Path:
+    units = tmp_path / "units"
+    units.mkdir(exist_ok=True)
+    return units
+
+
+@pytest.mark.parametrize("char", ["\r", "\t", "\n", "\x1b", "\x85"])
+def test_a_control_character_in_the_env_file_path_writes_no_unit(
+    tmp_path: Path, example_values: dict[str, str], char: str
+) -> None:
+    env = _schedule_env(tmp_path, example_values, f"x{char}ExecStartPre=+touch pwned.env")
+    units = _units(tmp_path)
+    for flags in (["--schedule"], ["--schedule", "--install", f"--unit-dir={units}"]):
+        proc = inv("backup", f"--env-file={env}", *flags, cwd=tmp_path)
+        clean(proc, SECRET)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "--env-file" in proc.stderr and "control character" in proc.stderr
+        assert "ExecStart" not in proc.stdout
+    assert list(units.iterdir()) == []
+
+
+def test_an_env_file_path_with_dollar_and_specifier_is_one_quoted_word(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    env = _schedule_env(tmp_path, example_values, "a$HOME-%n;b.env")
+    units = _units(tmp_path)
+    proc = inv("backup", f"--env-file={env}", "--schedule", "--install", f"--unit-dir={units}")
+    clean(proc, SECRET)
+    # '%' is refused (cron turns it into a newline); '$' alone is quoted
+    assert proc.returncode == 2 and "--env-file" in proc.stderr and "%" in proc.stderr
+    env = _schedule_env(tmp_path, example_values, "a$HOME;b.env")
+    proc = inv("backup", f"--env-file={env}", "--schedule", "--install", f"--unit-dir={units}")
+    clean(proc, SECRET)
+    assert proc.returncode == 0, proc.stderr
+    service = (units / "tailwart-backup.service").read_text()
+    exec_lines = [line for line in service.splitlines() if line.startswith("Exec")]
+    word = str(env).replace("$", "$$")  # systemd expands $ on Exec lines: doubled
+    assert exec_lines == [
+        f'ExecStart="{sys.executable}" -m invoke backup "--env-file={word}" --prune'
+    ]
+    analyze = Path("/usr/bin/systemd-analyze")
+    if analyze.exists():
+        check = subprocess.run(
+            [str(analyze), "verify", "--man=no", str(units / "tailwart-backup.service")],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_unit_dir_must_be_an_existing_real_absolute_directory(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    env = _schedule_env(tmp_path, example_values)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    cases = {
+        "relative/units": "absolute",
+        str(tmp_path / "missing"): "not an existing directory",
+        str(link): "symlink",
+        f"{tmp_path}/units/../elsewhere": "normalised",
+        f"{tmp_path}//elsewhere": "normalised",
+        f"{elsewhere}\nExecStartPre=x": "control character",
+        str(env): "not an existing directory",
+    }
+    for unit_dir, why in cases.items():
+        proc = inv("backup", f"--env-file={env}", "--schedule", f"--unit-dir={unit_dir}")
+        clean(proc, SECRET)
+        assert proc.returncode == 2, unit_dir
+        assert "--unit-dir" in proc.stderr and why in proc.stderr, (unit_dir, proc.stderr)
+    assert list(elsewhere.iterdir()) == []
+    assert not (tmp_path / "relative").exists() and not (tmp_path / "missing").exists()
+    # a unit file that is a symlink would be written through to its target: refused
+    units = _units(tmp_path)
+    (units / "tailwart-backup.service").symlink_to(elsewhere / "hijacked")
+    proc = inv("backup", f"--env-file={env}", "--schedule", f"--unit-dir={units}")
+    clean(proc, SECRET)
+    assert proc.returncode == 2 and "symlink" in proc.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_root_unit_is_refused_when_a_non_root_user_can_change_what_it_runs(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand files to another user")
+    env = _schedule_env(tmp_path, example_values)
+    units = _units(tmp_path)
+    nobody = 65534
+
+    def refused(needle: str) -> None:
+        proc = inv("backup", f"--env-file={env}", "--schedule", "--install", f"--unit-dir={units}")
+        clean(proc, SECRET)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "--install" in proc.stderr and needle in proc.stderr, proc.stderr
+        assert "chown" in proc.stderr
+        assert list(units.iterdir()) == []
+
+    os.chown(env.parent, nobody, nobody)  # the env file's directory: another user's
+    refused(f"{env.parent}: owned by uid {nobody}")
+    os.chown(env.parent, 0, 0)
+    env.chmod(0o602)  # the env file itself: writable by everyone
+    refused(f"{env}: writable by everyone")
+    env.chmod(0o600)
+    os.chown(units, 0, nobody)
+    units.chmod(0o775)  # the unit directory: writable by another group
+    refused(f"{units}: writable by group {nobody}")
+    units.chmod(0o755)
+    proc = inv("backup", f"--env-file={env}", "--schedule", "--install", f"--unit-dir={units}")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in units.iterdir()) == [
+        "tailwart-backup.service",
+        "tailwart-backup.timer",
+    ]
