@@ -4,29 +4,16 @@ secret, no raw control character and never the ``unexpected`` catch-all)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from testkit import inv, write_env
+from testkit import RAW_CONTROL, boundary_clean, inv, write_env
 
 SECRET = "0123456789abcdef0123456789abcdef"
-#: what a terminal would act on: C0 (the newline aside), DEL, C1
-RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(proc: subprocess.CompletedProcess[str], *secrets: str) -> str:
-    """The combined output, after asserting the boundary's promises about it."""
-    text = proc.stdout + proc.stderr
-    assert "Traceback" not in text, text
-    assert "unexpected" not in text, text
-    assert not RAW_CONTROL.search(text), repr(text)
-    for secret in secrets:
-        assert secret not in text, text
-    return text
+clean = boundary_clean
 
 
 def _env(tmp_path: Path, values: dict[str, str], **more: str) -> Path:
@@ -251,3 +238,154 @@ def test_a_root_unit_is_refused_when_a_non_root_user_can_change_what_it_runs(
         "tailwart-backup.service",
         "tailwart-backup.timer",
     ]
+
+
+# ------------------------------------------------------------------ the staging directory (7)
+
+
+def test_a_staging_directory_others_can_read_or_own_is_refused_before_anything(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    import os
+
+    repo = tmp_path / "repo"
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o755)
+    staging.chmod(0o755)
+    env = _env(
+        tmp_path, example_values, BACKUP_REPOSITORY=str(repo), BACKUP_STAGING_DIR=str(staging)
+    )
+    for flags in ([], ["--dry-run"]):
+        proc = inv("backup", f"--env-file={env}", *flags, cwd=tmp_path)
+        clean(proc, SECRET)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "BACKUP_STAGING_DIR" in proc.stderr and "chmod 700" in proc.stderr
+    assert not repo.exists() and list(staging.iterdir()) == []
+    if os.geteuid() == 0:
+        staging.chmod(0o700)
+        os.chown(staging, 65534, 65534)  # another user's directory, however private
+        proc = inv("backup", f"--env-file={env}", cwd=tmp_path)
+        clean(proc, SECRET)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "BACKUP_STAGING_DIR" in proc.stderr and "owned by uid 65534" in proc.stderr
+        assert not repo.exists() and list(staging.iterdir()) == []
+
+
+def test_tailwarts_own_staging_directory_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default staging directory (tailwart's cache) is tailwart's: its mode is fixed."""
+    import stat
+
+    from tailwart.backup.repository import prepare_staging
+    from tailwart.settings.example import example_settings
+
+    base = tmp_path / "backup"
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)  # what an older run (or a umask) left
+    monkeypatch.setenv("TAILWART_CACHE", str(tmp_path))
+    leaf = prepare_staging(example_settings())
+    assert stat.S_IMODE(base.stat().st_mode) == 0o700
+    assert leaf.parent == base and stat.S_IMODE(leaf.stat().st_mode) == 0o700
+
+
+# ------------------------------------------------------------------ --target-env (5)
+
+
+def test_the_target_envs_secrets_are_masked_once_it_is_read(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    from tailwart.backup.restore import load_target
+    from tailwart.cli import mask_message
+
+    secret = "target-" + SECRET
+    target = write_env(
+        tmp_path / "target.env", {**example_values, "STALWART_S3_SECRET_KEY": secret}
+    )
+    assert secret in mask_message(f"S3 said {secret}")  # nothing known yet
+    load_target(str(target))
+    assert mask_message(f"S3 said {secret}") == "S3 said <secret>"
+
+
+def test_a_target_env_that_is_not_a_small_regular_file_is_refused(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    import os
+
+    env = _env(tmp_path, example_values, BACKUP_REPOSITORY=str(tmp_path / "repo"))
+    fifo = tmp_path / "target.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.env"
+    big.write_text("# padding\n" * 200_000)
+    for path, needle in ((fifo, "FIFO"), (big, "1 MiB"), (tmp_path, "directory")):
+        proc = inv("restore", f"--env-file={env}", f"--target-env={path}", cwd=tmp_path)
+        clean(proc, SECRET)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "(--target-env)" in proc.stderr and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+# ------------------------------------------------------------------ the manifest (3, 4)
+
+
+def _good_manifest(tmp_path: Path) -> dict[str, object]:
+    import json
+
+    from tailwart.backup import manifest as mf
+
+    dump = tmp_path / "stalwart.pgdump"
+    dump.write_bytes(b"x")
+    built = mf.build(
+        versions={"tailwart": "1"},
+        source={"db": "198.18.0.7:5432/stalwart", "bucket": "b", "s3_endpoint": "http://h:1"},
+        dump=dump,
+        dump_sha256="0" * 64,
+        tables={"public.m": {"rows": 2, "checksum": "a" * 32}},
+        blobs={"k": (1, "f" * 64)},
+        vanished=[],
+        listing_sha256="e" * 64,
+        settings_snapshot={"status": "not-taken", "detail": "x"},
+    )
+    data: dict[str, object] = json.loads(built.to_json())
+    return data
+
+
+def test_the_manifest_schema_names_every_problem(tmp_path: Path) -> None:
+    import json
+
+    from tailwart.backup.manifest import Manifest, SnapshotRefused
+
+    good = _good_manifest(tmp_path)
+    Manifest.from_json(json.dumps(good))
+    bad = json.loads(json.dumps(good))
+    bad["postgres"]["dump"] = "postgres/../../etc/passwd"
+    bad["postgres"]["dump_bytes"] = "\u00b2"
+    bad["postgres"]["tables"]["public.\x1b[2J"] = {"rows": 1, "checksum": ""}
+    bad["blobs"]["count"] = True
+    bad["blobs"]["listing"] = "../blobs.tsv"
+    del bad["settings_snapshot"]
+    with pytest.raises(SnapshotRefused) as caught:
+        Manifest.from_json(json.dumps(bad))
+    text = str(caught.value)
+    for where in (
+        "$.postgres.dump:",
+        "$.postgres.dump_bytes: expected integer",
+        "$.postgres.tables:",
+        "$.blobs.count: expected integer",
+        "$.blobs.listing: expected",
+        "$: expected the keys",
+    ):
+        assert where in text, (where, text)
+    assert not RAW_CONTROL.search(text)
+    for hostile in ('{"a": 1, "a": 2}', "NaN", "[" * 100_000, b"\xff\xfe"):
+        with pytest.raises(SnapshotRefused, match="not JSON"):
+            Manifest.from_json(hostile)
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "\u0661", "+1", "-1", " 1", "1.0", "01"])
+def test_a_listing_size_must_be_plain_ascii_digits(size: str) -> None:
+    from tailwart.backup.manifest import SnapshotRefused, parse_listing
+
+    with pytest.raises(SnapshotRefused, match="line 1 "):
+        parse_listing(f"{'a' * 64}\t{size}\tkey\n")
+    assert parse_listing(f"{'a' * 64}\t10\tkey\n") == {"key": (10, "a" * 64)}

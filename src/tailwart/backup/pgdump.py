@@ -271,6 +271,29 @@ def user_tables(source: PgSource) -> list[str]:
         conn.close()
 
 
+def identity(source: PgSource) -> tuple[str, int]:
+    """What the database IS, however it is spelled or reached: the cluster's system
+    identifier (``pg_control_system()``) and the database's oid in that cluster."""
+    import psycopg
+
+    conn = connect(source)
+    try:
+        row = conn.execute(
+            "SELECT (SELECT system_identifier FROM pg_control_system()), "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    except psycopg.Error as exc:
+        raise BackupError(
+            f"postgres: cannot read the identity of {where(source)}: "
+            f"{exc.diag.message_primary or type(exc).__name__}"
+        ) from None
+    finally:
+        conn.close()
+    if row is None or row[0] is None or row[1] is None:
+        raise BackupError(f"postgres: {where(source)} did not say what it is")
+    return str(row[0]), int(row[1])
+
+
 def database_size(source: PgSource) -> int:
     conn = connect(source)
     try:
