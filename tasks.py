@@ -541,7 +541,7 @@ def doctor(
         "prune": "afterwards apply retention: restic forget --prune with BACKUP_KEEP_*",
         "schedule": "print a systemd timer + service (and a cron line) that run the backup nightly",
         "install": "with --schedule: write the units and enable the timer",
-        "unit_dir": "with --install: directory for the units (default /etc/systemd/system)",
+        "unit_dir": "with --install: an existing directory for the units (/etc/systemd/system)",
         "verify": "restic check reading 10% of the data back, and the newest manifest",
         "target_env": "with --verify: env file of scratch backends for a trial restore",
     }
