@@ -12,6 +12,7 @@ install step.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,22 @@ def write_env(path: Path, values: dict[str, str], mode: int = 0o600) -> Path:
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(mode)
     return path
+
+
+#: what a terminal would act on in a task's output: C0 (the newline aside), DEL, C1
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def boundary_clean(proc: subprocess.CompletedProcess[str], *secrets: str) -> str:
+    """A task's combined output, after asserting the boundary's promises about it: no
+    traceback, never the ``unexpected`` catch-all, no raw control character, no secret."""
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text, text
+    assert "unexpected" not in text, text
+    assert not RAW_CONTROL.search(text), repr(text)
+    for secret in secrets:
+        assert secret not in text, text
+    return text
 
 
 def inv(

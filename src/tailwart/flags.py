@@ -19,6 +19,16 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ASCII_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe to print: control characters as ``\\xNN``/``\\uNNNN`` escapes (a
+    backslash doubled, so an escape cannot be forged), cut to ``limit`` characters."""
+    cut = text if len(text) <= limit else text[:limit] + "…"
+    return CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+        cut.replace("\\", "\\\\"),
+    )
+
+
 def control(flag: str, value: str) -> str | None:
     """A control character (newline, tab, NUL...) in ``value``."""
     if CONTROL.search(value):

@@ -146,8 +146,9 @@ def test_schedule_prints_units_systemd_analyze_accepts(
 
     # --install into a directory: --dry-run writes nothing, then both units are written
     units = tmp_path / "units"
+    units.mkdir()
     proc = inv("backup", f"--env-file={env}", f"--unit-dir={units}", "--dry-run", cwd=tmp_path)
-    assert proc.returncode == 0 and "would write" in proc.stdout and not units.exists()
+    assert proc.returncode == 0 and "would write" in proc.stdout and not list(units.iterdir())
     proc = inv("backup", f"--env-file={env}", f"--unit-dir={units}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in units.iterdir()) == [
@@ -239,14 +240,14 @@ def test_blob_listing_round_trips_any_key() -> None:
 
 
 def test_a_damaged_listing_or_manifest_is_named() -> None:
-    from tailwart.backup.errors import BackupError
-    from tailwart.backup.manifest import Manifest, parse_listing
+    from tailwart.backup.manifest import Manifest, SnapshotRefused, parse_listing
 
-    with pytest.raises(BackupError, match=r"blobs\.tsv line 2"):
-        parse_listing("a\t1\tk\nbroken\n")
-    with pytest.raises(BackupError, match="not a tailwart-backup/1 manifest"):
+    with pytest.raises(SnapshotRefused, match=r"blobs\.tsv .*\n  line 2 ") as caught:
+        parse_listing(f"{'a' * 64}\t1\tk\nbroken\n")
+    assert "line 1" not in str(caught.value)
+    with pytest.raises(SnapshotRefused, match="not a tailwart-backup/1 manifest"):
         Manifest.from_json('{"format": "other"}')
-    with pytest.raises(BackupError, match="not JSON"):
+    with pytest.raises(SnapshotRefused, match="not JSON"):
         Manifest.from_json("{")
 
 
@@ -269,21 +270,33 @@ def test_restic_repository_kind(value: str, ok: bool) -> None:
     assert (Kind.RESTIC_REPO.check(value) is None) is ok
 
 
-def test_retention_flags_and_the_live_guard(example_values: dict[str, str]) -> None:
+def test_retention_flags_and_the_live_guard(
+    example_values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard's decision, its servers stood in for (the integration tests ask real ones)."""
+    from tailwart.backup import blobs, pgdump
+    from tailwart.backup.errors import BackupError
     from tailwart.backup.repository import keep_policy
     from tailwart.backup.restore import live_guard
     from tailwart.settings import SettingsError, from_mapping
 
+    def unreachable(*_: object) -> object:
+        raise BackupError("unreachable")
+
+    monkeypatch.setattr(pgdump, "identity", unreachable)
+    monkeypatch.setattr(blobs, "fingerprint", unreachable)
     live = from_mapping(
         {**example_values, "STALWART_DB_HOST": "127.0.0.1", "BACKUP_KEEP_WEEKLY": "0"}
     )
     assert keep_policy(live) == ["--keep-daily", "7", "--keep-monthly", "12"]
-    # the same database reached by another name for the same address is the live one
-    same = from_mapping({**example_values, "STALWART_DB_HOST": "localhost"})
-    with pytest.raises(SettingsError, match="STALWART_DB_NAME") as caught:
-        live_guard(live, same, overwrite_live=False)
-    assert "STALWART_S3_BUCKET" in str(caught.value)
-    live_guard(live, same, overwrite_live=True)  # the explicit flag lifts it
+    # live servers that cannot be asked: the same database reached by another name (or an
+    # IPv4-mapped spelling) for the same address is the live one
+    for host in ("localhost", "::ffff:127.0.0.1"):
+        same = from_mapping({**example_values, "STALWART_DB_HOST": host})
+        with pytest.raises(SettingsError, match="STALWART_DB_NAME") as caught:
+            live_guard(live, same, overwrite_live=False)
+        assert "STALWART_S3_BUCKET" in str(caught.value)
+        live_guard(live, same, overwrite_live=True)  # the explicit flag lifts it
     other = from_mapping(
         {
             **example_values,
@@ -292,4 +305,15 @@ def test_retention_flags_and_the_live_guard(example_values: dict[str, str]) -> N
             "STALWART_S3_BUCKET": "scratch",
         }
     )
+    live_guard(live, other, overwrite_live=False)
+    # servers that answer: what they ARE decides, not how they are spelled
+    monkeypatch.setattr(pgdump, "identity", lambda source: ("7300000000000000001", 16384))
+    monkeypatch.setattr(blobs, "fingerprint", lambda bucket: (("k", 1, "e", "t"),))
+    with pytest.raises(SettingsError, match="STALWART_DB_NAME") as caught:
+        live_guard(live, other, overwrite_live=False)
+    assert "STALWART_S3_BUCKET" in str(caught.value)
+    monkeypatch.setattr(
+        pgdump, "identity", lambda source: ("7300000000000000001", 1 + len(source.dbname))
+    )
+    monkeypatch.setattr(blobs, "fingerprint", lambda bucket: ((bucket.name, 1, "e", "t"),))
     live_guard(live, other, overwrite_live=False)

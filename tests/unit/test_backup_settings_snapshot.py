@@ -60,3 +60,35 @@ def test_an_unreachable_mailbox_is_reported_not_fatal_and_a_dry_run_sends_nothin
         from_mapping(env), dry_run=True, transport=ReplayTransport([])
     )
     assert planned["status"] == "planned"
+
+
+class _BadAnswers:
+    """A server that knows the schema, then answers JMAP calls with the wrong shapes."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def schema_hash(self) -> str:
+        from tailwart.stalwart.versions import CURRENT
+
+        return CURRENT.schema_hash
+
+    def post(self, body: dict[str, object]) -> dict[str, object]:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer  # type: ignore[return-value]
+
+
+def test_a_bad_server_answer_marks_the_snapshot_not_taken() -> None:
+    env, _ = _phase("02-check-clean")
+    answers: list[object] = [
+        {"methodResponses": [42]},
+        {"methodResponses": [["x:Domain/get", {"list": "not a list\x1b[31m"}, "c0"]]},
+        {"methodResponses": [["x:Domain/get", None, "c0"]]},
+        ValueError("Expecting value: line 1 column 1 (char 0)"),  # a body that is not JSON
+    ]
+    for answer in answers:
+        snap = tailwart_settings_snapshot(from_mapping(env), transport=_BadAnswers(answer))
+        assert snap["status"] == "not-taken", answer
+        assert "could not be read" in snap["detail"] or "not JSON objects" in snap["detail"], snap
+        assert "\x1b" not in snap["detail"] and "dump still holds" in snap["detail"]

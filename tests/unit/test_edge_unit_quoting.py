@@ -66,7 +66,8 @@ def test_systemd_reads_back_exactly_the_hostile_root(tmp_path: Path, name: str) 
 
 @pytest.mark.parametrize("char", SYSTEMD_REFUSES)
 def test_paths_systemd_cannot_run_are_refused_before_rendering(tmp_path: Path, char: str) -> None:
-    from tailwart.edge.unit import TEMPLATE, UnitValueError, render_unit, systemd_word
+    from tailwart.edge.unit import TEMPLATE, render_unit
+    from tailwart.systemd_words import UnitValueError, systemd_word
 
     root = tmp_path / f"a{char}b"
     _release_at(root)
@@ -89,7 +90,8 @@ def test_paths_systemd_cannot_run_are_refused_before_rendering(tmp_path: Path, c
     "bad", ["/srv/a\nExecStartPre=+/bin/id", "/srv/a\rb", "/srv/\x00", "/a\u2028b"]
 )
 def test_a_control_character_never_reaches_the_unit(bad: str) -> None:
-    from tailwart.edge.unit import UnitValueError, render_unit
+    from tailwart.edge.unit import render_unit
+    from tailwart.systemd_words import UnitValueError
 
     with pytest.raises(UnitValueError, match="control character"):
         render_unit(bad)

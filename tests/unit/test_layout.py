@@ -24,6 +24,7 @@ LAYERS: tuple[str, ...] = (
     "masking",
     "flags",
     "env_file",
+    "systemd_words",
     "edge",
     "backends",
     "policy",

@@ -9,6 +9,7 @@ The stalwart role's password is compared against the stored SCRAM verifier
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import sys
 from dataclasses import dataclass
@@ -49,16 +50,30 @@ class PgTarget:
 def is_loopback(host: str) -> bool:
     """``host`` is a socket path or resolves to loopback, where Postgres containers
     ``trust`` any password: a login there proves nothing."""
-    import ipaddress
     import socket
 
-    if host.startswith("/") or host == "localhost":
+    if host.startswith("/") or host.rstrip(".").lower() == "localhost":
         return True
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    return any(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+    return any(is_local_address(str(info[4][0])) for info in infos)
+
+
+def plain_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``text`` as an address, an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``) as its IPv4
+    address and a scope id dropped: one spelling per address, for comparing and judging."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_local_address(text: str) -> bool:
+    """A loopback or unspecified address (both reach this host), in any spelling."""
+    address = plain_address(text)
+    return address.is_loopback or address.is_unspecified
 
 
 def admin_password(user: str, environ: dict[str, str] | None = None) -> str:

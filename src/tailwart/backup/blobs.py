@@ -35,8 +35,9 @@ class Bucket:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bucket:
+        host = settings["STALWART_S3_HOST"]
         return cls(
-            f"http://{settings['STALWART_S3_HOST']}:{settings['STALWART_S3_PORT']}",
+            f"http://{f'[{host}]' if ':' in host else host}:{settings['STALWART_S3_PORT']}",
             settings["STALWART_S3_REGION"],
             settings["STALWART_S3_BUCKET"],
             settings["STALWART_S3_ACCESS_KEY"],
@@ -109,6 +110,30 @@ def is_empty(bucket: Bucket) -> bool:
     return not page.get("Contents")
 
 
+#: objects whose listing entries tell two buckets apart (see ``fingerprint``)
+FINGERPRINT_KEYS = 1000
+
+
+def fingerprint(bucket: Bucket) -> tuple[tuple[str, int, str, str], ...]:
+    """The bucket's first objects as (key, size, ETag, last-modified): equal, non-empty
+    fingerprints are one bucket reached twice (a copy has other modification times),
+    whatever name, alias, key or address reached it. Read only: nothing is written."""
+    client = bucket.client()
+    try:
+        page = client.list_objects_v2(Bucket=bucket.name, MaxKeys=FINGERPRINT_KEYS)
+    except Exception as exc:
+        raise s3_failure(bucket, "listing", exc) from None
+    return tuple(
+        (
+            str(obj.get("Key", "")),
+            int(obj.get("Size", 0)),
+            str(obj.get("ETag", "")),
+            str(obj.get("LastModified", "")),
+        )
+        for obj in page.get("Contents", [])
+    )
+
+
 #: longest file name used as is; longer keys get a name derived from their hash
 MAX_NAME = 200
 
@@ -119,7 +144,8 @@ def encode_key(key: str) -> str:
 
 
 def decode_key(text: str) -> str:
-    return unquote(text)
+    """The key ``encode_key`` made ``text`` from; UnicodeDecodeError if it is not UTF-8."""
+    return unquote(text, errors="strict")
 
 
 def file_name(key: str) -> str:

@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from . import blobs as blob_store
 from . import manifest as mf
 from . import pgdump
-from .repository import Repository, keep_policy, repository, staging_dir
+from .repository import (
+    Repository,
+    keep_policy,
+    prepare_staging,
+    repository,
+    staging_dir,
+    staging_problem,
+)
 from .restic import Restic, human_bytes
 from .settings_snapshot import tailwart_settings_snapshot
 
@@ -45,6 +52,9 @@ class Sources:
         repo = repository(settings, to)
         pg = pgdump.PgSource.from_settings(settings)
         pgdump.refuse_loopback(pg)
+        problem = staging_problem(settings)
+        if problem:
+            raise SettingsError(settings.source, [problem])
         return cls(
             settings, repo, pg, blob_store.Bucket.from_settings(settings), staging_dir(settings)
         )
@@ -153,9 +163,8 @@ def take(src: Sources, restic: Restic, prune: bool, progress: Progress) -> Backu
         progress(f"restic: creating the repository at {src.repo.location}")
         restic.init()
         created = True
-    root = src.staging / "snapshot"
-    root.mkdir(parents=True, exist_ok=True)
-    src.staging.chmod(0o700)
+    root = prepare_staging(src.settings) / "snapshot"
+    root.mkdir(exist_ok=True)
     for stale in root.glob("*.tmp"):
         stale.unlink()
     # 1. the database (its settings objects included under v0.16)

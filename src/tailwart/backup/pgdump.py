@@ -5,6 +5,14 @@ that resolves to loopback, where the shared containers trust any password. The d
 (``pg_dump --snapshot``) and the per-table row counts and checksums are taken from the
 same exported snapshot, so the manifest describes exactly what the dump holds.
 ``pg_dump``/``pg_restore`` get the password in their environment, never in argv.
+
+SCRAM for the pg tools: with libpq >= 16 they get ``require_auth=scram-sha-256`` and
+refuse any other method themselves. An older client (Debian 12's is 15) has no such
+option, so each tool runs right after a SCRAM-only login of tailwart's own (psycopg's
+libpq >= 16) to the very address the tool is then pinned to (``hostaddr``): a server
+that asks for a cleartext or md5 password is refused before any tool starts. What that
+cannot exclude is an active attacker between the two connections; the tailnet's
+WireGuard is what stands there.
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ def where(source: PgSource) -> str:
     return f"{source.role}@{source.host}:{source.port}/{source.dbname}"
 
 
+#: the first libpq with ``require_auth`` (a client that refuses every method but SCRAM)
+REQUIRE_AUTH_LIBPQ = 16
+
+
 def tool_env(source: PgSource) -> dict[str, str]:
     """Environment for pg_dump/pg_restore: the password, and no inherited PG* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -58,8 +70,42 @@ def tool_env(source: PgSource) -> dict[str, str]:
     return env
 
 
-def tool_args(source: PgSource) -> list[str]:
-    return ["-h", source.host, "-p", str(source.port), "-U", source.role, "-d", source.dbname]
+def pinned(source: PgSource) -> str:
+    """The one address ``source.host`` is reached at for the whole run (resolved once)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(source.host, source.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BackupError(
+            f"postgres: cannot resolve {source.host!r} (STALWART_DB_HOST): {exc.strerror}"
+        ) from None
+    return str(infos[0][4][0])
+
+
+def tool_major(tool: str) -> int:
+    """The major version of ``tool`` (pg_dump, pg_restore), and so of the libpq it carries
+    at least (Debian's postgresql-client-N needs libpq5 >= N); 0 when unknown."""
+    match = re.search(r"\b(\d+)(?:\.\d+)*\b", tool_version(tool))
+    return int(match.group(1)) if match else 0
+
+
+def tool_args(source: PgSource, hostaddr: str, tool: str) -> list[str]:
+    """The connection of pg_dump/pg_restore as one conninfo (``-d``): the pinned address the
+    SCRAM probe reached, and, with libpq >= 16, ``require_auth=scram-sha-256`` so the tool
+    itself refuses any other method before it sends the password."""
+    from psycopg.conninfo import make_conninfo
+
+    extra = {"require_auth": "scram-sha-256"} if tool_major(tool) >= REQUIRE_AUTH_LIBPQ else {}
+    conninfo = make_conninfo(
+        host=source.host,
+        hostaddr=hostaddr,
+        port=source.port,
+        user=source.role,
+        dbname=source.dbname,
+        **extra,
+    )
+    return ["-d", conninfo]
 
 
 def refuse_loopback(source: PgSource, key: str = "STALWART_DB_HOST") -> None:
@@ -74,13 +120,16 @@ def refuse_loopback(source: PgSource, key: str = "STALWART_DB_HOST") -> None:
 
 
 def connect(
-    source: PgSource, autocommit: bool = True, timeout: int = 15
+    source: PgSource, autocommit: bool = True, timeout: int = 15, hostaddr: str = ""
 ) -> psycopg.Connection[Any]:
-    """A SCRAM-only TCP login; a refusal names the role and host, never the password."""
+    """A SCRAM-only TCP login (libpq ``require_auth``: the password is never sent to a
+    server asking for another method); a refusal names the role and host, never the
+    password. ``hostaddr`` pins the address (the one a pg tool then reaches)."""
     import psycopg
 
     try:
         return psycopg.connect(
+            hostaddr=hostaddr or None,  # None: not pinned (psycopg leaves it out)
             host=source.host,
             port=source.port,
             user=source.role,
@@ -150,7 +199,8 @@ def dump(source: PgSource, out: Path, progress: Progress) -> Dumped:
     """
     import psycopg
 
-    conn = connect(source, autocommit=False)
+    hostaddr = pinned(source)
+    conn = connect(source, autocommit=False, hostaddr=hostaddr)
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
@@ -163,7 +213,7 @@ def dump(source: PgSource, out: Path, progress: Progress) -> Dumped:
         progress(f"postgres: pg_dump {source.dbname} (snapshot {snapshot}) → {out.name}")
         argv = [
             "pg_dump",
-            *tool_args(source),
+            *tool_args(source, hostaddr, "pg_dump"),
             "--format=custom",
             "--compress=0",
             "--verbose",
@@ -221,6 +271,29 @@ def user_tables(source: PgSource) -> list[str]:
         conn.close()
 
 
+def identity(source: PgSource) -> tuple[str, int]:
+    """What the database IS, however it is spelled or reached: the cluster's system
+    identifier (``pg_control_system()``) and the database's oid in that cluster."""
+    import psycopg
+
+    conn = connect(source)
+    try:
+        row = conn.execute(
+            "SELECT (SELECT system_identifier FROM pg_control_system()), "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    except psycopg.Error as exc:
+        raise BackupError(
+            f"postgres: cannot read the identity of {where(source)}: "
+            f"{exc.diag.message_primary or type(exc).__name__}"
+        ) from None
+    finally:
+        conn.close()
+    if row is None or row[0] is None or row[1] is None:
+        raise BackupError(f"postgres: {where(source)} did not say what it is")
+    return str(row[0]), int(row[1])
+
+
 def database_size(source: PgSource) -> int:
     conn = connect(source)
     try:
@@ -236,10 +309,12 @@ def restore(target: PgSource, dump_file: Path, progress: Progress, clean: bool =
     ``clean`` (restore --force onto a non-empty target) drops the dump's objects first.
     """
     progress(f"postgres: pg_restore into {where(target)}")
+    hostaddr = pinned(target)
+    connect(target, hostaddr=hostaddr).close()  # SCRAM, at the address pg_restore reaches
     extra = ["--clean", "--if-exists"] if clean else []
     argv = [
         "pg_restore",
-        *tool_args(target),
+        *tool_args(target, hostaddr, "pg_restore"),
         "--no-owner",
         "--no-privileges",
         "--exit-on-error",

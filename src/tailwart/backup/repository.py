@@ -5,7 +5,9 @@ The password and the S3 secret reach restic only through its environment.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +88,65 @@ def keep_policy(settings: Settings) -> list[str]:
     return out
 
 
+def staging_base(settings: Settings) -> tuple[Path, bool]:
+    """The directory that holds the per-mailbox staging directories, and whether the
+    operator named it (BACKUP_STAGING_DIR) rather than tailwart (its cache)."""
+    given = settings["BACKUP_STAGING_DIR"]
+    return (Path(given), True) if given else (cache_path("backup"), False)
+
+
+def staging_problem(settings: Settings) -> Problem | None:
+    """Why the staging directory would leave the dump readable to others; None if it
+    would not. Reads only: a missing directory is fine (it is made 0700)."""
+    base, given = staging_base(settings)
+    for path in (base, staging_dir(settings)):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return Problem("BACKUP_STAGING_DIR", f"{path}: cannot be read ({exc.strerror})")
+        if stat.S_ISLNK(st.st_mode) and path != base:
+            return Problem("BACKUP_STAGING_DIR", f"{path} is a symlink; remove it")
+        st = path.stat()
+        if not stat.S_ISDIR(st.st_mode):
+            return Problem("BACKUP_STAGING_DIR", f"{path} is not a directory")
+        if st.st_uid != os.geteuid():
+            return Problem(
+                "BACKUP_STAGING_DIR",
+                f"{path} is owned by uid {st.st_uid}, not by the user running the backup "
+                f"(uid {os.geteuid()}): that user could read or swap the dump; use a "
+                "directory of your own",
+            )
+        if path == base and given and st.st_mode & 0o077:
+            return Problem(
+                "BACKUP_STAGING_DIR",
+                f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: group/others could read the "
+                f"dump and the blobs; chmod 700 {path}",
+            )
+    return None
+
+
+def prepare_staging(settings: Settings) -> Path:
+    """The per-mailbox staging directory, made (0700) if missing: the operator's
+    BACKUP_STAGING_DIR is checked (``staging_problem``), tailwart's own directories are
+    made private (their mode fixed) whatever an older run left."""
+    problem = staging_problem(settings)
+    if problem:
+        raise SettingsError(settings.source, [problem])
+    base, given = staging_base(settings)
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not given:
+        base.chmod(0o700)
+    leaf = staging_dir(settings)
+    leaf.mkdir(mode=0o700, exist_ok=True)
+    leaf.chmod(0o700)
+    return leaf
+
+
 def staging_dir(settings: Settings) -> Path:
     """The local mirror restic reads from, one per mailbox (not created here)."""
-    base = Path(settings["BACKUP_STAGING_DIR"]) if settings["BACKUP_STAGING_DIR"] else None
     name = "{}@{}+{}".format(
         settings["STALWART_DB_NAME"], settings["STALWART_DB_HOST"], settings["STALWART_S3_BUCKET"]
     )
-    return (base or cache_path("backup")) / re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+    return staging_base(settings)[0] / re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)

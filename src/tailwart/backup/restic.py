@@ -79,6 +79,10 @@ def restic_binary() -> str:
     )
 
 
+class TooLarge(BackupError):
+    """``restic dump`` of a file larger than the caller's bound (stopped, not read)."""
+
+
 class RepositoryMissing(BackupError):
     """restic exit 10: no repository at the location (yet)."""
 
@@ -149,8 +153,10 @@ class Restic:
         cwd: Path | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
         check: bool = True,
+        keep: bool = True,
     ) -> Outcome:
-        """Run ``restic ARGS`` (--json added); messages are parsed as they arrive."""
+        """Run ``restic ARGS`` (--json added); messages are parsed as they arrive
+        (``keep=False``: handed to ``on_message`` only, not kept in the outcome)."""
         if not self._reached:
             self.reachable()
             self._reached = True
@@ -176,15 +182,17 @@ class Restic:
             watchdog.start()
             try:
                 for line in proc.stdout:
-                    raw.append(line)
+                    if keep:
+                        raw.append(line)
                     text = line.strip()
                     if text.startswith("{"):
                         try:
                             message = json.loads(text)
-                        except ValueError:
+                        except (ValueError, RecursionError):
                             continue
                         if isinstance(message, dict):
-                            messages.append(message)
+                            if keep:
+                                messages.append(message)
                             if on_message is not None:
                                 on_message(message)
                 code = proc.wait()
@@ -307,19 +315,51 @@ class Restic:
             data = data.get("snapshots", [])
         return [s for s in data if isinstance(s, dict)]
 
-    def dump(self, snapshot: str, path: str) -> bytes:
+    def dump(self, snapshot: str, path: str, cap: int) -> bytes:
+        """The bytes of one file of a snapshot, at most ``cap`` of them (TooLarge beyond)."""
         if not self._reached:
             self.reachable()
             self._reached = True
         argv = [self.binary, *self.globals(), "dump", snapshot, path]
-        proc = subprocess.run(
-            argv, env=self.environment(), capture_output=True, timeout=self.timeout, check=False
-        )
-        if proc.returncode != 0:
-            self.raise_for(
-                "dump", Outcome(proc.returncode, stderr=proc.stderr.decode(errors="replace"))
-            )
-        return proc.stdout
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    env=self.environment(),
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError as exc:
+                raise BackupError(f"cannot run restic ({self.binary}): {exc}") from None
+            assert proc.stdout is not None
+            watchdog = threading.Timer(self.timeout, proc.kill)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                data = proc.stdout.read(cap + 1)
+                if len(data) > cap:
+                    proc.kill()
+                proc.stdout.close()
+                code = proc.wait()
+            finally:
+                watchdog.cancel()
+            if len(data) > cap:
+                raise TooLarge(f"{path} is larger than {cap} bytes")
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if code != 0:
+            self.raise_for("dump", Outcome(code, stderr=stderr))
+        return data
+
+    def ls(self, snapshot: str, path: str, on_node: Callable[[dict[str, Any]], None]) -> None:
+        """Every node under ``path`` in the snapshot (recursive), handed to ``on_node``."""
+
+        def node(message: dict[str, Any]) -> None:
+            if message.get("struct_type") == "node":
+                on_node(message)
+
+        self.run(["ls", "--recursive", snapshot, path], on_message=node, keep=False)
 
     def restore(
         self, snapshot: str, subfolder: str, target: Path, progress: Progress = _quiet

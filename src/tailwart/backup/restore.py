@@ -17,19 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..settings import BY_NAME, Problem, Settings, SettingsError
-from ..settings.load import parse_text, validate
+from ..errors import TailwartError, UsageError
+from ..flags import printable
+from ..settings import Problem, Settings, SettingsError
 from . import blobs as blob_store
 from . import manifest as mf
 from . import pgdump
 from .create import TAG
 from .errors import BackupError
-from .repository import Repository, repository, staging_dir
+from .repository import Repository, prepare_staging, repository
 from .restic import Restic, human_bytes
+from .snapshot import Picked, check_restored, read_manifest
 
 Progress = Callable[[str], None]
-SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})$")
+SNAPSHOT_ID = re.compile(r"latest|[0-9a-f]{8,64}", re.ASCII)
 #: the keys a restore target env file must hold
 TARGET_KEYS = (
     "STALWART_DB_HOST",
@@ -46,38 +47,35 @@ TARGET_KEYS = (
 )
 
 
-def load_target(path: Path) -> Settings:
-    """The target env file, validated for the keys a restore uses (others may be absent)."""
-    source = f"{path} (--target-env)"
-    if not path.is_file():
-        raise SettingsError(source, [Problem("--target-env", f"{path} does not exist")])
-    pairs, problems = parse_text(path.read_text(encoding="utf-8", errors="replace"))
-    settings, more = validate(pairs, source)
-    given = {key for key, _, _ in pairs}
-    wanted = [
-        p
-        for p in problems + more
-        if p.level == "error" and (p.key in TARGET_KEYS or p.key not in BY_NAME)
-    ]
-    for key in TARGET_KEYS:
-        known = any(p.key == key for p in wanted)
-        if key not in given and BY_NAME[key].default is None and not known:
-            wanted.append(
-                Problem(key, f"is missing; a restore target needs it ({BY_NAME[key].help})")
-            )
-    if wanted:
-        raise SettingsError(source, wanted)
-    return Settings(settings.values, source)
+def load_target(path: str, strict: bool = False) -> Settings:
+    """The target env file, read like --env-file (size cap, file type, UTF-8, mode warning;
+    its secrets masked from now on) and judged on the keys a restore uses."""
+    from ..env_file import load_settings
+
+    return load_settings(
+        path, strict, flag="--target-env", only=frozenset(TARGET_KEYS), require=TARGET_KEYS
+    )
 
 
 def _addresses(host: str) -> set[str]:
+    """Every address ``host`` stands for, each in one spelling (IPv4-mapped as IPv4)."""
+    from ..backends.postgres import plain_address
+
     try:
-        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)} | {host.lower()}
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)} | {host}
     except OSError:
-        return {host.lower()}
+        found = {host}
+    out = set()
+    for text in found:
+        try:
+            out.add(str(plain_address(text)))
+        except ValueError:
+            out.add(text.rstrip(".").lower())
+    return out
 
 
 def same_database(a: Settings, b: Settings) -> bool:
+    """By address: the fallback when the live database cannot be asked what it is."""
     return (
         a["STALWART_DB_NAME"] == b["STALWART_DB_NAME"]
         and a["STALWART_DB_PORT"] == b["STALWART_DB_PORT"]
@@ -86,6 +84,7 @@ def same_database(a: Settings, b: Settings) -> bool:
 
 
 def same_bucket(a: Settings, b: Settings) -> bool:
+    """By address: the fallback when the live bucket is empty or cannot be read."""
     return (
         a["STALWART_S3_BUCKET"] == b["STALWART_S3_BUCKET"]
         and a["STALWART_S3_PORT"] == b["STALWART_S3_PORT"]
@@ -93,19 +92,48 @@ def same_bucket(a: Settings, b: Settings) -> bool:
     )
 
 
-def live_guard(live: Settings, target: Settings, overwrite_live: bool) -> None:
-    """Refuse a target naming the live database or bucket (even with --force)."""
+def _same_database_server(live: Settings, target: Settings, progress: Progress) -> bool:
+    """The two env files name one database: same cluster (system identifier) and same
+    database oid, asked of the servers; by address when the live one cannot be asked."""
+    try:
+        theirs = pgdump.identity(pgdump.PgSource.from_settings(live))
+    except TailwartError as exc:
+        progress(
+            f"note: the live database could not be asked what it is ({exc}); compared by address"
+        )
+        return same_database(live, target)
+    return pgdump.identity(pgdump.PgSource.from_settings(target)) == theirs
+
+
+def _same_bucket_server(live: Settings, target: Settings, progress: Progress) -> bool:
+    """The two env files name one bucket: equal, non-empty fingerprints (``blobs.fingerprint``);
+    by address when the live bucket is empty or cannot be read."""
+    try:
+        theirs = blob_store.fingerprint(blob_store.Bucket.from_settings(live))
+    except TailwartError as exc:
+        progress(f"note: the live bucket could not be listed ({exc}); compared by address")
+        return same_bucket(live, target)
+    if not theirs:
+        return same_bucket(live, target)
+    return blob_store.fingerprint(blob_store.Bucket.from_settings(target)) == theirs
+
+
+def live_guard(
+    live: Settings, target: Settings, overwrite_live: bool, progress: Progress | None = None
+) -> None:
+    """Refuse a target that IS the live database or bucket (even with --force)."""
+    say = progress or (lambda _: None)
     problems = []
-    if same_database(live, target):
+    if _same_database_server(live, target, say):
         problems.append(
             Problem(
                 "STALWART_DB_NAME",
                 f"the target database {target['STALWART_DB_NAME']!r} at "
                 f"{target['STALWART_DB_HOST']}:{target['STALWART_DB_PORT']} is the live mailbox's "
-                f"({live.source})",
+                f"({live.source}): the same server and database",
             )
         )
-    if same_bucket(live, target):
+    if _same_bucket_server(live, target, say):
         problems.append(
             Problem(
                 "STALWART_S3_BUCKET",
@@ -160,27 +188,27 @@ def run_restore(
     force: bool = False,
     overwrite_live: bool = False,
     from_repo: str = "",
+    strict: bool = False,
     progress: Progress,
 ) -> str:
     """Restore a snapshot into the target env's backends and verify it; return the report."""
-    if not SNAPSHOT_ID.match(snapshot):
+    if not SNAPSHOT_ID.fullmatch(snapshot):
         raise UsageError(f"--snapshot {snapshot!r}: expected 'latest' or a snapshot id (hex)")
     if not target_env:
         raise UsageError("--target-env: required: the env file naming the backends to restore into")
-    repo, target = _inputs(live, from_repo, Path(target_env))
-    live_guard(live, target, overwrite_live)
+    repo, target = _inputs(live, from_repo, target_env, strict)
     pg = pgdump.PgSource.from_settings(target)
     pgdump.refuse_loopback(pg, "STALWART_DB_HOST (--target-env)")
+    live_guard(live, target, overwrite_live, progress)
     bucket = blob_store.Bucket.from_settings(target)
     restic = Restic(repo, no_cache=dry_run)
-    snap = pick_snapshot(restic, snapshot)
-    snap_id, snap_path = str(snap["id"]), str(snap["paths"][0])
-    manifest = mf.Manifest.from_json(restic.dump(snap_id, f"{snap_path}/{mf.MANIFEST}"))
+    picked = Picked.of(pick_snapshot(restic, snapshot))
+    manifest, _ = read_manifest(restic, picked)
     state = TargetState(pgdump.user_tables(pg), blob_store.is_empty(bucket))
     m = manifest.data
     head = [
-        f"snapshot  {snap_id[:8]} of {snap.get('time', '?')[:19]} ({m['source']['db']}, "
-        f"bucket {m['source']['bucket']})",
+        f"snapshot  {picked.id[:8]} of {picked.time} ({printable(m['source']['db'], 120)}, "
+        f"bucket {printable(m['source']['bucket'], 80)})",
         f"holds     {len(m['postgres']['tables'])} tables, {m['postgres']['rows']} rows; "
         f"{m['blobs']['count']} blobs, {human_bytes(m['blobs']['bytes'])}",
         f"target    {pgdump.where(pg)}, {bucket.where}: {state.describe()}",
@@ -195,9 +223,9 @@ def run_restore(
         return "\n".join([*head, "dry run: nothing was written"]) + "\n"
     work = Path(tempfile.mkdtemp(prefix="tailwart-restore-", dir=_work_parent(live)))
     try:
-        progress(f"restic: restoring snapshot {snap_id[:8]} into {work}")
-        restic.restore(snap_id, snap_path, work, progress)
-        expected = _check_files(work, manifest)
+        progress(f"restic: restoring snapshot {picked.id[:8]} into {work}")
+        restic.restore(picked.id, picked.path, work, progress)
+        expected = check_restored(work, manifest, picked.id)
         pgdump.restore(pg, work / manifest.dump_path, progress, clean=not state.empty)
         blob_store.upload(bucket, work / mf.BLOB_DIR, expected, progress)
         report = verify(manifest, expected, pg, bucket, progress)
@@ -206,7 +234,9 @@ def run_restore(
     return "\n".join([*head, *report]) + "\n"
 
 
-def _inputs(live: Settings, from_repo: str, target_env: Path) -> tuple[Repository, Settings]:
+def _inputs(
+    live: Settings, from_repo: str, target_env: str, strict: bool
+) -> tuple[Repository, Settings]:
     """The repository (.env) and the target (--target-env): every problem of both at once."""
     problems: list[Problem] = []
     repo: Repository | None = None
@@ -216,34 +246,19 @@ def _inputs(live: Settings, from_repo: str, target_env: Path) -> tuple[Repositor
     except SettingsError as exc:
         problems += exc.problems
     try:
-        target = load_target(target_env)
+        target = load_target(target_env, strict)
     except SettingsError as exc:
-        problems += [Problem(f"{p.key} (--target-env)", p.message, p.level) for p in exc.problems]
+        problems += [
+            Problem(f"{p.key} (--target-env)", p.message, p.level, p.line) for p in exc.problems
+        ]
     if problems or repo is None or target is None:
         raise SettingsError(f"{live.source} and {target_env}", problems)
     return repo, target
 
 
 def _work_parent(live: Settings) -> str:
-    parent = staging_dir(live).parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return str(parent)
-
-
-def _check_files(work: Path, manifest: mf.Manifest) -> dict[str, tuple[int, str]]:
-    """The restored files agree with the manifest: dump and listing checksums."""
-    m = manifest.data
-    dump = work / manifest.dump_path
-    if not dump.is_file() or blob_store.sha256_file(dump) != m["postgres"]["dump_sha256"]:
-        raise BackupError(
-            "the restored dump's sha256 differs from the manifest; nothing was restored"
-        )
-    listing = (work / mf.LISTING).read_text()
-    if mf.sha256_text(listing) != m["blobs"]["listing_sha256"]:
-        raise BackupError(
-            "the restored blob listing differs from the manifest; nothing was restored"
-        )
-    return mf.parse_listing(listing)
+    """Where the snapshot is restored to first: the private staging directory."""
+    return str(prepare_staging(live))
 
 
 def verify(

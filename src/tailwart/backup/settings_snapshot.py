@@ -10,13 +10,22 @@ objects.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import TailwartError
+from ..flags import printable
 from ..settings import Settings
 from ..stalwart.jmap import Transport
 
 NOT_TAKEN = "not-taken"
+
+
+def _not_taken(url: str, reason: str) -> dict[str, Any]:
+    return {
+        "status": NOT_TAKEN,
+        "detail": f"{url}: {printable(reason, 300)} (the Postgres dump still holds the objects)",
+    }
 
 
 def tailwart_settings_snapshot(
@@ -36,12 +45,14 @@ def tailwart_settings_snapshot(
         client = client_for(settings, transport)
         model = client.check_schema()
         live = observe(client, load(model))
+        if not all(isinstance(obj, dict) for found in live.values() for obj in found):
+            return _not_taken(url, "the server answered objects that are not JSON objects")
+        objects = {name: redact(found) for name, found in sorted(live.items())}
+        json.dumps(objects)  # what goes into the manifest must serialise
     except TailwartError as exc:
-        return {
-            "status": NOT_TAKEN,
-            "detail": f"{url}: {exc} (the Postgres dump still holds the objects)",
-        }
-    objects = {name: redact(found) for name, found in sorted(live.items())}
+        return _not_taken(url, str(exc))
+    except Exception as exc:  # an answer of the wrong shape is the server's input, not a bug
+        return _not_taken(url, f"the server's answer could not be read ({type(exc).__name__})")
     return {
         "status": "taken",
         "schema": model.version,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..settings import Settings
-from . import manifest as mf
 from .repository import repository
 from .restic import Restic, human_bytes
 from .restore import pick_snapshot, run_restore
+from .snapshot import Picked, read_manifest
 
 Progress = Callable[[str], None]
 #: share of the repository's packs ``restic check`` reads back and decrypts
@@ -23,6 +23,7 @@ def run_verify(
     target_env: str = "",
     read_data_subset: str = READ_DATA_SUBSET,
     dry_run: bool = False,
+    strict: bool = False,
     progress: Progress,
 ) -> str:
     """Check the repository; with ``target_env`` also restore into it (--dry-run: plan only)."""
@@ -30,20 +31,23 @@ def run_verify(
     restic = Restic(repo, no_cache=dry_run)
     progress(f"restic: check --read-data-subset={read_data_subset}")
     restic.check(read_data_subset)
-    snap = pick_snapshot(restic, "latest")
-    data = mf.Manifest.from_json(
-        restic.dump(str(snap["id"]), f"{snap['paths'][0]}/{mf.MANIFEST}")
-    ).data
+    picked = Picked.of(pick_snapshot(restic, "latest"))
+    data = read_manifest(restic, picked)[0].data
     lines = [
         f"restic check: no errors; {read_data_subset} of the packs read back and decrypted",
-        f"newest snapshot {str(snap['id'])[:8]} of {str(snap.get('time', '?'))[:19]}: "
+        f"newest snapshot {picked.id[:8]} of {picked.time}: "
         f"{len(data['postgres']['tables'])} tables, {data['postgres']['rows']} rows, "
         f"{data['blobs']['count']} blobs ({human_bytes(data['blobs']['bytes'])})",
     ]
     if target_env:
         progress(f"trial restore into the backends of {target_env}")
         lines += run_restore(
-            settings, target_env, from_repo=to, dry_run=dry_run, progress=progress
+            settings,
+            target_env,
+            from_repo=to,
+            dry_run=dry_run,
+            strict=strict,
+            progress=progress,
         ).splitlines()
     else:
         lines.append("no trial restore: pass --target-env with scratch backends to prove one")

@@ -1,48 +1,23 @@
 """The systemd unit of the edge (caddyserver/dist conventions), rendered from a Jinja2 template.
 
-Every value is written in systemd's own syntax, never pasted raw: Exec lines and
-Environment= get double-quoted words with ``\\`` and ``"`` escaped, ``%`` doubled
-(specifiers) and, on Exec lines, ``$`` doubled (variable expansion). A value with a
-control character cannot be written into a unit at all and is refused, and so is a
-root holding a double quote, a single quote or a backslash: systemd will not run an
-executable whose path holds them. The executable word is not subject to ``$`` expansion.
+Every value is written in systemd's own syntax (``tailwart.systemd_words``), never pasted
+raw; a root holding a double quote, a single quote or a backslash is refused: systemd
+will not run an executable whose path holds them. The executable word is not subject to
+``$`` expansion.
 """
 
 from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
 from ..flags import CONTROL
+from ..systemd_words import EXEC_PATH_REFUSED, UnitValueError, systemd_comment, systemd_word
 from .commands import DEFAULT_ROOT, SERVICE_USER
 from .render import RUNTIME_ENV
 
 TEMPLATE = "tailwart-edge.service.j2"
-#: systemd refuses an executable path holding any of these ("contains special characters")
-EXEC_PATH_REFUSED = "\"'\\"
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _RELATIVE_DIR = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
-
-
-class UnitValueError(UsageError, ValueError):
-    """A value that cannot be written into a systemd unit (names the value's role)."""
-
-
-def systemd_word(value: str, *, exec_line: bool = False) -> str:
-    """``value`` as one double-quoted systemd word that parses back to exactly ``value``."""
-    if CONTROL.search(value):
-        raise UnitValueError("holds a control character")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    if exec_line:
-        escaped = escaped.replace("$", "$$")
-    return f'"{escaped}"'
-
-
-def systemd_comment(value: str) -> str:
-    """``value`` for a comment line: no control characters (a newline would end the comment)."""
-    if CONTROL.search(value):
-        raise UnitValueError("holds a control character")
-    return value
 
 
 def root_problem(root: str) -> str | None:

@@ -426,9 +426,13 @@ def _restic_repo(value: str) -> str | None:
         problem = _url(url)
         if problem:
             return f"S3 URL {problem}"
-        bucket = urlsplit(url).path.strip("/").split("/", 1)[0]
-        if not bucket:
+        path = urlsplit(url).path
+        segments = path.split("/")[1:]
+        if path in ("", "/"):
             return "an S3 repository must be s3:http(s)://host[:port]/bucket[/prefix]"
+        if any(segment in ("", ".", "..") for segment in segments):
+            return "an S3 repository path must not hold '//', '.' or '..' nor end with '/'"
+        bucket = segments[0]
         problem = _bucket(bucket)
         return f"bucket {bucket!r} {problem}" if problem else None
     if not value.startswith("/"):

@@ -511,13 +511,36 @@ def read_env_file(path: Path) -> tuple[str, int]:
     return text, stat.S_IMODE(now.st_mode)
 
 
-def load(path: Path, strict: bool = False) -> Settings:
-    """Load and validate ``path``; raise SettingsError listing every problem."""
-    source = str(path)
+def load(
+    path: Path,
+    strict: bool = False,
+    *,
+    source: str = "",
+    only: Set[str] | None = None,
+    require: Iterable[str] = (),
+) -> Settings:
+    """Load and validate ``path``; raise SettingsError listing every problem.
+
+    ``only``: judge just these keys (a second env file naming some backends: a problem
+    of another declared key is not this use's business); ``require``: these keys must
+    be set in the file or have a default, whatever the contract says elsewhere.
+    """
+    source = source or str(path)
     text, mode = read_env_file(path)
     pairs, problems = parse_text(text)
     settings, more = validate(pairs, source)
     problems += more
+    if only is not None:
+        problems = [p for p in problems if p.key in only or p.key not in BY_NAME]
+    given = {key for key, _, _ in pairs}
+    for key in require:
+        if (
+            key not in given
+            and BY_NAME[key].default is None
+            and not any(p.key == key for p in problems)
+        ):
+            spec = BY_NAME[key]
+            problems.append(Problem(key, f"is missing; expected {spec.kind.label}: {spec.help}"))
     if mode & 0o077:
         problems.append(
             Problem(

@@ -84,10 +84,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class VethAddress:
-    """An address in 198.18.0.0/15 on a veth pair in the root namespace."""
+    """Two addresses in 198.18.0.0/15 on a veth pair in the root namespace (a server
+    listening on both is one server reached by two addresses)."""
 
     address: str
     link: str
+    second: str = ""
 
     @classmethod
     def create(cls) -> VethAddress:
@@ -95,14 +97,16 @@ class VethAddress:
         link = f"twbk{pid % 100000}a"
         peer = f"twbk{pid % 100000}b"
         address = f"198.19.{128 + pid % 120}.{1 + (pid // 120) % 250}"
+        second = f"198.19.{248 + pid % 8}.{1 + (pid // 8) % 250}"
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
         subprocess.run(
             ["ip", "link", "add", link, "type", "veth", "peer", "name", peer], check=True
         )
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True)
+        for one in (address, second):
+            subprocess.run(["ip", "addr", "add", f"{one}/32", "dev", link], check=True)
         for name in (link, peer):
             subprocess.run(["ip", "link", "set", name, "up"], check=True)
-        return cls(address, link)
+        return cls(address, link, second)
 
     def delete(self) -> None:
         subprocess.run(["ip", "link", "del", self.link], capture_output=True, check=False)
@@ -121,9 +125,19 @@ class PostgresServer:
     admin_password: str
     base: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: a second address the same server listens on ('' for none)
+    second_host: str = ""
 
     @classmethod
-    def start(cls, tcp_host: str, port: int | None = None) -> PostgresServer:
+    def start(
+        cls,
+        tcp_host: str,
+        port: int | None = None,
+        second_host: str = "",
+        host_auth: str = "scram-sha-256",
+    ) -> PostgresServer:
+        """Postgres on loopback and ``tcp_host`` (and ``second_host``); ``host_auth`` is
+        the method for 198.18.0.0/15 (``password``: the cleartext a client must refuse)."""
         pw = pwd.getpwnam("postgres")
         base = Path(tempfile.mkdtemp(prefix="tailwart-pg-", dir="/tmp"))
         os.chown(base, pw.pw_uid, pw.pw_gid)
@@ -164,9 +178,12 @@ class PostgresServer:
             "local all all trust\n"
             "host all all 127.0.0.1/32 trust\n"
             "host all all ::1/128 trust\n"
-            "host all all 198.18.0.0/15 scram-sha-256\n"
+            f"host all all 198.18.0.0/15 {host_auth}\n"
         )
-        server = cls(tcp_host, port or free_port(), "postgres", admin_password, base)
+        server = cls(
+            tcp_host, port or free_port(), "postgres", admin_password, base, None, second_host
+        )
+        listen = ",".join(["127.0.0.1", tcp_host, *([second_host] if second_host else [])])
         log = base / "postgres.log"
         with log.open("wb") as out:
             server.proc = subprocess.Popen(
@@ -175,7 +192,7 @@ class PostgresServer:
                     "-D",
                     str(base / "data"),
                     "-c",
-                    f"listen_addresses=127.0.0.1,{tcp_host}",
+                    f"listen_addresses={listen}",
                     "-c",
                     f"port={server.port}",
                     "-c",

@@ -136,6 +136,23 @@ class World:
     target: Side
     password: str = field(default_factory=lambda: secrets.token_hex(16))
 
+    @classmethod
+    def create(
+        cls,
+        pg: PostgresServer,
+        redis: RedisServer,
+        garage: GarageServer,
+        base: Path,
+        messages: int,
+    ) -> World:
+        """A source mailbox holding ``messages`` and an empty target, on the given servers."""
+        restic_needed()
+        world = cls(
+            pg, redis, garage, base, Side.fresh(pg, garage, "src"), Side.fresh(pg, garage, "dst")
+        )
+        world.populate(messages)
+        return world
+
     @property
     def repo(self) -> Path:
         return self.base / "repo"

@@ -22,6 +22,7 @@ from backend_servers import (
     VethAddress,
     garage_binary,
 )
+from backup_world import World
 
 from testkit import TOOL_CACHE, need, need_root, need_tool
 
@@ -38,7 +39,7 @@ def pg_server() -> Iterator[PostgresServer]:
     need_tool("initdb")
     veth = VethAddress.create()
     try:
-        server = PostgresServer.start(veth.address)
+        server = PostgresServer.start(veth.address, second_host=veth.second)
         yield server
         server.close()
     finally:
@@ -114,6 +115,20 @@ def redis_db(redis_server: RedisServer) -> int:
     need(db < 32, "out of Redis DB indexes")
     redis_server.client(db).flushdb()
     return db
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest,
+    pg_server: PostgresServer,
+    redis_server: RedisServer,
+    garage_ready: GarageServer,
+    tmp_path: Path,
+) -> World:
+    """A backup world (backup_world.World): a source mailbox holding the test module's
+    ``MESSAGES`` messages, an empty target."""
+    messages = int(getattr(request.module, "MESSAGES", 24))
+    return World.create(pg_server, redis_server, garage_ready, tmp_path, messages)
 
 
 @pytest.fixture

@@ -5,19 +5,14 @@ garage binary, and restic built from its module. Oracles are the servers themsel
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from backend_env import inv
-from backend_servers import GarageServer, PostgresServer, RedisServer
 from backup_world import (
-    Side,
     World,
     bucket_objects,
     make_bucket,
     restic_cli,
-    restic_needed,
     s3,
     snapshots,
     table_rows,
@@ -29,26 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: messages (rows + blobs) in the source mailbox
 MESSAGES = 24
 ODD_KEYS = ("nested/dir/ключ ü+%.eml", ".hidden", "..")
-
-
-@pytest.fixture
-def world(
-    pg_server: PostgresServer,
-    redis_server: RedisServer,
-    garage_ready: GarageServer,
-    tmp_path: Path,
-) -> Iterator[World]:
-    restic_needed()
-    w = World(
-        pg_server,
-        redis_server,
-        garage_ready,
-        tmp_path,
-        Side.fresh(pg_server, garage_ready, "src"),
-        Side.fresh(pg_server, garage_ready, "dst"),
-    )
-    w.populate(MESSAGES)
-    yield w
 
 
 def clean(proc_out: str, *secrets_: str) -> None:
