@@ -286,6 +286,8 @@ def world() -> Iterator[World]:
             EDGE_TAILNET_ADDR=f"{topo.addr('c', 1)}/32",
             EDGE_TAILNET_ADDR6=f"{topo.edge_v6}/128",
             STALWART_MANAGEMENT_URL=f"http://{topo.addr('a', 2)}:8080",
+            # the world's test addresses stand in for the tailnet's (plain http allowed)
+            STALWART_MANAGEMENT_NETWORKS="198.18.0.0/15",
             # STALWART_TLS=acme-http (the default) against this world's Pebble
             ACME_DIRECTORY=acme.pebble.directory,
         )

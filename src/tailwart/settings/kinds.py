@@ -260,6 +260,21 @@ def _url(value: str) -> str | None:
     return None
 
 
+def _cidr_list(value: str) -> str | None:
+    """Comma-separated IP networks (address/prefix), none of them /0."""
+    for item in (part.strip() for part in value.split(",")):
+        match = _CIDR.fullmatch(item)
+        if not match or _ip_literal(match[1]):
+            return f"item {item!r} is not address/prefix (e.g. 100.64.0.0/10)"
+        try:
+            net = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            return f"item {item!r} is not a network ({exc})"
+        if net.prefixlen == 0:
+            return f"item {item!r} is every address: list the networks themselves"
+    return None
+
+
 def _tag(value: str) -> str | None:
     if not _TAG.fullmatch(value):
         return "must be a Tailscale tag like tag:stalwart (lower case, 'tag:' prefix)"
@@ -507,6 +522,7 @@ class Kind(Enum):
     PORT = ("port 1-65535", _port, 5)
     IP = ("IP address", _ip, 45)
     HOST_CIDR = ("host CIDR (/32 or /128)", _host_cidr, 49)
+    CIDR_LIST = ("comma-separated IP networks", _cidr_list, 1024)
     URL = ("http(s) URL", _url, 512)
     TAG = ("Tailscale tag", _tag, 128)
     IDENT = ("identifier", _ident, 63)
