@@ -175,13 +175,14 @@ def _escape(char: str) -> str:
 
 def printable(text: str, newlines: bool = True) -> str:
     """``text`` with every control, format (bidi, zero-width), surrogate and separator
-    character written as an escape (``\\x1b``, ``\\u202e``); newlines stay unless
-    ``newlines`` is False (a value from a server that must stay on its line)."""
+    character written as an escape (``\\x1b``, ``\\u202e``). Newlines stay unless
+    ``newlines`` is False (a value from a server that must stay on its line); tabs stay
+    (a diff of a tab-indented file), they only move the cursor right."""
     if text.isprintable():
         return text
+    kept = "\t\n" if newlines else "\t"
     return "".join(
-        _escape(c) if (c != "\n" or not newlines) and unicodedata.category(c) in _UNPRINTABLE else c
-        for c in text
+        _escape(c) if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c for c in text
     )
 
 
