@@ -262,16 +262,16 @@ def _url(value: str) -> str | None:
 
 def _cidr_list(value: str) -> str | None:
     """Comma-separated IP networks (address/prefix), none of them /0."""
-    for item in (part.strip() for part in value.split(",")):
+    for number, item in enumerate((part.strip() for part in value.split(",")), 1):
         match = _CIDR.fullmatch(item)
         if not match or _ip_literal(match[1]):
-            return f"item {item!r} is not address/prefix (e.g. 100.64.0.0/10)"
+            return f"item {number} is not address/prefix (e.g. 100.64.0.0/10)"
         try:
             net = ipaddress.ip_network(item, strict=True)
-        except ValueError as exc:
-            return f"item {item!r} is not a network ({exc})"
+        except ValueError:
+            return f"item {number} is not a network (host bits set, or a prefix too long)"
         if net.prefixlen == 0:
-            return f"item {item!r} is every address: list the networks themselves"
+            return f"item {number} is every address: list the networks themselves"
     return None
 
 
