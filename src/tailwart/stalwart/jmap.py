@@ -101,9 +101,13 @@ class HttpTransport:
         import requests
 
         self.session = requests.Session()
-        # no proxy, .netrc or CA bundle from the environment: a proxy would receive the
-        # credential in clear, a .netrc would replace it
+        # no proxy or .netrc from the environment: a proxy would receive the credential
+        # in clear, a .netrc would replace it; a private CA (an https management URL)
+        # still comes from the usual variable
         self.session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.session.verify = bundle
         self.session.auth = (self.user, self.password)
         self.session.headers["Content-Type"] = "application/json"
         # nothing compressed: what is read is what is counted against MAX_ANSWER
