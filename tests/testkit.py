@@ -11,12 +11,15 @@ install step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import selectors
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +139,24 @@ def self_signed_ca(
         .sign(key, hashes.SHA256())
     )
     return key, cert
+
+
+@contextlib.contextmanager
+def counting_listener() -> Iterator[tuple[int, list[int]]]:
+    """A TCP port on 127.0.0.1 that accepts and counts connections (nothing must arrive)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    seen: list[int] = []
+    yield server.getsockname()[1], seen
+    sel = selectors.DefaultSelector()
+    sel.register(server, selectors.EVENT_READ)
+    while sel.select(timeout=0.2):
+        conn, _ = server.accept()
+        seen.append(1)
+        conn.close()
+    server.close()
 
 
 def write_env(path: Path, values: dict[str, str], mode: int = 0o600) -> Path:

@@ -11,10 +11,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TextIO, TypeVar
 
 from .env_file import load_settings as load_settings
 from .errors import TailwartError
+
+if TYPE_CHECKING:
+    from .masking import LineStream
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,6 +76,8 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
         from invoke.exceptions import Exit, ParseError, UnexpectedExit
 
         _quiet_background_errors(kwargs.get("env_file"))
+        saved = sys.stdout, sys.stderr
+        streams = _printable_output(kwargs.get("env_file"))
         try:
             return fn(*args, **kwargs)
         except TailwartError as exc:
@@ -104,8 +109,30 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
                 file=sys.stderr,
             )
             raise Exit(code=1) from None
+        finally:
+            for stream in streams:
+                stream.finish()
+            sys.stdout, sys.stderr = saved
 
     return wrapper
+
+
+def _printable_output(env_file: object) -> tuple[LineStream, LineStream]:
+    """Route stdout and stderr through ``LineStream``s: every line a task prints, whatever
+    printed it (a server's answer, a certificate's subject, a snapshot's manifest, a
+    command's output), has this run's secrets masked and control characters escaped."""
+    from typing import cast
+
+    from .masking import LineStream, printable, redact
+
+    raw: list[tuple[str, ...]] = []
+
+    def clean(line: str) -> str:
+        return printable(redact(line, known_secrets(env_file, raw)))
+
+    out, err = LineStream(sys.stdout, clean), LineStream(sys.stderr, clean)
+    sys.stdout, sys.stderr = cast(TextIO, out), cast(TextIO, err)
+    return out, err
 
 
 def _quiet_background_errors(env_file: object) -> None:
@@ -141,13 +168,25 @@ def mask_message(text: str, env_file: object = None) -> str:
     environment, and (when no settings were loaded yet) the secret keys of ``env_file``
     read raw, so a crash while loading still masks them.
     """
-    from .masking import mask_all, remembered_secrets, secret_values_of
+    from .masking import mask_all
+
+    return mask_all(text, known_secrets(env_file))
+
+
+def known_secrets(env_file: object = None, raw: list[tuple[str, ...]] | None = None) -> set[str]:
+    """The secrets of settings loaded in this process, of secret keys in the process
+    environment, and (while no settings were loaded) of ``env_file`` read raw; ``raw``
+    keeps that read for the next call."""
+    from .masking import remembered_secrets, secret_values_of
 
     known = remembered_secrets()
     secrets = set(known) | set(secret_values_of(os.environ))
     if not known and isinstance(env_file, str) and env_file:
-        secrets |= set(_raw_env_secrets(Path(env_file)))
-    return mask_all(text, secrets)
+        raw = [] if raw is None else raw
+        if not raw:
+            raw.append(_raw_env_secrets(Path(env_file)))
+        secrets |= set(raw[0])
+    return secrets
 
 
 def _raw_env_secrets(path: Path) -> tuple[str, ...]:

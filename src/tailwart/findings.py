@@ -67,10 +67,11 @@ def to_table(findings: Sequence[Finding]) -> str:
         return "(no checks ran)\n"
     width = max(len(f.id) for f in findings)
     lines = []
-    for f in findings:
-        lines.append(f"{_MARK[f.status]:<5} {f.id:<{width}}  {f.message}")
-        if f.advice and f.status is not Status.OK:
-            lines.append(f"{'':<5} {'':<{width}}  → {f.advice}")
+    for f in findings:  # one line each: a line break in a message (a server's text) is shown
+        message, advice = (text.replace("\n", "\\n") for text in (f.message, f.advice or ""))
+        lines.append(f"{_MARK[f.status]:<5} {f.id:<{width}}  {message}")
+        if advice and f.status is not Status.OK:
+            lines.append(f"{'':<5} {'':<{width}}  → {advice}")
     counts = summary(findings)
     lines.append(f"\n{counts['ok']} ok, {counts['warning']} warning(s), {counts['error']} error(s)")
     return "\n".join(lines) + "\n"

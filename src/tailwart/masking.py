@@ -1,20 +1,49 @@
-"""Keeping secrets out of messages: known secret values and anything shaped like a credential.
+"""What tailwart prints is safe to print: known secrets masked (in every encoding a
+server or a library may quote them in), credential shapes masked, control characters
+escaped.
 
-Used on every line tailwart prints about a failure (``cli.exits``), on streamed
-command output and on HTTP errors. Light on purpose: no heavy imports.
+Used on every line a task prints (``cli.exits`` wraps stdout and stderr in a
+``LineStream``), on streamed command output and on HTTP errors. Light on purpose: no
+heavy imports.
+
+The rule for which values are masked (so that masking cannot give a secret away):
+masking a value everywhere it occurs reveals it when that value would occur in
+ordinary text anyway (a word, a number, a host name): the mask marks the spot. So
+
+- only values of at least ``MIN_SECRET`` (8) characters are masked, and the .env
+  contract refuses every secret shorter than that;
+- the contract refuses a secret tailwart asks the operator to generate (``Key.strong``:
+  the recovery admin's password, the database, S3 and restic passwords) when it is
+  word-like (only letters, or only digits), and any secret that occurs inside another
+  key's value (a host name, a bucket);
+- secrets issued by others (a relay's password, Tailscale keys) cannot be chosen, so
+  they are masked as they are.
+
+A ``name:password`` value (``Key.pair``) is masked whole and by its password alone.
+Each value is masked as written, in its ``repr`` and JSON string forms, percent-encoded
+(``quote`` and ``quote_plus``, either case of hex digits) and in base64 (standard and
+URL-safe, with and without padding, and inside longer base64 text such as HTTP Basic
+credentials ``base64(user:password)``).
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-#: secrets shorter than this are not masked (too likely to clobber ordinary words)
-MIN_SECRET = 6
+#: secrets shorter than this are not masked (see the module docstring); the contract
+#: refuses shorter secrets
+MIN_SECRET = 8
 MASK = "<secret>"
 #: secret values of every settings object loaded in this process (masked in any message)
 _REMEMBERED: set[str] = set()
@@ -34,14 +63,23 @@ _CREDENTIAL_SHAPES = (
     (re.compile(rf"(?i)(['\"]{_SECRET_NAME}['\"]\s*:\s*['\"])[^'\"]*"), r"\1" + MASK),
 )
 
+#: Unicode categories escaped before printing: controls (C0, DEL, C1), format characters
+#: (bidi overrides and isolates, zero-width), surrogates, line and paragraph separators
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
 
 def secret_values(settings: Settings | None = None, extra: Iterable[str] = ()) -> tuple[str, ...]:
-    """The values of every secret key of ``settings`` that is set, longest first."""
-    from .settings.contract import KEYS
+    """The values of every secret key of ``settings`` that is set (and the password part
+    of ``name:password`` keys), longest first."""
+    from .settings.contract import KEYS, password_part
 
     values = set(extra)
     if settings is not None:
-        values |= {settings[k.name] for k in KEYS if k.secret}
+        for key in KEYS:
+            if key.secret and settings[key.name]:
+                values.add(settings[key.name])
+                if key.pair:
+                    values.add(password_part(settings[key.name]))
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET), key=len, reverse=True))
 
 
@@ -57,27 +95,63 @@ def remembered_secrets() -> frozenset[str]:
 
 def secret_values_of(mapping: Mapping[str, str]) -> tuple[str, ...]:
     """Secret values in a raw mapping (an unvalidated .env, the process environment)."""
-    from .settings.contract import BY_NAME
+    from .settings.contract import BY_NAME, password_part
 
     names = {name for name, key in BY_NAME.items() if key.secret} | {"PG_ADMIN_PASSWORD"}
-    return secret_values(None, (v for k, v in mapping.items() if k in names))
+    pairs = {name for name, key in BY_NAME.items() if key.pair}
+    found = [v for k, v in mapping.items() if k in names]
+    found += [password_part(v) for k, v in mapping.items() if k in pairs]
+    return secret_values(None, found)
+
+
+def _percent_forms(value: str) -> set[str]:
+    forms = {quote(value, safe=""), quote(value), quote_plus(value, safe=""), quote_plus(value)}
+    lower = {re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), f) for f in forms}
+    return forms | lower
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    """``raw`` in base64 (standard and URL-safe): alone, with and without padding, and the
+    part of its encoding that stays the same wherever it starts inside longer data."""
+    forms = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode()
+        forms |= {whole, whole.rstrip("=")}
+        for offset in range(3):
+            text = encode(b"\0" * offset + raw).decode()
+            # characters that hold only bits of ``raw``: six bits each, ``raw`` starts at
+            # bit 8 * offset
+            forms.add(text[-(-8 * offset // 6) : 8 * (offset + len(raw)) // 6])
+    return forms
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form of ``value`` masked (see the module docstring), each long enough to mask."""
+    forms = {value, value.strip(), repr(value)[1:-1], json.dumps(value)[1:-1]}
+    forms |= set(value.splitlines())
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    forms |= _percent_forms(value)
+    forms |= _base64_forms(value.encode())
+    return {f for f in forms if len(f) >= MIN_SECRET}
+
+
+@functools.lru_cache(maxsize=32)
+def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    """One pattern for every form of every secret, longest first."""
+    forms: set[str] = set()
+    for value in secrets:
+        if len(value) >= MIN_SECRET:
+            forms |= encoded_forms(value)
+    if not forms:
+        return None
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every known secret value replaced by ``<secret>``.
-
-    Each value is also masked in its ``repr`` form (escapes such as a trailing
-    ``\\n`` change how it is printed) and line by line (a secret cut at a newline).
-    """
-    for value in sorted(set(secrets), key=len, reverse=True):
-        if len(value) < MIN_SECRET:
-            continue
-        forms = {value, repr(value)[1:-1], value.strip()}
-        forms |= {part for part in value.splitlines() if len(part) >= MIN_SECRET}
-        for form in sorted(forms, key=len, reverse=True):
-            if len(form) >= MIN_SECRET:
-                text = text.replace(form, MASK)
-    return text
+    """``text`` with every known secret value, in every form it may be quoted in, replaced
+    by ``<secret>`` (a value cut at a newline is masked line by line)."""
+    pattern = _pattern(frozenset(secrets))
+    return text if pattern is None else pattern.sub(MASK, text)
 
 
 def mask_credentials(text: str) -> str:
@@ -90,3 +164,84 @@ def mask_credentials(text: str) -> str:
 def mask_all(text: str, secrets: Iterable[str] = ()) -> str:
     """Known secrets first, then credential shapes."""
     return mask_credentials(redact(text, secrets))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, newlines: bool = True) -> str:
+    """``text`` with every control, format (bidi, zero-width), surrogate and separator
+    character written as an escape (``\\x1b``, ``\\u202e``). Newlines stay unless
+    ``newlines`` is False (a value from a server that must stay on its line); tabs stay
+    (a diff of a tab-indented file), they only move the cursor right."""
+    if text.isprintable():
+        return text
+    kept = "\t\n" if newlines else "\t"
+    return "".join(
+        _escape(c) if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c for c in text
+    )
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """A value from a server, for a message: on one line, escaped, at most ``limit``
+    characters (then ``…``)."""
+    shown = printable(str(text), newlines=False)
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
+class LineStream:
+    """A text stream that passes whole lines to ``target``, each through ``clean``.
+
+    A line is held until its newline arrives (a secret split across two writes or
+    chunks is still masked whole); ``finish`` (or ``close``) passes on the rest.
+    Thread-safe: checks running in parallel print through one stream.
+    """
+
+    def __init__(self, target: TextIO, clean: Callable[[str], str]) -> None:
+        self.target = target
+        self.clean = clean
+        self.pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, data: str) -> int:
+        with self._lock:
+            *lines, self.pending = (self.pending + data).split("\n")
+            for row in lines:  # CRLF ends a line like LF does
+                self.target.write(self.clean(row.removesuffix("\r")) + "\n")
+        return len(data)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for row in lines:
+            self.write(row)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def finish(self) -> None:
+        """Pass on a last line that has no newline."""
+        with self._lock:
+            if self.pending:
+                self.target.write(self.clean(self.pending))
+                self.pending = ""
+        self.target.flush()
+
+    def close(self) -> None:
+        self.finish()
+
+    def isatty(self) -> bool:
+        return bool(self.target.isatty())
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, errors...
+        return getattr(self.target, name)
+
+
+def terminal(stream: TextIO) -> TextIO:
+    """The stream under a ``LineStream`` (tailwart's own progress bar redraws its line
+    with a carriage return, which a ``LineStream`` escapes)."""
+    while isinstance(stream, LineStream):
+        stream = stream.target
+    return stream

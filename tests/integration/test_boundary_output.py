@@ -10,7 +10,6 @@ in a protocol other than SSH, paramiko reading real known_hosts/ssh_config files
 from __future__ import annotations
 
 import contextlib
-import selectors
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import ROOT, inv, need_root, write_env
+from testkit import ROOT, counting_listener, inv, need_root, write_env
 
 pytestmark = pytest.mark.integration
 
@@ -31,24 +30,6 @@ def clean(proc: subprocess.CompletedProcess[str], *secrets: str) -> str:
     for secret in secrets:
         assert secret.strip() not in text, f"secret shown: {text}"
     return text
-
-
-@contextlib.contextmanager
-def counting_listener() -> Iterator[tuple[int, list[int]]]:
-    """A TCP port on 127.0.0.1 that accepts and counts connections (nothing must arrive)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.setblocking(False)
-    seen: list[int] = []
-    yield server.getsockname()[1], seen
-    sel = selectors.DefaultSelector()
-    sel.register(server, selectors.EVENT_READ)
-    while sel.select(timeout=0.2):
-        conn, _ = server.accept()
-        seen.append(1)
-        conn.close()
-    server.close()
 
 
 @contextlib.contextmanager

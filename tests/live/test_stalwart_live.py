@@ -287,10 +287,10 @@ def world() -> Iterator[World]:
             EDGE_TAILNET_ADDR=f"{topo.addr('c', 1)}/32",
             EDGE_TAILNET_ADDR6=f"{topo.edge_v6}/128",
             STALWART_MANAGEMENT_URL=f"http://{topo.addr('a', 2)}:8080",
-            # the operator's side of the mailbox link stands for the tailnet here; the
+            # the operator's and the mailbox's link stands for the tailnet here; the
             # tailnet's own ranges stay in (a PROXY client claiming 100.64.x is "inside")
             STALWART_MANAGEMENT_NETWORKS=(
-                f"{topo.addr('a', 1)}/32,100.64.0.0/10,fd7a:115c:a1e0::/48"
+                f"{topo.addr('a', 0)}/24,100.64.0.0/10,fd7a:115c:a1e0::/48"
             ),
             # STALWART_TLS=acme-http (the default) against this world's Pebble
             ACME_DIRECTORY=acme.pebble.directory,

@@ -110,6 +110,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "PORT": _port,
     "IP": _ip,
     "HOST_CIDR": _cidr,
+    "CIDR_LIST": st.lists(_cidr, min_size=1, max_size=3).map(",".join),
     "URL": _url,
     "TAG": st.from_regex(r"tag:[a-z0-9][a-z0-9-]{0,15}", fullmatch=True),
     "IDENT": _ident,

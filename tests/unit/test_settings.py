@@ -218,6 +218,62 @@ BAD: list[tuple[str, Edit, str, str]] = [
         "EDGE_TAILNET_ADDR6",
         "IPv6 tailnet address",
     ),
+    # issue 21: the management credential never crosses a network in clear ...
+    (
+        "management-http-public-address",
+        setting("STALWART_MANAGEMENT_URL", "http://203.0.113.9:8080"),
+        "STALWART_MANAGEMENT_URL",
+        "in clear",
+    ),
+    (
+        "management-http-public-name",
+        setting("STALWART_MANAGEMENT_URL", "http://mgmt.example.org:8080"),
+        "STALWART_MANAGEMENT_URL",
+        "STALWART_MANAGEMENT_NETWORKS",
+    ),
+    (
+        "management-networks-everything",
+        plus("STALWART_MANAGEMENT_NETWORKS=100.64.0.0/10,::/0"),
+        "STALWART_MANAGEMENT_NETWORKS",
+        "every address",
+    ),
+    (
+        "management-networks-empty",
+        plus("STALWART_MANAGEMENT_NETWORKS="),
+        "STALWART_MANAGEMENT_NETWORKS",
+        "is empty",
+    ),
+    # ... and no secret is one a mask would give away
+    (
+        "generated-secret-word-like",
+        setting("STALWART_DB_PASSWORD", "correcthorsebatterystaple"),
+        "STALWART_DB_PASSWORD",
+        "word-like",
+    ),
+    (
+        "generated-secret-digits",
+        plus("BACKUP_PASSWORD=2026113012345678"),
+        "BACKUP_PASSWORD",
+        "word-like",
+    ),
+    (
+        "admin-password-short",
+        setting("STALWART_RECOVERY_ADMIN", "administrator:abc12"),
+        "STALWART_RECOVERY_ADMIN",
+        "password is shorter than 8",
+    ),
+    (
+        "admin-password-word",
+        setting("STALWART_RECOVERY_ADMIN", "admin:passwordpassword"),
+        "STALWART_RECOVERY_ADMIN",
+        "word-like",
+    ),
+    (
+        "secret-inside-a-host-name",
+        setting("STALWART_REDIS_PASSWORD", "tail1234.ts"),
+        "STALWART_REDIS_PASSWORD",
+        "inside another key's value",
+    ),
 ]
 
 
@@ -235,6 +291,48 @@ def test_bad_env_exits_2_names_key_and_writes_nothing(
     assert words in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no caddy/ dir, nothing written
+
+
+#: http:// management URLs the contract accepts: loopback, the tailnet's ranges, MagicDNS
+#: names, and a network listed in STALWART_MANAGEMENT_NETWORKS (the test worlds' own)
+MANAGEMENT_OK: list[dict[str, str]] = [
+    {"STALWART_MANAGEMENT_URL": "http://127.0.0.1:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://[::1]:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://localhost:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://100.101.102.103:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://[fd7a:115c:a1e0::7]:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://mgmt.tail9999.ts.net:8080"},
+    {"STALWART_MANAGEMENT_URL": "http://STALWART.tail1234.ts.net:8080/"},
+    {"STALWART_MANAGEMENT_URL": "https://mgmt.example.org:8443"},
+    {
+        "STALWART_MANAGEMENT_URL": "http://198.18.146.2:8080",
+        "STALWART_MANAGEMENT_NETWORKS": "198.18.0.0/15",
+    },
+    {
+        "MAILBOX_NODE_NAME": "stalwart",
+        "MAILBOX_FQDN": "stalwart.tailwart.test",
+        "STALWART_MANAGEMENT_URL": "http://stalwart.tailwart.test:8080",
+    },
+]
+
+
+@pytest.mark.parametrize("values", MANAGEMENT_OK, ids=lambda v: v["STALWART_MANAGEMENT_URL"])
+def test_http_management_url_to_the_tailnet_or_loopback_is_accepted(
+    values: dict[str, str],
+) -> None:
+    settings = from_mapping({**example_values(), **values})
+    assert settings["STALWART_MANAGEMENT_URL"] == values["STALWART_MANAGEMENT_URL"]
+
+
+def test_a_third_party_secret_of_letters_is_accepted() -> None:
+    """A relay's password is not tailwart's to choose (a Gmail app password is letters)."""
+    values = {
+        **example_values(),
+        "STALWART_SMARTHOST": "smtp.gmail.com:587",
+        "STALWART_SMARTHOST_USER": "me@example.org",
+        "STALWART_SMARTHOST_PASSWORD": "abcdefghijklmnop",
+    }
+    assert from_mapping(values)["STALWART_SMARTHOST_PASSWORD"] == "abcdefghijklmnop"
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

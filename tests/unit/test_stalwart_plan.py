@@ -291,8 +291,8 @@ def test_management_url_defaults_to_the_mailbox_over_the_tailnet() -> None:
     from tailwart.stalwart.provision import management_url
 
     assert management_url(settings()) == "http://stalwart.tail1234.ts.net:8080"
-    other = settings(STALWART_MANAGEMENT_URL="http://10.9.8.7:18080/")
-    assert management_url(other) == "http://10.9.8.7:18080"
+    other = settings(STALWART_MANAGEMENT_URL="https://10.9.8.7:18080/")
+    assert management_url(other) == "https://10.9.8.7:18080"
 
 
 def test_a_malformed_recovery_admin_is_refused_without_showing_it() -> None:

@@ -70,6 +70,9 @@ class GarageAdmin:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session: requests.Session = requests.Session()
+        # no proxy or .netrc from the environment: a proxy would see the token (and an
+        # imported secret key) in clear
+        self.session.trust_env = False
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
@@ -85,6 +88,7 @@ class GarageAdmin:
                 json=body,
                 params=params or None,
                 timeout=self.timeout,
+                allow_redirects=False,  # a body may carry the S3 secret key
             )
         except requests.RequestException as exc:
             raise BackendError(
@@ -98,11 +102,22 @@ class GarageAdmin:
             )
         if resp.status_code == 404:
             raise NotFound(endpoint)
+        if 300 <= resp.status_code < 400:
+            raise BackendError(
+                f"garage: {endpoint} answered HTTP {resp.status_code}, a redirect; tailwart "
+                "follows none (a request may carry a secret key): check GARAGE_ADMIN_URL"
+            )
         if resp.status_code >= 400:
             raise BackendError(
                 f"garage: {endpoint} failed (HTTP {resp.status_code}): {_message(resp)}"
             )
-        return resp.json() if resp.content else None
+        try:
+            return resp.json() if resp.content else None
+        except ValueError:
+            raise BackendError(
+                f"garage: {endpoint} answered with something that is not JSON; check "
+                "GARAGE_ADMIN_URL"
+            ) from None
 
     def get(self, endpoint: str, **params: Any) -> Any:
         return self.call("GET", endpoint, **params)

@@ -32,11 +32,13 @@ def tailwart_settings_snapshot(
     settings: Settings, *, dry_run: bool = False, transport: Transport | None = None
 ) -> dict[str, Any]:
     """The manifest's ``settings_snapshot`` entry: ``status`` and what it holds."""
+    from ..masking import secret_values
     from ..stalwart.apply import observe
     from ..stalwart.plan import redact
     from ..stalwart.provision import client_for, management_url
 
     url = management_url(settings)
+    secrets = secret_values(settings)
     if dry_run:
         return {"status": "planned", "detail": f"would read the owned objects from {url}"}
     try:
@@ -50,9 +52,10 @@ def tailwart_settings_snapshot(
         objects = {name: redact(found) for name, found in sorted(live.items())}
         json.dumps(objects)  # what goes into the manifest must serialise
     except TailwartError as exc:
-        return _not_taken(url, str(exc))
+        return _not_taken(url, masked(str(exc), secrets))
     except Exception as exc:  # an answer of the wrong shape is the server's input, not a bug
         return _not_taken(url, f"the server's answer could not be read ({type(exc).__name__})")
+    objects = {name: masked(found, secrets) for name, found in objects.items()}
     return {
         "status": "taken",
         "schema": model.version,
@@ -60,3 +63,17 @@ def tailwart_settings_snapshot(
         "count": sum(len(found) for found in objects.values()),
         "objects": objects,
     }
+
+
+def masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every one of ``secrets`` masked in every string, at any depth (a
+    server that echoes a credential must not write it into the manifest)."""
+    from .. import masking
+
+    if isinstance(value, str):
+        return masking.redact(value, secrets)
+    if isinstance(value, dict):
+        return {masking.redact(str(k), secrets): masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, secrets) for v in value]
+    return value

@@ -102,9 +102,10 @@ def _migrate_req(session: HostSession, plan: Plan) -> None:
 
 
 def deploy_host(
-    job: HostJob, opts: DeployOptions, binaries: BinaryProvider, out: TextIO = sys.stdout
+    job: HostJob, opts: DeployOptions, binaries: BinaryProvider, out: TextIO | None = None
 ) -> HostResult:
     """Deploy to one host; a host-level failure is reported in the result, never raised."""
+    out = out or sys.stdout  # looked up now: tasks print through cli's masking stream
     session = HostSession(job, opts, "deploy", out)
     label = session.label
     result = HostResult(label, "failed")
@@ -163,9 +164,10 @@ def deploy(
     jobs: Sequence[HostJob],
     opts: DeployOptions,
     binaries: BinaryProvider | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> list[HostResult]:
     """Roll the edge out to every host; raise DeployError (exit 1) with the report on failure."""
+    out = out or sys.stdout
     if opts.keep < 1:
         raise UsageError("--keep must be at least 1")
     if opts.parallel < 1:

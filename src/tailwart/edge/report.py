@@ -55,9 +55,13 @@ class Progress:
     """A progress bar for the binary upload (a single summary line when not a terminal)."""
 
     def __init__(self, label: str, stream: TextIO, enabled: bool) -> None:
+        from ..masking import terminal
+
         self.label = label
-        self.stream = stream
-        self.tty = enabled and stream.isatty()
+        # the bar redraws its line with a carriage return: it writes to the terminal
+        # itself (its text is a host label and numbers), not through cli's LineStream
+        self.stream = terminal(stream)
+        self.tty = enabled and self.stream.isatty()
         self.start = time.monotonic()
         self.last = 0.0
 

@@ -19,9 +19,10 @@ from .targets import DeployOptions, HostJob
 
 
 def rollback_host(
-    job: HostJob, opts: DeployOptions, to: str | None, out: TextIO = sys.stdout
+    job: HostJob, opts: DeployOptions, to: str | None, out: TextIO | None = None
 ) -> HostResult:
     """Switch one host back to a kept release (default: the one active before ``current``)."""
+    out = out or sys.stdout  # looked up now: tasks print through cli's masking stream
     session = HostSession(job, opts, "rollback", out)
     label = session.label
     result = HostResult(label, "failed", action="rollback")
@@ -58,8 +59,12 @@ def rollback_host(
 
 
 def rollback(
-    jobs: Sequence[HostJob], opts: DeployOptions, to: str | None = None, out: TextIO = sys.stdout
+    jobs: Sequence[HostJob],
+    opts: DeployOptions,
+    to: str | None = None,
+    out: TextIO | None = None,
 ) -> list[HostResult]:
     """Roll every host back; raise DeployError (exit 1) with the report on failure."""
+    out = out or sys.stdout
     results = rollout(jobs, lambda job: rollback_host(job, opts, to, out), opts.parallel)
     return conclude(results, "rollback", "rollback", out)

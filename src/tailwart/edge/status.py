@@ -94,9 +94,13 @@ def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> Host
 
 
 def status(
-    jobs: Sequence[HostJob], opts: DeployOptions, out: TextIO = sys.stdout, audit_lines: int = 5
+    jobs: Sequence[HostJob],
+    opts: DeployOptions,
+    out: TextIO | None = None,
+    audit_lines: int = 5,
 ) -> list[HostStatus]:
     """Print every host's status; raise DeployError when a host is unreachable or not serving."""
+    out = out or sys.stdout  # looked up now: tasks print through cli's masking stream
     statuses = [status_host(job, opts, audit_lines) for job in jobs]
     for st in statuses:
         out.write(st.render() + "\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from ..masking import redact, secret_values
+from ..masking import LineStream, redact, secret_values
 from ..settings import Settings
 from ..settings.derived import compose_environment
 
@@ -131,32 +131,14 @@ class Outcome:
         return self.exited == 0
 
 
-class RedactingStream:
-    """A line-buffered text stream that masks secrets before writing to ``target``.
-
-    Invoke flushes after every chunk it reads, so only whole lines are passed on: a
-    secret split across two chunks is still masked. ``close`` writes the rest.
-    """
+class RedactingStream(LineStream):
+    """A ``LineStream`` that masks ``secrets``: Invoke flushes after every chunk it reads,
+    so only whole lines are passed on and a secret split across two chunks is still
+    masked. ``close`` writes the rest."""
 
     def __init__(self, target: TextIO, secrets: Sequence[str]) -> None:
-        self.target = target
+        super().__init__(target, lambda row: redact(row, secrets))
         self.secrets = secrets
-        self.pending = ""
-
-    def write(self, data: str) -> int:
-        *lines, self.pending = (self.pending + data).split("\n")
-        for row in lines:
-            self.target.write(redact(row, self.secrets) + "\n")
-        return len(data)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-    def close(self) -> None:
-        if self.pending:
-            self.target.write(redact(self.pending, self.secrets))
-            self.pending = ""
-        self.target.flush()
 
 
 @dataclass

@@ -41,7 +41,8 @@ class Transport:
             import requests
 
             self.session = requests.Session()
-            # no .netrc: it would replace the Authorization header; proxies are passed per call
+            # no .netrc: it would replace the Authorization header; proxies are passed per
+            # call, for https only
             self.session.trust_env = False
             # a private CA (a self-hosted headscale) still comes from the usual variables
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
@@ -57,7 +58,10 @@ class Transport:
         if problem:
             raise PolicyInputError(f"{what}: {self.redact(problem)}; nothing was sent")
         kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
+        # a proxy from the environment only for https (it sees a TLS tunnel): over plain
+        # http it would read the bearer token
+        proxies = requests.utils.get_environ_proxies(url) if url.startswith("https:") else {}
+        kwargs.setdefault("proxies", proxies)
         last = ""
         for attempt in range(self.attempts):
             if attempt:

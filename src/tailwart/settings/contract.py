@@ -25,6 +25,11 @@ class Key:
     stalwart: bool = False
     #: an empty value means "unset" (the default); False: an empty value is refused
     empty_is_default: bool = True
+    #: a secret the operator generates for tailwart: refused when word-like (only letters,
+    #: or only digits), since masking such a value would give it away (masking.py)
+    strong: bool = False
+    #: a secret written name:password: the password part is the secret (masked alone too)
+    pair: bool = False
 
     @property
     def secret(self) -> bool:
@@ -176,6 +181,8 @@ KEYS: tuple[Key, ...] = (
         MAILBOX,
         example="admin:",
         stalwart=True,
+        strong=True,
+        pair=True,
     ),
     Key(
         "STALWART_MANAGEMENT_USER",
@@ -197,7 +204,8 @@ KEYS: tuple[Key, ...] = (
         "STALWART_MANAGEMENT_NETWORKS",
         Kind.NETWORKS,
         "the only source networks Stalwart accepts the management credential and the web "
-        "admin paths from (default: the tailnet's ranges)",
+        "admin paths from (default: the tailnet's ranges); an http:// "
+        "STALWART_MANAGEMENT_URL may name an address in them",
         MAILBOX,
         required=False,
         default="100.64.0.0/10,fd7a:115c:a1e0::/48",
@@ -206,7 +214,9 @@ KEYS: tuple[Key, ...] = (
         "STALWART_MANAGEMENT_URL",
         Kind.URL,
         "where inv provision reaches Stalwart's management API (default "
-        "http://MAILBOX_FQDN:8080, over the tailnet)",
+        "http://MAILBOX_FQDN:8080, over the tailnet); http:// only to loopback, a MagicDNS "
+        "name (under .ts.net, or MAILBOX_FQDN) or an address in STALWART_MANAGEMENT_NETWORKS; "
+        "else https://",
         MAILBOX,
         required=False,
         example="http://stalwart.tail1234.ts.net:8080",
@@ -249,6 +259,7 @@ KEYS: tuple[Key, ...] = (
         "password of the stalwart role",
         POSTGRES,
         stalwart=True,
+        strong=True,
     ),
     Key(
         "PG_ADMIN_USER",
@@ -335,6 +346,7 @@ KEYS: tuple[Key, ...] = (
         "Garage secret access key: 64 hex (openssl rand -hex 32)",
         GARAGE,
         stalwart=True,
+        strong=True,
     ),
     Key(
         "GARAGE_ADMIN_URL",
@@ -580,6 +592,7 @@ KEYS: tuple[Key, ...] = (
         "password of the restic repository (encrypts it; lose it and the backups are lost)",
         BACKUP,
         required=False,
+        strong=True,
     ),
     Key(
         "BACKUP_S3_ACCESS_KEY",
@@ -638,6 +651,12 @@ KEYS: tuple[Key, ...] = (
 )
 
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+
+
+def password_part(value: str) -> str:
+    """The password of a ``name:password`` value (``Key.pair``); '' without a ':'."""
+    return value.partition(":")[2]
+
 
 #: variables tailwart derives from the keys above and passes into the stalwart
 #: container next to them

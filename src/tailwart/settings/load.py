@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from .contract import BY_NAME, KEYS
+from .contract import BY_NAME, KEYS, password_part
 from .kinds import BOOL_TRUE, HostPort, Kind
 
 
@@ -237,6 +237,8 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
             )
     out += _tls_checks(values, refused)
     out += _management_checks(values, refused)
+    out += _secret_checks(values, refused)
+    out += _management_url_checks(values, refused)
     mail_host = values.get("MAIL_HOSTNAME", "") if ok("MAIL_HOSTNAME") else ""
     mailbox = values.get("MAILBOX_FQDN", "") if ok("MAILBOX_FQDN") else ""
     if mail_host and mailbox and mail_host.rstrip(".").lower() == mailbox.rstrip(".").lower():
@@ -329,6 +331,80 @@ def _management_checks(values: Mapping[str, str], refused: Set[str] = frozenset(
                 )
             )
     return out
+
+
+#: what tailwart says about generating a secret
+GENERATE = "generate one with: openssl rand -hex 32"
+
+
+def _secret_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """Secrets that masking would give away (see masking.py): the password of a
+    ``name:password`` key under 8 characters, a word-like strong secret
+    (only letters or only digits), a secret inside another key's value. Nothing here
+    shows the value or says which other key holds it."""
+    shown = [v for k, v in values.items() if v and k not in refused and not BY_NAME[k].secret]
+    out: list[Problem] = []
+    for spec in KEYS:
+        value = values.get(spec.name, "")
+        if not spec.secret or not value or spec.name in refused:
+            continue
+        secret = value
+        if spec.pair and ":" in value:  # without one, the task that logs in says so
+            secret = password_part(value)
+            if len(secret) < 8:
+                out.append(
+                    Problem(spec.name, f"its password is shorter than 8 characters; {GENERATE}")
+                )
+                continue
+        if spec.strong and (secret.isalpha() or secret.isdigit()):
+            out.append(
+                Problem(
+                    spec.name,
+                    "is word-like (only letters, or only digits): a mask in the output would "
+                    f"show where it stands; {GENERATE}",
+                )
+            )
+        elif any(secret in other for other in shown):
+            out.append(
+                Problem(
+                    spec.name,
+                    "occurs inside another key's value: masking it there would show it; use "
+                    f"a secret of its own ({GENERATE})",
+                )
+            )
+    return out
+
+
+def _management_url_checks(
+    values: Mapping[str, str], refused: Set[str] = frozenset()
+) -> list[Problem]:
+    """An http:// STALWART_MANAGEMENT_URL sends the management credential in clear: only
+    to loopback, a tailnet address or MagicDNS name, or STALWART_MANAGEMENT_NETWORKS."""
+    from urllib.parse import urlsplit
+
+    url = values.get("STALWART_MANAGEMENT_URL", "")
+    networks = "STALWART_MANAGEMENT_NETWORKS"
+    if not url.startswith("http://") or {"STALWART_MANAGEMENT_URL", networks} & refused:
+        return []
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    mailbox = values.get("MAILBOX_FQDN", "").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith(".ts.net") or (mailbox and host == mailbox):
+            return []
+    else:
+        listed = [ipaddress.ip_network(n.strip()) for n in values.get(networks, "").split(",")]
+        if address.is_loopback or any(address in net for net in listed):
+            return []
+    return [
+        Problem(
+            "STALWART_MANAGEMENT_URL",
+            f"http:// to {host} would send the management credential in clear outside the "
+            "tailnet; use https://, a tailnet address or MagicDNS name, or list its network "
+            f"in {networks}",
+        )
+    ]
 
 
 def _unparseable(original: str) -> str:

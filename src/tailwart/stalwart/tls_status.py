@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import clock
+from ..masking import one_line
 from ..settings import Settings
 
 WARN_DAYS = 14
@@ -174,11 +175,12 @@ def judge(
     after = when(served, "notValidAfter")
     assert after is not None  # usable() checked it
     days = (after - now).total_seconds() / 86400
-    issuer = str(served.get("issuer") or "(unknown issuer)")
+    # what the server says stays on this line, escaped and cut short
+    issuer = one_line(served.get("issuer") or "(unknown issuer)", 200)
     report.lines.append(
-        f"certificate for {host}: x:Certificate {served.get('id')} ({why}), issuer {issuer}, "
-        f"valid until {after:%Y-%m-%d} ({int(days)} days), names "
-        f"{', '.join(names_of(served)) or '(none)'}"
+        f"certificate for {host}: x:Certificate {one_line(served.get('id'), 60)} ({why}), "
+        f"issuer {issuer}, valid until {after:%Y-%m-%d} ({int(days)} days), names "
+        f"{one_line(', '.join(names_of(served)), 500) or '(none)'}"
     )
     if self_signed(served):
         report.problems.append(f"the certificate for {host} is self-signed (issuer {issuer})")
@@ -191,6 +193,10 @@ def judge(
         if cert is None or not any(name_matches(p, name) for p in names_of(cert)):
             report.problems.append(
                 f"no certificate covers {name}"
-                + (f" (Stalwart serves one for {', '.join(names_of(cert))})" if cert else "")
+                + (
+                    f" (Stalwart serves one for {one_line(', '.join(names_of(cert)))})"
+                    if cert
+                    else ""
+                )
             )
     return report

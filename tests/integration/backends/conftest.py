@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# the integration directory's helpers (hostile_jmap) next to this one's
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backend_env import zones
 from backend_servers import (
     GarageServer,

@@ -286,3 +286,31 @@ def test_an_interrupted_backup_is_followed_by_a_clean_run(world: World) -> None:
     assert out.returncode == 0, out.stderr
     assert not list(restored.rglob("*.part"))
     assert len(list((restored / "blobs").iterdir())) == MESSAGES
+
+
+@pytest.mark.parametrize("mode", ["valid", "huge"])
+def test_a_hostile_management_api_leaves_no_secret_in_the_manifest(world: World, mode: str) -> None:
+    """Issue 21: the settings snapshot reads Stalwart's management API; a server that
+    echoes the credential (or answers 600 MiB) neither stops the backup nor gets a
+    secret into the manifest or onto the terminal."""
+    import json
+    import unicodedata
+
+    from hostile_jmap import HostileJmap, echoes
+
+    issuer = "CN={echo}\x1b[2J\rok"
+    objects = {"x:Certificate": [{"id": "c1", "issuer": issuer}]}
+    with HostileJmap(mode, objects=objects).running() as server:
+        env = world.env(STALWART_MANAGEMENT_URL=server.url)
+        proc = inv("backup", f"--env-file={env}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    admin = server.received[-1].credential()
+    assert admin.startswith("admin:")  # the oracle: the server had the credential to echo
+    manifest = (world.staging / "snapshot" / "manifest.json").read_text()
+    snapshot = json.loads(manifest)["settings_snapshot"]
+    assert snapshot["status"] == ("taken" if mode == "valid" else "not-taken")
+    text = proc.stdout + proc.stderr
+    for form in echoes(admin):
+        assert form not in manifest and form not in text
+    raw = [c for c in text if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
+    assert raw == [] and "unexpected" not in text and "Traceback" not in text

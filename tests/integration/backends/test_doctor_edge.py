@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
+from pathlib import Path
+
 import pytest
-from backend_env import HOST, edge_servers, settings
+from backend_env import HOST, edge_servers, inv, settings, values
 from backend_servers import LineServer, Pki, closed_port, line_servers
 
 from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
+from testkit import self_signed_ca, write_env
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +174,38 @@ def test_a_port_that_accepts_but_never_greets_times_out() -> None:
         found = runner.run(ctx, [c for c in registry(ctx, ("edge",)) if c.id == "edge.smtp"])
     assert found[0].status is Status.ERROR
     assert found[0].message.endswith(f"127.0.0.1:{silent.port} sent no greeting within 1s")
+
+
+#: what a hostile edge (or a certificate's issuer) would like to print: clear the screen,
+#: go back to the line start, forge a clean result, flip the text's direction
+FORGED = "\x1b[2J\x1b[H\rok    all fine\u202e\x07"
+
+
+def test_what_a_hostile_edge_says_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """Issue 21, finding 6, through the task runner: a greeting and a certificate issuer
+    holding control characters are printed escaped, each finding on its own line."""
+    key, ca = self_signed_ca(f"evil CA {FORGED}")
+    hostile = Pki(tmp_path, key, ca)
+    tls = hostile.context("hostile", [HOST], 90)
+    servers = {
+        25: LineServer(f"220 mail.good.test ESMTP {FORGED}"),
+        465: LineServer("220 mail.good.test ESMTP", tls=tls),
+    }
+    with line_servers(*servers.values()):
+        flags = ["--only", "edge,tls", "--edge", "127.0.0.1", "--timeout", "3"]
+        for public in (25, 465, 587, 143, 993):
+            port = servers[public].port if public in servers else closed_port()
+            flags += ["--port", f"{public}={port}"]
+        env = write_env(tmp_path / ".env", values())
+        done = inv("doctor", "--env-file", str(env), *flags)
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text  # the closed ports and the unknown CA are errors
+    assert "Traceback" not in text and "unexpected" not in text
+    raw = [c for c in text if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
+    assert raw == [], text
+    rows = done.stdout.splitlines()
+    (smtp,) = [row for row in rows if " edge.smtp " in row]
+    assert smtp.endswith("ESMTP \\x1b[2J\\x1b[H\\x0dok    all fine\\u202e\\x07")
+    (tls_row,) = [row for row in rows if " tls.submissions " in row]
+    assert "issuer evil CA \\x1b[2J" in tls_row
+    assert not any(row.startswith("ok    all fine") for row in rows)
