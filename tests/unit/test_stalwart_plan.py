@@ -72,6 +72,10 @@ class Store:
         self.objects[CURRENT.blob_store] = {one: {"id": one, "@type": "Default"}}
         self.objects[CURRENT.memory_store] = {one: {"id": one, "@type": "Default"}}
         self.objects[CURRENT.search_store] = {one: {"id": one, "@type": "Default"}}
+        # upstream's seeded ban settings (x:Security's schema defaults; durations in ms)
+        self.objects[CURRENT.security] = {
+            one: {"id": one, "authBanRate": {"count": 100, "period": 86_400_000}}
+        }
         self.objects[CURRENT.http] = {
             one: {
                 "id": one,
@@ -296,12 +300,11 @@ def test_management_url_defaults_to_the_mailbox_over_the_tailnet() -> None:
 
 
 def test_a_malformed_recovery_admin_is_refused_without_showing_it() -> None:
-    from tailwart.errors import UsageError
+    from tailwart.settings import SettingsError
 
-    bad = settings(STALWART_RECOVERY_ADMIN="no-colon-" + "x" * 20)
-    with pytest.raises(UsageError) as raised:
-        provision(bad, Options(), lambda line: None)
-    assert str(raised.value).startswith("STALWART_RECOVERY_ADMIN: must be name:password")
+    with pytest.raises(SettingsError) as raised:
+        settings(STALWART_RECOVERY_ADMIN="no-colon-" + "x" * 20)
+    assert "STALWART_RECOVERY_ADMIN: must be name:password" in str(raised.value)
     assert "no-colon-" not in str(raised.value)
 
 

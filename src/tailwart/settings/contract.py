@@ -209,6 +209,8 @@ KEYS: tuple[Key, ...] = (
         MAILBOX,
         required=False,
         default="100.64.0.0/10,fd7a:115c:a1e0::/48",
+        # empty is refused: read as "the default" it would open what it meant to close
+        empty_is_default=False,
     ),
     Key(
         "STALWART_MANAGEMENT_URL",

@@ -133,13 +133,16 @@ def redis_url(settings: Settings) -> str:
     )
 
 
+def management_networks(settings: Settings) -> list[str]:
+    """STALWART_MANAGEMENT_NETWORKS: where the management login and admin paths work."""
+    return [n for n in settings["STALWART_MANAGEMENT_NETWORKS"].split(",") if n]
+
+
 def allowed_endpoints(settings: Settings) -> dict[str, Any]:
     """403 for the web admin and management paths to any client outside
     STALWART_MANAGEMENT_NETWORKS. Not loopback: through PROXY v2, anything on the edge host
     can claim 127.0.0.1."""
-    from .management import networks
-
-    sources = networks(settings)
+    sources = management_networks(settings)
     inside = " || ".join(f"is_ip_in_cidr(remote_ip, '{net}')" for net in sources)
     paths = " || ".join(f"starts_with(path, '{p}')" for p in ADMIN_PATHS)
     return {"match": {"0": {"if": f"!({inside}) && ({paths})", "then": "403"}}, "else": "200"}

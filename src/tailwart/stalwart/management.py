@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..settings import Settings
+from .desired import management_networks
 from .jmap import Client, StalwartError
 from .schema import Schema
 from .versions import Model
@@ -55,11 +56,6 @@ def recovery_login(settings: Settings) -> tuple[str, str]:
     return name.strip(), password.strip()
 
 
-def networks(settings: Settings) -> list[str]:
-    """The sources the management login and the admin paths are accepted from."""
-    return [n for n in settings["STALWART_MANAGEMENT_NETWORKS"].split(",") if n]
-
-
 def permissions(model: Model, schema: Schema) -> list[str]:
     """Exactly what tailwart owns: each owned type's verbs that exist, and the extras."""
     known = schema.permissions()
@@ -90,7 +86,7 @@ def account_fields(settings: Settings, domain_id: str, role_id: str) -> dict[str
             "0": {
                 "@type": "Password",
                 "secret": settings["STALWART_MANAGEMENT_PASSWORD"],
-                "allowedIps": dict.fromkeys(networks(settings), True),
+                "allowedIps": dict.fromkeys(management_networks(settings), True),
             }
         },
     }
