@@ -1003,6 +1003,29 @@ def test_restart_class_change_takes_effect_after_the_restart(world: World) -> No
     assert world.inv("provision", "--check").returncode == 0
 
 
+def test_rotate_management_changes_the_password_and_the_old_one_stops(world: World) -> None:
+    old = world.values["STALWART_MANAGEMENT_PASSWORD"]
+    env_file = world.env_file
+    result = world.inv("rotate-management")
+    assert result.returncode == 0, result.stdout + result.stderr
+    world.notes.append("rotate-management:\n  " + "\n  ".join(result.stdout.splitlines()))
+    from dotenv import dotenv_values
+
+    new = str(dotenv_values(env_file)["STALWART_MANAGEMENT_PASSWORD"])
+    assert new != old and old not in result.stdout + result.stderr
+    assert new not in result.stdout + result.stderr
+    assert not env_file.with_name(env_file.name + ".rotating").exists()
+    user = world.jmap.auth[0]
+    assert Jmap(world.stalwart.url, user, old).status() == 401
+    world.values["STALWART_MANAGEMENT_PASSWORD"] = new
+    world.jmap = Jmap(world.stalwart.url, user, new)
+    assert world.jmap.status() == 200
+    # the credential keeps its tailnet-only restriction
+    assert " 401 " in _via_proxy(world, "203.0.113.5", _jmap_post(user, new)) + " "
+    check = world.inv("provision", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_blobs_live_in_garage_and_the_summary(world: World) -> None:
     import boto3
 

@@ -27,10 +27,12 @@ from .versions import Model
 ROLE_DESCRIPTION = "tailwart management"
 #: what a type's permissions are called after its prefix
 VERBS = ("Get", "Query", "Create", "Update", "Destroy")
-#: beyond the owned types: signing in, the reloads provision triggers, and changing its
-#: own password (inv rotate-management)
+#: beyond the owned types: signing in, the reloads provision triggers (an x:Action
+#: create, each action also by its own permission; seen live: without sysActionCreate
+#: Stalwart refuses the reload), and changing its own password (inv rotate-management)
 EXTRA_PERMISSIONS = (
     "authenticate",
+    "sysActionCreate",
     "actionReloadSettings",
     "actionReloadTlsCertificates",
     "sysAccountPasswordGet",
