@@ -34,7 +34,8 @@ from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
 from test_mailbox_live import MAIL_SERVERS, edge_env, tw
 from test_mailbox_live import inspect as inspect_service
 
-from tailwart.settings import from_mapping
+from tailwart.settings import Settings, from_mapping
+from tailwart.settings.derived import compose_environment, recovery_values
 from tailwart.stalwart.management import login as management_login
 from testkit import ROOT, need_root, need_tool, write_env
 
@@ -90,13 +91,40 @@ class Real:
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         return json.loads(done.stdout)
 
-    def jmap(self, method: str, args: dict[str, Any]) -> Any:
-        """One management call over the tailnet, as tailwart's management login (plain
-        HTTP, not tailwart's client)."""
-        values = {k: v or "" for k, v in dotenv_values(self.env_file).items()}
-        user, password = management_login(from_mapping(values))
+    def settings(self) -> Settings:
+        return from_mapping({k: v or "" for k, v in dotenv_values(self.env_file).items()})
+
+    def jmap(self, method: str, args: dict[str, Any], admin: bool = False) -> Any:
+        """One management call over the tailnet, as tailwart's management login (or, in a
+        recovery window, the recovery admin); plain HTTP, not tailwart's client."""
+        user, password = (
+            ("admin", self.admin_password) if admin else management_login(self.settings())
+        )
         return self.py_as_operator(JMAP, f"http://{MAILBOX}:8080", user, password, method,
                                json.dumps(args))  # fmt: skip
+
+    def recovery_window(self) -> None:
+        """Stalwart recreated in recovery mode with the recovery admin, as inv first-start's
+        first step does (the test's own accounts need it: tailwart's login may not create
+        any); ready over the tailnet."""
+        settings = self.settings()
+        env = {**os.environ, **self.w.env, **compose_environment(settings)}
+        env.update(recovery_values(settings))
+        done = run(
+            ["docker", "compose", "--env-file", str(self.env_file), "-f",
+             str(ROOT / "compose" / "docker-compose.yml"), "-p", PROJECT, "up", "-d",
+             "--force-recreate", "stalwart"],
+            env=env, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            done = self.w.ns(self.operator.netns, "curl", "-fsS", "-o", "/dev/null",
+                             f"http://{MAILBOX}:8080/healthz/ready", check=False)  # fmt: skip
+            if done.returncode == 0:
+                return
+            time.sleep(2)
+        raise AssertionError("Stalwart in recovery mode did not become ready")
 
 
 JMAP = """
@@ -311,8 +339,13 @@ def test_mail_through_the_edge_across_the_tailnet(real: Real) -> None:
         "domainId": domain["id"],
         "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
     }
-    created = real.jmap("x:Account/set", {"create": {"a": account}})
+    # the recovery window: the test's user, then a normal start again (inv up recreates
+    # Stalwart without the recovery admin)
+    real.recovery_window()
+    created = real.jmap("x:Account/set", {"create": {"a": account}}, admin=True)
     assert "a" in created.get("created", {}), created
+    tw(w, real.env_file, "up")
+    assert inspect(w, "stalwart")["Config"]["Env"].count("STALWART_RECOVERY_ADMIN=") == 1
     marker = secrets.token_hex(8)
     client = json.loads(w.in_world(sys.executable, "-c", SEND, edge.bridge_ip, marker).stdout)
     assert client[0] == edge.client_ip, client
