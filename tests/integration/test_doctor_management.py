@@ -81,7 +81,7 @@ def doctor(vhost: Vhost, tmp_path: Path, values: dict[str, str]) -> tuple[dict[s
     ("status", "answer", "verdict", "says"),
     [
         (401, b"", "ok", "Stalwart refuses the management login from the internet (401)"),
-        (403, b"", "ok", "the vhost refuses the management login (403)"),
+        (403, b"", "ok", "the management login is refused (403)"),
         (200, json.dumps(OK_ANSWER).encode(), "error", "ran an x: method from the internet"),
         (200, json.dumps(REFUSED_METHOD).encode(), "error", "accepted the management login"),
         (502, b"bad gateway", "warning", "answered 502"),

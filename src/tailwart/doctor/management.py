@@ -102,8 +102,8 @@ def internet_refused(ctx: DoctorContext) -> Finding:
             f"{where}: no answer ({type(exc).__name__})",
             "is the edge host's main Caddy serving the JMAP vhost? (inv doctor --only tls)",
         )
-    if status == 403:
-        return ok(f"{where}: the vhost refuses the management login (403)")
+    if status == 403:  # the vhost's wall, or Stalwart: a credential outside its allowedIps
+        return ok(f"{where}: the management login is refused (403)")
     if status == 401:
         return ok(f"{where}: Stalwart refuses the management login from the internet (401)")
     if status == 200 and _answered(data):

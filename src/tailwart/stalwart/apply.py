@@ -68,7 +68,9 @@ def _write_one(change: Change, client: Client, ids: dict[tuple[str, str], str], 
 
 def started_work(plan: Plan, state: State) -> list[tuple[Desired, str]]:
     """(desired, field) pairs whose write in ``plan`` made Stalwart start work on the
-    Manual → Automatic transition (a certificate order): a new object, or a reset."""
+    Manual → Automatic transition (a certificate order): a new object, a reset, or an
+    update of the field itself (seen live: a domain made in recovery mode, Manual, then
+    turned Automatic by the full apply, has its order cut by the restart that follows)."""
     out = []
     for item in state:
         if not isinstance(item, Desired):
@@ -77,7 +79,7 @@ def started_work(plan: Plan, state: State) -> list[tuple[Desired, str]]:
             if (change.type, change.key) != (item.type, item.key):
                 continue
             for name in item.resets:
-                if name in change.reset or (change.action == CREATE and name in change.fields):
+                if name in change.reset or name in change.fields:
                     out.append((item, name))
     return out
 

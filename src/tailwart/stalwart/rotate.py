@@ -92,11 +92,10 @@ def rotate(
     def client(password: str) -> Client:
         values = dict(settings.values)
         values[KEY] = password
-        made = client_for(replace(settings, values=values), transport(password))
-        made.check_schema()
-        return made
+        return client_for(replace(settings, values=values), transport(password))
 
     current = client(old)
+    model = current.check_schema()
     staged = env_file.with_name(env_file.name + ".rotating")
     write_atomic(staged, staged_text, mode=0o600)
     out(f"staged the new password in {staged} (mode 600)")
@@ -109,7 +108,13 @@ def rotate(
         staged.unlink(missing_ok=True)
         raise
     out(f"the server changed the password of {name}")
-    works = _works(client)
+
+    def checked(password: str) -> Client:  # the schema is known: x: calls only (seen
+        made = client(password)  # live: GET /api/schema refused the new password at first)
+        made.model = model
+        return made
+
+    works = _works(checked)
     if not works(new):
         raise OperationError(
             f"the new password of {name} does not work; the server holds it, and so does "
