@@ -338,6 +338,8 @@ def test_mail_through_the_edge_across_the_tailnet(real: Real) -> None:
         "name": ALICE[0],
         "domainId": domain["id"],
         "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
+        # explicit: an account made in recovery mode gets no default role
+        "roles": {"@type": "User"},
     }
     # the recovery window: the test's user, then a normal start again (inv up recreates
     # Stalwart without the recovery admin)
