@@ -94,7 +94,8 @@ def test_first_start_replays_in_order() -> None:
     lines: list[str] = []
     with clock.frozen(meta["recorded_at"]):
         first_start(from_mapping(meta["env"]), Control(), lines.append, transport=lambda: transport)
-    assert steps == ["start recovery", "stop", "start", "stop", "start"]
+    stores, seed = ["start recovery", "stop"], ["start", "stop"]
+    assert steps == [*stores, *seed, "start recovery", "stop", "start", "stop", "start"]
     assert lines[-1] == "first start done: the server holds exactly what .env describes"
     assert transport.sent == [e["request"] for e in exchanges if "request" in e]
     assert transport.exchanges == []

@@ -34,8 +34,7 @@ class Options:
     phase: str = "all"
     #: --check also judges the certificate Stalwart serves (first start: not yet issued)
     certificate: bool = True
-    #: Stalwart runs in recovery mode: log in as the recovery admin, and write the
-    #: management login's role and account after the stores
+    #: Stalwart runs in recovery mode: log in as the recovery admin
     recovery: bool = False
 
 
@@ -129,9 +128,6 @@ def provision(
     if options.check:
         return 1 if plan or (certificate and certificate.problems) else 0
     say = (lambda _: None) if options.as_json else out
-    if options.recovery:
-        say("the management login (recovery mode: role, account, tailnet-only password):")
-        ensure(client, settings, schema, say)
     if not plan:
         return 0
     say("applying:")
@@ -177,27 +173,46 @@ class Control(Protocol):
     def stop(self) -> None: ...
 
 
+def write_management(
+    settings: Settings, out: Callable[[str], None], transport: Transport | None = None
+) -> None:
+    """The management login's role and account, through the recovery admin (recovery mode)."""
+    client = client_for(settings, transport, recovery=True)
+    model = client.check_schema()
+    ensure(client, settings, load(model), out)
+
+
 def first_start(
     settings: Settings,
     control: Control,
     out: Callable[[str], None],
     transport: Callable[[], Transport | None] = lambda: None,
 ) -> None:
-    """A fresh store, in order: recovery mode + stores, first normal start, full apply.
+    """A fresh store, in order: recovery mode + stores, first normal start (defaults
+    seeded), recovery mode + tailwart's management login, the full apply as that login.
 
     Recovery mode seeds nothing, so the stores are in place before the first normal
-    start seeds the defaults (into the right stores); the full apply then converges
-    what was seeded, and a restart makes listeners and PROXY trust live.
+    start seeds the defaults (into the right stores). The management login's role is
+    written only after that start: a role made earlier would keep Stalwart from seeding
+    its own default roles (seen live: users then get no rights at all). The full apply
+    converges what was seeded, and a restart makes listeners and PROXY trust live. The
+    recovery admin is never present outside recovery mode.
     """
-    out("first start 1/4: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
+    out("first start 1/5: Stalwart in recovery mode (STALWART_RECOVERY_ADMIN, nothing seeded)")
     control.start(recovery=True)
-    out("first start 2/4: the stores and tailwart's management login")
+    out("first start 2/5: the stores")
     stores = Options(restart="never", phase="stores", recovery=True)
     provision(settings, stores, out, transport=transport())
     control.stop()
-    out("first start 3/4: first normal start (defaults seeded for the empty types)")
+    out("first start 3/5: first normal start (defaults seeded for the empty types)")
     control.start(recovery=False)
-    out("first start 4/4: the full apply")
+    control.stop()
+    out("first start 4/5: recovery mode again, tailwart's management login")
+    control.start(recovery=True)
+    write_management(settings, out, transport())
+    control.stop()
+    out("first start 5/5: the full apply, as the management login")
+    control.start(recovery=False)
 
     def restart_alone() -> None:
         control.stop()
@@ -225,9 +240,7 @@ def recover(
     control.start(recovery=True)
     try:
         out("recover 2/3: the management login")
-        client = client_for(settings, transport(), recovery=True)
-        model = client.check_schema()
-        ensure(client, settings, load(model), out)
+        write_management(settings, out, transport())
     finally:
         out("recover 3/3: Stalwart in normal mode (the recovery admin is gone)")
         control.stop()
