@@ -707,7 +707,7 @@ def provision(
 def first_start(
     c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300
 ) -> None:
-    """A fresh store, no hand step: recovery mode + stores, first normal start, full apply.
+    """A fresh store, no hand step: stores, defaults, the management login, full apply.
 
     Run once, after inv bootstrap, instead of inv up + inv provision on an empty database.
     """

@@ -90,5 +90,7 @@ def test_a_bad_server_answer_marks_the_snapshot_not_taken() -> None:
     for answer in answers:
         snap = tailwart_settings_snapshot(from_mapping(env), transport=_BadAnswers(answer))
         assert snap["status"] == "not-taken", answer
-        assert "could not be read" in snap["detail"] or "not JSON objects" in snap["detail"], snap
+        # the client names the wrong shape itself (h2), or the snapshot says it could not read it
+        reasons = ("could not be read", "not JSON objects", "is not what Stalwart v0.16 sends")
+        assert any(reason in snap["detail"] for reason in reasons), snap
         assert "\x1b" not in snap["detail"] and "dump still holds" in snap["detail"]
