@@ -80,6 +80,13 @@ def secret_values(settings: Settings | None = None, extra: Iterable[str] = ()) -
                 values.add(settings[key.name])
                 if key.pair:
                     values.add(password_part(settings[key.name]))
+        if settings["STALWART_MANAGEMENT_PASSWORD"]:
+            # the management login's Basic credentials as a whole: an echo of them (or a
+            # cut-short base64 of them) must not show the password's first bytes
+            values.add(
+                f"{settings['STALWART_MANAGEMENT_USER']}@{settings['MAIL_DOMAIN']}:"
+                f"{settings['STALWART_MANAGEMENT_PASSWORD']}"
+            )
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET), key=len, reverse=True))
 
 

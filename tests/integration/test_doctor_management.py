@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tailwart.edge.standin import make_self_signed
+from tailwart.edge.standin import TlsFiles, make_self_signed
 from testkit import inv, write_env
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,10 @@ REFUSED_METHOD = {"methodResponses": [["error", {"type": "forbidden"}, "c0"]]}
 
 
 class Vhost:
-    def __init__(self, tls_dir: Path, hostname: str) -> None:
+    """The public JMAP vhost (and Stalwart behind it) as the doctor's probe meets it:
+    answers every POST with ``status`` and ``answer``, recording what it received."""
+
+    def __init__(self, tls_dir: Path, hostname: str, tls: TlsFiles | None = None) -> None:
         self.status, self.answer = 401, b""
         self.seen: list[tuple[str, str, bytes]] = []
         owner = self
@@ -44,7 +47,7 @@ class Vhost:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.tls = make_self_signed(tls_dir, hostname)
+        self.tls = tls or make_self_signed(tls_dir, hostname)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.tls.cert, self.tls.key)

@@ -26,22 +26,24 @@ from testkit import counting_listener, inv
 
 pytestmark = pytest.mark.integration
 
-#: the recovery admin's password holds what each encoding changes: " and \ (JSON),
+#: the management password holds what each encoding changes: " and \ (JSON),
 #: / + & % = (percent), so every echo below is a different string
 PASSWORD = 'h2"\\/+&%=Zq9~' + "5e0c7a1b9d"
-ADMIN = f"admin:{PASSWORD}"
+#: what the server receives as Basic credentials: tailwart's management login
+ADMIN = f"tailwart-admin@example.org:{PASSWORD}"
 #: a line a hostile server would like the operator to see, after clearing the screen
 FORGED = "\x1b[2J\x1b[H\rok: no changes: the server holds exactly what .env describes"
 UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
 
 def env_file(tmp_path: Path, values: dict[str, str], url: str) -> Path:
-    """A .env for ``url``; the recovery admin single-quoted (python-dotenv keeps \\ there)."""
+    """A .env for ``url``; the management password single-quoted (python-dotenv keeps \\
+    there)."""
     values = {**values, "STALWART_MANAGEMENT_URL": url}
-    values.pop("STALWART_RECOVERY_ADMIN")
+    values.pop("STALWART_MANAGEMENT_PASSWORD")
     path = tmp_path / ".env"
     lines = [f"{k}={v}\n" for k, v in values.items()]
-    path.write_text("".join(lines) + f"STALWART_RECOVERY_ADMIN='{ADMIN}'\n")
+    path.write_text("".join(lines) + f"STALWART_MANAGEMENT_PASSWORD='{PASSWORD}'\n")
     path.chmod(0o600)
     return path
 
@@ -293,7 +295,7 @@ def test_the_settings_snapshot_of_a_backup_holds_no_echoed_secret(
 
     objects = {"x:Certificate": [certificate("CN={echo}\x1b[2J")]}
     with HostileJmap(objects=objects).running() as server:
-        values = {**example_values, "STALWART_RECOVERY_ADMIN": ADMIN}
+        values = {**example_values, "STALWART_MANAGEMENT_PASSWORD": PASSWORD}
         settings = from_mapping({**values, "STALWART_MANAGEMENT_URL": server.url})
         taken = tailwart_settings_snapshot(settings)
     with HostileJmap("huge").running() as server:

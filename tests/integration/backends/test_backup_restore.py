@@ -305,7 +305,8 @@ def test_a_hostile_management_api_leaves_no_secret_in_the_manifest(world: World,
         proc = inv("backup", f"--env-file={env}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     admin = server.received[-1].credential()
-    assert admin.startswith("admin:")  # the oracle: the server had the credential to echo
+    # the oracle: the server had the credential (tailwart's management login) to echo
+    assert admin.startswith("tailwart-admin@")
     manifest = (world.staging / "snapshot" / "manifest.json").read_text()
     snapshot = json.loads(manifest)["settings_snapshot"]
     assert snapshot["status"] == ("taken" if mode == "valid" else "not-taken")

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from backend_env import backend_values, edge_servers, garage_key, inv, values
 from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresServer, RedisServer
+from test_doctor_management import Vhost
 
 from tailwart.backends.bootstrap import bootstrap
+from tailwart.edge.standin import TlsFiles
 from tailwart.settings import from_mapping
 from testkit import write_env
 
@@ -51,20 +53,31 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         flags = ["--edge", "127.0.0.1", "--ca-file", pki.ca_file, "--timeout", "5"]
         for public, server in servers.items():
             flags += ["--port", f"{public}={server.port}"]
+        # the JMAP vhost, refusing the management login as Stalwart does from the internet
+        host = env_values["MAIL_HOSTNAME"]
+        cert, key = pki.issue("vhost", [host], days=30)
+        vhost = Vhost(tmp_path, host, TlsFiles(Path(cert), Path(key), host))
+        vhost.status = 403
+        flags += ["--port", f"443={vhost.port}"]
 
         table = inv("doctor", "--env-file", str(env), *flags)
         assert table.returncode == 0, table.stdout + table.stderr
         lines = table.stdout.splitlines()
-        assert lines[-1] == "23 ok, 0 warning(s), 0 error(s)"
+        assert lines[-1] == "24 ok, 0 warning(s), 0 error(s)"
         assert all(line.startswith("ok ") for line in lines[:-2]), table.stdout
         (tmp_path / "doctor-table.txt").write_text(table.stdout)
 
         as_json = inv("doctor", "--env-file", str(env), "--json", *flags)
         assert as_json.returncode == 0
         data = json.loads(as_json.stdout)
-        assert data["summary"] == {"ok": 23, "warning": 0, "error": 0}
+        assert data["summary"] == {"ok": 24, "warning": 0, "error": 0}
         assert [row["group"] for row in data["findings"]] == (
-            ["backends"] * 7 + ["edge"] * 5 + ["dns"] * 6 + ["tls"] * 4 + ["outbound"]
+            ["backends"] * 7
+            + ["edge"] * 5
+            + ["dns"] * 6
+            + ["tls"] * 4
+            + ["management"]
+            + ["outbound"]
         )
         assert set(data["findings"][0]) == {"id", "group", "status", "message", "advice"}
 
@@ -105,7 +118,7 @@ def test_bad_flags_are_usage_errors(tmp_path: Path) -> None:
     env = write_env(tmp_path / ".env", values())
     run = inv("doctor", "--env-file", str(env), "--only", "dns,nope")
     assert run.returncode == 2
-    assert "unknown group(s) nope; choose from backends, edge, dns, tls, outbound" in run.stderr
+    assert "unknown group(s) nope; choose from backends, edge, dns, tls, management" in run.stderr
     run = inv("doctor", "--env-file", str(env), "--port", "25:2525", "--port", "x=1")
     assert run.returncode == 2
     assert "--port '25:2525': expected MAILPORT=PORT" in run.stderr
