@@ -274,9 +274,9 @@ def test_readme_first_run_on_the_committed_example_never_exits_2(tmp_path: Path)
     # "fill in the secrets": only the empty required-secret lines change
     text = env.read_text()
     for name in required_secrets:
-        # as each key's help says: the recovery admin is name:password
-        value = ("admin:" if name == "STALWART_RECOVERY_ADMIN" else "") + secrets.token_hex(32)
-        text, count = re.subn(rf"^{name}=$", f"{name}={value}", text, flags=re.MULTILINE)
+        text, count = re.subn(
+            rf"^{name}=$", f"{name}={secrets.token_hex(32)}", text, flags=re.MULTILINE
+        )
         assert count == 1, name
     env.write_text(text)
     for step in steps[1:3]:

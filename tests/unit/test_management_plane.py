@@ -55,8 +55,8 @@ def test_normal_starts_hand_compose_an_empty_recovery_admin(
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ("adminonly" + secrets.token_hex(8), "must be name:password"),
-        (":" + secrets.token_hex(16), "must be name:password"),
+        ("adminonly:", "must be a password, or name:password"),
+        (":" + secrets.token_hex(16), "must be a password, or name:password"),
         ("postmaster:1" + "x" * 7, "its password is shorter than 16 characters"),
         ("admin:" + "ab" * 10, "too predictable"),
         ("admin:passwordpassword", "too predictable"),
@@ -72,6 +72,17 @@ def test_a_weak_or_shapeless_recovery_admin_is_refused(
         expect={"STALWART_RECOVERY_ADMIN": says},
         hidden=(value.partition(":")[2] or value,),
     )
+
+
+def test_a_password_alone_is_the_recovery_admin_named_admin(
+    example_values: dict[str, str],
+) -> None:
+    """What a new user writes after `cp .env.example .env`: only the generated secret."""
+    password = secrets.token_hex(24)
+    settings = from_mapping({**example_values, "STALWART_RECOVERY_ADMIN": password})
+    # compose hands Stalwart the name:password form it reads, in recovery mode only
+    assert recovery_values(settings)["STALWART_RECOVERY_ADMIN_IN_RECOVERY"] == (f"admin:{password}")
+    assert compose_environment(settings)["STALWART_RECOVERY_ADMIN_IN_RECOVERY"] == ""
 
 
 def test_management_password_weak_or_shared_and_bad_networks_all_at_once(

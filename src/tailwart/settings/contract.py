@@ -175,9 +175,9 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_RECOVERY_ADMIN",
         Kind.SECRET,
-        "Stalwart's recovery administrator as name:password with a strong password "
-        "(openssl rand -hex 24); passed to Stalwart only while it runs in recovery mode "
-        "(inv first-start, inv recover)",
+        "Stalwart's recovery administrator: a strong password (openssl rand -hex 24) for "
+        "the name admin, or name:password; passed to Stalwart only while it runs in "
+        "recovery mode (inv first-start, inv recover)",
         MAILBOX,
         example="admin:",
         stalwart=True,
@@ -655,9 +655,22 @@ KEYS: tuple[Key, ...] = (
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
 
+#: the name of a ``Key.pair`` value given as a password alone
+DEFAULT_PAIR_NAME = "admin"
+
+
+def split_pair(value: str) -> tuple[str, str]:
+    """(name, password) of a ``Key.pair`` value: ``name:password``, or a password alone
+    (no ``:``) for the name ``admin``."""
+    if ":" not in value:
+        return DEFAULT_PAIR_NAME, value
+    name, _, password = value.partition(":")
+    return name, password
+
+
 def password_part(value: str) -> str:
-    """The password of a ``name:password`` value (``Key.pair``); '' without a ':'."""
-    return value.partition(":")[2]
+    """The password of a ``Key.pair`` value (``split_pair``)."""
+    return split_pair(value)[1]
 
 
 #: variables tailwart derives from the keys above and passes into the stalwart

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .contract import DERIVED, RECOVERY_DERIVED, SIDECAR_DERIVED
+from .contract import DERIVED, RECOVERY_DERIVED, SIDECAR_DERIVED, split_pair
 from .load import Settings
 
 
@@ -29,9 +29,11 @@ def compose_environment(settings: Settings) -> dict[str, str]:
 
 def recovery_values(settings: Settings) -> dict[str, str]:
     """What a recovery-mode start adds to the compose environment: the recovery admin."""
+    name, password = split_pair(settings["STALWART_RECOVERY_ADMIN"])
     return {
         "STALWART_RECOVERY_MODE": "1",
-        "STALWART_RECOVERY_ADMIN_IN_RECOVERY": settings["STALWART_RECOVERY_ADMIN"],
+        # always name:password, the form Stalwart reads
+        "STALWART_RECOVERY_ADMIN_IN_RECOVERY": f"{name}:{password}",
     }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from .contract import BY_NAME, KEYS, password_part
+from .contract import BY_NAME, KEYS, password_part, split_pair
 from .kinds import BOOL_TRUE, HostPort, Kind
 
 
@@ -289,19 +289,19 @@ def weakness(password: str) -> str | None:
 
 
 def _management_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
-    """The recovery admin is name:password with a strong password; the management
+    """The recovery admin is a strong password (or name:password); the management
     password is strong and not the recovery admin's."""
     out: list[Problem] = []
     admin = values.get("STALWART_RECOVERY_ADMIN", "")
     recovery_password = ""
     if admin and "STALWART_RECOVERY_ADMIN" not in refused:
-        name, sep, recovery_password = admin.partition(":")
-        if not sep or not name or not recovery_password:
+        name, recovery_password = split_pair(admin)
+        if not name or not recovery_password:
             out.append(
                 Problem(
                     "STALWART_RECOVERY_ADMIN",
-                    "must be name:password with a name and a password (Stalwart ignores it "
-                    "otherwise); expected e.g. admin:$(openssl rand -hex 24)",
+                    "must be a password, or name:password with a name and a password "
+                    "(Stalwart ignores it otherwise); expected e.g. $(openssl rand -hex 24)",
                 )
             )
         else:

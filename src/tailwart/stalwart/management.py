@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..settings import Settings
+from ..settings.contract import split_pair
 from .desired import management_networks
 from .jmap import Client, StalwartError
 from .schema import Schema
@@ -50,10 +51,11 @@ def login(settings: Settings) -> tuple[str, str]:
 
 def recovery_login(settings: Settings) -> tuple[str, str]:
     """(name, password) of STALWART_RECOVERY_ADMIN (validated with the .env)."""
-    name, sep, password = settings["STALWART_RECOVERY_ADMIN"].partition(":")
-    if not sep or not name.strip() or not password.strip():
+    name, password = split_pair(settings["STALWART_RECOVERY_ADMIN"])
+    if not name.strip() or not password.strip():
         raise UsageError(
-            "STALWART_RECOVERY_ADMIN: must be name:password (Stalwart ignores it otherwise)"
+            "STALWART_RECOVERY_ADMIN: must be a password, or name:password (Stalwart ignores "
+            "it otherwise)"
         )
     return name.strip(), password.strip()
 
