@@ -13,6 +13,7 @@ the standard library's encoders (hostile_jmap.echoes), never tailwart's masking.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import subprocess
 import unicodedata
@@ -222,12 +223,14 @@ def test_malformed_json_or_a_wrong_shape_is_one_clear_error(
 
 
 def certificate(issuer: str, **more: Any) -> dict[str, Any]:
-    """A certificate object valid now for mail.example.org (example_values' MAIL_HOSTNAME)."""
+    """A certificate object valid now for mail.example.org (example_values' MAIL_HOSTNAME):
+    from yesterday for 90 days, by the machine's clock the task judges it with."""
+    now = dt.datetime.now(dt.UTC)
     return {
         "id": "c1",
         "issuer": issuer,
-        "notValidBefore": "2020-01-01T00:00:00Z",
-        "notValidAfter": "2099-01-01T00:00:00Z",
+        "notValidBefore": f"{now - dt.timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}",
+        "notValidAfter": f"{now + dt.timedelta(days=90):%Y-%m-%dT%H:%M:%SZ}",
         "subjectAlternativeNames": {"mail.example.org": True},
         **more,
     }
