@@ -63,3 +63,21 @@ def test_only_the_clock_module_reads_the_wall_clock() -> None:
     ]
     assert reads == []
     assert _wall_clock_reads(SRC / "clock.py")  # the scan does see a read where there is one
+
+
+def test_tests_on_the_real_clock_hold_no_fixed_date() -> None:
+    """Integration and live tests run tasks in subprocesses on the machine's clock, where
+    `nox -s later` cannot move it: a date written into them would be judged against the
+    real clock one day. Times there are made relative to now."""
+    import re
+
+    tests = SRC.parents[1] / "tests"
+    date = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")
+    found = [
+        f"{path.relative_to(tests)}:{number}"
+        for folder in ("integration", "live")
+        for path in sorted((tests / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if date.search(line)
+    ]
+    assert found == []
