@@ -293,11 +293,8 @@ class ComposeControl:
 
     def start(self, recovery: bool) -> None:
         env = dict(self.stack.runner.env)
-        env.update(
-            recovery_values(self.stack.settings)
-            if recovery
-            else {"STALWART_RECOVERY_MODE": "", "STALWART_RECOVERY_ADMIN_IN_RECOVERY": ""}
-        )
+        values = recovery_values(self.stack.settings)
+        env.update(values if recovery else dict.fromkeys(values, ""))
         self.stack.runner.env = env
         step = self.stack.compose.up(STALWART, force_recreate=True)
         if not self.stack.runner.stream(step).ok:

@@ -50,6 +50,11 @@ class StalwartError(OperationError):
     """The Stalwart server refused or could not be reached."""
 
 
+class LoginRefused(StalwartError):
+    """Stalwart does not accept the login (401): a wrong password, or a login that does
+    not exist (the recovery admin outside recovery mode)."""
+
+
 class Transport(Protocol):
     def post(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -202,7 +207,7 @@ class HttpTransport:
                 f"{URL_KEY} to the address the server answers on itself"
             )
         if answer.status == 401:
-            raise StalwartError(
+            raise LoginRefused(
                 f"Stalwart refused the login {self.user} (401): check {self.login_key}; "
                 "the management login works only from STALWART_MANAGEMENT_NETWORKS and after "
                 "inv first-start (or inv recover) created it; the recovery admin only while "

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import UsageError
 from ..settings import Settings
 from ..settings.contract import split_pair
 from .desired import management_networks
@@ -50,14 +49,8 @@ def login(settings: Settings) -> tuple[str, str]:
 
 
 def recovery_login(settings: Settings) -> tuple[str, str]:
-    """(name, password) of STALWART_RECOVERY_ADMIN (validated with the .env)."""
-    name, password = split_pair(settings["STALWART_RECOVERY_ADMIN"])
-    if not name.strip() or not password.strip():
-        raise UsageError(
-            "STALWART_RECOVERY_ADMIN: must be a password, or name:password (Stalwart ignores "
-            "it otherwise)"
-        )
-    return name.strip(), password.strip()
+    """(name, password) of STALWART_RECOVERY_ADMIN (the .env check refused any other form)."""
+    return split_pair(settings["STALWART_RECOVERY_ADMIN"])
 
 
 def permissions(model: Model, schema: Schema) -> list[str]:

@@ -127,9 +127,9 @@ def provision(
         return 0
     if options.check:
         return 1 if plan or (certificate and certificate.problems) else 0
-    say = (lambda _: None) if options.as_json else out
     if not plan:
         return 0
+    say = (lambda _: None) if options.as_json else out
     say("applying:")
     write(plan, client, live, say)
     drift = diff(state, observe(client, schema), schema)

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import OperationError, UsageError
 from ..files import write_atomic
 from ..settings import Settings
-from .jmap import Client, StalwartError, Transport
+from .jmap import Client, LoginRefused, Transport
 from .management import login
 from .provision import client_for
 
@@ -61,18 +61,13 @@ def _refuse_unsafe_env(path: Path) -> os.stat_result:
     return info
 
 
-def _works(make: Callable[[str], Client]) -> Callable[[str], bool]:
-    def check(password: str) -> bool:
-        client = make(password)
-        try:
-            client.call(f"{client.model.domain}/get", {"ids": None})
-        except StalwartError as exc:
-            if "(401)" in str(exc):
-                return False
-            raise
-        return True
-
-    return check
+def _accepted(client: Client) -> bool:
+    """Does the server accept the client's login (an ``x:`` read)?"""
+    try:
+        client.call(f"{client.model.domain}/get", {"ids": None})
+    except LoginRefused:
+        return False
+    return True
 
 
 def rotate(
@@ -109,12 +104,13 @@ def rotate(
         raise
     out(f"the server changed the password of {name}")
 
-    def checked(password: str) -> Client:  # the schema is known: x: calls only (seen
-        made = client(password)  # live: GET /api/schema refused the new password at first)
+    def works(password: str) -> bool:
+        # the schema is known: x: calls only (seen live: GET /api/schema refused the new
+        # password at first)
+        made = client(password)
         made.model = model
-        return made
+        return _accepted(made)
 
-    works = _works(checked)
     if not works(new):
         raise OperationError(
             f"the new password of {name} does not work; the server holds it, and so does "
