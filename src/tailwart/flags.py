@@ -13,6 +13,8 @@ import re
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
+from .masking import escape_char
+
 #: C0, DEL, C1, and the Unicode line and paragraph separators: never part of a plain
 #: value (shared with the unit renderer and the HTTP adapters)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -23,10 +25,7 @@ def printable(text: str, limit: int = 200) -> str:
     """``text`` safe to print: control characters as ``\\xNN``/``\\uNNNN`` escapes (a
     backslash doubled, so an escape cannot be forged), cut to ``limit`` characters."""
     cut = text if len(text) <= limit else text[:limit] + "…"
-    return CONTROL.sub(
-        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
-        cut.replace("\\", "\\\\"),
-    )
+    return CONTROL.sub(lambda m: escape_char(m[0]), cut.replace("\\", "\\\\"))
 
 
 def control(flag: str, value: str) -> str | None:

@@ -173,7 +173,8 @@ def mask_all(text: str, secrets: Iterable[str] = ()) -> str:
     return mask_credentials(redact(text, secrets))
 
 
-def _escape(char: str) -> str:
+def escape_char(char: str) -> str:
+    """One character as a Python-style escape: ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
     code = ord(char)
     if code < 0x100:
         return f"\\x{code:02x}"
@@ -189,7 +190,8 @@ def printable(text: str, newlines: bool = True) -> str:
         return text
     kept = "\t\n" if newlines else "\t"
     return "".join(
-        _escape(c) if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c for c in text
+        escape_char(c) if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c
+        for c in text
     )
 
 
