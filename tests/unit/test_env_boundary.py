@@ -250,8 +250,8 @@ def _tree_copy(dest: Path) -> Path:
 
 
 def _first_run_steps() -> list[str]:
-    """The README's operator workflow, as the commands it lists."""
-    readme = (ROOT / "README.md").read_text()
+    """The getting-started guide's operator workflow, as the commands it lists."""
+    readme = (ROOT / "docs" / "getting-started.md").read_text()
     block = readme.split("## Operator workflow", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     return [ln.split("#", 1)[0].strip() for ln in block.strip().splitlines()]
 
@@ -565,7 +565,7 @@ def test_names_with_a_final_dot_and_digit_only_hosts_are_refused(tmp_path: Path)
 def test_readme_states_each_kinds_size_limit() -> None:
     from tailwart.settings import Kind
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "reference" / "env.md").read_text()
     stated: dict[str, int] = {}
     for row in re.findall(r"^\| (.+) \|$", readme, flags=re.MULTILINE):
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)]

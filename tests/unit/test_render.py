@@ -114,7 +114,7 @@ def test_inv_list_shows_every_task_with_help() -> None:
 
 def test_readme_lists_every_task() -> None:
     result = _inv(ROOT, "--list")
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "reference" / "tasks.md").read_text()
     names = [
         line.split()[0]
         for line in result.stdout.splitlines()[2:]

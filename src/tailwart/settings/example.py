@@ -1,4 +1,4 @@
-"""Text generated from the contract: ``.env.example`` and the README's key table."""
+"""Text generated from the contract: ``.env.example`` and the docs' `.env` key table."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def env_example() -> str:
 
 
 def markdown_table() -> str:
-    """The README's `.env` reference table."""
+    """The `.env` key table of docs/reference/env.md."""
     rows = ["| key | kind | required | default | what |", "| --- | --- | --- | --- | --- |"]
     for key in KEYS:
         need = "yes" if key.required and key.default is None else ""
