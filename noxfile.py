@@ -19,11 +19,13 @@ CACHE = Path(os.environ.get("TAILWART_CACHE") or Path.home() / ".cache" / "tailw
 
 nox.options.envdir = str(CACHE / "nox")
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "tests", "later"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests", "later"]
 
 PYTHON = "3.11"
 #: the lint session installs only ruff; keep equal to pyproject.toml's dev pin
 RUFF = "ruff==0.17.6"
+#: the docs session's site generator; keep equal to pyproject.toml's dev pin
+MKDOCS = "mkdocs==1.6.1"
 
 
 def _install(session: nox.Session) -> None:
@@ -66,6 +68,17 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "src", "tasks.py")
     for paths, mypy_path in _test_typecheck_runs():
         session.run("mypy", *paths, env={"MYPYPATH": mypy_path})
+
+
+@nox.session(python=PYTHON, tags=["check"])
+def docs(session: nox.Session) -> None:
+    """The generated reference is current (inv docs --check), and mkdocs builds docs/ in
+    strict mode: a broken link, a missing page or an unknown anchor fails."""
+    _install(session)
+    session.install(MKDOCS)
+    session.run("inv", "docs", "--check")
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(site))
 
 
 @nox.session(python=PYTHON, tags=["test"])

@@ -17,7 +17,7 @@ from .files import write_atomic
 
 #: page (relative to the checkout) → the generated parts it holds, in page order
 PAGES: dict[str, tuple[str, ...]] = {
-    "docs/reference/env.md": ("env-keys",),
+    "docs/reference/env.md": ("env-keys", "env-derived"),
     "docs/reference/tasks.md": ("task-table", "task-flags"),
     "docs/reference/checks.md": ("check-ids", "doctor-ids"),
 }
@@ -116,6 +116,20 @@ def id_table(rows: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def derived_table() -> str:
+    """The values tailwart computes for compose, with what each holds."""
+    from .settings.contract import DERIVED, RECOVERY_DERIVED, SIDECAR_DERIVED
+
+    rows = ["| name | holds | passed to |", "| --- | --- | --- |"]
+    for names, where in (
+        (DERIVED, "the stalwart container"),
+        (SIDECAR_DERIVED, "the sidecar block (headscale only)"),
+        (RECOVERY_DERIVED, "the compose file only"),
+    ):
+        rows += [f"| `{name}` | {_cell(what)} | {where} |" for name, what in names.items()]
+    return "\n".join(rows) + "\n"
+
+
 def parts(root: Path) -> dict[str, Callable[[], str]]:
     """Each generated part → the function that makes its text (imported lazily)."""
     from .settings.example import markdown_table
@@ -135,6 +149,7 @@ def parts(root: Path) -> dict[str, Callable[[], str]]:
 
     return {
         "env-keys": markdown_table,
+        "env-derived": derived_table,
         "task-table": lambda: task_table(tasks()),
         "task-flags": lambda: task_flags(tasks()),
         "check-ids": check_ids,
