@@ -462,7 +462,7 @@ class World:
             files={f"opt/tailwart/{p.relative_to(ROOT / 'src')}": p for p in sources},
             links={},
             changes=[
-                'ENTRYPOINT ["python3", "-m", "tailwart.edge.standin"]',
+                'ENTRYPOINT ["python3", "-m", "tailwart.testing.standin"]',
                 "ENV PYTHONPATH=/opt/tailwart PYTHONUNBUFFERED=1",
             ],
         )

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from mailbox_world import BACKEND_NODES, BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
 
-from tailwart.edge.standin import LISTENERS_FILE
+from tailwart.testing.standin import LISTENERS_FILE
 from testkit import ROOT, inv, need_root, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,8 +12,8 @@ from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresS
 from test_doctor_management import Vhost
 
 from tailwart.backends.bootstrap import bootstrap
-from tailwart.edge.standin import TlsFiles
 from tailwart.settings import from_mapping
+from tailwart.testing.standin import TlsFiles
 from testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
-from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
+from tailwart.testing.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
 
 EDGE = "127.0.0.1"
 

@@ -25,7 +25,7 @@ import pytest
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, ProxyData, get_proxy
 
 from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
-from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
+from tailwart.testing.standin import StandinMailbox, TlsFiles, free_port
 from testkit import need_root, need_tool
 
 from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
