@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tailwart.testing.standin import TlsFiles, make_self_signed
-from testkit import inv, write_env
+from tests.support.testkit import inv, write_env
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from tailwart.edge.build import (
     load_pins,
 )
 from tailwart.testing.standin import free_port
-from testkit import TOOL_CACHE, need
+from tests.support.testkit import TOOL_CACHE, need
 
 from .conftest import _GO_CACHES
 
