@@ -32,23 +32,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "backends"))
-
-from backend_servers import (  # noqa: E402
-    GarageServer,
-    PostgresServer,
-    RedisServer,
-    VethAddress,
-    garage_binary,
-)
-from backup_world import SCHEMA, Side, World, login, s3  # noqa: E402
+sys.path.insert(1, str(ROOT))  # the tests' helpers: tests.support
 
 from tailwart.backends.garage import GarageAdmin  # noqa: E402
 from tailwart.backup.create import run_backup  # noqa: E402
 from tailwart.backup.restore import run_restore  # noqa: E402
 from tailwart.paths import cache_path  # noqa: E402
 from tailwart.settings import load  # noqa: E402
+from tests.support.backend_servers import (  # noqa: E402
+    GarageServer,
+    PostgresServer,
+    RedisServer,
+    VethAddress,
+    garage_binary,
+)
+from tests.support.backup_world import SCHEMA, Side, World, login, s3  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "backup.md"
 

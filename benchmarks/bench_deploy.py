@@ -1,6 +1,6 @@
 """Benchmark: ``deploy-edge`` against the naive way (scp binary + config, restart).
 
-Two namespaced sshd hosts (tests/integration/netns_hosts.py), the same caddy-l4
+Two namespaced sshd hosts (tests/support/netns_hosts.py), the same caddy-l4
 binary and configs. Host 0 gets tailwart's deploy; host 1 the naive way: ``scp``
 of the binary and caddy.json, then ``caddy stop`` + ``caddy start`` over ``ssh``.
 Measured per scenario: wall time, bytes the root namespace sent over the host's
@@ -27,15 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-from netns_hosts import HeldConnections, Lab, NetnsHost, lab  # noqa: E402
+sys.path.insert(1, str(ROOT))  # the tests' helpers: tests.support
 
 from tailwart.edge.binaries import LocalBinary, built_binary_provider  # noqa: E402
 from tailwart.edge.deploy_release import deploy  # noqa: E402
 from tailwart.edge.render import caddy_json  # noqa: E402
 from tailwart.edge.targets import DeployOptions, HostJob  # noqa: E402
 from tailwart.paths import cache_dir  # noqa: E402
+from tests.support.netns_hosts import HeldConnections, Lab, NetnsHost, lab  # noqa: E402
 
 REPEAT = 5
 RESULTS = ROOT / "benchmarks" / "results" / "deploy.md"

@@ -1,6 +1,6 @@
 """Doctor benchmark: the parallel runner vs the same checks one after another.
 
-Real servers, as in the tests (tests/integration/backends/backend_servers.py):
+Real servers, as in the tests (tests/support/backend_servers.py):
 Postgres 15 (SCRAM on a 198.18/15 veth address), Redis, the Garage binary,
 knotd, TLS/SMTP/IMAP stand-ins on loopback. The baseline runs each registered
 check alone, in registry order (what a plain loop over the registry would do);
@@ -28,10 +28,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "backends"))
+sys.path.insert(1, str(ROOT))  # the tests' helpers: tests.support
 
-from backend_env import backend_values, edge_servers, garage_key, zones  # noqa: E402
-from backend_servers import (  # noqa: E402
+from tailwart.backends.bootstrap import bootstrap  # noqa: E402
+from tailwart.doctor import runner  # noqa: E402
+from tailwart.doctor.registry import Check, DoctorContext, DoctorOptions, registry  # noqa: E402
+from tailwart.findings import Finding, summary  # noqa: E402
+from tailwart.paths import cache_dir  # noqa: E402
+from tailwart.settings import from_mapping  # noqa: E402
+from tests.support.backend_env import backend_values, edge_servers, garage_key, zones  # noqa: E402
+from tests.support.backend_servers import (  # noqa: E402
     GarageServer,
     KnotServer,
     LineServer,
@@ -42,13 +48,6 @@ from backend_servers import (  # noqa: E402
     garage_binary,
     line_servers,
 )
-
-from tailwart.backends.bootstrap import bootstrap  # noqa: E402
-from tailwart.doctor import runner  # noqa: E402
-from tailwart.doctor.registry import Check, DoctorContext, DoctorOptions, registry  # noqa: E402
-from tailwart.findings import Finding, summary  # noqa: E402
-from tailwart.paths import cache_dir  # noqa: E402
-from tailwart.settings import from_mapping  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "doctor.md"
 TIMEOUT = 2.0

@@ -43,7 +43,7 @@ from tailwart.edge.render import (  # noqa: E402
     caddy_config,
 )
 from tailwart.edge.run import RunningEdge, short_tempdir  # noqa: E402
-from tailwart.edge.standin import V2_SIGNATURE, free_port  # noqa: E402
+from tailwart.testing.standin import V2_SIGNATURE, free_port  # noqa: E402
 
 EDGE_HOST = "127.0.0.1"
 UPSTREAM_HOST = "127.0.0.2"

@@ -39,7 +39,7 @@ from bench_edge import _haproxy, admin_get, rss_kib  # noqa: E402
 from tailwart.edge.build import _host_target, ensure_caddy  # noqa: E402
 from tailwart.edge.render import EdgeLayout  # noqa: E402
 from tailwart.edge.run import RunningEdge, short_tempdir  # noqa: E402
-from tailwart.edge.standin import free_port  # noqa: E402
+from tailwart.testing.standin import free_port  # noqa: E402
 
 HELD = 1000
 MB = 64

@@ -1,4 +1,4 @@
-"""Fixtures for every test. Shared helpers live in testkit.py (importable by name).
+"""Fixtures for every test. Shared helpers live in tests/support (``tests.support.testkit``).
 
 Tests never read the operator's real ~/.ssh, .env or credentials: HOME is
 pointed at a temp dir for every test, and tailwart's own variables are cleared.
@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from testkit import (
+from tests.support.testkit import (
     FAILURE_NOTES,
     GO_ENV,
     REQUIRE_TOOLS,

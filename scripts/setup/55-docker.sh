@@ -3,7 +3,7 @@
 # the capture that proves nothing leaves 198.18.0.0/15, debootstrap for the base
 # image, and tailscale's containerboot, tailscaled and tailscale built from the Go
 # module at the version TS_IMAGE pins, into the tool cache (keyed by version).
-# The images themselves are made by the tests (tests/integration/mailbox_world.py),
+# The images themselves are made by the tests (tests/support/mailbox_world.py),
 # cached in their dockerd's data root under $TAILWART_CACHE/docker.
 docker_root=$(cd "$here/.." && pwd)
 # the package's maintainer scripts must not start the system dockerd (it would take

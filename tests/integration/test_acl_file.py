@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tailwart.policy.hujson import comment_tokens, parse
-from testkit import inv as run_inv
+from tests.support.testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "policy_corpus"

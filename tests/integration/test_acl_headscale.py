@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tailwart.policy.hujson import comment_tokens, parse
-from testkit import TOOL_CACHE, inv, need, write_env
+from tests.support.testkit import TOOL_CACHE, inv, need, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

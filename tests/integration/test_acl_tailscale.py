@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_tailscale_api import FakeTailscale, check_policy, serve
 
 from tailwart.policy.apply import Output, apply_tailscale
 from tailwart.policy.errors import PolicyAuthError, PolicyOperationError
 from tailwart.policy.http import Transport
 from tailwart.policy.hujson import comment_tokens, parse
 from tailwart.policy.tailscale_api import TailscaleAPI
+from tests.support.fake_tailscale_api import FakeTailscale, check_policy, serve
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def write_env(path: Path, example_values: dict[str, str], **keys: str) -> Path:
-    from testkit import write_env as write
+    from tests.support.testkit import write_env as write
 
     return write(path, {**example_values, **keys})
 
@@ -193,7 +193,7 @@ def test_gives_up_after_three_retries_without_writing(tmp_path: Path) -> None:
 def test_failing_tests_are_shown_with_lines_and_nothing_is_written(
     workdir: Path, example_values: dict[str, str]
 ) -> None:
-    from test_acl_file import EDGE_NEVER_ON_8080
+    from tests.integration.test_acl_file import EDGE_NEVER_ON_8080
 
     with serve(FakeTailscale(EDGE_NEVER_ON_8080)) as fake:
         token = fake.add_token()

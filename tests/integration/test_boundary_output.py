@@ -1,6 +1,6 @@
 """Issue 14, output and operation side: each finding driven through the real task runner.
 
-Every test runs ``inv`` as an operator does (tests/testkit.py) and asserts the exit
+Every test runs ``inv`` as an operator does (tests/support/testkit.py) and asserts the exit
 code, the key or flag named, no "Traceback", no secret value in the output, and that
 nothing was written, sent or started. The real parts: Linux mounts (a read-only
 and a full tmpfs), TCP listeners on 127.0.0.1 that count connections or answer
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import ROOT, counting_listener, inv, need_root, write_env
+from tests.support.testkit import ROOT, counting_listener, inv, need_root, write_env
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from mailbox_support import ROOT, TOOL_CACHE, client_settings, need
-
 from tailwart.checks import compose_loader as loader
+from tests.support.mailbox_fakes import ROOT, TOOL_CACHE, client_settings, need
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +91,7 @@ def test_inv_check_and_up_refuse_the_old_shell_string_healthcheck(
 ) -> None:
     """The CMD-SHELL form the audit exploited, restored by hand, fails ``inv check`` (and so
     ``inv up``, which runs the same checks before any docker command)."""
-    from testkit import inv, write_env
+    from tests.support.testkit import inv, write_env
 
     tree = tmp_path / "tree"
     for part in ("compose", "config"):

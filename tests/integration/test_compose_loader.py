@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from mailbox_support import (
+from tailwart.checks import CheckContext, compose_rules
+from tailwart.checks import compose_loader as loader
+from tailwart.checks.run import collect, context_for
+from tailwart.findings import Finding, Status
+from tailwart.mailbox.errors import StackRefused
+from tailwart.mailbox.stack import Stack
+from tailwart.settings.example import example_settings
+from tests.support.mailbox_fakes import (
     ROOT,
     TOOL_CACHE,
     calls,
@@ -24,14 +30,6 @@ from mailbox_support import (
     need_tool,
     write_env,
 )
-
-from tailwart.checks import CheckContext, compose_rules
-from tailwart.checks import compose_loader as loader
-from tailwart.checks.run import collect, context_for
-from tailwart.findings import Finding, Status
-from tailwart.mailbox.errors import StackRefused
-from tailwart.mailbox.stack import Stack
-from tailwart.settings.example import example_settings
 
 pytestmark = pytest.mark.integration
 

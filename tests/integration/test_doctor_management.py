@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tailwart.edge.standin import TlsFiles, make_self_signed
-from testkit import inv, write_env
+from tailwart.testing.standin import TlsFiles, make_self_signed
+from tests.support.testkit import inv, write_env
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from netns_hosts import HeldConnections, Lab, NetnsHost, lab
-
 from tailwart.edge.binaries import BinaryProvider, built_binary_provider
 from tailwart.edge.deploy_release import deploy
 from tailwart.edge.report import HostResult
@@ -36,7 +32,8 @@ from tailwart.edge.rollout import DeployError
 from tailwart.edge.status import status
 from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.paths import cache_dir
-from testkit import explain_on_failure, need_root, need_tool
+from tests.support.netns_hosts import HeldConnections, Lab, NetnsHost, lab
+from tests.support.testkit import explain_on_failure, need_root, need_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -710,7 +707,7 @@ def test_two_hosts_second_fails_third_untouched(lab3: Lab, binary: BinaryProvide
 def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     lab1: Lab, binary: BinaryProvider, tmp_path: Path, example_values: dict[str, str]
 ) -> None:
-    from testkit import write_env
+    from tests.support.testkit import write_env
 
     host = lab1.hosts[0]
     values = dict(example_values, EDGE_HOSTS=f"root@{host.addr}", EDGE_ROOT=host.root)

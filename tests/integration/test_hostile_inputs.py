@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import ROOT, inv, write_env
+from tests.support.testkit import ROOT, inv, write_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Issue 21: the boundary holds for what Stalwart's management API sends back.
 
-``inv provision --check`` runs through the real task runner (tests/testkit.py) against
+``inv provision --check`` runs through the real task runner (tests/support/testkit.py) against
 a hostile management API on 127.0.0.1 (hostile_jmap.py): redirects to another origin,
 a 600 MiB answer, answers that trickle (body or headers), malformed JSON and wrong
 shapes, control characters, and echoes of the credential in many encodings. Each test
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile_jmap import HostileJmap, echoes
 
-from testkit import counting_listener, inv
+from tests.support.hostile_jmap import HostileJmap, echoes
+from tests.support.testkit import counting_listener, inv
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_acl_headscale import BEFORE, BINARY, VERSION, free_port, write_config
 
 from tailwart.errors import UsageError
 from tailwart.policy.headscale_api import adapt_snippet
 from tailwart.policy.hujson import Style, parse, render
 from tailwart.policy.merge import merge
-from testkit import inv, need
+from tests.integration.test_acl_headscale import BEFORE, BINARY, VERSION, free_port, write_config
+from tests.support.testkit import inv, need
 
 pytestmark = pytest.mark.integration
 

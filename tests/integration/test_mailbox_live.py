@@ -1,6 +1,6 @@
 """``inv up / ps / restart / down`` for real: the committed compose file on a real dockerd,
 the sidecar (Tailscale built from source) joining a real headscale, nothing leaving
-198.18.0.0/15 (tests/integration/mailbox_world.py builds and seals that world).
+198.18.0.0/15 (tests/support/mailbox_world.py builds and seals that world).
 
 One stack for the whole module (it is the expensive part): the tests run in file order
 and each leaves the stack as the next expects it. The capture is checked last.
@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailbox_world import BACKEND_NODES, BASE_DOMAIN, HS_PORT, INSIDE, World, run, world
 
-from tailwart.edge.standin import LISTENERS_FILE
-from testkit import ROOT, inv, need_root, write_env
+from tailwart.testing.standin import LISTENERS_FILE
+from tests.support.mailbox_world import (
+    BACKEND_NODES,
+    BASE_DOMAIN,
+    HS_PORT,
+    INSIDE,
+    World,
+    run,
+    world,
+)
+from tests.support.testkit import ROOT, inv, need_root, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

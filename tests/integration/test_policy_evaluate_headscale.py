@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_acl_headscale import Headscale, running_headscale, world
 
 from tailwart.policy.evaluate import validate
 from tailwart.policy.headscale_api import adapt_snippet
 from tailwart.policy.hujson import Style, parse, render
 from tailwart.policy.merge import merge
+from tests.integration.test_acl_headscale import Headscale, running_headscale, world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

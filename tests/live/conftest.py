@@ -8,15 +8,11 @@ upstream source and never committed.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "integration" / "backends"))
-sys.path.insert(0, str(HERE.parent / "integration"))
-
 BINARY = os.environ.get("TAILWART_STALWART_BIN", "")
 
 

@@ -1,6 +1,6 @@
 """The committed compose file with the REAL Stalwart v0.16.18 in the sidecar's namespace.
 
-The Docker world of tests/integration/mailbox_world.py (its own dockerd sealed in a network
+The Docker world of tests/support/mailbox_world.py (its own dockerd sealed in a network
 namespace, headscale, the Tailscale image built from source, the edge host on the
 tailnet), with the Stalwart slot's image made from the live suite's binary
 (``World._stalwart_image``: never committed, never pushed) and real backends on the host
@@ -27,17 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_servers import Pki, PostgresServer
 from dotenv import dotenv_values
-from live_world import live_values, start_backends
-from mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
-from test_mailbox_live import MAIL_SERVERS, edge_env, tw
-from test_mailbox_live import inspect as inspect_service
 
 from tailwart.settings import Settings, from_mapping
 from tailwart.settings.derived import compose_environment, recovery_values
 from tailwart.stalwart.management import login as management_login
-from testkit import ROOT, need_root, need_tool, write_env
+from tests.integration.test_mailbox_live import MAIL_SERVERS, edge_env, tw
+from tests.integration.test_mailbox_live import inspect as inspect_service
+from tests.support.backend_servers import Pki, PostgresServer
+from tests.support.live_world import live_values, start_backends
+from tests.support.mailbox_world import BASE_DOMAIN, HS_PORT, INSIDE, Edge, World, run, world
+from tests.support.testkit import ROOT, need_root, need_tool, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

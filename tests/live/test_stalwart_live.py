@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 import requests
-from backend_servers import (
+
+from tailwart import clock
+from tailwart.settings import Settings, from_mapping
+from tailwart.stalwart.management import login as management_login
+from tailwart.stalwart.provision import first_start
+from tailwart.stalwart.record import ENV_VAR, scrubbed
+from tailwart.stalwart.versions import CURRENT
+from tests.support.backend_servers import (
     GarageServer,
     KnotServer,
     Pki,
@@ -36,15 +43,15 @@ from backend_servers import (
     stop,
     wait_for,
 )
-from live_world import Jmap, Stalwart, Topology, live_values, start_backends, wait_until
-
-from tailwart import clock
-from tailwart.settings import Settings, from_mapping
-from tailwart.stalwart.management import login as management_login
-from tailwart.stalwart.provision import first_start
-from tailwart.stalwart.record import ENV_VAR, scrubbed
-from tailwart.stalwart.versions import CURRENT
-from testkit import ROOT, Pebble, built_caddy, need_tool, write_env
+from tests.support.live_world import (
+    Jmap,
+    Stalwart,
+    Topology,
+    live_values,
+    start_backends,
+    wait_until,
+)
+from tests.support.testkit import ROOT, Pebble, built_caddy, need_tool, write_env
 
 pytestmark = pytest.mark.integration
 FIXTURES = ROOT / "tests" / "fixtures" / "stalwart-0.16.18"
@@ -849,7 +856,7 @@ class Relay:
             kwargs["require_starttls"] = True
         if self.login:
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
-        from backend_servers import free_port
+        from tests.support.backend_servers import free_port
 
         self.port = free_port(self.host)
         self.controller = Controller(Handler(), hostname=self.host, port=self.port, **kwargs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import inv, need, write_env
+from tests.support.testkit import inv, need, write_env
 
 SECRET = "0123456789abcdef0123456789abcdef"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import RAW_CONTROL, boundary_clean, inv, write_env
+from tests.support.testkit import RAW_CONTROL, boundary_clean, inv, write_env
 
 SECRET = "0123456789abcdef0123456789abcdef"
 clean = boundary_clean

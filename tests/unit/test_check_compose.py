@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mailbox_support import client_settings, edit, work_tree
 
 from tailwart import clock
 from tailwart.checks import CheckContext, compose_rules
 from tailwart.findings import Finding, Status
 from tailwart.settings import Settings, from_mapping
 from tailwart.settings.example import example_settings
+from tests.support.mailbox_fakes import client_settings, edit, work_tree
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 from tailwart import clock
 from tailwart.checks import tls_files
 from tailwart.findings import Finding, Status
-from testkit import ROOT, need, write_env
-from testkit import inv as run_inv
+from tests.support.testkit import ROOT, need, write_env
+from tests.support.testkit import inv as run_inv
 
 #: the machine's time: openssl, the oracle here, judges by the machine's clock
 NOW = clock.system()

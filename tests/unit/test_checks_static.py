@@ -19,8 +19,8 @@ from tailwart.findings import Finding, Status
 from tailwart.settings import Settings, from_mapping
 from tailwart.settings.example import example_values
 from tailwart.stalwart.datastore import config_json
-from testkit import inv as run_inv
-from testkit import write_env
+from tests.support.testkit import inv as run_inv
+from tests.support.testkit import write_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COPY = ["compose", "config", ".env.example", "acl-snippet.hujson", ".gitignore", "tasks.py", "src"]

@@ -35,7 +35,7 @@ from tailwart.edge.render import rendered_files
 from tailwart.edge.unit import render_unit
 from tailwart.settings import BY_NAME, KEYS, Key, Settings, SettingsError, validate
 from tailwart.settings.derived import compose_environment
-from testkit import ROOT, TOOL_CACHE, built_caddy, need
+from tests.support.testkit import ROOT, TOOL_CACHE, built_caddy, need
 
 #: examples per key: 49 keys x 200 take about 20 s on two busy cores
 MAX_EXAMPLES = 200

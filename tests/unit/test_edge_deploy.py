@@ -32,7 +32,7 @@ from tailwart.edge.report import HostResult, report
 from tailwart.edge.rollout import rollout
 from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.errors import UsageError
-from testkit import inv
+from tests.support.testkit import inv
 
 ROOT = Path(__file__).resolve().parents[2]
 L = Layout(root="/opt/tailwart-edge", admin_socket="/run/tailwart-edge/admin.sock")
@@ -784,7 +784,7 @@ def test_unit_follows_dist_conventions_and_passes_systemd_analyze(tmp_path: Path
     ):
         assert line in text.splitlines(), line
     analyze = Path("/usr/bin/systemd-analyze")
-    from testkit import need
+    from tests.support.testkit import need
 
     need(analyze.exists(), "systemd-analyze is not installed (scripts/setup/20-deploy.sh)")
     unit = tmp_path / "tailwart-edge.service"
@@ -821,7 +821,7 @@ def _inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_deploy_edge_bad_hosts_exit_2_listing_every_problem(
     tmp_path: Path, example_values: dict[str, str]
 ) -> None:
-    from testkit import write_env
+    from tests.support.testkit import write_env
 
     env = write_env(tmp_path / ".env", example_values)
     proc = _inv(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import need
+from tests.support.testkit import need
 
 ANALYZE = Path("/usr/bin/systemd-analyze")
 

@@ -19,8 +19,8 @@ import pytest
 
 from tailwart.settings import BY_NAME, KEYS
 from tailwart.settings.example import example_values
-from testkit import ROOT, TOOL_CACHE, need
-from testkit import inv as run_inv
+from tests.support.testkit import ROOT, TOOL_CACHE, need
+from tests.support.testkit import inv as run_inv
 
 
 def inv(

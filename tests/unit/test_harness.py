@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from testkit import ROOT, _require_tools
+from tests.support.testkit import ROOT, _require_tools
 
 
 @pytest.mark.parametrize(

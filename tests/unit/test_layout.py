@@ -25,6 +25,7 @@ LAYERS: tuple[str, ...] = (
     "flags",
     "env_file",
     "systemd_words",
+    "testing",  # test doubles: below the edge, whose demo runs the stand-in mailbox
     "edge",
     "backends",
     "policy",

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-from mailbox_support import FIXTURES, fixture
-
 from tailwart.mailbox import health
 from tailwart.mailbox.identity import parse_status
+from tests.support.mailbox_fakes import FIXTURES, fixture
 
 CAPTURED = FIXTURES / "captured"
 

@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 from invoke.context import MockContext
 from invoke.runners import Result
-from mailbox_support import (
+
+from tailwart.checks import CheckContext
+from tailwart.checks.run import collect
+from tailwart.errors import UsageError
+from tailwart.findings import Finding
+from tailwart.mailbox.errors import MailboxError, StackRefused
+from tailwart.mailbox.stack import Stack
+from tailwart.settings import Settings, from_mapping
+from tailwart.settings.derived import compose_environment
+from tailwart.settings.example import example_settings
+from tests.support.mailbox_fakes import (
     BASE,
     DAEMON,
     INSPECT,
@@ -24,16 +34,6 @@ from mailbox_support import (
     ps,
     work_tree,
 )
-
-from tailwart.checks import CheckContext
-from tailwart.checks.run import collect
-from tailwart.errors import UsageError
-from tailwart.findings import Finding
-from tailwart.mailbox.errors import MailboxError, StackRefused
-from tailwart.mailbox.stack import Stack
-from tailwart.settings import Settings, from_mapping
-from tailwart.settings.derived import compose_environment
-from tailwart.settings.example import example_settings
 
 UP = f"{BASE} up -d"
 DRY_RUN = "dry run: nothing runs. The docker commands, in order:"

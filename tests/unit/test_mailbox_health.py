@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mailbox_support import FakeClock, fixture
 
 from tailwart.mailbox import health
 from tailwart.mailbox.health import Verdict
+from tests.support.mailbox_fakes import FakeClock, fixture
 
 
 def state_of(name: str) -> health.StackState:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mailbox_support import fixture
 
 from tailwart.mailbox.identity import identity_report, parse_status
 from tailwart.settings import Settings, from_mapping
+from tests.support.mailbox_fakes import fixture
 
 
 def settings(values: dict[str, str], **extra: str) -> Settings:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from invoke.context import Context
 from invoke.runners import Result
-from mailbox_support import (
+
+from tailwart.checks.compose_loader import LOADER_VERSION
+from tailwart.errors import UsageError
+from tailwart.mailbox.compose import Runner
+from tailwart.mailbox.errors import PreconditionError
+from tailwart.mailbox.preconditions import require_docker, require_env_file
+from tests.support.mailbox_fakes import (
     COMPOSE_VERSION,
     DAEMON,
     ROOT,
@@ -21,12 +27,6 @@ from mailbox_support import (
     need_tool,
     write_env,
 )
-
-from tailwart.checks.compose_loader import LOADER_VERSION
-from tailwart.errors import UsageError
-from tailwart.mailbox.compose import Runner
-from tailwart.mailbox.errors import PreconditionError
-from tailwart.mailbox.preconditions import require_docker, require_env_file
 
 LEGACY = "docker-compose version --short"
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_env_boundary import refused, write
-from test_stalwart_model import full_schema
 
 from tailwart.settings import from_mapping
 from tailwart.settings.derived import compose_environment, recovery_values
@@ -24,7 +22,9 @@ from tailwart.stalwart.management import account_fields, login, permissions, rol
 from tailwart.stalwart.rotate import replaced_text
 from tailwart.stalwart.schema import load
 from tailwart.stalwart.versions import CURRENT
-from testkit import ROOT, inv
+from tests.support.testkit import ROOT, inv
+from tests.unit.test_env_boundary import refused, write
+from tests.unit.test_stalwart_model import full_schema
 
 # ------------------------------------------------------------------ the recovery admin
 

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import ROOT, write_env
+from tests.support.testkit import ROOT, SRC, write_env
 
-TASKS = f"""
-import sys
-sys.path.insert(0, {str(ROOT / "src")!r})
+TASKS = """
 from invoke import task
 from tailwart.cli import exits, load_settings
 from tailwart.errors import UsageError
@@ -49,7 +47,7 @@ def usage(c):
 
 def run(tmp_path: Path, *args: str, debug: bool = False) -> subprocess.CompletedProcess[str]:
     (tmp_path / "tasks.py").write_text(TASKS)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(SRC)}
     if debug:
         env["TAILWART_DEBUG"] = "1"
     return subprocess.run(
@@ -183,7 +181,7 @@ def thread_dies(c):
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(tmp_path), "thread-dies"],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(SRC)},
         capture_output=True,
         text=True,
         timeout=60,

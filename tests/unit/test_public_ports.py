@@ -240,7 +240,7 @@ def test_doctor_probes_only_the_public_ports() -> None:
 
 
 def test_inv_check_refuses_a_bad_value_naming_the_key(tmp_path: Path) -> None:
-    from testkit import inv, write_env
+    from tests.support.testkit import inv, write_env
 
     env = write_env(tmp_path / ".env", {**example_values(), "EDGE_PUBLIC_PORTS": "465,993,465"})
     done = inv("check", f"--env-file={env}", cwd=tmp_path, timeout=120)

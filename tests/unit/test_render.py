@@ -10,7 +10,7 @@ from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json, jmap_vhost,
 from tailwart.files import write_atomic
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
-from testkit import inv
+from tests.support.testkit import inv
 
 ROOT = Path(__file__).resolve().parents[2]
 

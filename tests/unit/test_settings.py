@@ -14,7 +14,7 @@ import pytest
 
 from tailwart.settings import BY_NAME, KEYS, SettingsError, from_mapping, load
 from tailwart.settings.example import env_example, example_values
-from testkit import inv as run_inv
+from tests.support.testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,14 +13,14 @@ import json
 from typing import Any
 
 import pytest
-from test_check_tls_files import make, pem
 
 from tailwart.settings import from_mapping
 from tailwart.stalwart.provision import certificate_lines, certificate_report
 from tailwart.stalwart.schema import load
 from tailwart.stalwart.tls_status import judge, next_step, self_signed
 from tailwart.stalwart.versions import CURRENT
-from testkit import ROOT
+from tests.support.testkit import ROOT
+from tests.unit.test_check_tls_files import make, pem
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 HOST = "mail.good.test"

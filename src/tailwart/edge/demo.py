@@ -23,10 +23,10 @@ from typing import Any
 
 from ..errors import OperationError
 from ..settings.example import example_settings
+from ..testing.standin import Message, Seen, StandinMailbox, TlsFiles, free_port, make_self_signed
 from .build import Built, ensure_caddy
 from .render import MAIL_PORTS, layout_for
 from .run import RunningEdge, short_tempdir
-from .standin import Message, Seen, StandinMailbox, TlsFiles, free_port, make_self_signed
 
 EDGE_HOST = "127.0.0.1"
 MAILBOX_HOST = "127.0.0.2"

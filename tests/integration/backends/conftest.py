@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# the integration directory's helpers (hostile_jmap) next to this one's
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backend_env import zones
-from backend_servers import (
+from tests.support.backend_env import zones
+from tests.support.backend_servers import (
     GarageServer,
     KnotServer,
     Pki,
@@ -26,9 +23,8 @@ from backend_servers import (
     VethAddress,
     garage_binary,
 )
-from backup_world import World
-
-from testkit import TOOL_CACHE, need, need_root, need_tool
+from tests.support.backup_world import World
+from tests.support.testkit import TOOL_CACHE, need, need_root, need_tool
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ import dns.rcode
 import dns.tsigkeyring
 import dns.update
 import pytest
-from backend_servers import KnotServer
 
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
-from testkit import need_tool
+from tests.support.backend_servers import KnotServer
+from tests.support.testkit import need_tool
 
 pytestmark = pytest.mark.integration
 ZONE = "example.org"

@@ -6,14 +6,14 @@ import secrets
 from pathlib import Path
 
 import pytest
-from backend_env import backend_values, garage_key, inv
-from backend_servers import GarageServer, PostgresServer, RedisServer
 
 from tailwart.backends.bootstrap import bootstrap
 from tailwart.backends.garage import GarageAdmin
 from tailwart.backends.redis_store import MARKER_KEY
 from tailwart.settings import from_mapping
-from testkit import write_env
+from tests.support.backend_env import backend_values, garage_key, inv
+from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
+from tests.support.testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -24,9 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from backend_env import inv
-from backend_servers import PostgresServer
-from backup_world import (
+
+from tests.support.backend_env import inv
+from tests.support.backend_servers import PostgresServer
+from tests.support.backup_world import (
     World,
     bucket_objects,
     make_database,
@@ -34,8 +35,7 @@ from backup_world import (
     snapshots,
     table_rows,
 )
-
-from testkit import boundary_clean, write_env
+from tests.support.testkit import boundary_clean, write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

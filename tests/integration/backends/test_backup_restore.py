@@ -8,8 +8,9 @@ import datetime as dt
 import secrets
 
 import pytest
-from backend_env import inv
-from backup_world import (
+
+from tests.support.backend_env import inv
+from tests.support.backup_world import (
     World,
     bucket_objects,
     make_bucket,
@@ -232,7 +233,7 @@ def test_verify_checks_the_repository_and_proves_a_trial_restore(world: World) -
 
 
 def test_an_unreachable_repository_fails_fast_and_cleanly(world: World) -> None:
-    from backend_servers import closed_port
+    from tests.support.backend_servers import closed_port
 
     key = world.source.key
     env = world.env(BACKUP_S3_ACCESS_KEY=key[0], BACKUP_S3_SECRET_KEY=key[1])
@@ -251,7 +252,7 @@ def test_an_interrupted_backup_is_followed_by_a_clean_run(world: World) -> None:
     import subprocess
     import sys
 
-    from backend_env import ROOT
+    from tests.support.backend_env import ROOT
 
     env = world.env()
     # Ctrl-C as a terminal sends it. The child's SIGINT is reset to the default first: a
@@ -297,7 +298,7 @@ def test_a_hostile_management_api_leaves_no_secret_in_the_manifest(world: World,
     import json
     import unicodedata
 
-    from hostile_jmap import HostileJmap, echoes
+    from tests.support.hostile_jmap import HostileJmap, echoes
 
     issuer = "CN={echo}\x1b[2J\rok"
     objects = {"x:Certificate": [{"id": "c1", "issuer": issuer}]}

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backend_env import backend_values, garage_key, inv
-from backend_servers import GarageServer, PostgresServer, RedisServer
 
-from testkit import write_env
+from tests.support.backend_env import backend_values, garage_key, inv
+from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
+from tests.support.testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,8 +6,6 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from backend_env import backend_values, garage_key
-from backend_servers import GarageServer, PostgresServer, RedisServer
 
 from tailwart.backends.bootstrap import bootstrap
 from tailwart.backends.garage import GarageAdmin
@@ -15,6 +13,8 @@ from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
 from tailwart.settings import from_mapping
+from tests.support.backend_env import backend_values, garage_key
+from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,14 +7,21 @@ import secrets
 from pathlib import Path
 
 import pytest
-from backend_env import backend_values, edge_servers, garage_key, inv, values
-from backend_servers import GarageServer, KnotServer, LineServer, Pki, PostgresServer, RedisServer
-from test_doctor_management import Vhost
 
 from tailwart.backends.bootstrap import bootstrap
-from tailwart.edge.standin import TlsFiles
 from tailwart.settings import from_mapping
-from testkit import write_env
+from tailwart.testing.standin import TlsFiles
+from tests.integration.test_doctor_management import Vhost
+from tests.support.backend_env import backend_values, edge_servers, garage_key, inv, values
+from tests.support.backend_servers import (
+    GarageServer,
+    KnotServer,
+    LineServer,
+    Pki,
+    PostgresServer,
+    RedisServer,
+)
+from tests.support.testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -109,7 +116,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
 
 
 def relay_and(relay: LineServer, servers: dict[int, LineServer]):  # type: ignore[no-untyped-def]
-    from backend_servers import line_servers
+    from tests.support.backend_servers import line_servers
 
     return line_servers(relay, *servers.values())
 

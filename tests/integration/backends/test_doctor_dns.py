@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from backend_env import settings
-from backend_servers import KnotServer
 
 from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
+from tests.support.backend_env import settings
+from tests.support.backend_servers import KnotServer
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,13 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from backend_env import HOST, edge_servers, inv, settings, values
-from backend_servers import LineServer, Pki, closed_port, line_servers
 
 from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.findings import Finding, Status
-from testkit import self_signed_ca, write_env
+from tests.support.backend_env import HOST, edge_servers, inv, settings, values
+from tests.support.backend_servers import LineServer, Pki, closed_port, line_servers
+from tests.support.testkit import self_signed_ca, write_env
 
 pytestmark = pytest.mark.integration
 

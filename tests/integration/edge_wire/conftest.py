@@ -16,8 +16,8 @@ import pytest
 
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
-from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
-from testkit import GO_ENV, built_caddy
+from tailwart.testing.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
+from tests.support.testkit import GO_ENV, built_caddy
 
 EDGE_HOST = "127.0.0.1"
 MAILBOX_HOST = "127.0.0.2"

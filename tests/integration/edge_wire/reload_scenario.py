@@ -1,6 +1,6 @@
 """Reload under load, run inside a network namespace the test creates (see test_edge_wire).
 
-Usage: python reload_scenario.py CADDY_BINARY [RELOADS]
+Usage: PYTHONPATH=src python reload_scenario.py CADDY_BINARY [RELOADS]
 
 Starts the stand-in mailbox and the edge on this namespace's loopback, holds 100 IMAP
 connections through the edge, keeps opening new SMTP sessions from another thread,
@@ -21,11 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
-
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
-from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
+from tailwart.testing.standin import StandinMailbox, TlsFiles, free_port, make_self_signed
 
 EDGE = "127.0.0.1"
 

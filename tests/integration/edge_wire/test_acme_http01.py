@@ -27,7 +27,7 @@ import requests
 from tailwart.edge.render import ACME_CHALLENGE_PATH
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
-from testkit import Pebble, pebble_dns
+from tests.support.testkit import Pebble, pebble_dns
 
 from .test_jmap_vhost import Upstream, _dials, adapted_vhost, free_port, run_caddy
 

@@ -17,7 +17,7 @@ import pytest
 
 from tailwart.edge.render import RenderError, caddy_json, jmap_vhost, layout_for
 from tailwart.settings.example import example_settings
-from testkit import inv, write_env
+from tests.support.testkit import inv, write_env
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from tailwart.doctor import runner
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.edge.render import MAIL_PORTS
 from tailwart.edge.run import RunningEdge
-from tailwart.edge.standin import StandinMailbox, TlsFiles, make_self_signed
 from tailwart.findings import Finding, Status
 from tailwart.settings import from_mapping
+from tailwart.testing.standin import StandinMailbox, TlsFiles, make_self_signed
 
 from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory
 

@@ -23,8 +23,8 @@ from tailwart.edge.build import (
     find_go,
     load_pins,
 )
-from tailwart.edge.standin import free_port
-from testkit import TOOL_CACHE, need
+from tailwart.testing.standin import free_port
+from tests.support.testkit import TOOL_CACHE, need
 
 from .conftest import _GO_CACHES
 

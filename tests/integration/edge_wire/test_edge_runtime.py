@@ -14,7 +14,7 @@ import pytest
 
 from tailwart.edge.render import MAIL_PORTS, EdgeLayout
 from tailwart.edge.run import RunningEdge, short_tempdir
-from tailwart.edge.standin import free_port
+from tailwart.testing.standin import free_port
 
 from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
 

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 import smtplib
 import socket
@@ -25,8 +26,8 @@ import pytest
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, ProxyData, get_proxy
 
 from tailwart.edge.render import IMPLICIT_TLS_PORTS, MAIL_PORTS
-from tailwart.edge.standin import StandinMailbox, TlsFiles, free_port
-from testkit import need_root, need_tool
+from tailwart.testing.standin import StandinMailbox, TlsFiles, free_port
+from tests.support.testkit import SRC, need_root, need_tool
 
 from .conftest import EDGE_HOST, MAILBOX_HOST, EdgeFactory, Recorder
 from .reload_scenario import read_line
@@ -186,6 +187,7 @@ def test_reload_through_the_admin_socket_keeps_100_connections_and_accepts_new_o
     )
     run = subprocess.run(
         [unshare, "--net", "sh", "-c", inner, sys.executable],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
         capture_output=True,
         text=True,
         timeout=300,

@@ -12,7 +12,7 @@ import ssl
 import struct
 from pathlib import Path
 
-from tailwart.edge.standin import StandinMailbox, TlsFiles, listener_trust
+from tailwart.testing.standin import StandinMailbox, TlsFiles, listener_trust
 
 MAILBOX = "127.0.0.2"
 CLIENT = "127.0.0.1"  # the untrusted source ("a tailnet member")

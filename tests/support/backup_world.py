@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend_env import backend_values, garage_key
-from backend_servers import GarageServer, PostgresServer, RedisServer
-
-from testkit import TOOL_CACHE, need, write_env
+from tests.support.backend_env import backend_values, garage_key
+from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
+from tests.support.testkit import TOOL_CACHE, need, write_env
 
 RESTIC = TOOL_CACHE / "tools" / "restic-v0.18.1" / "restic"
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, TOOL_CACHE, need, need_tool, self_signed_ca, write_env
+from tests.support.testkit import ROOT, TOOL_CACHE, need, need_tool, self_signed_ca, write_env
 
 HEADSCALE_VERSION = "v0.29.2"  # keep equal to scripts/setup/40-policy.sh
 HEADSCALE = TOOL_CACHE / "tools" / f"headscale-{HEADSCALE_VERSION}" / "headscale"
@@ -462,7 +462,7 @@ class World:
             files={f"opt/tailwart/{p.relative_to(ROOT / 'src')}": p for p in sources},
             links={},
             changes=[
-                'ENTRYPOINT ["python3", "-m", "tailwart.edge.standin"]',
+                'ENTRYPOINT ["python3", "-m", "tailwart.testing.standin"]',
                 "ENV PYTHONPATH=/opt/tailwart PYTHONUNBUFFERED=1",
             ],
         )
@@ -839,7 +839,7 @@ logtail:
     def start_host(self, name: str, key: str, ssh: bool = False) -> Edge:
         """A tailnet host ``name`` as the edge host is made (``start_edge``), with sshd only
         if ``ssh``; its link is recorded as the capture ``name``."""
-        from netns_hosts import start_sshd
+        from tests.support.netns_hosts import start_sshd
 
         octet = _free_octet()
         ns = f"tw{name[:2]}{os.getpid()}"
@@ -941,7 +941,7 @@ logtail:
     def deploy_edge(self, env_file: Path) -> str:
         """`inv deploy-edge` from the docker namespace (the operator's side of the world) to
         the edge host, with the caddy-l4 binary tailwart builds; returns what it printed."""
-        from testkit import built_caddy
+        from tests.support.testkit import built_caddy
 
         assert self.edge is not None
         caddy = built_caddy(self.tmp / "caddy-bin")

@@ -487,7 +487,7 @@ class Pki:
     def create(cls, base: Path) -> Pki:
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        from testkit import self_signed_ca
+        from tests.support.testkit import self_signed_ca
 
         key, cert = self_signed_ca("tailwart test CA")
         pki = cls(base, key, cert)

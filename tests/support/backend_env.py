@@ -1,6 +1,6 @@
 """Helpers shared by the backends/doctor tests: .env values, DNS zones, running ``inv``.
 
-Kept out of conftest.py so test modules import them by a name no other directory uses.
+Kept out of conftest.py so test modules and the benchmarks can import them.
 """
 
 from __future__ import annotations
@@ -8,19 +8,13 @@ from __future__ import annotations
 import base64
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
-from backend_servers import GarageServer, LineServer, Pki, PostgresServer, RedisServer
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-sys.path.insert(0, str(ROOT / "src"))
-
-from tailwart.settings import Settings, from_mapping  # noqa: E402
-from tailwart.settings.example import example_values  # noqa: E402
-from testkit import inv as run_inv  # noqa: E402
+from tailwart.settings import Settings, from_mapping
+from tailwart.settings.example import example_values
+from tests.support.backend_servers import GarageServer, LineServer, Pki, PostgresServer, RedisServer
+from tests.support.testkit import ROOT as ROOT
+from tests.support.testkit import inv as run_inv
 
 EDGE_IP = "198.18.5.25"
 RELAY_NET = "198.18.6.0/24"

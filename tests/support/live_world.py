@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from backend_servers import (
+
+from tests.support.backend_servers import (
     GarageServer,
     PostgresServer,
     RedisServer,
@@ -36,9 +37,8 @@ from backend_servers import (
     stop,
     wait_for,
 )
-from netns_hosts import _free_subnets
-
-from testkit import TOOL_CACHE, need_tool
+from tests.support.netns_hosts import _free_subnets
+from tests.support.testkit import TOOL_CACHE, need_tool
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -275,7 +275,7 @@ def live_values(
 ) -> dict[str, str]:
     """.env values for a real Stalwart on the backends running at ``host`` (fresh secrets
     for its role and S3 key, Redis DB 5), the recovery admin, and ``more``."""
-    from backend_env import values
+    from tests.support.backend_env import values
 
     return values(
         STALWART_RECOVERY_ADMIN=f"admin:{admin_password}",

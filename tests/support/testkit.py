@@ -1,8 +1,8 @@
-"""Helpers every test may import (``from testkit import need, ...``).
+"""Helpers every test may import (``from tests.support.testkit import need, ...``).
 
-Kept out of conftest.py: several directories have a conftest.py, so importing
-"conftest" by name picks whichever was loaded first. tests/conftest.py puts
-this directory on sys.path before any test module is imported.
+Kept out of conftest.py, which pytest loads itself: a test imports what it uses
+from here by its full name (pytest's ``pythonpath`` puts src/ and the work tree
+first on sys.path).
 
 Under CI (``CI`` or ``TAILWART_REQUIRE_TOOLS`` set) a missing tool or server
 FAILS the test instead of skipping it, so a green CI cannot hide a missing
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+#: the work tree's sources: a child Python that imports tailwart gets them as PYTHONPATH
+SRC = ROOT / "src"
 _ON = frozenset({"1", "true", "yes", "on"})
 
 

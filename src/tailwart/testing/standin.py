@@ -1,8 +1,10 @@
-"""A stand-in mailbox: real mail servers on loopback that REQUIRE a PROXY v2 header.
+"""A test double of Stalwart: real mail servers on loopback that REQUIRE a PROXY v2 header.
 
-It stands where Stalwart sits behind the edge, for ``inv demo``, the integration
-tests and the benchmark. Every port refuses a connection that does not start with
-a valid PROXY v2 header, like Stalwart with ``server.proxy.trusted-networks``.
+Not part of the product: it stands where Stalwart sits behind the edge, for ``inv demo``,
+the tests and the benchmarks (and, as an image, in the tests' Docker world).
+
+Every port refuses a connection that does not start with a valid PROXY v2 header,
+like Stalwart with ``server.proxy.trusted-networks``.
 Given per-port ``trusted`` networks, it behaves as Stalwart v0.16's listeners do:
 a connection from a trusted address must carry PROXY v2; any other is served as a
 direct connection (its TCP peer is the client).
@@ -36,11 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import clock
-from .render import IMPLICIT_TLS_PORTS, MAIL_PORTS
 
+#: (name, port) of the Stalwart mail listeners this double imitates. Stated here, not
+#: taken from the edge's render module: a double sharing the tables of the code it tests
+#: would repeat their mistakes.
+MAIL_LISTENERS: tuple[tuple[str, int], ...] = (
+    ("smtp", 25),
+    ("submissions", 465),
+    ("submission", 587),
+    ("imap", 143),
+    ("imaps", 993),
+)
+#: the listeners that speak TLS first (on the others, STARTTLS)
+IMPLICIT_TLS_PORTS = frozenset({465, 993})
 #: the 12-byte PROXY v2 signature
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-SERVICE_BY_PORT = {port: name for name, port in MAIL_PORTS}
+SERVICE_BY_PORT = {port: name for name, port in MAIL_LISTENERS}
 SMTP_PORTS = frozenset({25, 465, 587})
 HEADER_TIMEOUT = 10.0
 DEFAULT_HOSTNAME = "mailbox.tailwart.test"
@@ -299,7 +312,7 @@ class StandinMailbox:
             if trusted is None
             else {p: tuple(ipaddress.ip_network(n) for n in nets) for p, nets in trusted.items()}
         )
-        self.only = only or tuple(port for _, port in MAIL_PORTS)
+        self.only = only or tuple(port for _, port in MAIL_LISTENERS)
         self.data_size_limit = data_size_limit
         self.ports: dict[int, int] = {}
         self._state = _State()
@@ -597,7 +610,7 @@ def serve(
     tls = openssl_self_signed(workdir, hostname)
     trusted = listener_trust(LISTENERS_FILE)
     mailbox = StandinMailbox(
-        tls, host, ports={port: port for _, port in MAIL_PORTS}, trusted=trusted
+        tls, host, ports={port: port for _, port in MAIL_LISTENERS}, trusted=trusted
     )
     stop = stop or threading.Event()
     with mailbox:

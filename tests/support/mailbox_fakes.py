@@ -13,13 +13,11 @@ import pytest
 from invoke.context import MockContext
 from invoke.runners import Result
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-from testkit import TOOL_CACHE as TOOL_CACHE  # noqa: E402
-from testkit import need as need  # noqa: E402
-from testkit import need_tool as need_tool  # noqa: E402
-from testkit import write_env as write_env  # noqa: E402
+from tests.support.testkit import ROOT as ROOT
+from tests.support.testkit import TOOL_CACHE as TOOL_CACHE
+from tests.support.testkit import need as need
+from tests.support.testkit import need_tool as need_tool
+from tests.support.testkit import write_env as write_env
 
 FIXTURES = ROOT / "tests" / "fixtures" / "docker"
 BASE = "docker compose --env-file .env -f compose/docker-compose.yml -p tailwart-mail"

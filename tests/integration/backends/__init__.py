@@ -1,0 +1,1 @@
+"""The shared backends for real (Postgres, Redis, Garage, Knot): bootstrap, doctor, backup."""

@@ -1,0 +1,1 @@
+"""Acceptance against a real Stalwart binary (``nox -s live``)."""

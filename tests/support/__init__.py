@@ -1,0 +1,1 @@
+"""Helpers the tests share: servers, fakes, worlds (``from tests.support.testkit import ...``)."""

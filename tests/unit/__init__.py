@@ -1,0 +1,1 @@
+"""Unit tests: no root, no servers (real tools they use skip when missing)."""
