@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "tailwart"
 
 #: the parts of src/tailwart, lowest first: each may import only parts listed before it
-#: (keep in step with the README's "Layout" table)
+#: (keep in step with the table of docs/development/layout.md; test_docs_claims checks it)
 LAYERS: tuple[str, ...] = (
     "tailwart",  # the package itself: __version__
     "errors",
@@ -35,6 +35,7 @@ LAYERS: tuple[str, ...] = (
     "backup",
     "doctor",
     "mailbox",
+    "reference_docs",
     "cli",
 )
 
