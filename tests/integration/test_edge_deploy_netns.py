@@ -32,6 +32,7 @@ from tailwart.edge.rollout import DeployError
 from tailwart.edge.status import status
 from tailwart.edge.targets import DeployOptions, HostJob
 from tailwart.paths import cache_dir
+from tests.support.doc_samples import check_sample
 from tests.support.netns_hosts import HeldConnections, Lab, NetnsHost, lab
 from tests.support.testkit import explain_on_failure, need_root, need_tool
 
@@ -284,6 +285,7 @@ def test_config_change_reloads_with_zero_failed_connections(
     assert host.caddy_pids() == pid  # the same process: reloaded, not restarted
     assert host.current() == res.release and "pruned 1 old release(s)" in out
     assert first.release in host.releases() and len(host.releases()) == 3
+    check_sample("deploy-reload", out)  # docs/guides/edge.md
 
 
 def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
@@ -316,6 +318,7 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
         f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}, the current binary"
         in out_buf.getvalue()
     )
+    check_sample("edge-status", out_buf.getvalue())  # docs/guides/edge.md
 
     out_buf = io.StringIO()
     back = rollback([_job(lab1, host)], _opts(lab1), out=out_buf)
@@ -325,6 +328,7 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert host.running_exe() == f"{host.root}/releases/{old.release}/caddy"
     assert serving(lab1, host)
     assert "action=rollback" in host.audit()[-1] and f"release={old.release}" in host.audit()[-1]
+    check_sample("rollback", out_buf.getvalue())  # docs/guides/edge.md
 
 
 def two_releases(
@@ -734,6 +738,7 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     assert "first install" in proc.stdout and "binary     upload, " in proc.stdout
     assert "dry run report:" in proc.stdout and "planned" in proc.stdout
     assert MIGRATE_PLAN in proc.stdout
+    check_sample("deploy-dry-run", proc.stdout)  # docs/guides/edge.md
     assert not Path(host.root).exists()  # no lock, no directory, nothing
     assert host.tcp_migrate_req() == "0"
 

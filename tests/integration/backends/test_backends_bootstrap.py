@@ -12,6 +12,7 @@ from tailwart.backends.garage import GarageAdmin
 from tailwart.backends.redis_store import MARKER_KEY
 from tailwart.settings import from_mapping
 from tests.support.backend_env import backend_values, garage_key, inv
+from tests.support.doc_samples import check_sample
 from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
 from tests.support.testkit import write_env
 
@@ -143,6 +144,7 @@ def test_bootstrap_creates_everything_then_a_second_run_changes_nothing(
     assert {line.split()[1] for line in plan_lines(second.stdout)} == {"keep"}
     assert "nothing to change: Postgres, Redis and Garage already match .env" in second.stdout
     assert "applying" not in second.stdout
+    check_sample("bootstrap-again", second.stdout)  # docs/guides/backends.md
     assert api.get("GetClusterLayout")["version"] == 1
     assert len(api.get("ListKeys")) == 1
     api.close()

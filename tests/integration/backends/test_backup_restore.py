@@ -10,6 +10,7 @@ import secrets
 import pytest
 
 from tests.support.backend_env import inv
+from tests.support.doc_samples import check_sample
 from tests.support.backup_world import (
     World,
     bucket_objects,
@@ -50,12 +51,14 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     assert proc.returncode == 0, proc.stderr
     assert "would be created" in proc.stdout and "5 tables" in proc.stdout
     assert f"{blobs} objects" in proc.stdout and "nothing was written" in proc.stdout
+    check_sample("backup-dry-run", proc.stdout)  # docs/guides/backup.md, as each below
     assert not world.repo.exists() and not world.staging.exists()
 
     proc = inv("backup", f"--env-file={env}")
     assert proc.returncode == 0, proc.stderr
     clean(proc.stdout + proc.stderr, world.password, world.source.password)
     assert "repository created" in proc.stdout
+    check_sample("backup-first", proc.stdout)
     first = snapshots(world)
     assert len(first) == 1 and "tailwart" in first[0]["tags"]
     first_repo_bytes = tree_bytes(world.repo)
@@ -65,6 +68,7 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     proc = inv("restore", f"--env-file={env}", f"--target-env={target_env}", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "database empty, bucket empty" in proc.stdout
+    check_sample("restore-dry-run", proc.stdout)
     assert table_rows(world.pg, world.target) == {}
     assert bucket_objects(world.garage, world.target) == {}
 
@@ -72,6 +76,7 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     clean(proc.stdout + proc.stderr, world.password, world.target.password)
     assert "restore verified" in proc.stdout
+    check_sample("restore", proc.stdout)
     # the oracles: every row and every blob, read from the servers directly
     assert table_rows(world.pg, world.target) == source_rows
     assert bucket_objects(world.garage, world.target) == source_blobs
@@ -83,6 +88,7 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     proc = inv("backup", f"--env-file={env}")
     assert proc.returncode == 0, proc.stderr
     assert "fetched 2 " in proc.stdout and f"unchanged {blobs}" in proc.stdout
+    check_sample("backup-second", proc.stdout)
     assert len(snapshots(world)) == 2
     growth = tree_bytes(world.repo) - first_repo_bytes
     assert 0 < growth < first_repo_bytes / 4, (growth, first_repo_bytes)
@@ -91,6 +97,7 @@ def test_backup_then_restore_into_fresh_backends_is_identical(world: World) -> N
     proc = inv("restore", f"--env-file={env}", f"--target-env={target_env}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "not empty" in proc.stderr
+    check_sample("restore-not-empty", proc.stderr)
     clean(proc.stdout + proc.stderr, world.password)
     assert table_rows(world.pg, world.target) == source_rows
 
@@ -112,6 +119,7 @@ def test_restore_never_lands_on_the_live_mailbox(world: World) -> None:
         assert "live mailbox" in proc.stderr
         assert "STALWART_DB_NAME" in proc.stderr and "STALWART_S3_BUCKET" in proc.stderr
         clean(proc.stdout + proc.stderr, world.password, world.source.password)
+    check_sample("restore-live-refused", proc.stderr)  # with --force
     assert table_rows(world.pg, world.source) == before
 
 

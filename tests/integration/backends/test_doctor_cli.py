@@ -22,6 +22,7 @@ from tests.support.backend_servers import (
     RedisServer,
 )
 from tests.support.testkit import write_env
+from tests.support.doc_samples import check_sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,6 +74,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         assert lines[-1] == "24 ok, 0 warning(s), 0 error(s)"
         assert all(line.startswith("ok ") for line in lines[:-2]), table.stdout
         (tmp_path / "doctor-table.txt").write_text(table.stdout)
+        check_sample("doctor", table.stdout)  # docs/guides/doctor.md
 
         as_json = inv("doctor", "--env-file", str(env), "--json", *flags)
         assert as_json.returncode == 0
@@ -87,6 +89,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
             + ["outbound"]
         )
         assert set(data["findings"][0]) == {"id", "group", "status", "message", "advice"}
+        check_sample("doctor-json", as_json.stdout)
 
         # the same setup with a drifted DB password and a wrong DNS zone: exit 1, errors named
         broken = write_env(
@@ -107,6 +110,8 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         assert found["backends.postgres.login"]["status"] == "error"
         assert found["dns.mx"]["status"] == "error"
         assert found["backends.redis.db"]["status"] == "ok"
+        errors = inv("doctor", "--env-file", str(broken), "--only", "backends,dns", *flags)
+        check_sample("doctor-errors", errors.stdout)
         for secret in (
             env_values["STALWART_DB_PASSWORD"],
             env_values["STALWART_REDIS_PASSWORD"],

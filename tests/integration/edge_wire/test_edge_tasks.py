@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tailwart.edge.render import MAIL_PORTS
+from tests.support.doc_samples import check_sample
 
 from .conftest import _GO_CACHES
 
@@ -65,6 +66,7 @@ def test_demo_proves_the_wire_and_leaves_nothing_running(caddy_binary: Path) -> 
         assert listener.startswith("127.0.0.1:") and edge_own.startswith("127.0.0.1:")
     assert out.count("mailbox stored") == 3
     assert "OK: on every port the mailbox saw the client's own address" in out
+    check_sample("demo", out)  # docs/guides/edge.md shows this run's lines
     assert set(Path("/tmp").glob("tailwart-demo-*")) == before
     assert _caddy_pids("tailwart-demo-") == []
 
