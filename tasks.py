@@ -22,6 +22,7 @@ from tailwart.edge.flag_groups import (
     DeployFlags,
     EdgeHosts,
 )
+from tailwart.policy.flag_groups import PolicyMerge
 from tailwart.progress import to_stderr
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 EDGE_HOSTS = EdgeHosts()
 DEPLOY_FLAGS = DeployFlags()
+MERGE = PolicyMerge()
 EXAMPLE_HELP = "use the built-in example values instead of a .env file"
 
 # ---------------------------------------------------------------- operator surface
@@ -305,78 +307,34 @@ def restart(
 # ---------------------------------------------------------------- tailnet policy
 
 
-SNIPPET_HELP = "the policy fragment to merge (default acl-snippet.hujson)"
-ACL_DRY_RUN_HELP = "fetch and print the diff only; write and send nothing"
-
-
 @operator_task(
     auto_shortflags=False,
     help={
         "file": "the policy file to merge into (a GitOps repo's policy.hujson)",
         "check": "write nothing, exit 1 when the merge would change the file",
-        "dry_run": ACL_DRY_RUN_HELP,
-        "snippet": SNIPPET_HELP,
     },
 )
-def acl_file(
-    c: Context,
-    file: str = "",
-    check: bool = False,
-    dry_run: bool = False,
-    snippet: str = "acl-snippet.hujson",
-) -> None:
+def acl_file(c: Context, file: str = "", check: bool = False, merge: PolicyMerge = MERGE) -> None:
     """Merge acl-snippet.hujson into a policy file and print the diff (--check: CI drift)."""
     from tailwart.errors import UsageError
-    from tailwart.policy.apply import run_acl
 
     if not file:
         raise UsageError("inv acl-file: give the policy file to merge into: --file PATH")
-    run_acl(Path.cwd(), file=file, check=check, dry_run=dry_run, snippet=snippet)
+    merge.into(file=file, check=check)
 
 
-@operator_task(auto_shortflags=False, help={"dry_run": ACL_DRY_RUN_HELP, "snippet": SNIPPET_HELP})
-def acl_tailscale(
-    c: Context, dry_run: bool = False, snippet: str = "acl-snippet.hujson", env: EnvFlags = ENV
-) -> None:
+@operator_task(auto_shortflags=False)
+def acl_tailscale(c: Context, merge: PolicyMerge = MERGE, env: EnvFlags = ENV) -> None:
     """Merge acl-snippet.hujson into the tailnet policy through the Tailscale API (.env)."""
-    from tailwart.policy.apply import run_acl
-
-    run_acl(
-        Path.cwd(),
-        tailscale=True,
-        dry_run=dry_run,
-        snippet=snippet,
-        env_file=env.env_file,
-        strict=env.strict,
-    )
+    merge.into(env_file=env.env_file, strict=env.strict, tailscale=True)
 
 
-@operator_task(
-    auto_shortflags=False,
-    help={
-        "url": "the headscale server (default HEADSCALE_URL)",
-        "dry_run": ACL_DRY_RUN_HELP,
-        "snippet": SNIPPET_HELP,
-    },
-)
+@operator_task(auto_shortflags=False, help={"url": "the headscale server (default HEADSCALE_URL)"})
 def acl_headscale(
-    c: Context,
-    url: str = "",
-    dry_run: bool = False,
-    snippet: str = "acl-snippet.hujson",
-    env: EnvFlags = ENV,
+    c: Context, url: str = "", merge: PolicyMerge = MERGE, env: EnvFlags = ENV
 ) -> None:
     """Merge acl-snippet.hujson into a headscale server's policy (HEADSCALE_API_KEY)."""
-    from tailwart.policy.apply import run_acl
-
-    run_acl(
-        Path.cwd(),
-        headscale=url or True,
-        dry_run=dry_run,
-        snippet=snippet,
-        env_file=env.env_file,
-        strict=env.strict,
-    )
+    merge.into(env_file=env.env_file, strict=env.strict, headscale=url or True)
 
 
 @operator_task(
@@ -387,8 +345,6 @@ def acl_headscale(
         "check": "with --file: write nothing, exit 1 when the merge would change the file",
         "tailscale": "merge into the tailnet policy through the Tailscale API (.env credentials)",
         "headscale": "merge into a headscale server's policy (URL, default HEADSCALE_URL)",
-        "dry_run": ACL_DRY_RUN_HELP,
-        "snippet": SNIPPET_HELP,
     },
 )
 def acl(
@@ -397,8 +353,7 @@ def acl(
     check: bool = False,
     tailscale: bool = False,
     headscale: str = "",
-    dry_run: bool = False,
-    snippet: str = "acl-snippet.hujson",
+    merge: PolicyMerge = MERGE,
     env: EnvFlags = ENV,
 ) -> None:
     """Merge acl-snippet.hujson into a tailnet policy (file, Tailscale API, headscale).
@@ -406,18 +361,13 @@ def acl(
     The target by flag: --file PATH (as acl-file), --tailscale (as acl-tailscale) or
     --headscale [URL] (as acl-headscale); exactly one.
     """
-    from tailwart.policy.apply import run_acl
-
-    run_acl(
-        Path.cwd(),
+    merge.into(
+        env_file=env.env_file,
+        strict=env.strict,
         file=file,
         check=check,
         tailscale=tailscale,
         headscale=headscale,
-        dry_run=dry_run,
-        snippet=snippet,
-        env_file=env.env_file,
-        strict=env.strict,
     )
 
 
