@@ -329,12 +329,15 @@ def acl_tailscale(c: Context, merge: PolicyMerge = MERGE, env: EnvFlags = ENV) -
     merge.into(env_file=env.env_file, strict=env.strict, tailscale=True)
 
 
-@operator_task(auto_shortflags=False, help={"url": "the headscale server (default HEADSCALE_URL)"})
+@operator_task(
+    auto_shortflags=False,
+    help={"headscale": "the headscale server's URL (default HEADSCALE_URL)"},
+)
 def acl_headscale(
-    c: Context, url: str = "", merge: PolicyMerge = MERGE, env: EnvFlags = ENV
+    c: Context, headscale: str = "", merge: PolicyMerge = MERGE, env: EnvFlags = ENV
 ) -> None:
     """Merge acl-snippet.hujson into a headscale server's policy (HEADSCALE_API_KEY)."""
-    merge.into(env_file=env.env_file, strict=env.strict, headscale=url or True)
+    merge.into(env_file=env.env_file, strict=env.strict, headscale=headscale or True)
 
 
 @operator_task(
