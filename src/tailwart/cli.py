@@ -43,6 +43,10 @@ DEBUG_ENV = "TAILWART_DEBUG"
 _MASK_READ_LIMIT = 1 << 20
 
 
+#: what a number flag expects, in words
+NUMBER_KINDS = {int: "a whole number", float: "a number"}
+
+
 class OperatorTask(Task[TaskBody]):
     """Invoke's Task, with number flags that refuse a bad value as bad input.
 
@@ -58,10 +62,6 @@ class OperatorTask(Task[TaskBody]):
             NumberArgument.like(arg) if arg.kind in NUMBER_KINDS else arg
             for arg in super().get_arguments(ignore_unknown_help)
         ]
-
-
-#: what a number flag expects, in words
-NUMBER_KINDS = {int: "a whole number", float: "a number"}
 
 
 class NumberArgument(Argument):
