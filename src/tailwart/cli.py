@@ -69,16 +69,10 @@ class NumberArgument(Argument):
 
     @classmethod
     def like(cls, arg: Argument) -> NumberArgument:
-        return cls(
-            names=arg.names,
-            kind=arg.kind,
-            default=arg.default,
-            help=arg.help,
-            positional=arg.positional,
-            optional=arg.optional,
-            incrementable=arg.incrementable,
-            attr_name=arg.attr_name,
-        )
+        """``arg`` as a NumberArgument: every attribute (names, kind, default, help...) kept."""
+        number = cls.__new__(cls)
+        number.__dict__.update(vars(arg))
+        return number
 
     def set_value(self, value: Any, cast: bool = True) -> None:
         try:

@@ -7,7 +7,7 @@ Kept light for ``inv --list``: what a group builds is imported when it is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -60,17 +60,9 @@ class EdgeHosts:
         """The hosts to act on, every flag and .env value checked at once (exit 2)."""
         from .targets import targets_from
 
+        ssh = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "host"}
         return targets_from(
-            settings,
-            self.host or [],
-            root=self.root,
-            known_hosts=self.known_hosts,
-            identity=self.identity,
-            ssh_config=self.ssh_config,
-            accept_new_host_key=self.accept_new_host_key,
-            dry_run=dry_run,
-            keep=keep,
-            flags=flags,
+            settings, self.host or [], dry_run=dry_run, keep=keep, flags=flags, **ssh
         )
 
 
