@@ -8,49 +8,59 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.context import Context
-from invoke.tasks import task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from tailwart.cli import ENV_FILE_HELP, STRICT_HELP, exits, load_settings
+from tailwart.cli import ENV, EnvFlags, operator_task
+from tailwart.edge.flag_groups import (
+    FORCE_UNLOCK_HELP,
+    MESSAGE_HELP,
+    MODE_HELP,
+    DeployFlags,
+    EdgeHosts,
+)
+from tailwart.policy.flag_groups import PolicyMerge
+from tailwart.progress import to_stderr
 
-ENV = {"env_file": ENV_FILE_HELP, "strict": STRICT_HELP}
+if TYPE_CHECKING:
+    from tailwart.settings import Settings
+
+EDGE_HOSTS = EdgeHosts()
+DEPLOY_FLAGS = DeployFlags()
+MERGE = PolicyMerge()
 EXAMPLE_HELP = "use the built-in example values instead of a .env file"
 
 # ---------------------------------------------------------------- operator surface
 
 
-@task(help={**ENV, "example": EXAMPLE_HELP})
-@exits
-def render(c: Context, env_file: str = ".env", strict: bool = False, example: bool = False) -> None:
+@operator_task(help={"example": EXAMPLE_HELP})
+def render(c: Context, env: EnvFlags = ENV, example: bool = False) -> None:
     """Write caddy/caddy.json, caddy/jmap.caddy and config/config.json from .env (if changed)."""
     from tailwart.render_files import write_rendered
 
-    settings = load_settings(env_file, strict, example)
+    settings = env.load(example)
     for line in write_rendered(settings, Path.cwd()):
         print(line)
 
 
-@task(help={**ENV, "example": EXAMPLE_HELP, "json": "print the findings as JSON"})
-@exits
+@operator_task(help={"example": EXAMPLE_HELP, "json": "print the findings as JSON"})
 def check(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     example: bool = False,
     json: bool = False,
 ) -> None:
     """Static consistency checks of .env, config.json, compose, caddy.json, git hygiene."""
     from tailwart.checks.run import run_checks
 
-    settings = load_settings(env_file, strict, example)
+    settings = env.load(example)
     run_checks(settings, Path.cwd(), as_json=json)
 
 
-@task(help={"check": "write nothing; exit 1 if .env.example or the README table drifted"})
-@exits
+@operator_task(help={"check": "write nothing; exit 1 if .env.example or the README table drifted"})
 def env_example(c: Context, check: bool = False) -> None:
     """Regenerate .env.example and the README key table from settings/contract.py."""
     from tailwart.render_files import write_env_example
@@ -61,7 +71,7 @@ def env_example(c: Context, check: bool = False) -> None:
 # ---------------------------------------------------------------- edge (build, run, demo)
 
 
-@task(
+@operator_task(
     help={
         "os": "target OS (linux)",
         "arch": "target architecture: amd64 or arm64 (cross builds are verified offline)",
@@ -69,22 +79,18 @@ def env_example(c: Context, check: bool = False) -> None:
         "verbose": "stream the go/xcaddy output",
     }
 )
-@exits
 def build_caddy(
     c: Context, os: str = "linux", arch: str = "amd64", force: bool = False, verbose: bool = False
 ) -> None:
     """Build caddy + caddy-l4 (pins: caddy/pins.toml) with xcaddy into caddy/bin/, verified."""
     from tailwart.edge.build import describe, ensure_caddy
 
-    built = ensure_caddy(
-        os, arch, force=force, verbose=verbose, progress=lambda m: print(m, file=sys.stderr)
-    )
+    built = ensure_caddy(os, arch, force=force, verbose=verbose, progress=to_stderr)
     print(describe(built))
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "example": EXAMPLE_HELP,
         "listen_host": "address to listen on (default 127.0.0.1; '' = all addresses)",
         "port_offset": "listen on mail port + OFFSET (default 10000: 25 → 10025, …)",
@@ -93,11 +99,9 @@ def build_caddy(
         "validate_only": "render and run `caddy validate`, then exit",
     }
 )
-@exits
 def edge_run(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     example: bool = False,
     listen_host: str = "127.0.0.1",
     port_offset: int = 10000,
@@ -108,7 +112,7 @@ def edge_run(
     """Run the rendered edge locally on unprivileged ports (after caddy validate); Ctrl-C stops."""
     from tailwart.edge.run import edge_run as run
 
-    settings = load_settings(env_file, strict, example)
+    settings = env.load(example)
     code = run(
         settings,
         listen_host=listen_host,
@@ -116,74 +120,29 @@ def edge_run(
         ports=ports,
         upstream_host=upstream_host,
         validate_only=validate_only,
-        progress=lambda m: print(m, file=sys.stderr),
+        progress=to_stderr,
     )
     if code != 0:
         raise SystemExit(code)
 
 
-@task
-@exits
+@operator_task
 def demo(c: Context) -> None:
     """Try it: build caddy-l4, put it before a stand-in mailbox on loopback, prove PROXY v2."""
     from tailwart.edge.demo import run_demo
 
-    run_demo(progress=lambda m: print(m, file=sys.stderr))
+    run_demo(progress=to_stderr)
 
 
 # ---------------------------------------------------------------- edge deploy
 
-SSH_HELP = {
-    "host": "edge host: user@host[:port] or an SSH config alias (repeatable; default EDGE_HOSTS)",
-    "root": "remote directory of releases, lock and audit log (default EDGE_ROOT)",
-    "known_hosts": "known_hosts file to verify host keys against (default ~/.ssh/known_hosts)",
-    "identity": "SSH private key to log in with (default: SSH config, agent, ~/.ssh keys)",
-    "ssh_config": "SSH config file to read instead of ~/.ssh/config and /etc/ssh/ssh_config",
-    "accept_new_host_key": "trust an unknown host key on first use (recorded in known_hosts)",
-    "mode": "auto (systemd if running there), systemd, or supervised (caddy start + pidfile)",
-}
-LOCK_HELP = {
-    "force_unlock": "break a lock held by another (dead) deploy",
-    "message": "why: recorded in the lock and the audit log",
-    "dry_run": "print the plan per host; change nothing, take no lock",
-}
 
-
-@task(
-    iterable=["host"],
-    auto_shortflags=False,
-    help={
-        **ENV,
-        **SSH_HELP,
-        **LOCK_HELP,
-        "keep": "releases kept per host (0 = EDGE_KEEP_RELEASES, default 5)",
-        "parallel": "hosts deployed at once (default 1: a rolling deploy)",
-        "check_greeting": "health gate hears the mailbox answer through the edge (default; "
-        "--no-check-greeting: TCP accept only)",
-        "health_timeout": "seconds the health gate waits for every port (default 10)",
-        "binary": "deploy this caddy-l4 binary instead of building for each host's OS/arch",
-    },
-)
-@exits
+@operator_task(iterable=["host"], auto_shortflags=False)
 def deploy_edge(
     c: Context,
-    host: list[str] | None = None,
-    env_file: str = ".env",
-    strict: bool = False,
-    dry_run: bool = False,
-    force_unlock: bool = False,
-    message: str = "",
-    mode: str = "auto",
-    keep: int = 0,
-    parallel: int = 1,
-    check_greeting: bool = True,
-    health_timeout: float = 10.0,
-    binary: str = "",
-    root: str = "",
-    known_hosts: str = "",
-    identity: str = "",
-    ssh_config: str = "",
-    accept_new_host_key: bool = False,
+    edge: EdgeHosts = EDGE_HOSTS,
+    env: EnvFlags = ENV,
+    flags: DeployFlags = DEPLOY_FLAGS,
 ) -> None:
     """Deploy the edge over SSH: plan, lock, upload what is missing, validate, switch, gate.
 
@@ -192,124 +151,60 @@ def deploy_edge(
     rollout stops at the first failure (exit 1, per-host report).
     """
     from tailwart.edge.deploy_release import deploy
-    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
 
-    settings = load_settings(env_file, strict)
-    t = targets_from(
-        settings,
-        host or [],
-        root=root,
-        known_hosts=known_hosts,
-        identity=identity,
-        ssh_config=ssh_config,
-        accept_new_host_key=accept_new_host_key,
-        dry_run=dry_run,
-        keep=keep or None,
-        flags=FlagValues(mode, parallel, health_timeout, message, binary),
+    targets = edge.targets(
+        env.load(), dry_run=flags.dry_run, keep=flags.keep or None, flags=flags.values()
     )
-    opts = DeployOptions(
-        ssh=t.ssh,
-        mode=mode,
-        keep=t.keep,
-        dry_run=dry_run,
-        force_unlock=force_unlock,
-        message=message,
-        check_greeting=check_greeting,
-        health_timeout=health_timeout,
-        parallel=parallel,
-        binary=Path(binary) if binary else None,
-    )
-    deploy(t.jobs, opts)
+    deploy(targets.jobs, flags.options(targets))
 
 
-@task(
+@operator_task(
     iterable=["host"],
     auto_shortflags=False,
     help={
-        **ENV,
-        **SSH_HELP,
-        **LOCK_HELP,
+        "mode": MODE_HELP,
+        "force_unlock": FORCE_UNLOCK_HELP,
+        "message": MESSAGE_HELP,
         "to": "release id to go back to (default: the one active before current)",
         "dry_run": "say what the rollback would do; change nothing, take no lock",
     },
 )
-@exits
 def rollback_edge(
     c: Context,
-    host: list[str] | None = None,
+    edge: EdgeHosts = EDGE_HOSTS,
     to: str = "",
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     dry_run: bool = False,
     force_unlock: bool = False,
     message: str = "",
     mode: str = "auto",
-    root: str = "",
-    known_hosts: str = "",
-    identity: str = "",
-    ssh_config: str = "",
-    accept_new_host_key: bool = False,
 ) -> None:
     """Switch the edge back to a kept release (reload, or restart if the binary differs)."""
     from tailwart.edge.rollback import rollback
-    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
+    from tailwart.edge.targets import DeployOptions, FlagValues
 
-    settings = load_settings(env_file, strict)
-    t = targets_from(
-        settings,
-        host or [],
-        root=root,
-        known_hosts=known_hosts,
-        identity=identity,
-        ssh_config=ssh_config,
-        accept_new_host_key=accept_new_host_key,
-        dry_run=dry_run,
-        flags=FlagValues(mode=mode, message=message, to=to),
-    )
+    values = FlagValues(mode=mode, message=message, to=to)
+    t = edge.targets(env.load(), dry_run=dry_run, flags=values)
     opts = DeployOptions(
         ssh=t.ssh, mode=mode, dry_run=dry_run, force_unlock=force_unlock, message=message
     )
     rollback(t.jobs, opts, to or None)
 
 
-@task(
+@operator_task(
     iterable=["host"],
     auto_shortflags=False,
-    help={
-        **ENV,
-        **{k: v for k, v in SSH_HELP.items() if k != "mode"},
-        "audit_lines": "how many audit lines to show per host (default 5)",
-    },
+    help={"audit_lines": "how many audit lines to show per host (default 5)"},
 )
-@exits
 def edge_status(
-    c: Context,
-    host: list[str] | None = None,
-    env_file: str = ".env",
-    strict: bool = False,
-    audit_lines: int = 5,
-    root: str = "",
-    known_hosts: str = "",
-    identity: str = "",
-    ssh_config: str = "",
-    accept_new_host_key: bool = False,
+    c: Context, edge: EdgeHosts = EDGE_HOSTS, env: EnvFlags = ENV, audit_lines: int = 5
 ) -> None:
     """Each edge host: current release, running version, binary sha, listeners, lock, audit."""
     from tailwart.edge.status import status
-    from tailwart.edge.targets import DeployOptions, FlagValues, targets_from
+    from tailwart.edge.targets import DeployOptions, FlagValues
 
-    settings = load_settings(env_file, strict)
-    t = targets_from(
-        settings,
-        host or [],
-        root=root,
-        known_hosts=known_hosts,
-        identity=identity,
-        ssh_config=ssh_config,
-        accept_new_host_key=accept_new_host_key,
-        dry_run=True,
-        flags=FlagValues(audit_lines=audit_lines),
-    )
+    values = FlagValues(audit_lines=audit_lines)
+    t = edge.targets(env.load(), dry_run=True, flags=values)
     status(t.jobs, DeployOptions(ssh=t.ssh), audit_lines=audit_lines)
 
 
@@ -320,34 +215,29 @@ DRY_RUN_HELP = "print the exact docker commands and run nothing"
 TIMEOUT_HELP = "seconds to wait for both containers to be healthy (default 300)"
 
 
-@task(help={**ENV, "dry_run": DRY_RUN_HELP, "timeout": TIMEOUT_HELP})
-@exits
+@operator_task(help={"dry_run": DRY_RUN_HELP, "timeout": TIMEOUT_HELP})
 def up(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     dry_run: bool = False,
     timeout: int = 300,
 ) -> None:
     """Start the mailbox (sidecar + Stalwart) after the static checks pass; wait until healthy."""
     from tailwart.mailbox.stack import open_stack
 
-    open_stack(c, env_file, strict).up(dry_run=dry_run, timeout=timeout)
+    open_stack(c, env.env_file, env.strict).up(dry_run=dry_run, timeout=timeout)
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "volumes": "also delete the stalwart-data volume (asks first unless --yes)",
         "yes": "do not ask before deleting volumes",
         "dry_run": DRY_RUN_HELP,
     }
 )
-@exits
 def down(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     volumes: bool = False,
     yes: bool = False,
     dry_run: bool = False,
@@ -355,32 +245,28 @@ def down(
     """Stop and remove the mailbox containers; the data volume is kept unless --volumes."""
     from tailwart.mailbox.stack import open_stack
 
-    open_stack(c, env_file, strict).down(volumes=volumes, yes=yes, dry_run=dry_run)
+    open_stack(c, env.env_file, env.strict).down(volumes=volumes, yes=yes, dry_run=dry_run)
 
 
-@task(help={**ENV, "dry_run": DRY_RUN_HELP})
-@exits
-def ps(c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool = False) -> None:
+@operator_task(help={"dry_run": DRY_RUN_HELP})
+def ps(c: Context, env: EnvFlags = ENV, dry_run: bool = False) -> None:
     """The mailbox's containers, their state and health, and the Stalwart image tag."""
     from tailwart.mailbox.stack import open_stack
 
-    open_stack(c, env_file, strict).ps(dry_run=dry_run)
+    open_stack(c, env.env_file, env.strict).ps(dry_run=dry_run)
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "service": "ts-stalwart or stalwart (default: both)",
         "follow": "keep printing new lines",
         "since": "only lines since a time (e.g. 10m, 2026-01-02T15:04:05)",
         "dry_run": DRY_RUN_HELP,
     }
 )
-@exits
 def logs(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     service: str | None = None,
     follow: bool = False,
     since: str = "",
@@ -389,23 +275,20 @@ def logs(
     """Container logs of the mailbox."""
     from tailwart.mailbox.stack import open_stack
 
-    stack = open_stack(c, env_file, strict)
+    stack = open_stack(c, env.env_file, env.strict)
     stack.logs(service or "", follow=follow, since=since, dry_run=dry_run)
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "service": "stalwart (default), or ts-stalwart / all to recreate both in order",
         "dry_run": DRY_RUN_HELP,
         "timeout": TIMEOUT_HELP,
     }
 )
-@exits
 def restart(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     service: str | None = None,
     dry_run: bool = False,
     timeout: int = 300,
@@ -417,70 +300,93 @@ def restart(
     """
     from tailwart.mailbox.stack import open_stack
 
-    stack = open_stack(c, env_file, strict)
+    stack = open_stack(c, env.env_file, env.strict)
     stack.restart(service or "stalwart", dry_run=dry_run, timeout=timeout)
 
 
 # ---------------------------------------------------------------- tailnet policy
 
 
-@task(
+@operator_task(
+    auto_shortflags=False,
+    help={
+        "file": "the policy file to merge into (a GitOps repo's policy.hujson)",
+        "check": "write nothing, exit 1 when the merge would change the file",
+    },
+)
+def acl_file(c: Context, file: str = "", check: bool = False, merge: PolicyMerge = MERGE) -> None:
+    """Merge acl-snippet.hujson into a policy file and print the diff (--check: CI drift)."""
+    from tailwart.errors import UsageError
+
+    if not file:
+        raise UsageError("inv acl-file: give the policy file to merge into: --file PATH")
+    merge.into(file=file, check=check)
+
+
+@operator_task(auto_shortflags=False)
+def acl_tailscale(c: Context, merge: PolicyMerge = MERGE, env: EnvFlags = ENV) -> None:
+    """Merge acl-snippet.hujson into the tailnet policy through the Tailscale API (.env)."""
+    merge.into(env_file=env.env_file, strict=env.strict, tailscale=True)
+
+
+@operator_task(
+    auto_shortflags=False,
+    help={"headscale": "the headscale server's URL (default HEADSCALE_URL)"},
+)
+def acl_headscale(
+    c: Context, headscale: str = "", merge: PolicyMerge = MERGE, env: EnvFlags = ENV
+) -> None:
+    """Merge acl-snippet.hujson into a headscale server's policy (HEADSCALE_API_KEY)."""
+    merge.into(env_file=env.env_file, strict=env.strict, headscale=headscale or True)
+
+
+@operator_task(
     optional=["headscale"],
     auto_shortflags=False,  # no -h: `inv acl -h` must not mean --headscale
     help={
-        **ENV,
         "file": "merge into this policy file (a GitOps repo's policy.hujson); prints the diff",
         "check": "with --file: write nothing, exit 1 when the merge would change the file",
         "tailscale": "merge into the tailnet policy through the Tailscale API (.env credentials)",
         "headscale": "merge into a headscale server's policy (URL, default HEADSCALE_URL)",
-        "dry_run": "fetch and print the diff only; write and send nothing",
-        "snippet": "the policy fragment to merge (default acl-snippet.hujson)",
     },
 )
-@exits
 def acl(
     c: Context,
     file: str = "",
     check: bool = False,
     tailscale: bool = False,
     headscale: str = "",
-    dry_run: bool = False,
-    snippet: str = "acl-snippet.hujson",
-    env_file: str = ".env",
-    strict: bool = False,
+    merge: PolicyMerge = MERGE,
+    env: EnvFlags = ENV,
 ) -> None:
-    """Merge acl-snippet.hujson into a tailnet policy (file, Tailscale API, headscale)."""
-    from tailwart.policy.apply import run_acl
+    """Merge acl-snippet.hujson into a tailnet policy (file, Tailscale API, headscale).
 
-    run_acl(
-        Path.cwd(),
+    The target by flag: --file PATH (as acl-file), --tailscale (as acl-tailscale) or
+    --headscale [URL] (as acl-headscale); exactly one.
+    """
+    merge.into(
+        env_file=env.env_file,
+        strict=env.strict,
         file=file,
         check=check,
         tailscale=tailscale,
         headscale=headscale,
-        dry_run=dry_run,
-        snippet=snippet,
-        env_file=env_file,
-        strict=strict,
     )
 
 
 # ---------------------------------------------------------------- backends and doctor
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "dry_run": "print the plan and change nothing",
         "fix_password": "ALTER ROLE the stalwart role whose password drifted from .env",
         "init_layout": "apply a single-node Garage layout when none is applied yet",
     }
 )
-@exits
 def bootstrap(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     dry_run: bool = False,
     fix_password: bool = False,
     init_layout: bool = False,
@@ -492,14 +398,13 @@ def bootstrap(
     """
     from tailwart.backends.bootstrap import bootstrap as run_bootstrap
 
-    settings = load_settings(env_file, strict)
+    settings = env.load()
     run_bootstrap(settings, dry_run=dry_run, fix_password=fix_password, init_layout=init_layout)
 
 
-@task(
+@operator_task(
     iterable=["port"],
     help={
-        **ENV,
         "json": "print the findings as JSON (shape documented in the README)",
         "only": "comma-separated groups: backends, edge, dns, tls, management, outbound, backup",
         "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
@@ -509,11 +414,9 @@ def bootstrap(
         "timeout": "seconds each check may take (default 10)",
     },
 )
-@exits
 def doctor(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     json: bool = False,
     only: str = "",
     edge: str = "",
@@ -526,18 +429,19 @@ def doctor(
     from tailwart.doctor.report import doctor as run_doctor
 
     options = doctor_options(only, edge, port or [], ca_file, timeout)
-    settings = load_settings(env_file, strict)
+    settings = env.load()
     run_doctor(settings, options, only=only, as_json=json)
 
 
 # ---------------------------------------------------------------- backup and restore
 
+TO_HELP = "restic repository to use instead of BACKUP_REPOSITORY (path or s3:URL)"
 
-@task(
+
+@operator_task(
     help={
-        **ENV,
         "dry_run": "print what would be backed up and write nothing",
-        "to": "restic repository to use instead of BACKUP_REPOSITORY (path or s3:URL)",
+        "to": TO_HELP,
         "prune": "afterwards apply retention: restic forget --prune with BACKUP_KEEP_*",
         "schedule": "print a systemd timer + service (and a cron line) that run the backup nightly",
         "install": "with --schedule: write the units and enable the timer",
@@ -546,11 +450,9 @@ def doctor(
         "target_env": "with --verify: env file of scratch backends for a trial restore",
     }
 )
-@exits
 def backup(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     dry_run: bool = False,
     to: str = "",
     prune: bool = False,
@@ -563,53 +465,88 @@ def backup(
     """Back up the mailbox into restic: pg_dump (SCRAM), then every blob, then a manifest.
 
     The restic password (BACKUP_PASSWORD) reaches restic only through its environment.
+    --schedule/--install/--unit-dir do what backup-schedule does; --verify/--target-env
+    what backup-verify does.
     """
-    settings = load_settings(env_file, strict)
+    settings = env.load()
     if schedule or install or unit_dir:
-        from tailwart.backup.repository import repository
-        from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
-        from tailwart.backup.schedule import install as install_units
-        from tailwart.paths import repo_root
+        _schedule(settings, env, to, install=install, unit_dir=unit_dir, dry_run=dry_run)
+    elif verify or target_env:
+        _verify(settings, env, to, target_env=target_env, dry_run=dry_run)
+    else:
+        from tailwart.backup.create import run_backup
 
-        repository(settings)
-        sched = schedule_for(repo_root(), env_file, to)
-        if install or unit_dir:
-            print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
-        else:
-            print(render(sched), end="")
-        return
-    if verify or target_env:
-        from tailwart.backup.verify import run_verify
-
-        print(
-            run_verify(
-                settings,
-                to=to,
-                target_env=target_env,
-                dry_run=dry_run,
-                strict=strict,
-                progress=lambda m: print(m, file=sys.stderr, flush=True),
-            ),
-            end="",
-        )
-        return
-    from tailwart.backup.create import run_backup
-
-    print(
-        run_backup(
-            settings,
-            to=to,
-            dry_run=dry_run,
-            prune=prune,
-            progress=lambda m: print(m, file=sys.stderr, flush=True),
-        ),
-        end="",
-    )
+        print(run_backup(settings, to=to, dry_run=dry_run, prune=prune, progress=to_stderr), end="")
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
+        "to": TO_HELP,
+        "install": "write the units and enable the timer",
+        "unit_dir": "with --install: an existing directory for the units (/etc/systemd/system)",
+        "dry_run": "with --install: say what would be written and enabled; change nothing",
+    }
+)
+def backup_schedule(
+    c: Context,
+    env: EnvFlags = ENV,
+    to: str = "",
+    install: bool = False,
+    unit_dir: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Print a systemd timer + service (and a cron line) that back up nightly; --install."""
+    _schedule(env.load(), env, to, install=install, unit_dir=unit_dir, dry_run=dry_run)
+
+
+@operator_task(
+    help={
+        "to": TO_HELP,
+        "target_env": "env file of scratch backends for a trial restore",
+        "dry_run": "print what would be checked and restored; change nothing",
+    }
+)
+def backup_verify(
+    c: Context, env: EnvFlags = ENV, to: str = "", target_env: str = "", dry_run: bool = False
+) -> None:
+    """Check the backup: restic reads 10% of the data back, the newest manifest is whole."""
+    _verify(env.load(), env, to, target_env=target_env, dry_run=dry_run)
+
+
+def _schedule(
+    settings: Settings, env: EnvFlags, to: str, *, install: bool, unit_dir: str, dry_run: bool
+) -> None:
+    """The body of backup-schedule (and backup --schedule)."""
+    from tailwart.backup.repository import repository
+    from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
+    from tailwart.backup.schedule import install as install_units
+    from tailwart.paths import repo_root
+
+    repository(settings)
+    sched = schedule_for(repo_root(), env.env_file, to)
+    if install or unit_dir:
+        print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
+    else:
+        print(render(sched), end="")
+
+
+def _verify(settings: Settings, env: EnvFlags, to: str, *, target_env: str, dry_run: bool) -> None:
+    """The body of backup-verify (and backup --verify)."""
+    from tailwart.backup.verify import run_verify
+
+    report = run_verify(
+        settings,
+        to=to,
+        target_env=target_env,
+        dry_run=dry_run,
+        strict=env.strict,
+        progress=to_stderr,
+    )
+    print(report, end="")
+
+
+@operator_task(
+    help={
         "target_env": "env file naming the Postgres database and bucket to restore into",
         "snapshot": "snapshot id (or a unique prefix); default: the newest tailwart snapshot",
         "dry_run": "print the snapshot and the target's state; write nothing",
@@ -618,11 +555,9 @@ def backup(
         "from_repo": "restic repository to read instead of BACKUP_REPOSITORY",
     }
 )
-@exits
 def restore(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     target_env: str = "",
     snapshot: str = "latest",
     dry_run: bool = False,
@@ -633,7 +568,7 @@ def restore(
     """Restore a backup into the backends of --target-env, then verify rows and blobs."""
     from tailwart.backup.restore import run_restore
 
-    settings = load_settings(env_file, strict)
+    settings = env.load()
     print(
         run_restore(
             settings,
@@ -643,8 +578,8 @@ def restore(
             force=force,
             overwrite_live=overwrite_live,
             from_repo=from_repo,
-            strict=strict,
-            progress=lambda m: print(m, file=sys.stderr, flush=True),
+            strict=env.strict,
+            progress=to_stderr,
         ),
         end="",
     )
@@ -653,9 +588,8 @@ def restore(
 # ---------------------------------------------------------------- Stalwart objects
 
 
-@task(
+@operator_task(
     help={
-        **ENV,
         "dry_run": "print the plan (create/update/replace/delete, and when each takes effect)",
         "check": "write nothing; exit 1 when the server differs from .env (drift)",
         "json": "print the plan as JSON",
@@ -665,11 +599,9 @@ def restore(
         "fresh store's first step, in recovery mode)",
     }
 )
-@exits
 def provision(
     c: Context,
-    env_file: str = ".env",
-    strict: bool = False,
+    env: EnvFlags = ENV,
     dry_run: bool = False,
     check: bool = False,
     json: bool = False,
@@ -685,12 +617,12 @@ def provision(
     from tailwart.stalwart.provision import Options
     from tailwart.stalwart.provision import provision as run_provision
 
-    settings = load_settings(env_file, strict)
+    settings = env.load()
 
     def restart_stalwart() -> None:
         from tailwart.mailbox.stack import open_stack
 
-        open_stack(c, env_file, strict).restart("stalwart")
+        open_stack(c, env.env_file, env.strict).restart("stalwart")
 
     code = run_provision(
         settings,
@@ -702,11 +634,8 @@ def provision(
         raise SystemExit(code)
 
 
-@task(help={**ENV, "timeout": TIMEOUT_HELP})
-@exits
-def first_start(
-    c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300
-) -> None:
+@operator_task(help={"timeout": TIMEOUT_HELP})
+def first_start(c: Context, env: EnvFlags = ENV, timeout: int = 300) -> None:
     """A fresh store, no hand step: stores, defaults, the management login, full apply.
 
     Run once, after inv bootstrap, instead of inv up + inv provision on an empty database.
@@ -715,15 +644,14 @@ def first_start(
     from tailwart.stalwart.provision import first_start as run_first_start
 
     check_timeout(timeout)
-    stack = open_stack(c, env_file, strict)
+    stack = open_stack(c, env.env_file, env.strict)
     stack.refuse_if_broken()
     stack.write_config()
     run_first_start(stack.settings, ComposeControl(stack, timeout), print)
 
 
-@task(help={**ENV, "timeout": TIMEOUT_HELP})
-@exits
-def recover(c: Context, env_file: str = ".env", strict: bool = False, timeout: int = 300) -> None:
+@operator_task(help={"timeout": TIMEOUT_HELP})
+def recover(c: Context, env: EnvFlags = ENV, timeout: int = 300) -> None:
     """Write the management login again from .env, through the recovery admin.
 
     Stalwart restarts in recovery mode (mail ports closed for the minute it takes), the
@@ -734,14 +662,13 @@ def recover(c: Context, env_file: str = ".env", strict: bool = False, timeout: i
     from tailwart.stalwart.provision import recover as run_recover
 
     check_timeout(timeout)
-    stack = open_stack(c, env_file, strict)
+    stack = open_stack(c, env.env_file, env.strict)
     stack.refuse_if_broken()
     run_recover(stack.settings, ComposeControl(stack, timeout), print)
 
 
-@task(help=ENV)
-@exits
-def rotate_management(c: Context, env_file: str = ".env", strict: bool = False) -> None:
+@operator_task
+def rotate_management(c: Context, env: EnvFlags = ENV) -> None:
     """A new STALWART_MANAGEMENT_PASSWORD: changed on the server, verified, then in .env.
 
     The old password stops working. The new one is never printed; until the last step
@@ -751,14 +678,11 @@ def rotate_management(c: Context, env_file: str = ".env", strict: bool = False) 
 
     from tailwart.stalwart.rotate import rotate
 
-    rotate(load_settings(env_file, strict), Path(env_file), print)
+    rotate(env.load(), Path(env.env_file), print)
 
 
-@task(help={**ENV, "dry_run": "explain the data-preserving path from v0.15.5 (required)"})
-@exits
-def migrate_stalwart(
-    c: Context, env_file: str = ".env", strict: bool = False, dry_run: bool = False
-) -> None:
+@operator_task(help={"dry_run": "explain the data-preserving path from v0.15.5 (required)"})
+def migrate_stalwart(c: Context, env: EnvFlags = ENV, dry_run: bool = False) -> None:
     """Explain the move from the v0.15.5 (TOML) stack to v0.16.18: kept, wiped, steps."""
     from tailwart.errors import UsageError
     from tailwart.stalwart.migrate import explain
@@ -768,4 +692,4 @@ def migrate_stalwart(
             "inv migrate-stalwart only explains the path (--dry-run): it has not been "
             "proven against real servers"
         )
-    print(explain(load_settings(env_file, strict)), end="")
+    print(explain(env.load()), end="")

@@ -1,4 +1,6 @@
-"""Glue between Invoke tasks and the library: errors → exit codes, settings loading.
+"""Glue between Invoke tasks and the library: errors → exit codes, settings loading,
+and ``operator_task``, the decorator of every task (flags declared once, bad numbers
+refused as bad input).
 
 Kept light: importing this module must not import fabric, requests or psycopg,
 so ``inv --list`` and ``--help`` stay instant.
@@ -10,17 +12,25 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar, overload
+
+from invoke.exceptions import Exit
+from invoke.parser.argument import Argument
+from invoke.tasks import Task
 
 from .env_file import load_settings as load_settings
 from .errors import TailwartError
 
 if TYPE_CHECKING:
     from .masking import LineStream
+    from .settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: what a task body is: called with the invoke Context and the flags
+TaskBody = Callable[..., None]
 
 #: help text shared by every task's --env-file flag
 ENV_FILE_HELP = "path of the .env file (default: .env)"
@@ -33,34 +43,121 @@ DEBUG_ENV = "TAILWART_DEBUG"
 _MASK_READ_LIMIT = 1 << 20
 
 
-def guard_flag_casting() -> None:
-    """A flag value invoke cannot convert (``--port-offset abc``) is bad input: exit 2 naming
-    the flag, never invoke's traceback.
+#: what a number flag expects, in words
+NUMBER_KINDS = {int: "a whole number", float: "a number"}
+
+
+class OperatorTask(Task[TaskBody]):
+    """Invoke's Task, with number flags that refuse a bad value as bad input.
 
     Invoke converts int/float flags while it parses the command line, before any task
-    (and so before ``exits``) runs, and lets the ValueError escape. tasks.py is imported
-    before that parse, so importing this module wraps the conversion once.
+    (and so before ``exits``) runs, and lets the ValueError escape as a traceback. Its
+    documented extension points (``@task(klass=...)``, ``Task.get_arguments``) let these
+    flags convert through ``NumberArgument`` instead: ``--port-offset abc`` exits 2
+    naming the flag.
     """
-    from invoke.exceptions import Exit
-    from invoke.parser.argument import Argument
 
-    original = Argument.set_value
-    if getattr(original, "tailwart_guarded", False):
-        return
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        return [
+            NumberArgument.like(arg) if arg.kind in NUMBER_KINDS else arg
+            for arg in super().get_arguments(ignore_unknown_help)
+        ]
 
-    def set_value(self: Argument, value: object, cast: bool = True) -> None:
+
+class NumberArgument(Argument):
+    """An int or float flag: a value that does not convert exits 2 naming the flag."""
+
+    @classmethod
+    def like(cls, arg: Argument) -> NumberArgument:
+        """``arg`` as a NumberArgument: every attribute (names, kind, default, help...) kept."""
+        number = cls.__new__(cls)
+        number.__dict__.update(vars(arg))
+        return number
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
         try:
-            original(self, value, cast)
+            super().set_value(value, cast)
         except (ValueError, TypeError, OverflowError):
-            kind = {int: "a whole number", float: "a number"}.get(self.kind, "another value")
             flag = "--" + str(self.name).replace("_", "-")
-            raise Exit(f"{flag} {value!r}: expected {kind}", code=2) from None
-
-    set_value.tailwart_guarded = True  # type: ignore[attr-defined]
-    Argument.set_value = set_value  # type: ignore[method-assign]
+            raise Exit(f"{flag} {value!r}: expected {NUMBER_KINDS[self.kind]}", code=2) from None
 
 
-guard_flag_casting()
+@dataclass(frozen=True)
+class EnvFlags:
+    """``--env-file`` and ``--strict``, declared once for every task that reads .env."""
+
+    env_file: str = field(default=".env", metadata={"help": ENV_FILE_HELP})
+    strict: bool = field(default=False, metadata={"help": STRICT_HELP})
+
+    def load(self, example: bool = False) -> Settings:
+        """The settings of this .env (``example``: the built-in example values instead)."""
+        return load_settings(self.env_file, self.strict, example)
+
+
+#: the default of a task's ``env`` parameter: its flags --env-file and --strict
+ENV = EnvFlags()
+
+
+@overload
+def operator_task(body: TaskBody, /) -> Task[TaskBody]: ...
+@overload
+def operator_task(**options: Any) -> Callable[[TaskBody], Task[TaskBody]]: ...
+
+
+def operator_task(
+    body: TaskBody | None = None, /, **options: Any
+) -> Task[TaskBody] | Callable[[TaskBody], Task[TaskBody]]:
+    """``@task`` for tailwart: ``exits`` (one error path), number flags that refuse bad
+    input (``OperatorTask``), and flag groups.
+
+    A parameter whose default is a frozen dataclass instance (``env: EnvFlags = ENV``)
+    is a flag group: each field becomes a flag, its help from the field's metadata, and
+    the body receives the group built from those flags. Used bare or with invoke's
+    ``@task`` options (``help``, ``iterable``, ``auto_shortflags``, ...).
+    """
+
+    def decorate(fn: TaskBody) -> Task[TaskBody]:
+        expanded, group_help = _expand_flag_groups(fn)
+        helps = {**group_help, **options.pop("help", {})}
+        return OperatorTask(exits(expanded), help=helps, **options)
+
+    return decorate if body is None else decorate(body)
+
+
+def _expand_flag_groups(
+    body: TaskBody,
+) -> tuple[TaskBody, dict[str, str]]:
+    """``body`` with each flag group parameter spread into one parameter per field, in
+    place (so short flags are chosen in the same order); and the fields' help."""
+    import inspect
+    from dataclasses import fields, is_dataclass, replace
+
+    signature = inspect.signature(body)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[Any, list[str]]] = {}
+    helps: dict[str, str] = {}
+    for param in signature.parameters.values():
+        group = param.default
+        if not is_dataclass(group) or isinstance(group, type):
+            params.append(param)
+            continue
+        names = [f.name for f in fields(group)]
+        groups[param.name] = (group, names)
+        for f in fields(group):
+            default = getattr(group, f.name)
+            params.append(inspect.Parameter(f.name, param.kind, default=default, annotation=f.type))
+            helps[f.name] = f.metadata["help"]
+    if not groups:
+        return body, {}
+
+    @functools.wraps(body)
+    def grouped(*args: Any, **kwargs: Any) -> None:
+        for name, (group, names) in groups.items():
+            kwargs[name] = replace(group, **{n: kwargs.pop(n) for n in names if n in kwargs})
+        body(*args, **kwargs)
+
+    grouped.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return grouped, helps
 
 
 def exits(fn: Callable[P, R]) -> Callable[P, R]:
@@ -73,7 +170,7 @@ def exits(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from invoke.exceptions import Exit, ParseError, UnexpectedExit
+        from invoke.exceptions import ParseError, UnexpectedExit
 
         _quiet_background_errors(kwargs.get("env_file"))
         saved = sys.stdout, sys.stderr

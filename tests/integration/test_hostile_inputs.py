@@ -66,8 +66,12 @@ HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
     ("restart", ("--dry-run",), "MAILBOX_FQDN"),
     ("acl", ("--tailscale", "--dry-run"), "TS_API_TOKEN"),
     ("acl", ("--headscale", "http://127.0.0.1:9/", "--dry-run"), "STALWART_DB_HOST"),
+    ("acl-tailscale", ("--dry-run",), "TS_API_TOKEN"),
+    ("acl-headscale", ("--headscale", "http://127.0.0.1:9/", "--dry-run"), "STALWART_DB_HOST"),
     ("bootstrap", ("--dry-run",), "STALWART_DB_HOST"),
     ("backup", ("--dry-run",), "STALWART_DB_HOST"),
+    ("backup-schedule", (), "STALWART_DB_HOST"),
+    ("backup-verify", ("--dry-run",), "STALWART_DB_HOST"),
     ("restore", ("--dry-run", "--target-env", "hostile.env"), "STALWART_DB_HOST"),
     ("provision", ("--dry-run",), "STALWART_DB_HOST"),
     ("first-start", (), "STALWART_DB_HOST"),
@@ -131,6 +135,14 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
     ("restart", ("--dry-run", "--service", "stalwart\n"), 2, ("unknown service",)),
     ("acl", ("--headscale", "http://127.0.0.1:9/\tx", "--dry-run"), 2, ("--headscale",)),
     ("acl", ("--file", "/etc", "--snippet", "../../etc/passwd"), 2, ("snippet not found",)),
+    ("acl-file", ("--file", "/etc", "--snippet", "../../etc/passwd"), 2, ("snippet not found",)),
+    ("acl-tailscale", ("--snippet", "../../etc/passwd", "--dry-run"), 2, ("snippet not found",)),
+    (
+        "acl-headscale",
+        ("--headscale", "http://127.0.0.1:9/\tx", "--dry-run"),
+        2,
+        ("--headscale",),
+    ),
     ("bootstrap", ("--dry-run",), 2, ("GARAGE_ADMIN_URL",)),  # no admin keys: stops at .env
     (
         "doctor",
@@ -157,6 +169,9 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
     ("restart", ("--dry-run", "--timeout", "1e3"), 2, ("--timeout",)),
     ("doctor", ("--timeout", "soon"), 2, ("--timeout",)),
     ("backup", ("--dry-run", "--to", "relative\nrepo"), 2, ("--to",)),
+    # the .env's repository is checked first (as backup --schedule does): it has none
+    ("backup-schedule", ("--to", "relative\nrepo"), 2, ("BACKUP_REPOSITORY",)),
+    ("backup-verify", ("--dry-run", "--to", "relative\nrepo"), 2, ("--to",)),
     (
         "restore",
         ("--dry-run", "--target-env", "/nonexistent", "--snapshot", "abc;id"),
@@ -174,7 +189,7 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
 ]
 
 #: tasks that read no .env (so they have no HOSTILE_ENV row)
-NO_ENV = {"env-example", "build-caddy", "demo"}
+NO_ENV = {"env-example", "build-caddy", "demo", "acl-file"}
 
 
 def listed_tasks() -> list[str]:

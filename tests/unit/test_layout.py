@@ -15,6 +15,7 @@ PACKAGE = SRC / "tailwart"
 LAYERS: tuple[str, ...] = (
     "tailwart",  # the package itself: __version__
     "errors",
+    "progress",
     "clock",
     "paths",
     "files",

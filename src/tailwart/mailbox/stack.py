@@ -11,13 +11,14 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 from ..checks import CheckContext
 from ..errors import UsageError
 from ..findings import Finding, Status, has_errors, to_table
+from ..progress import to_stderr
 from ..settings import Settings
 from ..settings.derived import recovery_values
 from . import health, identity
@@ -46,7 +47,7 @@ class Stack:
     root: Path
     env_file: str
     out: Callable[[str], None] = print
-    err: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+    err: Callable[[str], None] = to_stderr
     #: seconds between two health polls; clock and sleep are injectable for tests
     interval: float = 5.0
     clock: Callable[[], float] = time.monotonic

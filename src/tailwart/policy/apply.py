@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ..files import write_atomic, write_target
 from ..masking import mask_credentials
+from ..progress import to_stderr
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
 from .headscale_api import HeadscaleAPI, adapt_snippet
@@ -31,16 +31,12 @@ CONFLICT_RETRIES = 3
 BACKUP_DIR = Path(".tailwart") / "acl-backups"
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 @dataclass
 class Output:
     """Where a run reports: ``out`` (stdout) for the plan and results, ``warn`` (stderr)."""
 
     out: Emit = print
-    warn: Emit = _stderr
+    warn: Emit = to_stderr
 
 
 def read_snippet(path: Path) -> str:

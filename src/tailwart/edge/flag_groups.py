@@ -1,0 +1,117 @@
+"""The edge tasks' flags in groups: which hosts and how to reach them, how to deploy.
+
+Each group is a frozen dataclass whose fields are flags (help in the field's metadata);
+``tailwart.cli.operator_task`` spreads a group into flags and hands the task the group.
+Kept light for ``inv --list``: what a group builds is imported when it is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .targets import DeployOptions, FlagValues, Targets
+
+
+T = TypeVar("T")
+
+
+def _flag(default: T, help: str) -> T:
+    """A dataclass field that is a flag: its default and its --help text."""
+    made: T = field(default=default, metadata={"help": help})
+    return made
+
+
+@dataclass(frozen=True)
+class EdgeHosts:
+    """--host and the SSH flags of every edge task: which hosts, and how to log in."""
+
+    host: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "edge host: user@host[:port] or an SSH config alias "
+            "(repeatable; default EDGE_HOSTS)"
+        },
+    )
+    root: str = _flag("", "remote directory of releases, lock and audit log (default EDGE_ROOT)")
+    known_hosts: str = _flag(
+        "", "known_hosts file to verify host keys against (default ~/.ssh/known_hosts)"
+    )
+    identity: str = _flag(
+        "", "SSH private key to log in with (default: SSH config, agent, ~/.ssh keys)"
+    )
+    ssh_config: str = _flag(
+        "", "SSH config file to read instead of ~/.ssh/config and /etc/ssh/ssh_config"
+    )
+    accept_new_host_key: bool = _flag(
+        False, "trust an unknown host key on first use (recorded in known_hosts)"
+    )
+
+    def targets(
+        self,
+        settings: Settings,
+        *,
+        dry_run: bool,
+        keep: int | None = None,
+        flags: FlagValues | None = None,
+    ) -> Targets:
+        """The hosts to act on, every flag and .env value checked at once (exit 2)."""
+        from .targets import targets_from
+
+        ssh = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "host"}
+        return targets_from(
+            settings, self.host or [], dry_run=dry_run, keep=keep, flags=flags, **ssh
+        )
+
+
+MODE_HELP = "auto (systemd if running there), systemd, or supervised (caddy start + pidfile)"
+FORCE_UNLOCK_HELP = "break a lock held by another (dead) deploy"
+MESSAGE_HELP = "why: recorded in the lock and the audit log"
+
+
+@dataclass(frozen=True)
+class DeployFlags:
+    """The flags of ``inv deploy-edge`` besides the hosts and .env."""
+
+    dry_run: bool = _flag(False, "print the plan per host; change nothing, take no lock")
+    force_unlock: bool = _flag(False, FORCE_UNLOCK_HELP)
+    message: str = _flag("", MESSAGE_HELP)
+    mode: str = _flag("auto", MODE_HELP)
+    keep: int = _flag(0, "releases kept per host (0 = EDGE_KEEP_RELEASES, default 5)")
+    parallel: int = _flag(1, "hosts deployed at once (default 1: a rolling deploy)")
+    check_greeting: bool = _flag(
+        True,
+        "health gate hears the mailbox answer through the edge (default; "
+        "--no-check-greeting: TCP accept only)",
+    )
+    health_timeout: float = _flag(10.0, "seconds the health gate waits for every port (default 10)")
+    binary: str = _flag(
+        "", "deploy this caddy-l4 binary instead of building for each host's OS/arch"
+    )
+
+    def values(self) -> FlagValues:
+        """These flags for the up-front check of ``targets_from``."""
+        from .targets import FlagValues
+
+        return FlagValues(self.mode, self.parallel, self.health_timeout, self.message, self.binary)
+
+    def options(self, targets: Targets) -> DeployOptions:
+        """What the deploy does on every host of ``targets``."""
+        from pathlib import Path
+
+        from .targets import DeployOptions
+
+        return DeployOptions(
+            ssh=targets.ssh,
+            mode=self.mode,
+            keep=targets.keep,
+            dry_run=self.dry_run,
+            force_unlock=self.force_unlock,
+            message=self.message,
+            check_greeting=self.check_greeting,
+            health_timeout=self.health_timeout,
+            parallel=self.parallel,
+            binary=Path(self.binary) if self.binary else None,
+        )
