@@ -60,12 +60,20 @@ def check(
     run_checks(settings, Path.cwd(), as_json=json)
 
 
-@operator_task(help={"check": "write nothing; exit 1 if .env.example or the README table drifted"})
+@operator_task(help={"check": "write nothing; exit 1 if .env.example or the docs' key table drifted"})
 def env_example(c: Context, check: bool = False) -> None:
-    """Regenerate .env.example and the README key table from settings/contract.py."""
+    """Regenerate .env.example and the docs' .env key table from settings/contract.py."""
     from tailwart.render_files import write_env_example
 
     print(write_env_example(Path.cwd(), check=check))
+
+
+@operator_task(help={"check": "write nothing; exit 1 if a generated part of docs/ drifted"})
+def docs(c: Context, check: bool = False) -> None:
+    """Regenerate the reference parts of docs/ (.env keys, tasks and flags, check ids)."""
+    from tailwart.reference_docs import write_reference
+
+    print(write_reference(Path(__file__).resolve().parent, check=check))
 
 
 # ---------------------------------------------------------------- edge (build, run, demo)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.testkit import inv, need, write_env
+from tests.support.doc_samples import check_sample
+from tests.support.testkit import ROOT, inv, need, write_env
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -141,6 +143,10 @@ def test_schedule_prints_units_systemd_analyze_accepts(
     assert f"backup --env-file={env} --prune" in out
     cron = [line for line in out.splitlines() if line.startswith("30 3 * * * ")]
     assert len(cron) == 1 and "flock -n" in cron[0]
+    # docs/guides/backup.md shows it with the checkout at /srv/tailwart
+    shown = out.replace(str(env), "/srv/tailwart/.env")
+    shown = shown.replace(sys.executable, "/srv/tailwart/.venv/bin/python")
+    check_sample("backup-schedule", shown.replace(str(ROOT), "/srv/tailwart"))
     proc = inv("backup", f"--env-file={env}", "--schedule", "--to=/elsewhere", cwd=tmp_path)
     assert proc.returncode == 2 and "--to" in _clean(proc, SECRET)
 

@@ -12,8 +12,8 @@ from tailwart.backends.garage import GarageAdmin
 from tailwart.backends.redis_store import MARKER_KEY
 from tailwart.settings import from_mapping
 from tests.support.backend_env import backend_values, garage_key, inv
-from tests.support.doc_samples import check_sample
 from tests.support.backend_servers import GarageServer, PostgresServer, RedisServer
+from tests.support.doc_samples import check_sample
 from tests.support.testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,7 +10,6 @@ import secrets
 import pytest
 
 from tests.support.backend_env import inv
-from tests.support.doc_samples import check_sample
 from tests.support.backup_world import (
     World,
     bucket_objects,
@@ -21,6 +20,7 @@ from tests.support.backup_world import (
     table_rows,
     tree_bytes,
 )
+from tests.support.doc_samples import check_sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -228,6 +228,7 @@ def test_verify_checks_the_repository_and_proves_a_trial_restore(world: World) -
     proc = inv("backup", f"--env-file={env}", "--verify", f"--target-env={target_env}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "restic check: no errors" in proc.stdout and "restore verified" in proc.stdout
+    check_sample("backup-verify", proc.stdout)
     assert table_rows(world.pg, world.target) == table_rows(world.pg, world.source)
     # a pack file lost from the repository: verify fails (exit 1), restic agrees
     packs = sorted((world.repo / "data").rglob("*"))

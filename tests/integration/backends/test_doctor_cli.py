@@ -21,8 +21,8 @@ from tests.support.backend_servers import (
     PostgresServer,
     RedisServer,
 )
-from tests.support.testkit import write_env
 from tests.support.doc_samples import check_sample
+from tests.support.testkit import write_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
