@@ -17,7 +17,7 @@ CRASHED = ".crashed"
 
 def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Finding]:
     """Every finding of every check module, in registry order."""
-    from ..masking import mask_all, secret_values
+    from ..masking import hide_sensitive, secret_values
 
     findings: list[Finding] = []
     secrets = secret_values(ctx.settings)
@@ -31,7 +31,7 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
             findings.append(
                 Finding.error(
                     f"{name}.input",
-                    mask_all(str(exc), secrets),
+                    hide_sensitive(str(exc), secrets),
                     "fix the value it names (in .env or the file it reads)",
                     group,
                 )
@@ -40,7 +40,7 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
             findings.append(
                 Finding.error(
                     f"{name}{CRASHED}",
-                    mask_all(f"check crashed: {type(exc).__name__}: {exc}", secrets),
+                    hide_sensitive(f"check crashed: {type(exc).__name__}: {exc}", secrets),
                     "fix the file it reads, or report a tailwart bug",
                     group,
                 )

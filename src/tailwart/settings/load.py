@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..masking import mask_value
 from .contract import BY_NAME, KEYS, password_part, split_pair
 from .kinds import BOOL_TRUE, HostPort, Kind
 
@@ -47,25 +48,10 @@ class SettingsError(UsageError):
         super().__init__("\n".join(lines))
 
 
-#: how much of a long (non-secret) value an error message shows
-SHOWN_CHARS = 48
 #: the largest .env tailwart reads (a real one is a few KiB)
 ENV_SIZE_CAP = 1024 * 1024
 #: what a key name may be (POSIX environment variable names)
 _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
-
-
-def mask(key: str, value: str) -> str:
-    """Show a value for a message: a secret only by its length, a URL with '@' not at all,
-    a long value cut short (``repr`` escapes what is invisible)."""
-    spec = BY_NAME.get(key)
-    if spec is not None and spec.secret:
-        return f"<secret, {len(value)} chars>"
-    if spec is not None and spec.kind is Kind.URL and "@" in value:
-        return f"<URL with '@' (credentials?), {len(value)} chars, not shown>"
-    if len(value) > SHOWN_CHARS:
-        return f"{value[:SHOWN_CHARS]!r}… ({len(value)} chars)"
-    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -170,7 +156,7 @@ def validate(
             problems.append(
                 Problem(
                     spec.name,
-                    f"{mask(spec.name, value)} {wrong}; expected {spec.kind.label}",
+                    f"{mask_value(spec.name, value)} {wrong}; expected {spec.kind.label}",
                     line=line,
                 )
             )
@@ -649,7 +635,6 @@ __all__ = [
     "SettingsError",
     "from_mapping",
     "load",
-    "mask",
     "parse_text",
     "read_env_file",
     "validate",

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..masking import hide_jmap_secrets
 from .desired import LIVE, RELOAD, RESTART, STRENGTH, Absent, Desired, Ref, State, key_of
 from .schema import Schema
 
 CREATE, UPDATE, REPLACE, DELETE = "create", "update", "replace", "delete"
 #: what the live server holds: type → its objects, each with its "id"
 Live = Mapping[str, Sequence[Mapping[str, Any]]]
-_URL_SECRET = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)[^@/]+(?P<tail>@)")
 
 
 @dataclass(frozen=True)
@@ -57,20 +56,14 @@ class Plan:
         return bool(self.changes)
 
 
-def redact(value: Any) -> Any:
-    """``value`` with URL passwords and inline secret values masked, for printing."""
-    if isinstance(value, str):
-        return _URL_SECRET.sub(r"\g<head>****\g<tail>", value)
-    if isinstance(value, Mapping):
-        return {
-            k: "****" if k in ("secret", "value") and value.get("@type") == "Value" else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, Ref):
-        return f"<id of {value.type} {value.key}>"
-    return value
+def _ref_text(value: Any) -> Any:
+    return f"<id of {value.type} {value.key}>" if isinstance(value, Ref) else value
+
+
+def shown(value: Any) -> Any:
+    """A plan value for printing: secrets masked (``masking.hide_jmap_secrets``), a
+    reference to another object as ``<id of TYPE KEY>``."""
+    return hide_jmap_secrets(value, _ref_text)
 
 
 def _as_map(value: Any) -> Any:
@@ -221,14 +214,14 @@ def describe(plan: Plan) -> list[str]:
             for name, want in c.fields.items():
                 if c.action == REPLACE and name not in c.before:
                     continue
-                old = json.dumps(redact(c.before.get(name)), sort_keys=True)
-                new = json.dumps(redact(want), sort_keys=True, default=str)
+                old = json.dumps(shown(c.before.get(name)), sort_keys=True)
+                new = json.dumps(shown(want), sort_keys=True, default=str)
                 via = ""
                 if name in c.reset:
                     via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
                 lines.append(f"          {name}: {old} → {new}{via}")
         elif c.action == CREATE:
-            lines.append(f"          {json.dumps(redact(c.fields), sort_keys=True, default=str)}")
+            lines.append(f"          {json.dumps(shown(c.fields), sort_keys=True, default=str)}")
     lines.append(f"after writing: {EFFECT_TEXT[plan.effect]}")
     return lines
 
@@ -242,9 +235,9 @@ def to_json(plan: Plan) -> list[dict[str, Any]]:
             "key": c.key,
             "id": c.id,
             "effect": c.effect,
-            "fields": redact(c.fields),
-            "before": redact(c.before),
-            "reset": redact(c.reset),
+            "fields": shown(c.fields),
+            "before": shown(c.before),
+            "reset": shown(c.reset),
         }
         for c in plan.changes
     ]

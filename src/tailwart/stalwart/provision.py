@@ -13,7 +13,7 @@ from .apply import observe, restart_work, started_work, write
 from .desired import RELOAD, RESTART, desired_state
 from .jmap import Client, HttpTransport, StalwartError, Transport
 from .management import ensure, login, recovery_login
-from .plan import Live, Plan, describe, diff, redact, to_json
+from .plan import Live, Plan, describe, diff, shown, to_json
 from .schema import load
 from .tls_status import CertificateReport, next_step
 from .versions import Model
@@ -137,8 +137,8 @@ def provision(
         left = "; ".join(f"{c.action} {c.type} {c.key}" for c in drift.changes)
         raise StalwartError(
             f"drift remains after apply ({left}): the server stored something else "
-            f"than was written, first: wrote {redact(drift.changes[0].fields)}, "
-            f"holds {redact(drift.changes[0].before)}"
+            f"than was written, first: wrote {shown(drift.changes[0].fields)}, "
+            f"holds {shown(drift.changes[0].before)}"
         )
     say("verified: the server holds exactly what .env describes")
     if plan.effect in (RELOAD, RESTART):
