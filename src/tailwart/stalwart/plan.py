@@ -42,6 +42,14 @@ class Change:
     reload_first: bool = False
 
 
+#: when a change takes effect, in words
+EFFECT_TEXT = {
+    LIVE: "takes effect at once",
+    RELOAD: "needs ReloadSettings",
+    RESTART: "needs a Stalwart restart",
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -54,6 +62,49 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.changes)
+
+    def describe(self) -> list[str]:
+        """The plan as lines for a terminal; secrets and URL passwords masked."""
+        if not self:
+            return ["no changes: the server holds exactly what .env describes"]
+        lines = []
+        for c in self.changes:
+            lines.append(f"{c.action:7} {c.type} {c.key}  ({EFFECT_TEXT[c.effect]})")
+            if c.action in (UPDATE, REPLACE):
+                for name, want in c.fields.items():
+                    if c.action == REPLACE and name not in c.before:
+                        continue
+                    old = json.dumps(shown(c.before.get(name)), sort_keys=True)
+                    new = json.dumps(shown(want), sort_keys=True, default=str)
+                    via = ""
+                    if name in c.reset:
+                        via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
+                    lines.append(f"          {name}: {old} → {new}{via}")
+            elif c.action == CREATE:
+                lines.append(
+                    f"          {json.dumps(shown(c.fields), sort_keys=True, default=str)}"
+                )
+        lines.append(f"after writing: {EFFECT_TEXT[self.effect]}")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as data (``--json``): ``effect`` and ``changes``; secrets masked."""
+        return {
+            "effect": self.effect,
+            "changes": [
+                {
+                    "action": c.action,
+                    "type": c.type,
+                    "key": c.key,
+                    "id": c.id,
+                    "effect": c.effect,
+                    "fields": shown(c.fields),
+                    "before": shown(c.before),
+                    "reset": shown(c.reset),
+                }
+                for c in self.changes
+            ],
+        }
 
 
 def _ref_text(value: Any) -> Any:
@@ -194,53 +245,6 @@ def diff(state: State, live: Live, schema: Schema) -> Plan:
         if change is not None:
             changes.append(change)
     return Plan(tuple(changes))
-
-
-EFFECT_TEXT = {
-    LIVE: "takes effect at once",
-    RELOAD: "needs ReloadSettings",
-    RESTART: "needs a Stalwart restart",
-}
-
-
-def describe(plan: Plan) -> list[str]:
-    """The plan as lines for a terminal; secrets and URL passwords masked."""
-    if not plan:
-        return ["no changes: the server holds exactly what .env describes"]
-    lines = []
-    for c in plan.changes:
-        lines.append(f"{c.action:7} {c.type} {c.key}  ({EFFECT_TEXT[c.effect]})")
-        if c.action in (UPDATE, REPLACE):
-            for name, want in c.fields.items():
-                if c.action == REPLACE and name not in c.before:
-                    continue
-                old = json.dumps(shown(c.before.get(name)), sort_keys=True)
-                new = json.dumps(shown(want), sort_keys=True, default=str)
-                via = ""
-                if name in c.reset:
-                    via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
-                lines.append(f"          {name}: {old} → {new}{via}")
-        elif c.action == CREATE:
-            lines.append(f"          {json.dumps(shown(c.fields), sort_keys=True, default=str)}")
-    lines.append(f"after writing: {EFFECT_TEXT[plan.effect]}")
-    return lines
-
-
-def to_json(plan: Plan) -> list[dict[str, Any]]:
-    """The plan as data (``--json``); secrets and URL passwords masked."""
-    return [
-        {
-            "action": c.action,
-            "type": c.type,
-            "key": c.key,
-            "id": c.id,
-            "effect": c.effect,
-            "fields": shown(c.fields),
-            "before": shown(c.before),
-            "reset": shown(c.reset),
-        }
-        for c in plan.changes
-    ]
 
 
 __all__ = ["CREATE", "DELETE", "REPLACE", "RESTART", "UPDATE", "Change", "Plan", "diff"]
