@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from .errors import OperationError
 
@@ -78,20 +78,25 @@ class Drift(OperationError):
     """``--check`` found something to change (exit 1); nothing was changed."""
 
 
+class Shown(TypedDict, total=False):
+    """What an area prints beside its plan."""
+
+    #: keys added to the JSON document (``--json``)
+    extra: Mapping[str, Any]
+    #: lines printed after the plan's (not with ``--json``)
+    notes: Sequence[str]
+
+
 def print_plan(
-    plan: Plan,
-    flags: PlanFlags,
-    out: Callable[[str], object],
-    *,
-    extra: Mapping[str, Any] | None = None,
-    notes: Sequence[str] = (),
+    plan: Plan, flags: PlanFlags, out: Callable[[str], object], **shown: Unpack[Shown]
 ) -> None:
     """The plan's lines and then ``notes``; with ``--json`` one document instead:
     ``plan.to_json()`` with the keys of ``extra`` added (indented, keys sorted)."""
     if flags.as_json:
-        out(json.dumps({**plan.to_json(), **(extra or {})}, indent=2, sort_keys=True))
+        doc = {**plan.to_json(), **shown.get("extra", {})}
+        out(json.dumps(doc, indent=2, sort_keys=True))
         return
-    for line in [*plan.describe(), *notes]:
+    for line in [*plan.describe(), *shown.get("notes", ())]:
         out(line)
 
 
@@ -111,13 +116,11 @@ def show_plan(
     plan: Plan,
     flags: PlanFlags,
     out: Callable[[str], object],
-    *,
-    extra: Mapping[str, Any] | None = None,
-    notes: Sequence[str] = (),
     problems: bool = False,
+    **shown: Unpack[Shown],
 ) -> int | None:
     """``print_plan``, then ``plan_exit``: the one way a plan reaches the operator."""
-    print_plan(plan, flags, out, extra=extra, notes=notes)
+    print_plan(plan, flags, out, **shown)
     return plan_exit(plan, flags, problems=problems)
 
 

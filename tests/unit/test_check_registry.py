@@ -11,9 +11,9 @@ import importlib
 from pathlib import Path
 
 from tailwart.checks import MODULES, CheckContext
-from tailwart.checks.registry import Rule, all_rules, run_rules
+from tailwart.checks.registry import Rule, all_rules, declared, rules, run_rules
 from tailwart.checks.run import collect, context_for
-from tailwart.doctor.registry import GROUPS, all_checks
+from tailwart.doctor.registry import GROUPS, DoctorContext, all_checks, registry
 from tailwart.findings import Finding, Status
 from tailwart.settings import from_mapping
 
@@ -77,35 +77,6 @@ MODULE_GROUPS = {
     "policy": "policy",
 }
 
-DOCTOR_IDS = [
-    "backends.postgres.login",
-    "backends.postgres.trust",
-    "backends.postgres.database",
-    "backends.redis.auth",
-    "backends.redis.db",
-    "backends.garage.probe",
-    "backends.garage.region",
-    "edge.smtp",
-    "edge.submissions",
-    "edge.submission",
-    "edge.imap",
-    "edge.imaps",
-    "dns.mx",
-    "dns.address",
-    "dns.fcrdns",
-    "dns.spf",
-    "dns.dmarc",
-    "dns.dkim",
-    "tls.submissions",
-    "tls.imaps",
-    "tls.submission",
-    "tls.imap",
-    "management.internet",
-    "outbound.smarthost",
-    "outbound.port25",
-    "backup.snapshot.age",
-]
-
 
 def test_all_rules_lists_every_check_id_with_its_group_in_report_order() -> None:
     rules = all_rules()
@@ -165,12 +136,42 @@ def test_run_rules_skips_what_does_not_apply_and_stops_at_a_failed_gate(
     ]
 
 
-def test_all_checks_lists_every_doctor_check_with_its_group() -> None:
+def test_all_checks_lists_every_doctor_check_with_its_group(
+    example_values: dict[str, str],
+) -> None:
+    """The default .env's checks (their ids are pinned in test_doctor_runner), and those
+    only an optional feature turns on: a backup repository's snapshot age."""
     checks = all_checks()
-    assert [c.id for c in checks] == DOCTOR_IDS
+    default = registry(DoctorContext(from_mapping(example_values)))
+    assert [c.id for c in checks] == [*(c.id for c in default), "backup.snapshot.age"]
+    assert {"outbound.port25", "management.internet", "edge.smtp"} <= {c.id for c in checks}
+    assert len(checks) == 26
     for check in checks:
         assert check.group in GROUPS and check.id.startswith(check.group + ".")
         assert check.title and "\n" not in check.title
+
+
+def test_rules_takes_id_and_title_from_each_function() -> None:
+    def some_thing(ctx: CheckContext) -> Finding | None:
+        """What it judges, on one line.
+
+        More detail that is not the title."""
+        return None
+
+    def gate_it(ctx: CheckContext) -> Finding | None:
+        """A gate."""
+        return None
+
+    made = rules("grp", some_thing, gate_it, prefix="pre", gates=(gate_it,))
+    assert [(r.id, r.group, r.title, r.gate) for r in made] == [
+        ("pre.some-thing", "grp", "What it judges, on one line.", False),
+        ("pre.gate-it", "grp", "A gate.", True),
+    ]
+    table = declared("g", "\n    a.one   first title\n    a.two  second\n")
+    assert [(r.id, r.group, r.title, r.fn) for r in table] == [
+        ("a.one", "g", "first title", None),
+        ("a.two", "g", "second", None),
+    ]
 
 
 def test_listings_have_unique_ids() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from functools import partial
 from typing import Any
 
 from ..findings import Finding
@@ -15,7 +16,7 @@ from ..settings.contract import (
     STALWART_ENV,
 )
 from . import COMPOSE_FILE, CheckContext
-from .registry import Rule, run_rules
+from .registry import rules, run_rules
 
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 #: characters that cannot stand raw in the password part of a redis:// URL
@@ -54,6 +55,7 @@ def stalwart_environment(compose: dict[str, Any] | None) -> set[str]:
 
 
 def macros_declared(ctx: CheckContext) -> Finding:
+    """Every variable config.json and the objects reference is declared."""
     used_macros = stalwart_references(ctx)
     undeclared = sorted(used_macros - _known())
     if undeclared:
@@ -71,6 +73,7 @@ def macros_declared(ctx: CheckContext) -> Finding:
 
 
 def macros_passed(ctx: CheckContext) -> Finding:
+    """Every referenced variable reaches the stalwart container."""
     not_passed = sorted(stalwart_references(ctx) - stalwart_environment(ctx.compose))
     if not_passed:
         return Finding.error(
@@ -86,6 +89,7 @@ def macros_passed(ctx: CheckContext) -> Finding:
 
 
 def example(ctx: CheckContext) -> Finding:
+    """.env.example matches the declaration."""
     from ..settings.example import env_example
 
     text = ctx.text(".env.example") or ""
@@ -109,6 +113,7 @@ def example(ctx: CheckContext) -> Finding:
 
 
 def compose_declared(ctx: CheckContext) -> Finding:
+    """Every variable compose interpolates is declared."""
     in_compose = compose_vars(ctx.text(COMPOSE_FILE) or "")
     bad_compose = sorted(in_compose - _known())
     if bad_compose:
@@ -124,6 +129,7 @@ def compose_declared(ctx: CheckContext) -> Finding:
 
 
 def stalwart_set(ctx: CheckContext) -> Finding:
+    """The stalwart container gets exactly the contract's STALWART_ENV."""
     passed = stalwart_environment(ctx.compose)
     extra_passed = sorted(passed - set(STALWART_ENV))
     missing_passed = sorted(set(STALWART_ENV) - passed)
@@ -151,6 +157,7 @@ def stalwart_set(ctx: CheckContext) -> Finding:
 
 
 def redis_url_safe(ctx: CheckContext) -> Finding:
+    """STALWART_REDIS_PASSWORD can stand raw in a redis:// URL."""
     password = ctx.settings["STALWART_REDIS_PASSWORD"]
     bad_chars = sorted(set(URL_UNSAFE.findall(password)))
     if bad_chars:
@@ -164,40 +171,14 @@ def redis_url_safe(ctx: CheckContext) -> Finding:
     return Finding.ok("env.redis-url-safe", "STALWART_REDIS_PASSWORD is URL-safe", GROUP)
 
 
-RULES = (
-    Rule(
-        "env.macros-declared",
-        GROUP,
-        "every variable config.json and the objects reference is declared",
-        macros_declared,
-    ),
-    Rule(
-        "env.macros-passed",
-        GROUP,
-        "every referenced variable reaches the stalwart container",
-        macros_passed,
-    ),
-    Rule("env.example", GROUP, ".env.example matches the declaration", example),
-    Rule(
-        "env.compose-declared",
-        GROUP,
-        "every variable compose interpolates is declared",
-        compose_declared,
-    ),
-    Rule(
-        "env.stalwart-set",
-        GROUP,
-        "the stalwart container gets exactly the contract's STALWART_ENV",
-        stalwart_set,
-    ),
-    Rule(
-        "env.redis-url-safe",
-        GROUP,
-        "STALWART_REDIS_PASSWORD can stand raw in a redis:// URL",
-        redis_url_safe,
-    ),
+RULES = rules(
+    GROUP,
+    macros_declared,
+    macros_passed,
+    example,
+    compose_declared,
+    stalwart_set,
+    redis_url_safe,
+    prefix="env",
 )
-
-
-def run(ctx: CheckContext) -> list[Finding]:
-    return run_rules(ctx, RULES)
+run = partial(run_rules, rules=RULES)

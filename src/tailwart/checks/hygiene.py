@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from functools import partial
 
 from ..findings import Finding
 from . import CheckContext
-from .registry import Rule, run_rules
+from .registry import rules, run_rules
 
 GROUP = "hygiene"
 MUST_IGNORE = (".env", "caddy/bin/caddy", "caddy/caddy.json")
@@ -25,7 +26,7 @@ def _git(ctx: CheckContext, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def git(ctx: CheckContext) -> Finding | None:
-    """A gate: without git or a checkout there is nothing to judge (a warning)."""
+    """Git and a checkout are there to judge (a gate: without them, one warning)."""
     if shutil.which("git") is None:
         return Finding.warning(
             "hygiene.git",
@@ -43,44 +44,35 @@ def git(ctx: CheckContext) -> Finding | None:
     return None
 
 
+def _verdict(rid: str, found: list[str], problem: str, advice: str, fine: str) -> Finding:
+    """An error naming what was ``found`` (``problem: a, b``), else ok with ``fine``."""
+    if found:
+        return Finding.error(rid, f"{problem}: {', '.join(found)}", advice, GROUP)
+    return Finding.ok(rid, fine, GROUP)
+
+
 def ignored(ctx: CheckContext) -> Finding:
-    not_ignored = [
-        p for p in MUST_IGNORE if _git(ctx, "check-ignore", "-q", "--no-index", p).returncode != 0
-    ]
-    if not_ignored:
-        return Finding.error(
-            "hygiene.ignored",
-            f"not ignored by git: {', '.join(not_ignored)}",
-            "add them to .gitignore (.env, caddy/bin/, caddy/caddy.json)",
-            GROUP,
-        )
-    return Finding.ok("hygiene.ignored", ".env, caddy/bin/ and caddy/caddy.json are ignored", GROUP)
+    """.env, caddy/bin/ and caddy/caddy.json are ignored by git."""
+    return _verdict(
+        "hygiene.ignored",
+        [p for p in MUST_IGNORE if _git(ctx, "check-ignore", "-q", "--no-index", p).returncode],
+        "not ignored by git",
+        "add them to .gitignore (.env, caddy/bin/, caddy/caddy.json)",
+        ".env, caddy/bin/ and caddy/caddy.json are ignored",
+    )
 
 
 def tracked(ctx: CheckContext) -> Finding:
-    files = [
-        line
-        for line in _git(
-            ctx, "ls-files", "--", ".env", "caddy/bin", "caddy/caddy.json"
-        ).stdout.splitlines()
-        if line
-    ]
-    if files:
-        return Finding.error(
-            "hygiene.tracked",
-            f"tracked by git: {', '.join(files)}",
-            "git rm --cached them (and rotate any secret they held)",
-            GROUP,
-        )
-    return Finding.ok("hygiene.tracked", "no secret or generated file is tracked", GROUP)
+    """No secret or generated file is tracked by git."""
+    listed = _git(ctx, "ls-files", "--", ".env", "caddy/bin", "caddy/caddy.json").stdout
+    return _verdict(
+        "hygiene.tracked",
+        [line for line in listed.splitlines() if line],
+        "tracked by git",
+        "git rm --cached them (and rotate any secret they held)",
+        "no secret or generated file is tracked",
+    )
 
 
-RULES = (
-    Rule("hygiene.git", GROUP, "git and a checkout are there to judge", git, gate=True),
-    Rule("hygiene.ignored", GROUP, ".env, caddy/bin/ and caddy/caddy.json are ignored", ignored),
-    Rule("hygiene.tracked", GROUP, "no secret or generated file is tracked by git", tracked),
-)
-
-
-def run(ctx: CheckContext) -> list[Finding]:
-    return run_rules(ctx, RULES)
+RULES = rules(GROUP, git, ignored, tracked, gates=(git,))
+run = partial(run_rules, rules=RULES)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..findings import Finding
 from . import SNIPPET_FILE, CheckContext
-from .registry import Rule, RuleFn, run_rules
+from .registry import RuleFn, rules, run_rules
 
 GROUP = "policy"
 
@@ -81,6 +82,7 @@ def _on_snippet(judge: Callable[[CheckContext, dict[str, Any]], Finding | None])
         parsed = _parsed(ctx)
         return judge(ctx, parsed) if isinstance(parsed, dict) else None
 
+    rule.__name__, rule.__doc__ = judge.__name__, judge.__doc__
     return rule
 
 
@@ -121,7 +123,9 @@ def _interpolated(ctx: CheckContext) -> dict[str, Any] | None:
     return doc
 
 
-def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+@_on_snippet
+def tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """The snippet owns the tags compose advertises, MAILBOX_TAG and EDGE_TAG."""
     owners = snippet.get("tagOwners") or {}
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
     problems = []
@@ -152,9 +156,12 @@ def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
 MEMBERS = "autogroup:member"
 
 
-def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
-    """Tailnet members reach the mailbox on every mail port EDGE_PUBLIC_PORTS keeps off the
-    edge, and on :8080, the management URL inv provision and inv first-start use."""
+@_on_snippet
+def members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """Tailnet members reach the tailnet-only mail ports and the management URL.
+
+    Every mail port EDGE_PUBLIC_PORTS keeps off the edge, and :8080, the management URL
+    inv provision and inv first-start use."""
     from ..edge.render import JMAP_PORT, MAIL_PORTS, public_ports
     from ..policy.evaluate import first_accepting_rule
 
@@ -236,7 +243,9 @@ def _opened(snippet: dict[str, Any], src: str, dst: str) -> set[int]:
     return out
 
 
-def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+@_on_snippet
+def ports(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """The edge reaches the mailbox on every port it dials; the mailbox the backends."""
     from ..policy.evaluate import first_accepting_rule
 
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
@@ -283,7 +292,9 @@ def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
     )
 
 
-def _unused(ctx: CheckContext, snippet: dict[str, Any]) -> Finding | None:
+@_on_snippet
+def ports_unused(ctx: CheckContext, snippet: dict[str, Any]) -> Finding | None:
+    """The snippet opens no port to the mailbox that Stalwart does not listen on."""
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
     listening = listening_ports(ctx)
     idle = sorted(_opened(snippet, edge, mailbox) - listening) if listening else []
@@ -298,29 +309,5 @@ def _unused(ctx: CheckContext, snippet: dict[str, Any]) -> Finding | None:
     )
 
 
-RULES = (
-    Rule("policy.snippet", GROUP, "acl-snippet.hujson parses and its own tests pass", snippet),
-    Rule("policy.tags", GROUP, "the snippet owns the tags compose advertises", _on_snippet(_tags)),
-    Rule(
-        "policy.ports",
-        GROUP,
-        "the snippet opens every port the edge dials, and the backends' ports",
-        _on_snippet(_ports),
-    ),
-    Rule(
-        "policy.members",
-        GROUP,
-        "the snippet lets tailnet members reach what stays tailnet-only",
-        _on_snippet(_members),
-    ),
-    Rule(
-        "policy.ports-unused",
-        GROUP,
-        "the snippet opens no port Stalwart does not listen on",
-        _on_snippet(_unused),
-    ),
-)
-
-
-def run(ctx: CheckContext) -> list[Finding]:
-    return run_rules(ctx, RULES)
+RULES = rules(GROUP, snippet, tags, ports, members, ports_unused)
+run = partial(run_rules, rules=RULES)

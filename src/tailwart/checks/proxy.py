@@ -9,6 +9,7 @@ end: the snippet opens the public ports to the edge and the others to tailnet me
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from ..edge.render import (
@@ -26,7 +27,7 @@ from ..findings import Finding
 from ..settings import Settings
 from ..settings.derived import certificate_names
 from . import CheckContext
-from .registry import Rule, run_rules
+from .registry import rules, run_rules
 
 GROUP = "proxy"
 
@@ -96,7 +97,7 @@ def edge(ctx: CheckContext) -> Finding:
 
 
 def admin(ctx: CheckContext) -> Finding:
-    """caddy.json's admin API listens on a unix socket only."""
+    """Caddy's admin API listens on a unix socket only."""
     listen = str(ctx.caddy_config.get("admin", {}).get("listen", ""))
     if listen.startswith("unix/"):
         return Finding.ok("proxy.admin", f"admin API on a unix socket ({listen[5:]})", GROUP)
@@ -151,7 +152,10 @@ def trust_problems(
 
 
 def trust(ctx: CheckContext) -> Finding:
-    """The provisioned listeners: one per mail port and HTTP; PROXY trust where the edge dials."""
+    """Stalwart's listeners trust exactly the edge, on the ports it dials.
+
+    The provisioned listeners: one per mail port and HTTP; PROXY trust where the edge dials.
+    """
     settings = ctx.settings
     from ..errors import UsageError
     from ..stalwart.desired import Desired, desired_state
@@ -186,7 +190,7 @@ def trust(ctx: CheckContext) -> Finding:
 
 
 def jmap(ctx: CheckContext) -> Finding:
-    """The JMAP vhost: PROXY v2 to the mailbox, admin paths refused, ACME passed through."""
+    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through."""
     text = ctx.text("caddy/jmap.caddy")
     if text is None:
         return Finding.warning(
@@ -276,20 +280,5 @@ def _challenge_names(text: str, target: str) -> set[str]:
     return {n.removeprefix("http://").rstrip(",").lower() for s in sites for n in s.split()}
 
 
-RULES = (
-    Rule(
-        "proxy.edge",
-        GROUP,
-        "caddy.json serves EDGE_PUBLIC_PORTS with PROXY v2 to the mailbox",
-        edge,
-    ),
-    Rule("proxy.admin", GROUP, "caddy's admin API listens on a unix socket only", admin),
-    Rule(
-        "proxy.trust", GROUP, "Stalwart's listeners trust exactly the edge, where it dials", trust
-    ),
-    Rule("proxy.jmap", GROUP, "the JMAP vhost sends PROXY v2 and refuses the admin paths", jmap),
-)
-
-
-def run(ctx: CheckContext) -> list[Finding]:
-    return run_rules(ctx, RULES)
+RULES = rules(GROUP, edge, admin, trust, jmap)
+run = partial(run_rules, rules=RULES)

@@ -1,12 +1,12 @@
 """The registry of ``inv check`` rules, declared like ``inv doctor``'s checks.
 
 Each rule module (``MODULES``) holds one ``GROUP`` constant and a ``RULES`` tuple: one
-``Rule`` per finding id, in report order, with a one-line title. A rule with ``fn`` is
-one small function ``fn(ctx) -> Finding | None`` (None: it does not apply here); a
-``gate`` rule whose finding is not ok stops the module's later rules (a file that is
-missing or broken). ``run_rules`` runs such a tuple; a module whose findings share one
-parse (compose, TLS files) computes them in its own ``run`` and declares them here
-without ``fn``.
+``Rule`` per finding id, in report order, with a one-line title. ``rules(GROUP, f, g,
+…)`` declares one small function per finding, ``f(ctx) -> Finding | None`` (None: it
+does not apply here): its name is the id (``_`` → ``-``), its docstring's first line the
+title; a ``gate`` whose finding is not ok stops the module's later rules (a file that is
+missing or broken). ``run_rules`` runs them. A module whose findings share one parse
+(compose, TLS files) judges them in its own ``run`` and lists them with ``declared``.
 
 ``all_rules()`` lists every id ``inv check`` can report, with its group and title (the
 docs' reference is generated from it); ``tailwart.doctor.registry.all_checks()`` is the
@@ -16,7 +16,7 @@ same for ``inv doctor``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -39,6 +39,28 @@ class Rule:
     fn: RuleFn | None = None
     #: when this rule's finding is not ok, the module's later rules do not run
     gate: bool = False
+
+
+def rules(
+    group: str, *fns: RuleFn, prefix: str = "", gates: Collection[RuleFn] = ()
+) -> tuple[Rule, ...]:
+    """One rule per function, in order: id ``<prefix or group>.<its name, _ as ->``,
+    title the first line of its docstring; a function in ``gates`` is a gate."""
+    out = []
+    for fn in fns:
+        name = str(getattr(fn, "__name__", "")).replace("_", "-")
+        title = (getattr(fn, "__doc__", None) or "").strip().split("\n")[0]
+        out.append(Rule(f"{prefix or group}.{name}", group, title, fn, fn in gates))
+    return tuple(out)
+
+
+def declared(group: str, table: str) -> tuple[Rule, ...]:
+    """The rules a module judges in its own ``run``, from a table of ``id  title`` lines."""
+    out = []
+    for line in table.strip().splitlines():
+        rid, _, title = line.strip().partition(" ")
+        out.append(Rule(rid, group, title.strip()))
+    return tuple(out)
 
 
 def run_rules(ctx: CheckContext, rules: Sequence[Rule]) -> list[Finding]:

@@ -8,11 +8,12 @@ must be an environment reference, never an inline value.
 from __future__ import annotations
 
 import difflib
+from functools import partial
 from typing import Any
 
 from ..findings import Finding
 from . import CONFIG_FILE, CheckContext
-from .registry import Rule, run_rules
+from .registry import rules, run_rules
 
 GROUP = "stalwart"
 
@@ -48,6 +49,7 @@ def problems_of(config: Any) -> list[str]:
 
 
 def config(ctx: CheckContext) -> Finding:
+    """config/config.json is the one PostgreSql DataStore .env describes."""
     try:
         config = ctx.stalwart_config
     except ValueError as exc:
@@ -78,15 +80,5 @@ def config(ctx: CheckContext) -> Finding:
     )
 
 
-RULES = (
-    Rule(
-        "stalwart.config",
-        GROUP,
-        "config/config.json is the one PostgreSql DataStore .env describes",
-        config,
-    ),
-)
-
-
-def run(ctx: CheckContext) -> list[Finding]:
-    return run_rules(ctx, RULES)
+RULES = rules(GROUP, config)
+run = partial(run_rules, rules=RULES)

@@ -21,21 +21,24 @@ from typing import Any
 from .. import clock
 from ..findings import Finding
 from . import CheckContext
-from .registry import Rule
+from .registry import declared
 
 GROUP = "tls-files"
 #: every id of this module: the files are read once and judged together (``run``)
-RULES = (
-    Rule("tls-files.mode", GROUP, "STALWART_TLS: Stalwart obtains its certificate, or files"),
-    Rule("tls-files.cert-file", GROUP, "STALWART_TLS_CERT_FILE is a readable PEM chain"),
-    Rule("tls-files.key-file", GROUP, "STALWART_TLS_KEY_FILE is a readable PEM private key"),
-    Rule("tls-files.cert-file-access", GROUP, "Stalwart (2000:2000) can read the chain"),
-    Rule("tls-files.key-file-access", GROUP, "Stalwart can read the key, and nobody else"),
-    Rule("tls-files.key-match", GROUP, "the key belongs to a certificate of the chain"),
-    Rule("tls-files.expiry", GROUP, "the certificate is valid, and not about to expire"),
-    Rule("tls-files.names", GROUP, "the certificate covers MAIL_HOSTNAME and the other names"),
-    Rule("tls-files.chain", GROUP, "the chain is leaf first, each issued by the next"),
-    Rule("tls-files.issuer", GROUP, "the certificate is not self-signed"),
+RULES = declared(
+    GROUP,
+    """
+    tls-files.mode              STALWART_TLS: Stalwart obtains its certificate, or files
+    tls-files.cert-file         STALWART_TLS_CERT_FILE is a readable PEM chain
+    tls-files.key-file          STALWART_TLS_KEY_FILE is a readable PEM private key
+    tls-files.cert-file-access  Stalwart (2000:2000) can read the chain
+    tls-files.key-file-access   Stalwart can read the key, and nobody else
+    tls-files.key-match         the key belongs to a certificate of the chain
+    tls-files.expiry            the certificate is valid, and not about to expire
+    tls-files.names             the certificate covers MAIL_HOSTNAME and the other names
+    tls-files.chain             the chain is leaf first, each issued by the next
+    tls-files.issuer            the certificate is not self-signed
+    """,
 )
 #: what is read of each file at most (a chain is a few KiB, a key one or two)
 CERT_CAP = 256 * 1024
