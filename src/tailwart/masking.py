@@ -20,8 +20,10 @@ name                                           meaning
                                                passwords → ``****``, as Stalwart reads back
 ``replace_secrets(value, placeholders)``       each secret value in a JSON-like structure →
                                                its named placeholder (recorded fixtures)
-``mask_value(key, value)``                     a ``.env`` value shown in a message: a secret
+``settings.mask_value(key, value)``            a ``.env`` value shown in a message: a secret
                                                by its length only, a long value cut short
+                                               (kept with the contract: settings sits below
+                                               this module in the layers)
 ``printable(text)`` / ``one_line(text)``       control and format characters escaped (not
                                                masking: what a terminal must not interpret)
 =============================================  =============================================
@@ -243,26 +245,6 @@ def replace_secrets(value: Any, placeholders: Mapping[str, str]) -> Any:
     for secret in sorted(placeholders, key=len, reverse=True):
         text = text.replace(secret, placeholders[secret])
     return json.loads(text)
-
-
-#: how much of a long (non-secret) .env value a message shows
-SHOWN_CHARS = 48
-
-
-def mask_value(key: str, value: str) -> str:
-    """A ``.env`` value shown in a message: a secret only by its length, a URL with '@' not
-    at all, a long value cut short (``repr`` escapes what is invisible)."""
-    from .settings.contract import BY_NAME
-    from .settings.kinds import Kind
-
-    spec = BY_NAME.get(key)
-    if spec is not None and spec.secret:
-        return f"<secret, {len(value)} chars>"
-    if spec is not None and spec.kind is Kind.URL and "@" in value:
-        return f"<URL with '@' (credentials?), {len(value)} chars, not shown>"
-    if len(value) > SHOWN_CHARS:
-        return f"{value[:SHOWN_CHARS]!r}… ({len(value)} chars)"
-    return repr(value)
 
 
 def escape_char(char: str) -> str:

@@ -19,6 +19,7 @@ LAYERS: tuple[str, ...] = (
     "paths",
     "files",
     "findings",
+    "plan",
     "greeting",
     "settings",
     "masking",

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..masking import mask_value
 from .contract import BY_NAME, KEYS, password_part, split_pair
 from .kinds import BOOL_TRUE, HostPort, Kind
 
@@ -46,6 +45,23 @@ class SettingsError(UsageError):
         lines = [f"{source}: {errors} error(s), {warnings} warning(s); nothing was changed:"]
         lines += [f"  {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+#: how much of a long (non-secret) value an error message shows
+SHOWN_CHARS = 48
+
+
+def mask_value(key: str, value: str) -> str:
+    """A ``.env`` value shown in a message: a secret only by its length, a URL with '@' not
+    at all, a long value cut short (``repr`` escapes what is invisible)."""
+    spec = BY_NAME.get(key)
+    if spec is not None and spec.secret:
+        return f"<secret, {len(value)} chars>"
+    if spec is not None and spec.kind is Kind.URL and "@" in value:
+        return f"<URL with '@' (credentials?), {len(value)} chars, not shown>"
+    if len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}… ({len(value)} chars)"
+    return repr(value)
 
 
 #: the largest .env tailwart reads (a real one is a few KiB)
@@ -635,6 +651,7 @@ __all__ = [
     "SettingsError",
     "from_mapping",
     "load",
+    "mask_value",
     "parse_text",
     "read_env_file",
     "validate",
