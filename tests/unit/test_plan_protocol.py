@@ -291,3 +291,91 @@ def test_deploy_json_is_one_document_on_stdout(monkeypatch: pytest.MonkeyPatch) 
     assert doc["changes"] == [{"action": "reload", "what": "edge1: release r2"}]
     assert [h["host"] for h in doc["hosts"]] == ["edge1", "edge2"]
     assert "dry run report:" in err and "edge1: release r2 (systemd mode)" in err
+
+
+# ---------------------------------------------------------------- inv bootstrap
+
+
+class _Backend:
+    def __init__(self, *steps: backends.Step) -> None:
+        self._steps = list(steps)
+        self.closed = False
+
+    def steps(self) -> list[backends.Step]:
+        return self._steps
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Target:
+    @classmethod
+    def from_settings(cls, settings: object) -> _Target:
+        return cls()
+
+    def check_key_format(self) -> None:
+        pass
+
+
+def _bootstrap(
+    monkeypatch: pytest.MonkeyPatch, example_values: dict[str, str], **flags: bool
+) -> tuple[list[str], list[str], BaseException | None]:
+    """inv bootstrap over stand-in backends: one create (that records its run), one keep."""
+    from tailwart.backends import bootstrap as module
+    from tailwart.settings import from_mapping
+
+    ran: list[str] = []
+    create = backends.Step(
+        "redis", backends.Action.CREATE, "DB 3", "marker", run=lambda: ran.append("DB 3")
+    )
+    keep = backends.Step("garage", backends.Action.KEEP, "bucket 'mail'")
+    for name in ("GarageTarget", "PgTarget", "RedisTarget"):
+        monkeypatch.setattr(module, name, _Target)
+    monkeypatch.setattr(module, "admin_password", lambda user, environ: "not-used-here")
+    monkeypatch.setattr(module, "PostgresBootstrap", lambda *a: _Backend())
+    monkeypatch.setattr(module, "RedisBootstrap", lambda *a: _Backend(create))
+    monkeypatch.setattr(module, "GarageBootstrap", lambda *a: _Backend(keep))
+    said: list[str] = []
+    raised: BaseException | None = None
+    try:
+        module.bootstrap(from_mapping(example_values), say=said.append, **flags)  # type: ignore[arg-type]
+    except Drift as exc:
+        raised = exc
+    return said, ran, raised
+
+
+def test_bootstrap_check_exits_1_on_drift_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, example_values: dict[str, str]
+) -> None:
+    said, ran, raised = _bootstrap(monkeypatch, example_values, check=True)
+    assert said == [
+        "plan:",
+        "redis   create  DB 3: marker",
+        "garage  keep    bucket 'mail'",
+    ]
+    assert ran == [] and isinstance(raised, Drift) and raised.exit_code == 1
+    assert str(raised) == "bootstrap --check: 1 change(s) would be made; nothing was changed"
+
+
+def test_bootstrap_dry_run_keeps_its_words_and_a_plain_run_applies(
+    monkeypatch: pytest.MonkeyPatch, example_values: dict[str, str]
+) -> None:
+    said, ran, raised = _bootstrap(monkeypatch, example_values, dry_run=True)
+    assert said[-1] == "dry run: 1 change(s) planned; nothing was changed"
+    assert ran == [] and raised is None
+    said, ran, raised = _bootstrap(monkeypatch, example_values)
+    assert said[-2:] == ["applying: redis create DB 3", "done: 1 change(s) applied"]
+    assert ran == ["DB 3"] and raised is None
+
+
+def test_bootstrap_json_prints_one_document_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, example_values: dict[str, str]
+) -> None:
+    said, ran, raised = _bootstrap(monkeypatch, example_values, dry_run=True, as_json=True)
+    assert len(said) == 1 and ran == [] and raised is None
+    doc = json.loads(said[0])
+    assert doc["effect"] == "live"
+    assert [(c["backend"], c["action"], c["what"]) for c in doc["changes"]] == [
+        ("redis", "create", "DB 3")
+    ]
+    assert [s["action"] for s in doc["steps"]] == ["create", "keep"]
