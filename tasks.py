@@ -60,7 +60,7 @@ def check(
     run_checks(settings, Path.cwd(), as_json=json)
 
 
-@operator_task(help={"check": "write nothing; exit 1 if .env.example or the docs' key table drifted"})
+@operator_task(help={"check": "write nothing; exit 1 if .env.example or the docs' table drifted"})
 def env_example(c: Context, check: bool = False) -> None:
     """Regenerate .env.example and the docs' .env key table from settings/contract.py."""
     from tailwart.render_files import write_env_example

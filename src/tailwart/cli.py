@@ -220,12 +220,12 @@ def _printable_output(env_file: object) -> tuple[LineStream, LineStream]:
     command's output), has this run's secrets masked and control characters escaped."""
     from typing import cast
 
-    from .masking import LineStream, printable, redact
+    from .masking import LineStream, hide_secrets, printable
 
     raw: list[tuple[str, ...]] = []
 
     def clean(line: str) -> str:
-        return printable(redact(line, known_secrets(env_file, raw)))
+        return printable(hide_secrets(line, known_secrets(env_file, raw)))
 
     out, err = LineStream(sys.stdout, clean), LineStream(sys.stderr, clean)
     sys.stdout, sys.stderr = cast(TextIO, out), cast(TextIO, err)
@@ -265,9 +265,9 @@ def mask_message(text: str, env_file: object = None) -> str:
     environment, and (when no settings were loaded yet) the secret keys of ``env_file``
     read raw, so a crash while loading still masks them.
     """
-    from .masking import mask_all
+    from .masking import hide_sensitive
 
-    return mask_all(text, known_secrets(env_file))
+    return hide_sensitive(text, known_secrets(env_file))
 
 
 def known_secrets(env_file: object = None, raw: list[tuple[str, ...]] | None = None) -> set[str]:

@@ -2,6 +2,32 @@
 server or a library may quote them in), credential shapes masked, control characters
 escaped.
 
+One name per meaning (every other module imports these; none keeps its own):
+
+=============================================  =============================================
+name                                           meaning
+=============================================  =============================================
+``hide_secrets(text, secrets)``                known secret values, in every encoded form,
+                                               → ``<secret>``
+``hide_credentials(text)``                     anything shaped like a credential (URL
+                                               userinfo, Bearer/Basic, Authorization,
+                                               ``tskey-…``, ``password=…``) → ``<secret>``
+``hide_sensitive(text, secrets)``              both of the above: the form for any message
+``hide_secrets_in_tree(value, secrets)``       ``hide_secrets`` on every string (and key) of a
+                                               JSON-like structure, at any depth
+``hide_jmap_secrets(value, leaf)``             a Stalwart (JMAP) value for display: inline
+                                               secrets (``{"@type": "Value"}``) and URL
+                                               passwords → ``****``, as Stalwart reads back
+``replace_secrets(value, placeholders)``       each secret value in a JSON-like structure →
+                                               its named placeholder (recorded fixtures)
+``settings.mask_value(key, value)``            a ``.env`` value shown in a message: a secret
+                                               by its length only, a long value cut short
+                                               (kept with the contract: settings sits below
+                                               this module in the layers)
+``printable(text)`` / ``one_line(text)``       control and format characters escaped (not
+                                               masking: what a terminal must not interpret)
+=============================================  =============================================
+
 Used on every line a task prints (``cli.exits`` wraps stdout and stderr in a
 ``LineStream``), on streamed command output and on HTTP errors. Light on purpose: no
 heavy imports.
@@ -154,23 +180,71 @@ def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
+def hide_secrets(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every known secret value, in every form it may be quoted in, replaced
     by ``<secret>`` (a value cut at a newline is masked line by line)."""
     pattern = _pattern(frozenset(secrets))
     return text if pattern is None else pattern.sub(MASK, text)
 
 
-def mask_credentials(text: str) -> str:
+def hide_credentials(text: str) -> str:
     """``text`` with anything shaped like a credential (URL userinfo, Bearer …) masked."""
     for pattern, replacement in _CREDENTIAL_SHAPES:
         text = pattern.sub(replacement, text)
     return text
 
 
-def mask_all(text: str, secrets: Iterable[str] = ()) -> str:
-    """Known secrets first, then credential shapes."""
-    return mask_credentials(redact(text, secrets))
+def hide_sensitive(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with known secrets masked first (``hide_secrets``), then credential shapes
+    (``hide_credentials``): the form for any message."""
+    return hide_credentials(hide_secrets(text, secrets))
+
+
+def hide_secrets_in_tree(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with every one of ``secrets`` masked in
+    every string and every key, at any depth (a server that echoes a credential must not
+    have it written into a file)."""
+    known = tuple(secrets)
+    if isinstance(value, str):
+        return hide_secrets(value, known)
+    if isinstance(value, dict):
+        return {
+            hide_secrets(str(k), known): hide_secrets_in_tree(v, known) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [hide_secrets_in_tree(v, known) for v in value]
+    return value
+
+
+#: the mask Stalwart itself shows for a secret it reads back
+JMAP_MASK = "****"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)[^@/]+(?P<tail>@)")
+
+
+def hide_jmap_secrets(value: Any, leaf: Callable[[Any], Any] = lambda v: v) -> Any:
+    """A Stalwart (JMAP) value for display: URL passwords and inline secret values
+    (``{"@type": "Value", "secret"|"value": …}``) as ``****``, at any depth; ``leaf``
+    turns any other non-container value into what is shown."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<head>{JMAP_MASK}\g<tail>", value)
+    if isinstance(value, Mapping):
+        inline = value.get("@type") == "Value"
+        return {
+            k: JMAP_MASK if inline and k in ("secret", "value") else hide_jmap_secrets(v, leaf)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [hide_jmap_secrets(v, leaf) for v in value]
+    return leaf(value)
+
+
+def replace_secrets(value: Any, placeholders: Mapping[str, str]) -> Any:
+    """``value`` (JSON-serialisable) with each secret (a key of ``placeholders``, in any
+    string, longest first) replaced by its placeholder: what a recorded fixture keeps."""
+    text = json.dumps(value, sort_keys=True)
+    for secret in sorted(placeholders, key=len, reverse=True):
+        text = text.replace(secret, placeholders[secret])
+    return json.loads(text)
 
 
 def escape_char(char: str) -> str:

@@ -31,7 +31,8 @@ from tailwart import clock
 from tailwart.settings import Settings, from_mapping
 from tailwart.stalwart.management import login as management_login
 from tailwart.stalwart.provision import first_start
-from tailwart.stalwart.record import ENV_VAR, scrubbed
+from tailwart.stalwart.record import ENV_VAR
+from tailwart.stalwart.record import placeholder as scrubbed
 from tailwart.stalwart.versions import CURRENT
 from tests.support.backend_servers import (
     GarageServer,

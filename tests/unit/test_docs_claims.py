@@ -251,3 +251,29 @@ def test_the_layout_table_is_the_enforced_layering() -> None:
     rows = [r for r in table.split("\n\n", 1)[0].splitlines() if r.startswith("| `")]
     listed = [name for row in rows for name in re.findall(r"`(\w+)`", row.split(" | ")[0])]
     assert listed == [part for part in LAYERS if part != "tailwart"]
+
+
+#: dotted words the docs name that share a check group's first word but are no ids
+NOT_CHECK_IDS = {"dns.extra_records"}  # headscale's configuration key
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_check_id_named_exists(page: Path) -> None:
+    """Ids the docs name (`tls-files.expiry`, `dns.spf`, `tls-files.*`) are ids the two
+    registries declare."""
+    from tailwart.checks.registry import all_rules
+    from tailwart.doctor.registry import all_checks
+
+    ids = {r.id for r in all_rules()} | {c.id for c in all_checks()}
+    groups = {i.split(".", 1)[0] for i in ids}
+    problems = []
+    for span in _code_spans(_text(page)):
+        for found in re.findall(r"^([a-z][a-z_-]*\.[a-z0-9.*_-]+)$", span.strip()):
+            if found.split(".", 1)[0] not in groups or found in NOT_CHECK_IDS:
+                continue
+            if found.rsplit(".", 1)[1] in ("test", "org", "net", "com", "md", "py", "json"):
+                continue  # a host or a file name
+            prefix = found.removesuffix("*")
+            if not any(i == found or (found.endswith("*") and i.startswith(prefix)) for i in ids):
+                problems.append(found)
+    assert not problems, f"no such check id: {problems}"

@@ -20,6 +20,7 @@ LAYERS: tuple[str, ...] = (
     "paths",
     "files",
     "findings",
+    "plan",
     "greeting",
     "settings",
     "masking",

@@ -18,7 +18,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tailwart.masking import MASK, LineStream, printable, redact, secret_values
+from tailwart.masking import MASK, LineStream, printable, secret_values
+from tailwart.masking import hide_secrets as redact
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 

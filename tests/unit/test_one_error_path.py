@@ -98,7 +98,7 @@ def test_expected_error_keeps_its_exit_code(tmp_path: Path) -> None:
 
 
 def test_masking_shapes() -> None:
-    from tailwart.masking import mask_all
+    from tailwart.masking import hide_sensitive as mask_all
 
     text = mask_all(
         "x 'Bearer tskey-api-abc\\n' https://u:pw@h/?api_key=k&b=1 password=hunter22 "

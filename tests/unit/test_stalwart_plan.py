@@ -17,7 +17,8 @@ from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
 from tailwart.stalwart import desired as d
 from tailwart.stalwart.jmap import StalwartError
-from tailwart.stalwart.plan import CREATE, DELETE, UPDATE, diff, redact
+from tailwart.stalwart.plan import CREATE, DELETE, UPDATE, diff
+from tailwart.stalwart.plan import shown as redact
 from tailwart.stalwart.provision import EXIT_NEEDS_RESTART, Options, provision
 from tailwart.stalwart.schema import load
 from tailwart.stalwart.versions import CURRENT

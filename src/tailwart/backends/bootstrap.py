@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from ..plan import Drift, PlanFlags, drift_message, plan_exit, print_plan
 from ..settings import Settings
 from .garage import GarageBootstrap, GarageTarget
 from .plan import BackendError, BackendInputError, Plan, Step
 from .postgres import PgTarget, PostgresBootstrap, admin_password
 from .redis_store import RedisBootstrap, RedisTarget
+
+
+def _silent(_: str) -> None:
+    """--json: stdout holds the JSON document alone."""
 
 
 class Backend(Protocol):
@@ -25,12 +30,17 @@ def bootstrap(
     settings: Settings,
     *,
     dry_run: bool = False,
+    check: bool = False,
+    as_json: bool = False,
     fix_password: bool = False,
     init_layout: bool = False,
     environ: Mapping[str, str] | None = None,
     say: Callable[[str], None] = print,
 ) -> Plan:
-    """Print the plan and apply it; raise BackendError (exit 1) on refusals or failures."""
+    """Print the plan and apply it; raise BackendError (exit 1) on refusals or failures.
+
+    ``dry_run`` stops after the plan; ``check`` too, raising ``Drift`` (exit 1) when it
+    has changes; ``as_json`` prints the plan as JSON and nothing else on stdout."""
     garage_target = GarageTarget.from_settings(settings)  # missing admin keys: exit 2
     garage_target.check_key_format()
     admin_user = settings["PG_ADMIN_USER"]
@@ -57,7 +67,12 @@ def bootstrap(
         for backend in backends:
             steps += backend.steps()
         plan = Plan(tuple(steps))
-        say("plan:\n" + plan.render().rstrip("\n"))
+        flags = PlanFlags(dry_run, check, as_json)
+        if not as_json:
+            say("plan:")
+        print_plan(plan, flags, say)
+        if as_json:
+            say = _silent
         if any(step.bad_input for step in plan.refusals):
             raise BackendInputError(
                 f"bootstrap: {len(plan.refusals)} step(s) refused (see → above); "
@@ -70,9 +85,12 @@ def bootstrap(
             )
         if not plan.changes:
             say("nothing to change: Postgres, Redis and Garage already match .env")
-            return plan
-        if dry_run:
+        elif not flags.check and dry_run:
             say(f"dry run: {len(plan.changes)} change(s) planned; nothing was changed")
+        stop = plan_exit(plan, flags)
+        if stop:
+            raise Drift(drift_message("bootstrap", plan))
+        if stop is not None or not plan.changes:
             return plan
         for step in plan.changes:
             assert step.run is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from ..errors import OperationError, UsageError
 
@@ -33,9 +34,24 @@ class Step:
     def changes(self) -> bool:
         return self.action in (Action.CREATE, Action.CHANGE)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "action": self.action.value,
+            "what": self.what,
+            "detail": self.detail,
+            "advice": self.advice,
+        }
+
+
+#: a backend change takes effect as it is made
+LIVE = "live"
+
 
 @dataclass(frozen=True)
 class Plan:
+    """Every step of ``inv bootstrap``: the plan protocol of ``tailwart.plan``."""
+
     steps: tuple[Step, ...]
 
     @property
@@ -46,8 +62,24 @@ class Plan:
     def refusals(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.action is Action.REFUSE)
 
+    @property
+    def effect(self) -> str:
+        return LIVE
+
+    def describe(self) -> list[str]:
+        return render_steps(self.steps).rstrip("\n").split("\n")
+
     def render(self) -> str:
         return render_steps(self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        """``effect``, ``changes`` (the create/change steps) and every step with its
+        action (keep, refuse too)."""
+        return {
+            "effect": self.effect,
+            "changes": [s.to_json() for s in self.changes],
+            "steps": [s.to_json() for s in self.steps],
+        }
 
 
 def render_steps(steps: Sequence[Step]) -> str:

@@ -32,9 +32,8 @@ def tailwart_settings_snapshot(
     settings: Settings, *, dry_run: bool = False, transport: Transport | None = None
 ) -> dict[str, Any]:
     """The manifest's ``settings_snapshot`` entry: ``status`` and what it holds."""
-    from ..masking import secret_values
+    from ..masking import hide_jmap_secrets, hide_secrets, hide_secrets_in_tree, secret_values
     from ..stalwart.apply import observe
-    from ..stalwart.plan import redact
     from ..stalwart.provision import client_for, management_url
 
     url = management_url(settings)
@@ -49,13 +48,13 @@ def tailwart_settings_snapshot(
         live = observe(client, load(model))
         if not all(isinstance(obj, dict) for found in live.values() for obj in found):
             return _not_taken(url, "the server answered objects that are not JSON objects")
-        objects = {name: redact(found) for name, found in sorted(live.items())}
+        objects = {name: hide_jmap_secrets(found) for name, found in sorted(live.items())}
         json.dumps(objects)  # what goes into the manifest must serialise
     except TailwartError as exc:
-        return _not_taken(url, masked(str(exc), secrets))
+        return _not_taken(url, hide_secrets(str(exc), secrets))
     except Exception as exc:  # an answer of the wrong shape is the server's input, not a bug
         return _not_taken(url, f"the server's answer could not be read ({type(exc).__name__})")
-    objects = {name: masked(found, secrets) for name, found in objects.items()}
+    objects = {name: hide_secrets_in_tree(found, secrets) for name, found in objects.items()}
     return {
         "status": "taken",
         "schema": model.version,
@@ -63,17 +62,3 @@ def tailwart_settings_snapshot(
         "count": sum(len(found) for found in objects.values()),
         "objects": objects,
     }
-
-
-def masked(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` with every one of ``secrets`` masked in every string, at any depth (a
-    server that echoes a credential must not write it into the manifest)."""
-    from .. import masking
-
-    if isinstance(value, str):
-        return masking.redact(value, secrets)
-    if isinstance(value, dict):
-        return {masking.redact(str(k), secrets): masked(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v, secrets) for v in value]
-    return value

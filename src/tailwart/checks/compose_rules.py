@@ -18,11 +18,35 @@ from ..settings import Settings
 from ..settings.contract import CONTAINER_SOURCE, STALWART_ENV
 from ..settings.derived import compose_environment
 from . import COMPOSE_FILE, CONFIG_FILE, CheckContext
+from .registry import declared
 
 if TYPE_CHECKING:
     from .compose_loader import Loaded
 
 GROUP = "compose"
+#: every id of this module, in report order: the file is loaded and normalised once and
+#: its services judged together (``run``); the first three stop it when they fail
+RULES = declared(
+    GROUP,
+    """
+    compose.file                 compose/docker-compose.yml is there
+    compose.yaml                 the file is YAML, a mapping
+    compose.loader               a compose loader validated and normalised the file
+    compose.services             both services are there: ts-stalwart and stalwart
+    compose.stalwart-ports       no host ports on the mailbox (neither service publishes one)
+    compose.stalwart-networks    stalwart has no networks of its own
+    compose.network-mode         stalwart runs in the sidecar's network namespace, once healthy
+    compose.sidecar-boilerplate  the sidecar's TS_* settings are the boilerplate
+    compose.sidecar-health       the sidecar's healthcheck is exec form (backends as arguments)
+    compose.sidecar-oauth        the sidecar's auth key is an OAuth client secret
+    compose.env-passed           what Stalwart's config and the contract need reaches it
+    compose.stalwart-health      stalwart's healthcheck asks /healthz/ready
+    compose.volumes              /etc/stalwart and /var/lib/stalwart mounted, config.json read-only
+    compose.tls-files            STALWART_TLS=files mounts the PEM files (else /dev/null stands in)
+    compose.image-pinned         the stalwart image is pinned to a known version
+    compose.sidecar-image        the sidecar image is pinned
+    """,
+)
 SIDECAR = "ts-stalwart"
 STALWART = "stalwart"
 #: the v0.16 image's volumes: settings directory and data (WORKDIR)

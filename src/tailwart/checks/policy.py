@@ -16,62 +16,74 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..findings import Finding
 from . import SNIPPET_FILE, CheckContext
+from .registry import RuleFn, rules, run_rules
 
-G = "policy"
+GROUP = "policy"
 
 
-def run(ctx: CheckContext) -> list[Finding]:
+def _parsed(ctx: CheckContext) -> dict[str, Any] | str | None:
+    """The snippet parsed; its parse error as text; None when the file is missing."""
     from ..policy.errors import PolicyInputError
-    from ..policy.evaluate import validate
     from ..policy.hujson import parse
 
     text = ctx.text(SNIPPET_FILE)
     if text is None:
-        return [
-            Finding.error(
-                "policy.snippet",
-                f"{SNIPPET_FILE} is missing",
-                "restore it from git: inv acl merges it into the tailnet policy",
-                G,
-            )
-        ]
+        return None
     try:
-        snippet = parse(text, SNIPPET_FILE).value
+        value: dict[str, Any] = parse(text, SNIPPET_FILE).value
     except PolicyInputError as exc:
-        return [
-            Finding.error(
-                "policy.snippet",
-                str(exc).replace("\n", " "),
-                "fix the snippet: HuJSON only, each key once",
-                G,
-            )
-        ]
-    findings: list[Finding] = []
-    report = validate(snippet)
+        return str(exc).replace("\n", " ")
+    return value
+
+
+def snippet(ctx: CheckContext) -> Finding:
+    """acl-snippet.hujson is there, parses, and its own tests pass."""
+    from ..policy.evaluate import validate
+
+    parsed = _parsed(ctx)
+    if parsed is None:
+        return Finding.error(
+            "policy.snippet",
+            f"{SNIPPET_FILE} is missing",
+            "restore it from git: inv acl merges it into the tailnet policy",
+            GROUP,
+        )
+    if isinstance(parsed, str):
+        return Finding.error(
+            "policy.snippet", parsed, "fix the snippet: HuJSON only, each key once", GROUP
+        )
+    report = validate(parsed)
     if report.ok:
-        count = len(snippet.get("tests", []))
-        findings.append(
-            Finding.ok("policy.snippet", f"{SNIPPET_FILE} is valid and its {count} test(s) pass", G)
+        count = len(parsed.get("tests", []))
+        return Finding.ok(
+            "policy.snippet", f"{SNIPPET_FILE} is valid and its {count} test(s) pass", GROUP
         )
-    else:
-        problems = [str(p) for p in report.problems] + [
-            f"{f.section}[{f.index}]: {e}" for f in report.failures for e in f.errors
-        ]
-        findings.append(
-            Finding.error(
-                "policy.snippet",
-                "; ".join(problems),
-                "fix acl-snippet.hujson until its own tests pass",
-                G,
-            )
-        )
-    findings.append(_tags(ctx, snippet))
-    findings += _ports(ctx, snippet)
-    return findings
+    problems = [str(p) for p in report.problems] + [
+        f"{f.section}[{f.index}]: {e}" for f in report.failures for e in f.errors
+    ]
+    return Finding.error(
+        "policy.snippet",
+        "; ".join(problems),
+        "fix acl-snippet.hujson until its own tests pass",
+        GROUP,
+    )
+
+
+def _on_snippet(judge: Callable[[CheckContext, dict[str, Any]], Finding | None]) -> RuleFn:
+    """A rule over the parsed snippet; it does not apply when the snippet does not parse."""
+
+    def rule(ctx: CheckContext) -> Finding | None:
+        parsed = _parsed(ctx)
+        return judge(ctx, parsed) if isinstance(parsed, dict) else None
+
+    rule.__name__, rule.__doc__ = judge.__name__, judge.__doc__
+    return rule
 
 
 def advertised_tags(compose: dict[str, Any] | None) -> dict[str, list[str]]:
@@ -111,7 +123,9 @@ def _interpolated(ctx: CheckContext) -> dict[str, Any] | None:
     return doc
 
 
-def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+@_on_snippet
+def tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """The snippet owns the tags compose advertises, MAILBOX_TAG and EDGE_TAG."""
     owners = snippet.get("tagOwners") or {}
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
     problems = []
@@ -131,10 +145,10 @@ def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
             "policy.tags",
             "; ".join(problems),
             "use the same tags in acl-snippet.hujson, compose and .env",
-            G,
+            GROUP,
         )
     return Finding.ok(
-        "policy.tags", f"{mailbox} and {edge} are declared and match compose and .env", G
+        "policy.tags", f"{mailbox} and {edge} are declared and match compose and .env", GROUP
     )
 
 
@@ -142,9 +156,12 @@ def _tags(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
 MEMBERS = "autogroup:member"
 
 
-def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
-    """Tailnet members reach the mailbox on every mail port EDGE_PUBLIC_PORTS keeps off the
-    edge, and on :8080, the management URL inv provision and inv first-start use."""
+@_on_snippet
+def members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """Tailnet members reach the tailnet-only mail ports and the management URL.
+
+    Every mail port EDGE_PUBLIC_PORTS keeps off the edge, and :8080, the management URL
+    inv provision and inv first-start use."""
     from ..edge.render import JMAP_PORT, MAIL_PORTS, public_ports
     from ..policy.evaluate import first_accepting_rule
 
@@ -162,14 +179,14 @@ def _members(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
             f"{' and '.join(why)}, but acl-snippet.hujson does not let {MEMBERS} reach "
             f"{mailbox} there: nobody could",
             f"add them to the snippet's {MEMBERS} rule, then inv acl",
-            G,
+            GROUP,
         )
     return Finding.ok(
         "policy.members",
         f"{MEMBERS} reaches {mailbox} on every tailnet-only mail port "
         f"({', '.join(map(str, private)) or 'none: all are public'}) and the management "
         f"URL's :{JMAP_PORT}",
-        G,
+        GROUP,
     )
 
 
@@ -226,7 +243,9 @@ def _opened(snippet: dict[str, Any], src: str, dst: str) -> set[int]:
     return out
 
 
-def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> list[Finding]:
+@_on_snippet
+def ports(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
+    """The edge reaches the mailbox on every port it dials; the mailbox the backends."""
     from ..policy.evaluate import first_accepting_rule
 
     mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
@@ -257,38 +276,38 @@ def _ports(ctx: CheckContext, snippet: dict[str, Any]) -> list[Finding]:
         )
         if not allowed:
             missing.append(f"{value} ({key}, from {mailbox})")
-    findings = []
     if missing:
-        findings.append(
-            Finding.error(
-                "policy.ports",
-                f"acl-snippet.hujson does not allow {edge} → {mailbox} or "
-                f"{mailbox} → backends on: {', '.join(missing)}",
-                "add the ports to the snippet's acls (and its tests), then inv acl",
-                G,
-            )
+        return Finding.error(
+            "policy.ports",
+            f"acl-snippet.hujson does not allow {edge} → {mailbox} or "
+            f"{mailbox} → backends on: {', '.join(missing)}",
+            "add the ports to the snippet's acls (and its tests), then inv acl",
+            GROUP,
         )
-    else:
-        findings.append(
-            Finding.ok(
-                "policy.ports",
-                f"{edge} → {mailbox} on every port the edge dials, and {mailbox} → "
-                "Postgres, Redis, Garage ports",
-                G,
-            )
-        )
-    findings.append(_members(ctx, snippet))
+    return Finding.ok(
+        "policy.ports",
+        f"{edge} → {mailbox} on every port the edge dials, and {mailbox} → "
+        "Postgres, Redis, Garage ports",
+        GROUP,
+    )
+
+
+@_on_snippet
+def ports_unused(ctx: CheckContext, snippet: dict[str, Any]) -> Finding | None:
+    """The snippet opens no port to the mailbox that Stalwart does not listen on."""
+    mailbox, edge = ctx.settings["MAILBOX_TAG"], ctx.settings["EDGE_TAG"]
     listening = listening_ports(ctx)
-    if listening:
-        idle = sorted(_opened(snippet, edge, mailbox) - listening)
-        if idle:
-            findings.append(
-                Finding.warning(
-                    "policy.ports-unused",
-                    f"the snippet opens {edge} → {mailbox} on {', '.join(map(str, idle))}, where "
-                    "Stalwart has no provisioned listener",
-                    "remove those ports from the snippet",
-                    G,
-                )
-            )
-    return findings
+    idle = sorted(_opened(snippet, edge, mailbox) - listening) if listening else []
+    if not idle:
+        return None
+    return Finding.warning(
+        "policy.ports-unused",
+        f"the snippet opens {edge} → {mailbox} on {', '.join(map(str, idle))}, where "
+        "Stalwart has no provisioned listener",
+        "remove those ports from the snippet",
+        GROUP,
+    )
+
+
+RULES = rules(GROUP, snippet, tags, ports, members, ports_unused)
+run = partial(run_rules, rules=RULES)

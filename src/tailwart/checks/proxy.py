@@ -9,6 +9,7 @@ end: the snippet opens the public ports to the edge and the others to tailnet me
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from ..edge.render import (
@@ -26,8 +27,9 @@ from ..findings import Finding
 from ..settings import Settings
 from ..settings.derived import certificate_names
 from . import CheckContext
+from .registry import rules, run_rules
 
-G = "proxy"
+GROUP = "proxy"
 
 
 def _port_of(address: str) -> int | None:
@@ -40,8 +42,9 @@ def _servers(caddy: dict[str, Any]) -> dict[str, Any]:
     return servers
 
 
-def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
-    out: list[Finding] = []
+def edge(ctx: CheckContext) -> Finding:
+    """caddy.json serves exactly EDGE_PUBLIC_PORTS, each with PROXY v2 to the mailbox."""
+    caddy, settings = ctx.caddy_config, ctx.settings
     mailbox = settings["MAILBOX_FQDN"]
     by_port: dict[int, dict[str, Any]] = {}
     for server in _servers(caddy).values():
@@ -81,32 +84,29 @@ def _check_caddy(caddy: dict[str, Any], settings: Settings) -> list[Finding]:
         if dials != [wanted]:
             problems.append(f":{port} dials {dials}, expected [{wanted!r}]")
     if problems:
-        out.append(
-            Finding.error("proxy.edge", "; ".join(problems), "re-render the edge: inv render", G)
+        return Finding.error(
+            "proxy.edge", "; ".join(problems), "re-render the edge: inv render", GROUP
         )
-    else:
-        private = [str(p) for _, p in MAIL_PORTS if p not in public]
-        out.append(
-            Finding.ok(
-                "proxy.edge",
-                f"the {len(public)} public mail port(s) proxy with v2 to {mailbox} on the same "
-                f"port; not served: {', '.join(private) or 'none'}",
-                G,
-            )
-        )
-    admin = str(caddy.get("admin", {}).get("listen", ""))
-    if admin.startswith("unix/"):
-        out.append(Finding.ok("proxy.admin", f"admin API on a unix socket ({admin[5:]})", G))
-    else:
-        out.append(
-            Finding.error(
-                "proxy.admin",
-                f"admin API listens on {admin or 'the default localhost:2019'}",
-                "keep it on a unix socket: inv render",
-                G,
-            )
-        )
-    return out
+    private = [str(p) for _, p in MAIL_PORTS if p not in public]
+    return Finding.ok(
+        "proxy.edge",
+        f"the {len(public)} public mail port(s) proxy with v2 to {mailbox} on the same "
+        f"port; not served: {', '.join(private) or 'none'}",
+        GROUP,
+    )
+
+
+def admin(ctx: CheckContext) -> Finding:
+    """Caddy's admin API listens on a unix socket only."""
+    listen = str(ctx.caddy_config.get("admin", {}).get("listen", ""))
+    if listen.startswith("unix/"):
+        return Finding.ok("proxy.admin", f"admin API on a unix socket ({listen[5:]})", GROUP)
+    return Finding.error(
+        "proxy.admin",
+        f"admin API listens on {listen or 'the default localhost:2019'}",
+        "keep it on a unix socket: inv render",
+        GROUP,
+    )
 
 
 def trust_problems(
@@ -151,22 +151,24 @@ def trust_problems(
     return problems
 
 
-def _check_trust(settings: Settings) -> list[Finding]:
-    """The provisioned listeners: one per mail port and HTTP; PROXY trust where the edge dials."""
+def trust(ctx: CheckContext) -> Finding:
+    """Stalwart's listeners trust exactly the edge, on the ports it dials.
+
+    The provisioned listeners: one per mail port and HTTP; PROXY trust where the edge dials.
+    """
+    settings = ctx.settings
     from ..errors import UsageError
     from ..stalwart.desired import Desired, desired_state
 
     try:
         state = desired_state(settings)
     except UsageError as exc:
-        return [
-            Finding.error(
-                "proxy.trust",
-                str(exc),
-                "set EDGE_TAILNET_ADDR6 to the edge's IPv6 tailnet address (/128)",
-                G,
-            )
-        ]
+        return Finding.error(
+            "proxy.trust",
+            str(exc),
+            "set EDGE_TAILNET_ADDR6 to the edge's IPv6 tailnet address (/128)",
+            GROUP,
+        )
     listeners = {
         item.key: item.fields
         for item in state
@@ -175,25 +177,24 @@ def _check_trust(settings: Settings) -> list[Finding]:
     system = next(i for i in state if isinstance(i, Desired) and i.type.endswith("SystemSettings"))
     problems = trust_problems(listeners, system.fields, settings)
     if problems:
-        return [Finding.error("proxy.trust", "; ".join(problems), "report a tailwart bug", G)]
-    edge = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
+        return Finding.error("proxy.trust", "; ".join(problems), "report a tailwart bug", GROUP)
+    trusted = {settings["EDGE_TAILNET_ADDR"], settings["EDGE_TAILNET_ADDR6"]}
     direct = [str(p) for _, p in MAIL_PORTS if p not in public_ports(settings)]
-    return [
-        Finding.ok(
-            "proxy.trust",
-            f"{len(listeners) - len(direct)} listeners trust exactly the edge "
-            f"({', '.join(sorted(edge))}); direct only: {', '.join(direct) or 'none'}; "
-            "the global trust list stays empty",
-            G,
-        )
-    ]
+    return Finding.ok(
+        "proxy.trust",
+        f"{len(listeners) - len(direct)} listeners trust exactly the edge "
+        f"({', '.join(sorted(trusted))}); direct only: {', '.join(direct) or 'none'}; "
+        "the global trust list stays empty",
+        GROUP,
+    )
 
 
-def _check_jmap(ctx: CheckContext) -> Finding:
+def jmap(ctx: CheckContext) -> Finding:
+    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through."""
     text = ctx.text("caddy/jmap.caddy")
     if text is None:
         return Finding.warning(
-            "proxy.jmap", "caddy/jmap.caddy is not rendered yet", "run: inv render", G
+            "proxy.jmap", "caddy/jmap.caddy is not rendered yet", "run: inv render", GROUP
         )
     target = f"{ctx.settings['MAILBOX_FQDN']}:{JMAP_PORT}"
     proxies = re.findall(r"^\s*reverse_proxy\s+(\S+)", text, re.M)
@@ -204,7 +205,7 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             f"the JMAP vhost does not send PROXY v2 to {target}; Stalwart would "
             "drop every request from the edge's address",
             "re-render: inv render",
-            G,
+            GROUP,
         )
     matcher = re.search(r"^\s*@admin\s+path\s+(.+)$", text, re.M)
     refused = set(matcher.group(1).split()) if matcher else set()
@@ -214,12 +215,12 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             "proxy.jmap",
             f"the JMAP vhost serves {', '.join(open_paths) or 'the admin paths'} to the internet",
             "re-render: inv render",
-            G,
+            GROUP,
         )
     walls = _walls(text, ctx.settings)
     if walls:
         return Finding.error(
-            "proxy.jmap", f"the JMAP vhost {'; '.join(walls)}", "re-render: inv render", G
+            "proxy.jmap", f"the JMAP vhost {'; '.join(walls)}", "re-render: inv render", GROUP
         )
     acme = (ctx.settings["STALWART_TLS"] or "acme-http") == "acme-http"
     names = certificate_names(ctx.settings)
@@ -232,14 +233,14 @@ def _check_jmap(ctx: CheckContext) -> Finding:
             f"{', '.join(f'http://{n}{ACME_CHALLENGE_PATH}' for n in missing)} to the "
             "mailbox; Stalwart's certificate cannot be issued",
             "re-render: inv render",
-            G,
+            GROUP,
         )
     extra = f"; http-01 for {', '.join(names)} reaches Stalwart" if acme else ""
     return Finding.ok(
         "proxy.jmap",
         f"the JMAP vhost sends PROXY v2 to {target}, refuses {', '.join(ADMIN_PATHS)} and "
         f"the Basic login {ctx.settings['STALWART_MANAGEMENT_USER']}, caps bodies" + extra,
-        G,
+        GROUP,
     )
 
 
@@ -279,8 +280,5 @@ def _challenge_names(text: str, target: str) -> set[str]:
     return {n.removeprefix("http://").rstrip(",").lower() for s in sites for n in s.split()}
 
 
-def run(ctx: CheckContext) -> list[Finding]:
-    out = _check_caddy(ctx.caddy_config, ctx.settings)
-    out += _check_trust(ctx.settings)
-    out.append(_check_jmap(ctx))
-    return out
+RULES = rules(GROUP, edge, admin, trust, jmap)
+run = partial(run_rules, rules=RULES)

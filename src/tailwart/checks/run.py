@@ -1,8 +1,7 @@
-"""Running the registry of static checks and printing the findings."""
+"""Running the registry of static checks (``checks.registry``) and printing the findings."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,28 +9,26 @@ from ..errors import OperationError, TailwartError, UsageError
 from ..findings import Finding, Status, has_errors, to_json, to_table
 from ..settings import Settings
 from . import MODULES, CheckContext
-
-#: id suffix of the finding a crashed check module leaves
-CRASHED = ".crashed"
+from .registry import CRASHED, INPUT, rule_module
 
 
 def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Finding]:
     """Every finding of every check module, in registry order."""
-    from ..masking import mask_all, secret_values
+    from ..masking import hide_sensitive, secret_values
 
     findings: list[Finding] = []
     secrets = secret_values(ctx.settings)
     for name in modules:
         group = name
         try:
-            module = importlib.import_module(f"{__package__}.{name}")
-            group = str(getattr(module, "GROUP", None) or getattr(module, "G", name))
+            module = rule_module(name)
+            group = str(getattr(module, "GROUP", name))
             findings += module.run(ctx)
         except TailwartError as exc:  # a value the check cannot work with: say which
             findings.append(
                 Finding.error(
-                    f"{name}.input",
-                    mask_all(str(exc), secrets),
+                    name + INPUT,
+                    hide_sensitive(str(exc), secrets),
                     "fix the value it names (in .env or the file it reads)",
                     group,
                 )
@@ -39,8 +36,8 @@ def collect(ctx: CheckContext, modules: tuple[str, ...] = MODULES) -> list[Findi
         except Exception as exc:  # a check that crashes is itself an error finding
             findings.append(
                 Finding.error(
-                    f"{name}{CRASHED}",
-                    mask_all(f"check crashed: {type(exc).__name__}: {exc}", secrets),
+                    name + CRASHED,
+                    hide_sensitive(f"check crashed: {type(exc).__name__}: {exc}", secrets),
                     "fix the file it reads, or report a tailwart bug",
                     group,
                 )

@@ -8,12 +8,14 @@ must be an environment reference, never an inline value.
 from __future__ import annotations
 
 import difflib
+from functools import partial
 from typing import Any
 
 from ..findings import Finding
 from . import CONFIG_FILE, CheckContext
+from .registry import rules, run_rules
 
-G = "stalwart"
+GROUP = "stalwart"
 
 
 def problems_of(config: Any) -> list[str]:
@@ -46,40 +48,37 @@ def problems_of(config: Any) -> list[str]:
     return out
 
 
-def run(ctx: CheckContext) -> list[Finding]:
+def config(ctx: CheckContext) -> Finding:
+    """config/config.json is the one PostgreSql DataStore .env describes."""
     try:
         config = ctx.stalwart_config
     except ValueError as exc:
-        return [
-            Finding.error(
-                "stalwart.config", f"{CONFIG_FILE} is not JSON ({exc})", "run: inv render", G
-            )
-        ]
+        return Finding.error(
+            "stalwart.config", f"{CONFIG_FILE} is not JSON ({exc})", "run: inv render", GROUP
+        )
     problems = problems_of(config)
     if problems:
-        return [
-            Finding.error(
-                "stalwart.config",
-                f"{CONFIG_FILE}: " + "; ".join(problems),
-                "re-render it from .env: inv render",
-                G,
-            )
-        ]
+        return Finding.error(
+            "stalwart.config",
+            f"{CONFIG_FILE}: " + "; ".join(problems),
+            "re-render it from .env: inv render",
+            GROUP,
+        )
     from ..stalwart.datastore import data_store
 
     if config != data_store(ctx.settings):
-        return [
-            Finding.error(
-                "stalwart.config",
-                f"{CONFIG_FILE} differs from what .env describes",
-                "re-render it: inv render (then inv restart: Stalwart reads it only at start)",
-                G,
-            )
-        ]
-    return [
-        Finding.ok(
+        return Finding.error(
             "stalwart.config",
-            f"{CONFIG_FILE} is one PostgreSql DataStore matching .env, password by reference",
-            G,
+            f"{CONFIG_FILE} differs from what .env describes",
+            "re-render it: inv render (then inv restart: Stalwart reads it only at start)",
+            GROUP,
         )
-    ]
+    return Finding.ok(
+        "stalwart.config",
+        f"{CONFIG_FILE} is one PostgreSql DataStore matching .env, password by reference",
+        GROUP,
+    )
+
+
+RULES = rules(GROUP, config)
+run = partial(run_rules, rules=RULES)

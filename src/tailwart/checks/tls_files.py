@@ -21,8 +21,25 @@ from typing import Any
 from .. import clock
 from ..findings import Finding
 from . import CheckContext
+from .registry import declared
 
-G = "tls-files"
+GROUP = "tls-files"
+#: every id of this module: the files are read once and judged together (``run``)
+RULES = declared(
+    GROUP,
+    """
+    tls-files.mode              STALWART_TLS: Stalwart obtains its certificate, or files
+    tls-files.cert-file         STALWART_TLS_CERT_FILE is a readable PEM chain
+    tls-files.key-file          STALWART_TLS_KEY_FILE is a readable PEM private key
+    tls-files.cert-file-access  Stalwart (2000:2000) can read the chain
+    tls-files.key-file-access   Stalwart can read the key, and nobody else
+    tls-files.key-match         the key belongs to a certificate of the chain
+    tls-files.expiry            the certificate is valid, and not about to expire
+    tls-files.names             the certificate covers MAIL_HOSTNAME and the other names
+    tls-files.chain             the chain is leaf first, each issued by the next
+    tls-files.issuer            the certificate is not self-signed
+    """,
+)
 #: what is read of each file at most (a chain is a few KiB, a key one or two)
 CERT_CAP = 256 * 1024
 KEY_CAP = 64 * 1024
@@ -43,9 +60,9 @@ def run(ctx: CheckContext) -> list[Finding]:
     if mode != "files":
         return [
             Finding.ok(
-                f"{G}.mode",
+                f"{GROUP}.mode",
                 f"STALWART_TLS={mode}: Stalwart obtains its certificate (no PEM files to check)",
-                G,
+                GROUP,
             )
         ]
     from ..settings.derived import certificate_names
@@ -82,11 +99,11 @@ def judge(
         ]
     except ValueError:  # an extension or key that parses only on demand, and fails
         out[0] = Finding.error(
-            f"{G}.cert-file",
+            f"{GROUP}.cert-file",
             f"STALWART_TLS_CERT_FILE: {cert_path} holds a certificate whose extensions or "
             "public key do not parse",
             "replace the file with the chain your CA issued (PEM, leaf first)",
-            G,
+            GROUP,
         )
         judged = []
     return out + judged
@@ -100,7 +117,7 @@ def _read(
 ) -> tuple[bytes | None, Finding | None, os.stat_result | None]:
     from ..files import ReadRefused, read_bounded
 
-    fid = f"{G}.{_short(key_name)}"
+    fid = f"{GROUP}.{_short(key_name)}"
     try:
         data, st = read_bounded(path, cap)
     except ReadRefused as exc:
@@ -112,7 +129,7 @@ def _read(
                     fid,
                     f"{key_name}: {exc}: its content is not checked",
                     "run inv check as a user that can read it (root, or its owner)",
-                    G,
+                    GROUP,
                 ),
                 there,
             )
@@ -122,7 +139,7 @@ def _read(
             "size": f"a PEM file is at most {cap // 1024} KiB here: point {key_name} at the "
             "right file",
         }.get(exc.reason, "run inv check as a user that can read it (root, or its owner)")
-        return None, Finding.error(fid, f"{key_name}: {exc}", advice, G), None
+        return None, Finding.error(fid, f"{key_name}: {exc}", advice, GROUP), None
     return data, None, st
 
 
@@ -145,7 +162,7 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
     if data is None:
         assert refused is not None
         return [], refused, st
-    fid = f"{G}.cert-file"
+    fid = f"{GROUP}.cert-file"
     if not _CERT_BLOCK.search(data):
         return (
             [],
@@ -153,7 +170,7 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
                 fid,
                 f"{name}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 "point it at the PEM chain (fullchain.pem), not a DER file or the key",
-                G,
+                GROUP,
             ),
             st,
         )
@@ -166,7 +183,7 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
                 fid,
                 f"{name}: {path} has a CERTIFICATE block that is not a valid X.509 certificate",
                 "replace the file with the chain your CA issued (PEM, leaf first)",
-                G,
+                GROUP,
             ),
             st,
         )
@@ -181,13 +198,15 @@ def _read_chain(path: str) -> tuple[list[Any], Finding, os.stat_result | None]:
                 f"{name}: {path} also holds a private key ({', '.join(keys)} block)",
                 "keep the key only in STALWART_TLS_KEY_FILE (the chain file is public): "
                 "write the chain alone, leaf first, then check the key was not exposed",
-                G,
+                GROUP,
             ),
             st,
         )
     return (
         certs,
-        Finding.ok(fid, f"{path}: {len(certs)} certificate(s), the first {_subject(certs[0])}", G),
+        Finding.ok(
+            fid, f"{path}: {len(certs)} certificate(s), the first {_subject(certs[0])}", GROUP
+        ),
         st,
     )
 
@@ -201,7 +220,7 @@ def _read_key(path: str) -> tuple[Any, Finding, os.stat_result | None]:
     if data is None:
         assert refused is not None
         return None, refused, st
-    fid = f"{G}.key-file"
+    fid = f"{GROUP}.key-file"
     if not _KEY_BLOCK.search(data):
         return (
             None,
@@ -209,7 +228,7 @@ def _read_key(path: str) -> tuple[Any, Finding, os.stat_result | None]:
                 fid,
                 f"{name}: {path} holds no PEM private key (-----BEGIN … PRIVATE KEY-----)",
                 "point it at the private key (privkey.pem), not the certificate",
-                G,
+                GROUP,
             ),
             st,
         )
@@ -222,7 +241,7 @@ def _read_key(path: str) -> tuple[Any, Finding, os.stat_result | None]:
                 fid,
                 f"{name}: {path} is encrypted with a passphrase (Stalwart cannot unlock it)",
                 "write it unencrypted: openssl pkey -in KEY -out privkey.pem",
-                G,
+                GROUP,
             ),
             st,
         )
@@ -233,11 +252,11 @@ def _read_key(path: str) -> tuple[Any, Finding, os.stat_result | None]:
                 fid,
                 f"{name}: {path} has a PRIVATE KEY block that does not parse as a key",
                 "replace it with the key the certificate was issued for (PEM)",
-                G,
+                GROUP,
             ),
             st,
         )
-    return key, Finding.ok(fid, f"{path}: a {_key_kind(key)} private key", G), st
+    return key, Finding.ok(fid, f"{path}: a {_key_kind(key)} private key", GROUP), st
 
 
 def _key_kind(key: Any) -> str:
@@ -267,7 +286,7 @@ def _access(key_name: str, path: str, st: os.stat_result | None, secret: bool) -
     """Stalwart runs as 2000:2000 and reads the mounted file with those ids."""
     if st is None:
         return []
-    fid = f"{G}.{_short(key_name)}-access"
+    fid = f"{GROUP}.{_short(key_name)}-access"
     mode = stat.S_IMODE(st.st_mode)
     who = f"{path} is {st.st_uid}:{st.st_gid} mode {mode:04o}"
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -279,7 +298,7 @@ def _access(key_name: str, path: str, st: os.stat_result | None, secret: bool) -
                 f"{key_name}: {who}: {writers} can write it, so can replace the {what} "
                 "Stalwart serves",
                 "chmod go-w FILE (only its owner writes it; Stalwart only reads it)",
-                G,
+                GROUP,
             )
         ]
     if not readable_by(st, STALWART_UID, STALWART_GID):
@@ -289,7 +308,7 @@ def _access(key_name: str, path: str, st: os.stat_result | None, secret: bool) -
                 fid,
                 f"{key_name}: {who}: Stalwart (2000:2000 in the container) cannot read it",
                 f"{fix} (or give group 2000 read: chgrp 2000 FILE && chmod 0640 FILE)",
-                G,
+                GROUP,
             )
         ]
     if secret and mode & stat.S_IROTH:
@@ -298,10 +317,10 @@ def _access(key_name: str, path: str, st: os.stat_result | None, secret: bool) -
                 fid,
                 f"{key_name}: {who}: every user on the host can read the private key",
                 "chmod o-r FILE (Stalwart reads it as 2000:2000: owner or group 2000 is enough)",
-                G,
+                GROUP,
             )
         ]
-    return [Finding.ok(fid, f"{who}: readable by Stalwart (2000:2000)", G)]
+    return [Finding.ok(fid, f"{who}: readable by Stalwart (2000:2000)", GROUP)]
 
 
 # ---------------------------------------------------------------- judging
@@ -328,35 +347,35 @@ def _owner(certs: Sequence[Any], key: Any) -> int | None:
 
 
 def _key_match(certs: Sequence[Any], owner: int | None) -> Finding:
-    fid = f"{G}.key-match"
+    fid = f"{GROUP}.key-match"
     if owner is not None:
         return Finding.ok(
-            fid, f"the private key belongs to the certificate {_subject(certs[owner])}", G
+            fid, f"the private key belongs to the certificate {_subject(certs[owner])}", GROUP
         )
     return Finding.error(
         fid,
         f"the private key belongs to no certificate in the file (the first is "
         f"{_subject(certs[0])})",
         "use the key the certificate was issued for (the pair your CA or ACME client wrote)",
-        G,
+        GROUP,
     )
 
 
 def _validity(leaf: Any, now: dt.datetime) -> Finding:
-    fid = f"{G}.expiry"
+    fid = f"{GROUP}.expiry"
     after, before = leaf.not_valid_after_utc, leaf.not_valid_before_utc
     days = (after - now).total_seconds() / 86400
     if before > now:
         return Finding.error(
-            fid, f"the certificate is not valid before {before:%Y-%m-%d %H:%M} UTC", RENEW, G
+            fid, f"the certificate is not valid before {before:%Y-%m-%d %H:%M} UTC", RENEW, GROUP
         )
     if days < 0:
-        return Finding.error(fid, f"the certificate expired on {after:%Y-%m-%d}", RENEW, G)
+        return Finding.error(fid, f"the certificate expired on {after:%Y-%m-%d}", RENEW, GROUP)
     if days < WARN_DAYS:
         return Finding.warning(
-            fid, f"the certificate expires {after:%Y-%m-%d} ({int(days)} days)", RENEW, G
+            fid, f"the certificate expires {after:%Y-%m-%d} ({int(days)} days)", RENEW, GROUP
         )
-    return Finding.ok(fid, f"valid until {after:%Y-%m-%d} ({int(days)} days)", G)
+    return Finding.ok(fid, f"valid until {after:%Y-%m-%d} ({int(days)} days)", GROUP)
 
 
 def dns_names(cert: Any) -> list[str] | None:
@@ -373,12 +392,12 @@ def dns_names(cert: Any) -> list[str] | None:
 def _names(leaf: Any, names: Sequence[str]) -> Finding:
     from ..stalwart.tls_status import name_matches
 
-    fid = f"{G}.names"
+    fid = f"{GROUP}.names"
     sans = dns_names(leaf)
     advice = "get a certificate whose subjectAltName lists MAIL_HOSTNAME and every alias"
     if sans is None:
         return Finding.error(
-            fid, "the certificate has no subjectAltName (clients ignore the CN)", advice, G
+            fid, "the certificate has no subjectAltName (clients ignore the CN)", advice, GROUP
         )
     missing = [n for n in names if not any(name_matches(p, n) for p in sans)]
     if missing:
@@ -387,9 +406,9 @@ def _names(leaf: Any, names: Sequence[str]) -> Finding:
             f"the certificate does not cover {', '.join(missing)} "
             f"(it names {', '.join(sans) or 'nothing'})",
             advice,
-            G,
+            GROUP,
         )
-    return Finding.ok(fid, f"covers {', '.join(names)}", G)
+    return Finding.ok(fid, f"covers {', '.join(names)}", GROUP)
 
 
 def _issued_by(cert: Any, issuer: Any) -> bool:
@@ -412,7 +431,7 @@ def _is_ca(cert: Any) -> bool:
 
 
 def _chain(certs: Sequence[Any], key: Any) -> Finding:
-    fid = f"{G}.chain"
+    fid = f"{GROUP}.chain"
     order = "order the file leaf first, then each intermediate (the root may be left out)"
     if key is not None:
         owner = _owner(certs, key)
@@ -422,14 +441,14 @@ def _chain(certs: Sequence[Any], key: Any) -> Finding:
                 f"the chain is not leaf first: the key belongs to certificate {owner + 1} "
                 f"of {len(certs)} ({_subject(certs[owner])})",
                 order,
-                G,
+                GROUP,
             )
     if _is_ca(certs[0]) and len(certs) > 1:
         return Finding.error(
             fid,
             f"the chain is not leaf first: certificate 1 ({_subject(certs[0])}) is a CA",
             order,
-            G,
+            GROUP,
         )
     for i in range(len(certs) - 1):
         if not _issued_by(certs[i], certs[i + 1]):
@@ -438,7 +457,7 @@ def _chain(certs: Sequence[Any], key: Any) -> Finding:
                 f"certificate {i + 2} ({_subject(certs[i + 1])}) did not issue certificate "
                 f"{i + 1} (issuer {certs[i].issuer.rfc4514_string()})",
                 order,
-                G,
+                GROUP,
             )
     if len(certs) == 1 and not _issued_by(certs[0], certs[0]):
         return Finding.warning(
@@ -446,18 +465,20 @@ def _chain(certs: Sequence[Any], key: Any) -> Finding:
             f"the file holds the leaf only (issuer {certs[0].issuer.rfc4514_string()}): "
             "clients that lack the intermediate reject it",
             "use the full chain (fullchain.pem, not cert.pem)",
-            G,
+            GROUP,
         )
-    return Finding.ok(fid, f"{len(certs)} certificate(s), leaf first, each issued by the next", G)
+    return Finding.ok(
+        fid, f"{len(certs)} certificate(s), leaf first, each issued by the next", GROUP
+    )
 
 
 def _self_signed(leaf: Any) -> Finding:
-    fid = f"{G}.issuer"
+    fid = f"{GROUP}.issuer"
     if leaf.issuer == leaf.subject and _issued_by(leaf, leaf):
         return Finding.warning(
             fid,
             f"the certificate is self-signed ({_subject(leaf)}): mail clients reject it",
             "use a certificate from a CA the clients trust (or STALWART_TLS=acme-http)",
-            G,
+            GROUP,
         )
-    return Finding.ok(fid, f"issued by {leaf.issuer.rfc4514_string()}", G)
+    return Finding.ok(fid, f"issued by {leaf.issuer.rfc4514_string()}", GROUP)

@@ -165,3 +165,23 @@ def registry(ctx: DoctorContext, groups: tuple[str, ...] = GROUPS) -> list[Check
         module = importlib.import_module(f"{__package__}.{group}")
         out += module.checks(ctx)
     return out
+
+
+#: what ``all_checks`` adds to the example values so that every conditional check is listed
+_EVERY_FEATURE = {
+    "BACKUP_REPOSITORY": "/srv/tailwart-backup",
+    "BACKUP_PASSWORD": "listing-only-0f1e2d3c4b5a69788796",
+}
+
+
+def all_checks() -> list[Check]:
+    """Every check ``inv doctor`` can run, with its id, group and title, in report order
+    (the docs' reference is generated from it). Listed for the example .env with every
+    optional feature on (a backup repository, the management login, no smarthost: the
+    :25 probe); nothing is run. ``tailwart.checks.registry.all_rules()`` is the same
+    for ``inv check``."""
+    from ..settings import from_mapping
+    from ..settings.example import example_values
+
+    values = {**example_values(), **_EVERY_FEATURE}
+    return registry(DoctorContext(from_mapping(values, "<every doctor check>")))

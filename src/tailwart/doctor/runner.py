@@ -2,7 +2,7 @@
 
 Every check runs in its own daemon thread (checks also pass the timeout to
 their sockets). A check that overruns is reported as an error and left
-behind; one that raises becomes an error finding. Secrets are scrubbed from
+behind; one that raises becomes an error finding. Secrets are masked in
 every message.
 """
 
@@ -14,16 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..findings import Finding, Status
-from ..masking import mask_all, secret_values
+from ..masking import hide_sensitive, secret_values
 from .registry import Check, DoctorContext
 
 #: grace beyond the socket timeout before a check counts as hung
 GRACE = 2.0
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with the secrets and anything shaped like a credential masked."""
-    return mask_all(text, secrets)
 
 
 def run(
@@ -73,8 +68,8 @@ def run(
                 found,
                 id=check.id,
                 group=check.group,
-                message=scrub(found.message, secrets),
-                advice=scrub(found.advice, secrets),
+                message=hide_sensitive(found.message, secrets),
+                advice=hide_sensitive(found.advice, secrets),
             )
         )
     return findings

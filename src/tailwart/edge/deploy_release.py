@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from ..errors import UsageError
+from ..plan import Drift, PlanFlags, drift_message, plan_exit, print_plan
 from . import commands as rc
 from .binaries import BinaryProvider, built_binary_provider, fixed_binary_provider
 from .plan import (
@@ -23,6 +24,7 @@ from .plan import (
     LocalRelease,
     Plan,
     RemoteState,
+    Rollout,
     make_plan,
     sha256_text,
 )
@@ -129,10 +131,12 @@ def deploy_host(
 
         plan = plan_for(state)
         result.plan, result.release, result.action = plan, plan.release, plan.action.value
-        out.write(plan.render() + "\n")
+        flags = _flags(opts)
+        if not flags.as_json:
+            print_plan(plan, flags, lambda line: out.write(line + "\n"))
         if state.lock:
             session.say(f"lock: HELD by {state.lock.split(' token=')[0]}")
-        if opts.dry_run:
+        if not flags.applies:
             result.status = "planned"
             return result
         if not plan.changes:
@@ -160,13 +164,21 @@ def deploy_host(
     return result
 
 
+def _flags(opts: DeployOptions) -> PlanFlags:
+    return PlanFlags(opts.dry_run, opts.check, opts.as_json)
+
+
 def deploy(
     jobs: Sequence[HostJob],
     opts: DeployOptions,
     binaries: BinaryProvider | None = None,
     out: TextIO | None = None,
 ) -> list[HostResult]:
-    """Roll the edge out to every host; raise DeployError (exit 1) with the report on failure."""
+    """Roll the edge out to every host; raise DeployError (exit 1) with the report on failure.
+
+    ``opts.dry_run`` and ``opts.check`` plan every host and change nothing; ``check``
+    raises ``Drift`` (exit 1) when a host would change. ``opts.as_json`` prints the
+    rollout's plan (``Rollout``) as one JSON document on ``out``, the rest on stderr."""
     out = out or sys.stdout
     if opts.keep < 1:
         raise UsageError("--keep must be at least 1")
@@ -178,5 +190,14 @@ def deploy(
         binaries = fixed_binary_provider(opts.binary) if opts.binary else built_binary_provider()
     provide = binaries
     host_opts = replace(opts, progress=opts.progress and opts.parallel == 1)
-    results = rollout(jobs, lambda job: deploy_host(job, host_opts, provide, out), opts.parallel)
-    return conclude(results, "dry run" if opts.dry_run else "deploy", "deploy", out)
+    flags = _flags(opts)
+    text = sys.stderr if flags.as_json else out
+    results = rollout(jobs, lambda job: deploy_host(job, host_opts, provide, text), opts.parallel)
+    plans = Rollout(tuple(r.plan for r in results if r.plan is not None))
+    if flags.as_json:
+        print_plan(plans, flags, lambda line: out.write(line + "\n"))
+    title = "check" if opts.check else "dry run" if opts.dry_run else "deploy"
+    conclude(results, title, "deploy", text)
+    if plan_exit(plans, flags):
+        raise Drift(drift_message("deploy-edge", plans))
+    return results

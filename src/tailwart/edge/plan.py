@@ -10,6 +10,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 #: with 1, a listener closed by a reload hands its queued connections to the new one
 #: (SO_REUSEPORT); with the default 0 the kernel resets them (Linux >= 5.14)
@@ -120,8 +121,24 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One change on the host: ``action`` (an ``Action`` value, or ``install-unit``) and
+    what it is about."""
+
+    action: str
+    what: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"action": self.action, "what": self.what}
+
+
+UNIT_PATH = "/etc/systemd/system/tailwart-edge.service"
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Everything deploy will do on one host, computed before anything changes."""
+    """Everything deploy will do on one host, computed before anything changes (the plan
+    protocol of ``tailwart.plan``: its effect is what the running edge goes through)."""
 
     host: str
     mode: str
@@ -142,8 +159,19 @@ class Plan:
     warnings: tuple[str, ...] = ()
 
     @property
-    def changes(self) -> bool:
-        return self.action is not Action.NONE or self.install_unit
+    def changes(self) -> tuple[Change, ...]:
+        """The release brought up (unless it is current and running), the unit installed."""
+        out = []
+        if self.action is not Action.NONE:
+            out.append(Change(self.action.value, f"release {self.release}"))
+        if self.install_unit:
+            out.append(Change("install-unit", UNIT_PATH))
+        return tuple(out)
+
+    @property
+    def effect(self) -> str:
+        """What the running edge goes through: none, first-install, start, reload, restart."""
+        return self.action.value
 
     @property
     def bytes_to_send(self) -> int:
@@ -151,6 +179,10 @@ class Plan:
 
     def render(self) -> str:
         """Human-readable plan (printed by --dry-run and before every deploy)."""
+        return "\n".join(self.describe())
+
+    def describe(self) -> list[str]:
+        """The plan's lines: action, switch, uploads, unit, sysctl, prune, notes, diff."""
         lines = [f"{self.host}: release {self.release} ({self.mode} mode)"]
         lines.append(f"  action:  {self.action.describe()}")
         if self.switch_from or self.action is not Action.NONE:
@@ -159,7 +191,7 @@ class Plan:
             what = "upload" if up.source == "upload" else f"no upload ({up.source})"
             lines.append(f"  {up.name:<11}{what}, {_size(up.size)}")
         if self.install_unit:
-            lines.append("  unit:    install /etc/systemd/system/tailwart-edge.service")
+            lines.append(f"  unit:    install {UNIT_PATH}")
         if self.set_migrate_req:
             lines.append(f"  sysctl:  set {MIGRATE_SYSCTL}=1 (reload hand-over without resets)")
         if self.persist_sysctl:
@@ -177,7 +209,60 @@ class Plan:
             lines += [f"    {line}" for line in self.config_diff.rstrip("\n").split("\n")]
         elif self.action is not Action.NONE:
             lines.append("  config diff: (none)")
-        return "\n".join(lines)
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as data: effect, changes, and every field of the plan."""
+        return {
+            "host": self.host,
+            "mode": self.mode,
+            "release": self.release,
+            "effect": self.effect,
+            "changes": [c.to_json() for c in self.changes],
+            "switch_from": self.switch_from,
+            "uploads": [{"name": u.name, "size": u.size, "source": u.source} for u in self.uploads],
+            "bytes_to_send": self.bytes_to_send,
+            "install_unit": self.install_unit,
+            "set_migrate_req": self.set_migrate_req,
+            "persist_sysctl": self.persist_sysctl,
+            "prune": list(self.prune),
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "config_diff": self.config_diff,
+            "new_config": self.new_config,
+        }
+
+
+#: effects of the edge in increasing weight (the strongest of several hosts is the rollout's)
+EFFECTS = tuple(
+    a.value
+    for a in (Action.NONE, Action.START, Action.FIRST_INSTALL, Action.RELOAD, Action.RESTART)
+)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The plans of every edge host, as one plan (``--json``, ``--check`` of a rollout)."""
+
+    plans: tuple[Plan, ...]
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(Change(c.action, f"{p.host}: {c.what}") for p in self.plans for c in p.changes)
+
+    @property
+    def effect(self) -> str:
+        return max((p.effect for p in self.plans), key=EFFECTS.index, default=Action.NONE.value)
+
+    def describe(self) -> list[str]:
+        return [line for p in self.plans for line in p.describe()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "effect": self.effect,
+            "changes": [c.to_json() for c in self.changes],
+            "hosts": [p.to_json() for p in self.plans],
+        }
 
 
 MIGRATE_MISSING = (

@@ -42,6 +42,10 @@ class DeployOptions:
     mode: str = "auto"
     keep: int = 5
     dry_run: bool = False
+    #: plan only, exit 1 when a host would change (``tailwart.plan``)
+    check: bool = False
+    #: print the rollout's plan as JSON on stdout (everything else on stderr)
+    as_json: bool = False
     force_unlock: bool = False
     message: str = ""
     check_greeting: bool = True

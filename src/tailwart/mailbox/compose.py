@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from ..masking import LineStream, redact, secret_values
+from ..masking import LineStream, hide_secrets, secret_values
 from ..settings import Settings
 from ..settings.derived import compose_environment
 
@@ -137,7 +137,7 @@ class RedactingStream(LineStream):
     masked. ``close`` writes the rest."""
 
     def __init__(self, target: TextIO, secrets: Sequence[str]) -> None:
-        super().__init__(target, lambda row: redact(row, secrets))
+        super().__init__(target, lambda row: hide_secrets(row, secrets))
         self.secrets = secrets
 
 
@@ -196,6 +196,6 @@ class Runner:
         return Outcome(
             command,
             0 if exited is None else int(exited),
-            redact(str(getattr(result, "stdout", "") or ""), self.secrets),
-            redact(str(getattr(result, "stderr", "") or ""), self.secrets),
+            hide_secrets(str(getattr(result, "stdout", "") or ""), self.secrets),
+            hide_secrets(str(getattr(result, "stderr", "") or ""), self.secrets),
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import write_atomic, write_target
-from ..masking import mask_credentials
+from ..masking import hide_credentials
 from ..progress import to_stderr
 from .errors import PolicyInputError, PolicyOperationError
 from .evaluate import Report, validate
@@ -363,7 +363,7 @@ def run_acl(
     if check and not file:
         problems.append("--check goes with --file (exit 1 when the merge would change the file)")
     if isinstance(headscale, str) and headscale and url_problem(headscale):
-        problems.append(f"--headscale: {mask_credentials(url_problem(headscale) or '')}")
+        problems.append(f"--headscale: {hide_credentials(url_problem(headscale) or '')}")
     snippet_path = root / snippet
     if not snippet_path.is_file():
         problems.append(f"{snippet_path}: snippet not found (see --snippet)")

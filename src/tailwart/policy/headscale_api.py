@@ -52,14 +52,14 @@ class HeadscaleAPI:
     def _check(self, response: requests.Response, what: str) -> None:
         if response.status_code in (401, 403):
             raise PolicyAuthError(
-                self.transport.redact(
+                self.transport.hide_sensitive(
                     f"{what}: headscale refused the API key ({response.status_code}: "
                     f"{message_of(response)}); {KEY_HELP}"
                 )
             )
         if response.status_code >= 400:
             raise PolicyOperationError(
-                self.transport.redact(
+                self.transport.hide_sensitive(
                     f"{what}: HTTP {response.status_code}: {message_of(response)}"
                 )
             )

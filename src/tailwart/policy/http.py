@@ -1,8 +1,9 @@
-"""HTTP plumbing shared by the Tailscale and headscale adapters: retries and redaction.
+"""HTTP plumbing shared by the Tailscale and headscale adapters: retries and masking.
 
 Network errors, 429 and 5xx get bounded retries with exponential backoff;
 every other answer goes back to the caller. Messages never carry a secret:
-``redact`` removes the known secrets from any text before it is shown.
+``Transport.hide_sensitive`` masks the known secrets and credential shapes in any text
+before it is shown.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..flags import CONTROL
-from ..masking import mask_credentials
+from ..masking import hide_credentials, hide_sensitive
 from .errors import PolicyInputError, PolicyOperationError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Transport:
 
         problem = url_problem(url) or headers_problem(kwargs.get("headers") or {})
         if problem:
-            raise PolicyInputError(f"{what}: {self.redact(problem)}; nothing was sent")
+            raise PolicyInputError(f"{what}: {self.hide_sensitive(problem)}; nothing was sent")
         kwargs.setdefault("timeout", self.timeout)
         # a proxy from the environment only for https (it sees a TLS tunnel): over plain
         # http it would read the bearer token
@@ -75,25 +76,21 @@ class Transport:
                 # InvalidURL, InvalidHeader, a bad proxy...: retrying cannot help; the
                 # message may quote a header (a secret), so it is masked like every other
                 raise PolicyOperationError(
-                    self.redact(f"{what}: {method} {url}: {type(exc).__name__}: {exc}")
+                    self.hide_sensitive(f"{what}: {method} {url}: {type(exc).__name__}: {exc}")
                 ) from None
             if response.status_code in RETRY_STATUS:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
             return response
         raise PolicyOperationError(
-            self.redact(f"{what}: {method} {url} failed after {self.attempts} attempts: {last}")
+            self.hide_sensitive(
+                f"{what}: {method} {url} failed after {self.attempts} attempts: {last}"
+            )
         )
 
-    def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret and every credential shape (Bearer …, user:pw@) masked."""
-    from ..masking import mask_all
-
-    return mask_all(text, secrets)
+    def hide_sensitive(self, text: str) -> str:
+        """``text`` with this transport's secrets and every credential shape masked."""
+        return hide_sensitive(text, self.secrets)
 
 
 def credential_problem(name: str, value: str) -> str | None:
@@ -142,7 +139,7 @@ def check_request_inputs(
     if value:
         problem = url_problem(value)
         if problem:
-            problems.append(f"{name}: {mask_credentials(problem)}")
+            problems.append(f"{name}: {hide_credentials(problem)}")
     if problems:
         raise PolicyInputError("nothing was sent:\n" + "\n".join(f"  {p}" for p in problems))
 

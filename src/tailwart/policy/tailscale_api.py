@@ -118,7 +118,7 @@ class TailscaleAPI:
             )
             if response.status_code in (400, 401, 403):
                 raise PolicyAuthError(
-                    self.transport.redact(
+                    self.transport.hide_sensitive(
                         f"the OAuth client was refused ({response.status_code}: "
                         f"{message_of(response)}); check TS_API_CLIENT_ID/TS_API_CLIENT_SECRET. "
                         f"{SCOPE_HELP}"
@@ -141,13 +141,13 @@ class TailscaleAPI:
     def _check(self, response: requests.Response, what: str) -> None:
         if response.status_code in (401, 403):
             raise PolicyAuthError(
-                self.transport.redact(
+                self.transport.hide_sensitive(
                     f"{what}: {response.status_code} {message_of(response)}; {SCOPE_HELP}"
                 )
             )
         if response.status_code >= 400:
             raise PolicyOperationError(
-                self.transport.redact(
+                self.transport.hide_sensitive(
                     f"{what}: HTTP {response.status_code}: {message_of(response)}"
                 )
             )

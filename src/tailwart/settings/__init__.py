@@ -2,7 +2,7 @@
 
 from .contract import BY_NAME, KEYS, STALWART_ENV, Key
 from .kinds import HostPort, Kind
-from .load import Problem, Settings, SettingsError, from_mapping, load, mask, validate
+from .load import Problem, Settings, SettingsError, from_mapping, load, mask_value, validate
 
 __all__ = [
     "BY_NAME",
@@ -16,6 +16,6 @@ __all__ = [
     "SettingsError",
     "from_mapping",
     "load",
-    "mask",
+    "mask_value",
     "validate",
 ]

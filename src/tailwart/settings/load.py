@@ -49,15 +49,11 @@ class SettingsError(UsageError):
 
 #: how much of a long (non-secret) value an error message shows
 SHOWN_CHARS = 48
-#: the largest .env tailwart reads (a real one is a few KiB)
-ENV_SIZE_CAP = 1024 * 1024
-#: what a key name may be (POSIX environment variable names)
-_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 
 
-def mask(key: str, value: str) -> str:
-    """Show a value for a message: a secret only by its length, a URL with '@' not at all,
-    a long value cut short (``repr`` escapes what is invisible)."""
+def mask_value(key: str, value: str) -> str:
+    """A ``.env`` value shown in a message: a secret only by its length, a URL with '@' not
+    at all, a long value cut short (``repr`` escapes what is invisible)."""
     spec = BY_NAME.get(key)
     if spec is not None and spec.secret:
         return f"<secret, {len(value)} chars>"
@@ -66,6 +62,12 @@ def mask(key: str, value: str) -> str:
     if len(value) > SHOWN_CHARS:
         return f"{value[:SHOWN_CHARS]!r}… ({len(value)} chars)"
     return repr(value)
+
+
+#: the largest .env tailwart reads (a real one is a few KiB)
+ENV_SIZE_CAP = 1024 * 1024
+#: what a key name may be (POSIX environment variable names)
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def validate(
             problems.append(
                 Problem(
                     spec.name,
-                    f"{mask(spec.name, value)} {wrong}; expected {spec.kind.label}",
+                    f"{mask_value(spec.name, value)} {wrong}; expected {spec.kind.label}",
                     line=line,
                 )
             )
@@ -649,7 +651,7 @@ __all__ = [
     "SettingsError",
     "from_mapping",
     "load",
-    "mask",
+    "mask_value",
     "parse_text",
     "read_env_file",
     "validate",

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import OperationError, UsageError
-from ..masking import one_line
-from .plan import redact
+from ..masking import hide_jmap_secrets, one_line
 from .versions import CURRENT, MODELS, Model
 
 CORE = "urn:ietf:params:jmap:core"
@@ -215,7 +214,8 @@ class HttpTransport:
             )
         if answer.status != 200:
             text = answer.body.decode("utf-8", "replace")
-            raise StalwartError(f"POST /jmap answered {answer.status}: {one_line(redact(text))}")
+            shown = one_line(hide_jmap_secrets(text))
+            raise StalwartError(f"POST /jmap answered {answer.status}: {shown}")
         try:
             data = json.loads(answer.body)
         except (ValueError, RecursionError):
@@ -334,7 +334,7 @@ class Client:
         name, result, _ = responses[0]
         if name == "error":
             what = result.get("description") or result.get("type", "error")
-            raise StalwartError(f"{method} failed: {one_line(redact(str(what)))}")
+            raise StalwartError(f"{method} failed: {one_line(hide_jmap_secrets(str(what)))}")
         out: dict[str, Any] = result
         return out
 
@@ -386,7 +386,8 @@ class Client:
                 if isinstance(props, list) and props:
                     where = f" ({one_line(', '.join(map(str, props)), 100)})"
                 failures.append(
-                    f"{key} {one_line(ident, 60)}{where}: {one_line(redact(str(detail)))}"
+                    f"{key} {one_line(ident, 60)}{where}: "
+                    f"{one_line(hide_jmap_secrets(str(detail)))}"
                 )
         if failures:
             raise StalwartError(f"{type_name}/set: " + "; ".join(failures))

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..masking import hide_jmap_secrets
 from .desired import LIVE, RELOAD, RESTART, STRENGTH, Absent, Desired, Ref, State, key_of
 from .schema import Schema
 
 CREATE, UPDATE, REPLACE, DELETE = "create", "update", "replace", "delete"
 #: what the live server holds: type → its objects, each with its "id"
 Live = Mapping[str, Sequence[Mapping[str, Any]]]
-_URL_SECRET = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)[^@/]+(?P<tail>@)")
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,14 @@ class Change:
     reload_first: bool = False
 
 
+#: when a change takes effect, in words
+EFFECT_TEXT = {
+    LIVE: "takes effect at once",
+    RELOAD: "needs ReloadSettings",
+    RESTART: "needs a Stalwart restart",
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -56,21 +63,58 @@ class Plan:
     def __bool__(self) -> bool:
         return bool(self.changes)
 
+    def describe(self) -> list[str]:
+        """The plan as lines for a terminal; secrets and URL passwords masked."""
+        if not self:
+            return ["no changes: the server holds exactly what .env describes"]
+        lines = []
+        for c in self.changes:
+            lines.append(f"{c.action:7} {c.type} {c.key}  ({EFFECT_TEXT[c.effect]})")
+            if c.action in (UPDATE, REPLACE):
+                for name, want in c.fields.items():
+                    if c.action == REPLACE and name not in c.before:
+                        continue
+                    old = json.dumps(shown(c.before.get(name)), sort_keys=True)
+                    new = json.dumps(shown(want), sort_keys=True, default=str)
+                    via = ""
+                    if name in c.reset:
+                        via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
+                    lines.append(f"          {name}: {old} → {new}{via}")
+            elif c.action == CREATE:
+                lines.append(
+                    f"          {json.dumps(shown(c.fields), sort_keys=True, default=str)}"
+                )
+        lines.append(f"after writing: {EFFECT_TEXT[self.effect]}")
+        return lines
 
-def redact(value: Any) -> Any:
-    """``value`` with URL passwords and inline secret values masked, for printing."""
-    if isinstance(value, str):
-        return _URL_SECRET.sub(r"\g<head>****\g<tail>", value)
-    if isinstance(value, Mapping):
+    def to_json(self) -> dict[str, Any]:
+        """The plan as data (``--json``): ``effect`` and ``changes``; secrets masked."""
         return {
-            k: "****" if k in ("secret", "value") and value.get("@type") == "Value" else redact(v)
-            for k, v in value.items()
+            "effect": self.effect,
+            "changes": [
+                {
+                    "action": c.action,
+                    "type": c.type,
+                    "key": c.key,
+                    "id": c.id,
+                    "effect": c.effect,
+                    "fields": shown(c.fields),
+                    "before": shown(c.before),
+                    "reset": shown(c.reset),
+                }
+                for c in self.changes
+            ],
         }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, Ref):
-        return f"<id of {value.type} {value.key}>"
-    return value
+
+
+def _ref_text(value: Any) -> Any:
+    return f"<id of {value.type} {value.key}>" if isinstance(value, Ref) else value
+
+
+def shown(value: Any) -> Any:
+    """A plan value for printing: secrets masked (``masking.hide_jmap_secrets``), a
+    reference to another object as ``<id of TYPE KEY>``."""
+    return hide_jmap_secrets(value, _ref_text)
 
 
 def _as_map(value: Any) -> Any:
@@ -201,53 +245,6 @@ def diff(state: State, live: Live, schema: Schema) -> Plan:
         if change is not None:
             changes.append(change)
     return Plan(tuple(changes))
-
-
-EFFECT_TEXT = {
-    LIVE: "takes effect at once",
-    RELOAD: "needs ReloadSettings",
-    RESTART: "needs a Stalwart restart",
-}
-
-
-def describe(plan: Plan) -> list[str]:
-    """The plan as lines for a terminal; secrets and URL passwords masked."""
-    if not plan:
-        return ["no changes: the server holds exactly what .env describes"]
-    lines = []
-    for c in plan.changes:
-        lines.append(f"{c.action:7} {c.type} {c.key}  ({EFFECT_TEXT[c.effect]})")
-        if c.action in (UPDATE, REPLACE):
-            for name, want in c.fields.items():
-                if c.action == REPLACE and name not in c.before:
-                    continue
-                old = json.dumps(redact(c.before.get(name)), sort_keys=True)
-                new = json.dumps(redact(want), sort_keys=True, default=str)
-                via = ""
-                if name in c.reset:
-                    via = f" (via {json.dumps(c.reset[name], sort_keys=True)})"
-                lines.append(f"          {name}: {old} → {new}{via}")
-        elif c.action == CREATE:
-            lines.append(f"          {json.dumps(redact(c.fields), sort_keys=True, default=str)}")
-    lines.append(f"after writing: {EFFECT_TEXT[plan.effect]}")
-    return lines
-
-
-def to_json(plan: Plan) -> list[dict[str, Any]]:
-    """The plan as data (``--json``); secrets and URL passwords masked."""
-    return [
-        {
-            "action": c.action,
-            "type": c.type,
-            "key": c.key,
-            "id": c.id,
-            "effect": c.effect,
-            "fields": redact(c.fields),
-            "before": redact(c.before),
-            "reset": redact(c.reset),
-        }
-        for c in plan.changes
-    ]
 
 
 __all__ = ["CREATE", "DELETE", "REPLACE", "RESTART", "UPDATE", "Change", "Plan", "diff"]

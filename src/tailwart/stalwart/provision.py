@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import UsageError
+from ..plan import PlanFlags, show_plan
 from ..settings import Settings
 from .apply import observe, restart_work, started_work, write
 from .desired import RELOAD, RESTART, desired_state
 from .jmap import Client, HttpTransport, StalwartError, Transport
 from .management import ensure, login, recovery_login
-from .plan import Live, Plan, describe, diff, redact, to_json
+from .plan import Live, Plan, diff, shown
 from .schema import load
 from .tls_status import CertificateReport, next_step
 from .versions import Model
@@ -109,24 +109,19 @@ def provision(
     plan = diff(state, live, schema)
     judged = options.check and options.certificate and options.phase == "all"
     certificate = certificate_report(settings, live, model) if judged else None
-    if options.as_json:
-        doc: dict[str, Any] = {
-            "schema": model.version,
-            "effect": plan.effect,
-            "changes": to_json(plan),
-        }
-        if certificate is not None:
-            doc["certificate"] = {"facts": certificate.lines, "problems": certificate.problems}
-        out(json.dumps(doc, indent=2, sort_keys=True))
-    else:
-        for line in describe(plan):
-            out(line)
-        for line in certificate_lines(certificate, settings) if certificate else ():
-            out(line)
-    if options.dry_run:
-        return 0
-    if options.check:
-        return 1 if plan or (certificate and certificate.problems) else 0
+    extra: dict[str, Any] = {"schema": model.version}
+    if certificate is not None:
+        extra["certificate"] = {"facts": certificate.lines, "problems": certificate.problems}
+    stop = show_plan(
+        plan,
+        PlanFlags(options.dry_run, options.check, options.as_json),
+        out,
+        extra=extra,
+        notes=certificate_lines(certificate, settings) if certificate else (),
+        problems=bool(certificate and certificate.problems),
+    )
+    if stop is not None:
+        return stop
     if not plan:
         return 0
     say = (lambda _: None) if options.as_json else out
@@ -137,8 +132,8 @@ def provision(
         left = "; ".join(f"{c.action} {c.type} {c.key}" for c in drift.changes)
         raise StalwartError(
             f"drift remains after apply ({left}): the server stored something else "
-            f"than was written, first: wrote {redact(drift.changes[0].fields)}, "
-            f"holds {redact(drift.changes[0].before)}"
+            f"than was written, first: wrote {shown(drift.changes[0].fields)}, "
+            f"holds {shown(drift.changes[0].before)}"
         )
     say("verified: the server holds exactly what .env describes")
     if plan.effect in (RELOAD, RESTART):

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..masking import replace_secrets
 from ..settings import Settings
 from ..settings.contract import KEYS
 
 ENV_VAR = "TAILWART_RECORD_JMAP"
 
 
-def scrubbed(name: str) -> str:
+def placeholder(name: str) -> str:
+    """What a recorded fixture holds in place of the secret of key ``name`` (the fixtures'
+    format: ``scrubbed-<KEY>``)."""
     return f"scrubbed-{name}"
 
 
@@ -33,19 +36,13 @@ class Recorder:
         for key in KEYS:
             value = settings[key.name]
             if key.secret and value:
-                found[value] = scrubbed(key.name)
-                found[quote(value, safe="")] = scrubbed(key.name)
+                found[value] = placeholder(key.name)
+                found[quote(value, safe="")] = placeholder(key.name)
                 # name:password keys: the password alone travels too
                 if ":" in value:
-                    found[value.partition(":")[2]] = scrubbed(key.name + "_PASSWORD")
+                    found[value.partition(":")[2]] = placeholder(key.name + "_PASSWORD")
         return cls(path, found)
-
-    def scrub(self, value: Any) -> Any:
-        text = json.dumps(value, sort_keys=True)
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, self.secrets[secret])
-        return json.loads(text)
 
     def __call__(self, exchange: dict[str, Any]) -> None:
         with self.path.open("a") as out:
-            out.write(json.dumps(self.scrub(exchange), sort_keys=True) + "\n")
+            out.write(json.dumps(replace_secrets(exchange, self.secrets), sort_keys=True) + "\n")
