@@ -22,6 +22,7 @@ from tailwart.edge.flag_groups import (
     DeployFlags,
     EdgeHosts,
 )
+from tailwart.plan import CHECK_HELP, JSON_HELP
 from tailwart.policy.flag_groups import PolicyMerge
 from tailwart.progress import to_stderr
 
@@ -160,8 +161,12 @@ def deploy_edge(
     """
     from tailwart.edge.deploy_release import deploy
 
+    # --check plans like --dry-run: no lock, and no new host key is recorded
     targets = edge.targets(
-        env.load(), dry_run=flags.dry_run, keep=flags.keep or None, flags=flags.values()
+        env.load(),
+        dry_run=flags.dry_run or flags.check,
+        keep=flags.keep or None,
+        flags=flags.values(),
     )
     deploy(targets.jobs, flags.options(targets))
 
@@ -388,6 +393,8 @@ def acl(
 @operator_task(
     help={
         "dry_run": "print the plan and change nothing",
+        "check": CHECK_HELP,
+        "json": JSON_HELP,
         "fix_password": "ALTER ROLE the stalwart role whose password drifted from .env",
         "init_layout": "apply a single-node Garage layout when none is applied yet",
     }
@@ -396,6 +403,8 @@ def bootstrap(
     c: Context,
     env: EnvFlags = ENV,
     dry_run: bool = False,
+    check: bool = False,
+    json: bool = False,
     fix_password: bool = False,
     init_layout: bool = False,
 ) -> None:
@@ -407,7 +416,14 @@ def bootstrap(
     from tailwart.backends.bootstrap import bootstrap as run_bootstrap
 
     settings = env.load()
-    run_bootstrap(settings, dry_run=dry_run, fix_password=fix_password, init_layout=init_layout)
+    run_bootstrap(
+        settings,
+        dry_run=dry_run,
+        check=check,
+        as_json=json,
+        fix_password=fix_password,
+        init_layout=init_layout,
+    )
 
 
 @operator_task(
@@ -599,8 +615,8 @@ def restore(
 @operator_task(
     help={
         "dry_run": "print the plan (create/update/replace/delete, and when each takes effect)",
-        "check": "write nothing; exit 1 when the server differs from .env (drift)",
-        "json": "print the plan as JSON",
+        "check": CHECK_HELP,
+        "json": JSON_HELP,
         "restart": "auto: restart Stalwart alone through compose when needed; never: apply "
         "what takes effect live, print what still needs a restart, exit 3",
         "phase": "all (default), or stores: only the blob, in-memory and search stores (a "

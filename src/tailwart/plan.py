@@ -60,6 +60,11 @@ class Plan(Protocol):
         ...
 
 
+#: the --help of --check and --json, the same on every planning task
+CHECK_HELP = "write nothing; exit 1 when what runs differs from .env (drift)"
+JSON_HELP = "print the plan as JSON"
+
+
 @dataclass(frozen=True)
 class PlanFlags:
     """The flags every planning task takes: ``--dry-run``, ``--check``, ``--json``."""

@@ -742,6 +742,29 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     assert not Path(host.root).exists()  # no lock, no directory, nothing
     assert host.tcp_migrate_req() == "0"
 
+    # --check: the same plan, exit 1 because the host is not in step, nothing touched
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "-r",
+            str(ROOT),
+            "deploy-edge",
+            "--check",
+            "--json",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "--check" in proc.stderr and "nothing was changed" in proc.stderr
+    assert [h["host"] for h in json.loads(proc.stdout)["hosts"]] == [f"root@{host.addr}"]
+    assert not Path(host.root).exists()
+
     proc = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(ROOT), "edge-status", *common],
         capture_output=True,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, TypeVar
 
+from ..plan import CHECK_HELP, JSON_HELP
+
 if TYPE_CHECKING:
     from ..settings import Settings
     from .targets import DeployOptions, FlagValues, Targets
@@ -76,6 +78,8 @@ class DeployFlags:
     """The flags of ``inv deploy-edge`` besides the hosts and .env."""
 
     dry_run: bool = _flag(False, "print the plan per host; change nothing, take no lock")
+    check: bool = _flag(False, CHECK_HELP)
+    json: bool = _flag(False, JSON_HELP)
     force_unlock: bool = _flag(False, FORCE_UNLOCK_HELP)
     message: str = _flag("", MESSAGE_HELP)
     mode: str = _flag("auto", MODE_HELP)
@@ -108,6 +112,8 @@ class DeployFlags:
             mode=self.mode,
             keep=targets.keep,
             dry_run=self.dry_run,
+            check=self.check,
+            as_json=self.json,
             force_unlock=self.force_unlock,
             message=self.message,
             check_greeting=self.check_greeting,

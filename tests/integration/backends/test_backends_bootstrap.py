@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -102,6 +103,19 @@ def test_bootstrap_creates_everything_then_a_second_run_changes_nothing(
     api = GarageAdmin(garage_fresh.admin_url, garage_fresh.admin_token)
     assert api.get("GetClusterLayout")["version"] == 0
 
+    # --check: the same plan, exit 1 on drift, nothing changed (the one plan vocabulary)
+    check = inv(
+        "bootstrap",
+        "--env-file",
+        str(env),
+        "--check",
+        "--init-layout",
+        env_extra=admin_env(pg_server),
+    )
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "bootstrap --check: 7 change(s) would be made; nothing was changed" in check.stderr
+    assert role_state(pg_server, names["role"], names["db"]) == (False, None)
+
     # no layout and no --init-layout: refused, nothing applied anywhere
     refused = inv("bootstrap", "--env-file", str(env), env_extra=admin_env(pg_server))
     assert refused.returncode == 1
@@ -145,6 +159,12 @@ def test_bootstrap_creates_everything_then_a_second_run_changes_nothing(
     assert "nothing to change: Postgres, Redis and Garage already match .env" in second.stdout
     assert "applying" not in second.stdout
     check_sample("bootstrap-again", second.stdout)  # docs/guides/backends.md
+    clean = inv(
+        "bootstrap", "--env-file", str(env), "--check", "--json", env_extra=admin_env(pg_server)
+    )
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    document = json.loads(clean.stdout)
+    assert document["changes"] == [] and len(document["steps"]) == 7
     assert api.get("GetClusterLayout")["version"] == 1
     assert len(api.get("ListKeys")) == 1
     api.close()
