@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tailwart.policy.hujson import comment_tokens, parse
+from tests.support.doc_samples import check_sample
 from tests.support.testkit import inv as run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,15 @@ def test_dry_run_writes_nothing(repo: Path) -> None:
     assert policy.read_bytes() == before
 
 
+def test_the_homelab_diff_the_policy_guide_shows(repo: Path) -> None:
+    """docs/guides/policy.md's before/after: a dry run of acl-file on corpus 02."""
+    policy = repo / "policy.hujson"
+    policy.write_bytes((CORPUS / "02-homelab-two-spaces.hujson").read_bytes())
+    done = run_inv("acl-file", "--file", "policy.hujson", "--dry-run", cwd=repo, timeout=120)
+    assert done.returncode == 0, done.stderr
+    check_sample("acl-diff", done.stdout)
+
+
 def test_duplicate_key_is_exit_2_naming_the_line(repo: Path) -> None:
     policy = repo / "policy.hujson"
     policy.write_text('{\n  "groups": {},\n  "tagOwners": {},\n  "groups": {}\n}\n')
@@ -138,6 +148,7 @@ def test_allow_all_default_is_merged_with_a_loud_warning(repo: Path) -> None:
     assert again.returncode == 0
     assert "already holds the snippet; nothing to change" in again.stdout
     assert "WARNING: acls[0]" in again.stderr  # said again on every run, until narrowed
+    check_sample("acl-broad-warning", done.stderr)  # docs/guides/policy.md
 
 
 def test_broad_rules_keep_the_deny_tests_that_hold(repo: Path) -> None:

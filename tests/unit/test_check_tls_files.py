@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from tailwart import clock
 from tailwart.checks import tls_files
 from tailwart.findings import Finding, Status
+from tests.support.doc_samples import check_sample
 from tests.support.testkit import ROOT, need, write_env
 from tests.support.testkit import inv as run_inv
 
@@ -497,6 +498,19 @@ def test_inv_check_judges_the_files_and_exits_2_on_an_expired_one(
     assert "imap.example.org" in got["tls-files.names"]["message"]
     body = key_pem(expired.key).decode().splitlines()[1]
     assert body[:20] not in text
+
+    # docs/guides/tls.md's sample: that certificate written after its intermediate, the
+    # key readable by every user; the table as the operator sees it
+    write_pair(tmp_path / "pki", pem(pki["inter"].cert, expired.cert), key_pem(expired.key))
+    Path(key).chmod(0o644)
+    table = run_inv("check", f"--env-file={env}", cwd=tree, timeout=120).stdout
+    ours = [
+        line
+        for at, line in enumerate(table.splitlines())
+        if " tls-files." in line
+        or (line.lstrip().startswith("→") and " tls-files." in table.splitlines()[at - 1])
+    ]
+    check_sample("tls-files-check", "\n".join(ours))
 
 
 def test_a_key_this_user_cannot_read_is_a_warning_not_a_verdict(

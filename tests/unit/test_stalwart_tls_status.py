@@ -19,6 +19,7 @@ from tailwart.stalwart.provision import certificate_lines, certificate_report
 from tailwart.stalwart.schema import load
 from tailwart.stalwart.tls_status import judge, next_step, self_signed
 from tailwart.stalwart.versions import CURRENT
+from tests.support.doc_samples import check_sample
 from tests.support.testkit import ROOT
 from tests.unit.test_check_tls_files import make, pem
 
@@ -175,5 +176,6 @@ def test_check_prints_the_problem_and_the_modes_next_step(example_values: dict[s
     )
     assert got[3] == f"  → {next_step(settings)}"
     assert "STALWART_TLS=acme-http" in got[3] and "acme-challenge" in got[3]
+    check_sample("provision-check-certificate", "\n".join(got))  # docs/guides/tls.md
     fine = live(cert("a", [host, f"imap.{settings['MAIL_DOMAIN']}"]))
     assert len(certificate_lines(certificate_report(settings, fine, CURRENT), settings)) == 1
