@@ -44,6 +44,7 @@ from tests.support.backend_servers import (
     stop,
     wait_for,
 )
+from tests.support.doc_samples import check_sample
 from tests.support.live_world import (
     Jmap,
     Stalwart,
@@ -424,6 +425,7 @@ def test_first_start_from_an_empty_store(world: World) -> None:
         del os.environ[ENV_VAR]
     world.notes.append("first start:\n  " + "\n  ".join(lines))
     assert lines[-1] == "first start done: the server holds exactly what .env describes"
+    check_sample("first-start", "\n".join(lines))  # docs/guides/provisioning.md
 
     listeners = {o["name"]: o for o in world.jmap.get(CURRENT.listener)}
     assert set(listeners) == set(LISTENERS)
@@ -455,6 +457,7 @@ def test_second_run_changes_nothing(world: World) -> None:
     check = world.inv("provision", "--check", phase="check-clean")
     world.finish_recording(check)
     assert check.returncode == 0, check.stdout + check.stderr
+    check_sample("provision-check-clean", check.stdout)  # docs/guides/tls.md
     again = world.inv("provision", phase="apply-clean")
     world.finish_recording(again)
     assert again.returncode == 0, again.stderr
@@ -776,6 +779,7 @@ def test_acme_dns_reissues_with_a_new_name_and_is_served_without_a_restart(world
     world.finish_recording(change)
     assert change.returncode == 0, change.stdout + change.stderr
     assert '(via {"@type": "Manual"})' in change.stdout, change.stdout
+    check_sample("provision-acme-dns", change.stdout)  # docs/guides/tls.md
     issued = _issued_for(world, {"mail.good.test", "imap.good.test"})
     assert "Pebble" in str(issued.get("issuer"))
 
