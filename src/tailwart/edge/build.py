@@ -822,8 +822,13 @@ def _build(
 ) -> _Meta:
     xcaddy = ensure_xcaddy(go, pins, runner)
     with_l4 = f"{CADDY_L4_MODULE}@{pins.caddy_l4}"
+    step = (
+        f"building caddy {pins.caddy} + caddy-l4 {pins.caddy_l4}"
+        f"{' patched' if patch else ''} for {goos}/{goarch}"
+    )
     source = None
     if patch is not None:
+        runner.say(f"{step}: first the patched caddy-l4 source")
         source = prepare_patched_module(go, pins, patch, runner)
         with_l4 += f"={source}"
     native = (goos, goarch) == _host_target()
@@ -852,8 +857,7 @@ def _build(
             ],
             env=env,
             cwd=cache,
-            step=f"building caddy {pins.caddy} + caddy-l4 {pins.caddy_l4}"
-            f"{' patched' if patch else ''} for {goos}/{goarch}",
+            step=step,
             markers=(
                 ("Pinning versions", "resolving modules (go get)"),
                 ("Build environment ready", "compiling (go build, the long step)"),
