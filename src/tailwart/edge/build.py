@@ -10,6 +10,13 @@ checks Go, and then, cheapest first:
 3. otherwise install xcaddy (``go install`` into ``$TAILWART_CACHE/tools``), build
    to a temp file, verify, rename into the cache and into ``caddy/bin/``.
 
+When ``caddy/pins.toml`` names a patch (``[caddy_l4_patch]``), step 3 first
+fetches the pinned caddy-l4 module with ``go mod download`` (Go checks it against
+the checksum database), checks its ``h1:`` hash against the pin, applies the
+patch from ``caddy/patches/`` in ``$TAILWART_CACHE/src/``, checks the patched
+tree's hash, and builds with ``--with module@version=<patched tree>``; the
+patch's sha256 is part of the stamp and of the binary's name.
+
 A failed build leaves the previous binary untouched. Native builds are verified by
 running them (``list-modules``, ``build-info``); cross builds by their ELF header
 and the module list Go embeds (``go version -m``).
@@ -17,6 +24,7 @@ and the module list Go embeds (``go version -m``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -29,10 +37,12 @@ import tempfile
 import threading
 import time
 import tomllib
+import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import OperationError, UsageError
@@ -91,21 +101,46 @@ class Built:
     action: str = ""
     #: seconds ensure_caddy took
     seconds: float = 0.0
+    #: the caddy-l4 patch built in (None: the stock module)
+    patch: ModulePatch | None = None
 
+
+@dataclass(frozen=True)
+class ModulePatch:
+    """A patch to the pinned caddy-l4 source (``[caddy_l4_patch]`` in ``caddy/pins.toml``)."""
+
+    #: the patch file (under ``caddy/``)
+    path: Path
+    #: sha256 of the patch file, as pinned
+    sha256: str
+    #: ``h1:`` hash of the pinned module as published (its go.sum line)
+    module_sum: str
+    #: ``h1:`` hash of the module tree once the patch is applied
+    patched_sum: str
+
+
+PATCH_TABLE = "caddy_l4_patch"
+_PATCH_KEYS = ("file", "sha256", "module_sum", "patched_sum")
+_H1_RE = re.compile(r"^h1:[A-Za-z0-9+/]{43}=$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.\-+]*)?$")
 _MIN_GO_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
 
 
-def load_pins(root: Path | None = None) -> Pins:
-    """Read and validate ``caddy/pins.toml`` under ``root`` (default: this checkout)."""
+def _read_pins_file(root: Path | None) -> tuple[Path, dict[str, object]]:
     path = (root or repo_root()) / "caddy" / "pins.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise PinsError(f"{path}: missing; it holds the caddy/caddy-l4/xcaddy pins") from None
     except tomllib.TOMLDecodeError as exc:
         raise PinsError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_pins(root: Path | None = None) -> Pins:
+    """Read and validate ``caddy/pins.toml`` under ``root`` (default: this checkout)."""
+    path, data = _read_pins_file(root)
     problems = []
     values: dict[str, str] = {}
     for key in ("caddy", "caddy_l4", "xcaddy", "min_go"):
@@ -116,11 +151,55 @@ def load_pins(root: Path | None = None) -> Pins:
             problems.append(f"  {key} = {value!r}: expected {want}")
         else:
             values[key] = value
-    unknown = sorted(set(data) - {"caddy", "caddy_l4", "xcaddy", "min_go"})
+    unknown = sorted(set(data) - {"caddy", "caddy_l4", "xcaddy", "min_go", PATCH_TABLE})
     problems += [f"  {key}: unknown key" for key in unknown]
     if problems:
         raise PinsError(f"{path}: invalid pins:\n" + "\n".join(problems))
     return Pins(**values)
+
+
+def load_patch(root: Path | None = None) -> ModulePatch | None:
+    """The ``[caddy_l4_patch]`` table of ``caddy/pins.toml``, checked; None when absent.
+
+    The patch file must exist under ``caddy/`` and match its pinned sha256."""
+    path, data = _read_pins_file(root)
+    table = data.get(PATCH_TABLE)
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise PinsError(f"{path}: [{PATCH_TABLE}] must be a table")
+    problems = [f"  {PATCH_TABLE}.{key}: missing" for key in _PATCH_KEYS if key not in table]
+    problems += [
+        f"  {PATCH_TABLE}.{key}: unknown key" for key in sorted(set(table) - set(_PATCH_KEYS))
+    ]
+    checks = [("sha256", _SHA256_RE, "a sha256 in hex")]
+    checks += [(k, _H1_RE, "a Go h1: hash") for k in ("module_sum", "patched_sum")]
+    for key, pattern, want in checks:
+        value = table.get(key)
+        if key in table and (not isinstance(value, str) or not pattern.match(value)):
+            problems.append(f"  {PATCH_TABLE}.{key} = {value!r}: expected {want}")
+    patch_file: Path | None = None
+    name = table.get("file")
+    if "file" in table:
+        caddy_dir = path.parent
+        patch_file = (caddy_dir / str(name)).resolve()
+        if not isinstance(name, str) or caddy_dir.resolve() not in patch_file.parents:
+            problems.append(f"  {PATCH_TABLE}.file = {name!r}: expected a path under caddy/")
+        elif not patch_file.is_file():
+            problems.append(f"  {PATCH_TABLE}.file = {name!r}: no such file")
+        elif not problems and file_sha256(patch_file) != table["sha256"]:
+            problems.append(
+                f"  {PATCH_TABLE}.file = {name!r}: its sha256 is {file_sha256(patch_file)}, "
+                f"pinned {table['sha256']}"
+            )
+    if problems or patch_file is None:
+        raise PinsError(f"{path}: invalid pins:\n" + "\n".join(problems))
+    return ModulePatch(
+        path=patch_file,
+        sha256=str(table["sha256"]),
+        module_sum=str(table["module_sum"]),
+        patched_sum=str(table["patched_sum"]),
+    )
 
 
 # ---------------------------------------------------------------- Go
@@ -206,14 +285,18 @@ def check_go(go: Path, pins: Pins) -> str:
 # ---------------------------------------------------------------- stamp and names
 
 
-def binary_name(pins: Pins, goos: str, goarch: str) -> str:
-    """``caddy-v2.11.9-l4-v0.1.2-linux-amd64``: version, OS and arch in the name."""
-    return f"caddy-{pins.caddy}-l4-{pins.caddy_l4}-{goos}-{goarch}"
+def binary_name(pins: Pins, goos: str, goarch: str, patch: ModulePatch | None = None) -> str:
+    """``caddy-v2.11.9-l4-v0.1.2-linux-amd64``: version, OS and arch in the name; a patched
+    caddy-l4 adds the patch's sha256 prefix (``…-l4-v0.1.2-p1a2b3c4d-linux-amd64``)."""
+    tag = f"-p{patch.sha256[:8]}" if patch else ""
+    return f"caddy-{pins.caddy}-l4-{pins.caddy_l4}{tag}-{goos}-{goarch}"
 
 
-def build_stamp(pins: Pins, goos: str, goarch: str, go: str) -> dict[str, str]:
+def build_stamp(
+    pins: Pins, goos: str, goarch: str, go: str, patch: ModulePatch | None = None
+) -> dict[str, str]:
     """Everything that determines the binary's bytes."""
-    return {
+    stamp = {
         "caddy": pins.caddy,
         "caddy_l4": pins.caddy_l4,
         "xcaddy": pins.xcaddy,
@@ -222,6 +305,10 @@ def build_stamp(pins: Pins, goos: str, goarch: str, go: str) -> dict[str, str]:
         "go": go,
         "cgo": "0",
     }
+    if patch is not None:
+        stamp["caddy_l4_patch"] = patch.sha256
+        stamp["caddy_l4_patched_sum"] = patch.patched_sum
+    return stamp
 
 
 def stamp_hash(stamp: dict[str, str]) -> str:
@@ -234,6 +321,21 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def dirhash_h1(files: Iterable[tuple[str, bytes]]) -> str:
+    """Go's ``h1:`` module hash (golang.org/x/mod/sumdb/dirhash Hash1) of (name, content)
+    pairs: sha256 over the lines ``<sha256 hex>  <name>`` sorted by name, base64."""
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files)]
+    digest = hashlib.sha256("".join(lines).encode()).digest()
+    return "h1:" + base64.b64encode(digest).decode()
+
+
+def tree_files(root: Path, prefix: str) -> Iterator[tuple[str, bytes]]:
+    """(``prefix/relative path``, content) of every file under ``root``, for dirhash_h1."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes()
 
 
 def _redact_url(url: str) -> str:
@@ -413,6 +515,83 @@ def ensure_xcaddy(go: Path, pins: Pins, runner: _Runner) -> Path:
     return xcaddy
 
 
+# ---------------------------------------------------------------- the patched module
+
+
+def patched_source_dir(pins: Pins, patch: ModulePatch) -> Path:
+    """Where the patched caddy-l4 tree lives: ``$TAILWART_CACHE/src/caddy-l4-<v>-p<sha>``."""
+    return cache_dir("src") / f"caddy-l4-{pins.caddy_l4}-p{patch.sha256[:16]}"
+
+
+def prepare_patched_module(go: Path, pins: Pins, patch: ModulePatch, runner: _Runner) -> Path:
+    """The pinned caddy-l4, checksum-verified, with ``patch`` applied: a directory to
+    build from. Reused when a verified tree is already in the cache."""
+    dest = patched_source_dir(pins, patch)
+    prefix = f"{CADDY_L4_MODULE}@{pins.caddy_l4}"
+    if dest.is_dir() and dirhash_h1(tree_files(dest, prefix)) == patch.patched_sum:
+        return dest
+    code, lines = runner.run(
+        [str(go), "mod", "download", "-json", prefix],
+        env=_go_env({"GOFLAGS": "-mod=mod"}, target=False),
+        cwd=dest.parent,
+        step=f"fetching caddy-l4 {pins.caddy_l4} (go mod download)",
+    )
+    try:
+        info = json.loads("\n".join(lines))
+    except ValueError:
+        info = {}
+    if code != 0 or not isinstance(info, dict) or info.get("Error") or not info.get("Zip"):
+        detail = [str(info["Error"])] if isinstance(info, dict) and info.get("Error") else lines
+        raise classify_failure(f"go mod download {prefix}", detail, pins)
+    zip_path = Path(str(info["Zip"]))
+    with zipfile.ZipFile(zip_path) as archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        files = [(m.filename, archive.read(m)) for m in members]
+    got = dirhash_h1(files)
+    if got != patch.module_sum or info.get("Sum") != patch.module_sum:
+        raise EdgeBuildError(
+            f"caddy-l4 {pins.caddy_l4} from the module proxy does not match its pin: "
+            f"hash {got} (go reports {info.get('Sum')}), pinned {patch.module_sum}.\n"
+            "Next: do not build from it; check GOPROXY and the pin in caddy/pins.toml."
+        )
+    runner.say(f"applying {patch.path.name} to caddy-l4 {pins.caddy_l4} ({got})")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name, data in files:
+            if not name.startswith(prefix + "/") or ".." in name.split("/"):
+                raise EdgeBuildError(f"caddy-l4 module zip holds an unexpected path: {name}")
+            target = tmp / name[len(prefix) + 1 :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        code, lines = runner.run(
+            ["patch", "-p1", "--batch", "--forward", "--quiet", "-i", str(patch.path)],
+            env=dict(os.environ),
+            cwd=tmp,
+            step=f"patching caddy-l4 with {patch.path.name}",
+        )
+        if code != 0:
+            excerpt = "\n".join("    " + ln for ln in lines[-6:])
+            raise EdgeBuildError(
+                f"{patch.path.name} does not apply to caddy-l4 {pins.caddy_l4}:\n{excerpt}\n"
+                "Next: refresh the patch for the pinned version (and its pins), or drop "
+                f"[{PATCH_TABLE}] from caddy/pins.toml."
+            )
+        for leftover in [*tmp.rglob("*.orig"), *tmp.rglob("*.rej")]:
+            leftover.unlink()
+        patched = dirhash_h1(tree_files(tmp, prefix))
+        if patched != patch.patched_sum:
+            raise EdgeBuildError(
+                f"caddy-l4 {pins.caddy_l4} with {patch.path.name} hashes to {patched}, "
+                f"pinned {patch.patched_sum}.\n"
+                "Next: if the patch changed on purpose, put the new hash in caddy/pins.toml."
+            )
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 # ---------------------------------------------------------------- verification
 
 
@@ -480,6 +659,22 @@ def verify_cross(go: Path, path: Path, pins: Pins, goos: str, goarch: str) -> st
     if f"GOARCH={goarch}" not in info or f"GOOS={goos}" not in info:
         raise EdgeBuildError(f"{path.name}: not built for {goos}/{goarch}.")
     return info
+
+
+def check_patched(name: str, info: str, source: Path | None) -> None:
+    """A patched build must record caddy-l4 as replaced by the patched tree (and a stock
+    build must not record a replacement)."""
+    pattern = rf"^\s*dep\s+{re.escape(CADDY_L4_MODULE)}\s+\S+\s*\n\s*=>\s+(\S+)"
+    match = re.search(pattern, info, re.M)
+    if source is None and match:
+        raise EdgeBuildError(
+            f"{name}: caddy-l4 is replaced by {match[1]}, expected the stock module."
+        )
+    if source is not None and (match is None or match[1] != str(source)):
+        raise EdgeBuildError(
+            f"{name}: caddy-l4 is not built from the patched tree {source}.\n"
+            "Next: rebuild with `inv build-caddy --force`."
+        )
 
 
 # ---------------------------------------------------------------- the cache
@@ -555,8 +750,12 @@ def ensure_caddy(
     pins: Pins | None = None,
     out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    patch: ModulePatch | Literal["pins"] | None = "pins",
 ) -> Built:
-    """A verified caddy-l4 binary for ``goos/goarch`` in ``out_dir`` (default ``caddy/bin``)."""
+    """A verified caddy-l4 binary for ``goos/goarch`` in ``out_dir`` (default ``caddy/bin``).
+
+    ``patch``: the caddy-l4 patch to apply; by default the one ``caddy/pins.toml`` names,
+    None for the stock module."""
     started = time.monotonic()
     if goos not in TARGET_OS or goarch not in TARGET_ARCH:
         raise UsageError(
@@ -564,12 +763,14 @@ def ensure_caddy(
             f"and --arch {'|'.join(TARGET_ARCH)}"
         )
     pins = pins or load_pins()
+    if patch == "pins":
+        patch = load_patch()
     out_dir = out_dir or repo_root() / "caddy" / "bin"
     go = find_go()
     version = check_go(go, pins)
-    stamp = build_stamp(pins, goos, goarch, version)
+    stamp = build_stamp(pins, goos, goarch, version, patch)
     stamp_id = stamp_hash(stamp)
-    out = out_dir / binary_name(pins, goos, goarch)
+    out = out_dir / binary_name(pins, goos, goarch, patch)
     stamp_file = out.with_name(out.name + ".stamp.json")
 
     def built(meta: _Meta, action: str) -> Built:
@@ -583,6 +784,7 @@ def ensure_caddy(
             stamp=stamp_id,
             action=action,
             seconds=time.monotonic() - started,
+            patch=patch,
         )
 
     if not force:
@@ -600,7 +802,7 @@ def ensure_caddy(
             _copy_atomic(cached, out)
             _write_sidecars(out, meta)
             return built(meta, "copied from cache")
-        meta = _build(go, pins, goos, goarch, stamp, stamp_id, cache, runner)
+        meta = _build(go, pins, goos, goarch, stamp, stamp_id, cache, runner, patch)
         _copy_atomic(cached, out)
         _write_sidecars(out, meta)
     runner.say(f"done: {out.name} sha256 {meta.sha256[:16]}…")
@@ -616,8 +818,19 @@ def _build(
     stamp_id: str,
     cache: Path,
     runner: _Runner,
+    patch: ModulePatch | None = None,
 ) -> _Meta:
     xcaddy = ensure_xcaddy(go, pins, runner)
+    with_l4 = f"{CADDY_L4_MODULE}@{pins.caddy_l4}"
+    step = (
+        f"building caddy {pins.caddy} + caddy-l4 {pins.caddy_l4}"
+        f"{' patched' if patch else ''} for {goos}/{goarch}"
+    )
+    source = None
+    if patch is not None:
+        runner.say(f"{step}: first the patched caddy-l4 source")
+        source = prepare_patched_module(go, pins, patch, runner)
+        with_l4 += f"={source}"
     native = (goos, goarch) == _host_target()
     fd, tmp_name = tempfile.mkstemp(prefix=".caddy.build.", dir=cache)
     os.close(fd)
@@ -638,13 +851,13 @@ def _build(
                 "build",
                 pins.caddy,
                 "--with",
-                f"{CADDY_L4_MODULE}@{pins.caddy_l4}",
+                with_l4,
                 "--output",
                 str(tmp),
             ],
             env=env,
             cwd=cache,
-            step=f"building caddy {pins.caddy} + caddy-l4 {pins.caddy_l4} for {goos}/{goarch}",
+            step=step,
             markers=(
                 ("Pinning versions", "resolving modules (go get)"),
                 ("Build environment ready", "compiling (go build, the long step)"),
@@ -659,6 +872,7 @@ def _build(
         else:
             version, info = pins.caddy, verify_cross(go, tmp, pins, goos, goarch)
             how = "cross"
+        check_patched(tmp.name, info, source)
         meta = _Meta(stamp, stamp_id, file_sha256(tmp), version, info, how)
         os.chmod(tmp, 0o755)
         os.replace(tmp, cache / "caddy")
@@ -681,8 +895,9 @@ def describe(built: Built) -> str:
     return "\n".join(
         [
             f"{built.action}: {built.path}",
-            f"  caddy {built.version} + caddy-l4 {built.pins.caddy_l4} for "
-            f"{built.goos}/{built.goarch}",
+            f"  caddy {built.version} + caddy-l4 {built.pins.caddy_l4}"
+            + (f" + {built.patch.path.name} ({built.patch.sha256[:8]})" if built.patch else "")
+            + f" for {built.goos}/{built.goarch}",
             f"  sha256 {built.sha256}",
             f"  stamp {built.stamp[:16]}… ({built.seconds:.2f}s)",
         ]

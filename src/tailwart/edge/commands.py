@@ -358,16 +358,28 @@ def restart_command(layout: Layout, mode: str, pid: int | None) -> str:
     return f"{stop_command(layout, mode, pid)} && {start_command(layout, mode)}"
 
 
+#: open files the edge may hold, as the unit's LimitNOFILE (2 per held session)
+NOFILE = 1048576
+
+
+def nofile_command() -> str:
+    """Supervised mode: raise the shell's open-files limit before caddy starts, to NOFILE
+    where allowed (root), else the soft limit to the hard one (caddy inherits it)."""
+    return f'{{ ulimit -n {NOFILE} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }}'
+
+
 def activation_command(layout: Layout, mode: str, action: Action, pid: int | None) -> str:
     """The command that brings ``current`` up for ``action`` ('' for none)."""
+    starts = mode != "systemd" and action in (Action.FIRST_INSTALL, Action.START, Action.RESTART)
+    limit = f"{nofile_command()}; " if starts else ""
     if action is Action.FIRST_INSTALL:
-        return enable_command() if mode == "systemd" else start_command(layout, mode)
+        return enable_command() if mode == "systemd" else limit + start_command(layout, mode)
     if action is Action.START:
-        return start_command(layout, mode)
+        return limit + start_command(layout, mode)
     if action is Action.RELOAD:
         return reload_command(layout, mode)
     if action is Action.RESTART:
-        return restart_command(layout, mode, pid)
+        return limit + restart_command(layout, mode, pid)
     return ""
 
 

@@ -21,6 +21,7 @@ from tailwart.edge.build import (
     _host_target,
     ensure_caddy,
     find_go,
+    load_patch,
     load_pins,
 )
 from tailwart.testing.standin import free_port
@@ -80,7 +81,10 @@ def _link_xcaddy(tmp_path: Path, pins: Pins) -> None:
 def test_build_is_verified_and_a_warm_call_changes_nothing(tmp_path: Path) -> None:
     first = ensure_caddy(*_host_target(), out_dir=tmp_path)
     assert first.action in {"built", "copied from cache", "unchanged"}
-    assert first.path.name == f"caddy-v2.11.9-l4-v0.1.2-{first.goos}-{first.goarch}"
+    # issue 25: a patched caddy-l4 (caddy/pins.toml) puts its sha256 prefix in the name
+    patch = load_patch()
+    tag = f"-p{patch.sha256[:8]}" if patch else ""
+    assert first.path.name == f"caddy-v2.11.9-l4-v0.1.2{tag}-{first.goos}-{first.goarch}"
     assert first.version == "v2.11.9"
     mtime = first.path.stat().st_mtime_ns
 
