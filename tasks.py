@@ -438,6 +438,9 @@ def bootstrap(
         "25=2525 (repeatable, or comma-separated like edge-run --ports)",
         "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
         "timeout": "seconds each check may take (default 10)",
+        "record": "keep this run's findings in DOCTOR_HISTORY_DIR (for --diff)",
+        "diff": "print what changed since the run recorded --since ago, not the table",
+        "since": "with --diff: how far back, e.g. 90m, 24h, 7d (default 24h)",
     },
 )
 def doctor(
@@ -449,14 +452,19 @@ def doctor(
     port: list[str] | None = None,
     ca_file: str = "",
     timeout: float = 10.0,
+    record: bool = False,
+    diff: bool = False,
+    since: str = "",
 ) -> None:
     """Live checks of backends, edge ports, DNS, TLS and outbound mail; exit 1 on any error."""
     from tailwart.doctor.registry import doctor_options
     from tailwart.doctor.report import doctor as run_doctor
+    from tailwart.doctor.report import report_options
 
-    options = doctor_options(only, edge, port or [], ca_file, timeout)
+    report, problems = report_options(record, diff, since, json)
+    options = doctor_options(only, edge, port or [], ca_file, timeout, also=problems)
     settings = env.load()
-    run_doctor(settings, options, only=only, as_json=json)
+    run_doctor(settings, options, only=only, as_json=json, report=report)
 
 
 @operator_task

@@ -31,7 +31,7 @@ def test_doctor_schedule_prints_units_and_a_cron_line(
     assert SECRET not in out and "Traceback" not in out
     assert "# ---- /etc/systemd/system/tailwart-doctor.service" in out
     assert "# ---- /etc/systemd/system/tailwart-doctor.timer" in out
-    exec_start = f'ExecStart="{sys.executable}" -m invoke doctor "--env-file={env}"'
+    exec_start = f'ExecStart="{sys.executable}" -m invoke doctor "--env-file={env}" --record --diff'
     assert exec_start in out
     assert f"WorkingDirectory={ROOT}" in out
     assert "OnCalendar=*-*-* 06:15:00" in out and "Persistent=true" in out
@@ -39,7 +39,7 @@ def test_doctor_schedule_prints_units_and_a_cron_line(
     cron = [line for line in out.splitlines() if line.startswith("15 6 * * * ")]
     assert len(cron) == 1, out
     assert "flock -n /run/lock/tailwart-doctor.lock" in cron[0]
-    assert f"-m invoke doctor --env-file={env}" in cron[0]
+    assert f"-m invoke doctor --env-file={env} --record --diff" in cron[0]
     assert cron[0].endswith(">>/var/log/tailwart-doctor.log 2>&1")
     # no backup words leak into the doctor's units (one generic renderer, two jobs)
     assert "backup" not in out.replace(str(tmp_path), "")

@@ -579,6 +579,30 @@ KEYS: tuple[Key, ...] = (
         DOCTOR,
         required=False,
     ),
+    Key(
+        "DOCTOR_HISTORY_DIR",
+        Kind.ABSPATH,
+        "where inv doctor --record keeps its runs for --diff (default "
+        "~/.local/state/tailwart/doctor)",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_HISTORY_KEEP",
+        Kind.UINT,
+        "recorded doctor runs kept at most; the oldest go first (the newest is always kept)",
+        DOCTOR,
+        required=False,
+        default="120",
+    ),
+    Key(
+        "DOCTOR_HISTORY_DAYS",
+        Kind.UINT,
+        "recorded doctor runs older than this many days are removed",
+        DOCTOR,
+        required=False,
+        default="90",
+    ),
     # --- backup
     Key(
         "BACKUP_REPOSITORY",
