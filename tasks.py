@@ -441,6 +441,8 @@ def bootstrap(
         "record": "keep this run's findings in DOCTOR_HISTORY_DIR (for --diff)",
         "diff": "print what changed since the run recorded --since ago, not the table",
         "since": "with --diff: how far back, e.g. 90m, 24h, 7d (default 24h)",
+        "report_to": "also send the report: mail (to DOCTOR_REPORT_TO), webhook "
+        "(DOCTOR_WEBHOOK_URL), or mail,webhook",
     },
 )
 def doctor(
@@ -452,6 +454,7 @@ def doctor(
     port: list[str] | None = None,
     ca_file: str = "",
     timeout: float = 10.0,
+    report_to: str = "",  # before --record: -r (its letters are all taken after it)
     record: bool = False,
     diff: bool = False,
     since: str = "",
@@ -461,7 +464,7 @@ def doctor(
     from tailwart.doctor.report import doctor as run_doctor
     from tailwart.doctor.report import report_options
 
-    report, problems = report_options(record, diff, since, json)
+    report, problems = report_options(record, diff, since, json, report_to)
     options = doctor_options(only, edge, port or [], ca_file, timeout, also=problems)
     settings = env.load()
     run_doctor(settings, options, only=only, as_json=json, report=report)
@@ -470,12 +473,12 @@ def doctor(
 @operator_task
 def doctor_schedule(c: Context, env: EnvFlags = ENV, units: ScheduleFlags = SCHEDULE) -> None:
     """Print a systemd timer + service (and a cron line) for a daily doctor report; --install."""
-    from tailwart.doctor.schedule import JOB
+    from tailwart.doctor.schedule import doctor_job
     from tailwart.paths import repo_root
     from tailwart.schedule import schedule_for
 
-    env.load()
-    print(units.apply(schedule_for(JOB, repo_root(), env.env_file)), end="")
+    job = doctor_job(env.load())
+    print(units.apply(schedule_for(job, repo_root(), env.env_file)), end="")
 
 
 # ---------------------------------------------------------------- backup and restore

@@ -45,6 +45,26 @@ def test_doctor_schedule_prints_units_and_a_cron_line(
     assert "backup" not in out.replace(str(tmp_path), "")
 
 
+def test_the_scheduled_run_reports_to_the_channels_the_env_sets(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    values = {**example_values, "DOCTOR_WEBHOOK_URL": "https://hooks.example.net/doctor"}
+    env = write_env(tmp_path / ".env", values)
+    proc = inv("doctor-schedule", f"--env-file={env}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f'"--env-file={env}" --record --diff --report-to=webhook\n' in proc.stdout
+    mail = {
+        **values,
+        "DOCTOR_REPORT_TO": "postmaster@example.org",
+        "DOCTOR_SMTP_USER": "doctor@example.org",
+        "DOCTOR_SMTP_PASSWORD": SECRET,
+    }
+    env = write_env(tmp_path / ".env", mail)
+    proc = inv("doctor-schedule", f"--env-file={env}", cwd=tmp_path)
+    assert proc.stdout.count("--record --diff --report-to=mail,webhook") == 2  # unit and cron
+    assert SECRET not in proc.stdout + proc.stderr
+
+
 def test_doctor_schedule_bad_env_is_exit_2(tmp_path: Path, example_values: dict[str, str]) -> None:
     env = write_env(tmp_path / ".env", {**example_values, "STALWART_DB_PORT": "99999"})
     proc = inv("doctor-schedule", f"--env-file={env}", cwd=tmp_path)

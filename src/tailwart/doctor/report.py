@@ -32,15 +32,19 @@ class ReportOptions:
     #: print what changed since the run ``since`` ago instead of the table
     diff: bool = False
     since: dt.timedelta = dt.timedelta(hours=24)
+    #: where the report goes besides stdout (``delivery.CHANNELS``)
+    channels: tuple[str, ...] = ()
 
 
 def report_options(
-    record: bool, diff: bool, since: str, as_json: bool
+    record: bool, diff: bool, since: str, as_json: bool, report_to: str = ""
 ) -> tuple[ReportOptions, list[str]]:
     """The report flags, and every problem with them (for ``doctor_options``)."""
+    from .delivery import parse_channels
     from .diff import parse_since
 
-    problems = []
+    channels, problem = parse_channels(report_to)
+    problems = [problem] if problem else []
     window = parse_since(since or DEFAULT_SINCE)
     if isinstance(window, str):
         problems.append(window)
@@ -49,7 +53,7 @@ def report_options(
         problems.append("--json with --diff: choose one (the diff is a report for people)")
     if since and not diff:
         problems.append("--since: only with --diff")
-    return ReportOptions(record, diff, window), problems
+    return ReportOptions(record, diff, window, channels), problems
 
 
 def doctor(
@@ -59,18 +63,36 @@ def doctor(
     as_json: bool = False,
     report: ReportOptions | None = None,
 ) -> list[Finding]:
-    """Print the findings (or what changed); raise OperationError (exit 1) when any is
-    an error."""
+    """Print the findings (or what changed), deliver the report to ``report.channels``;
+    raise OperationError (exit 1) when any finding is an error or a channel failed."""
+    from . import delivery
+
     report = report or ReportOptions()
+    if report.channels:
+        delivery.require_keys(settings, report.channels)
     groups = parse_only(only)
     ctx = DoctorContext(settings, options)
     findings = runner.run(ctx, registry(ctx, groups))
+    at = clock.utc_stamp()
+    text = ""
     if report.record or report.diff:
-        print(keep_and_compare(settings, findings, groups, report), end="")
+        text = keep_and_compare(settings, findings, groups, report)
+        print(text, end="")
     if not report.diff:
-        print(to_json(findings) if as_json else to_table(findings), end="")
+        text = to_table(findings)
+        print(to_json(findings) if as_json else text, end="")
+    failures = []
+    if report.channels:
+        built = delivery.build(settings, findings, text, at)
+        try:
+            said = delivery.deliver(settings, built, report.channels, options.ca_file, ctx.timeout)
+            print("".join(f"{line}\n" for line in said), end="", file=sys.stderr)
+        except delivery.DeliveryError as exc:
+            failures.append(str(exc))
     if has_errors(findings):
-        raise OperationError("inv doctor: errors found (see above)")
+        failures.append("inv doctor: errors found (see above)")
+    if failures:
+        raise OperationError("\n".join(failures))
     return findings
 
 
