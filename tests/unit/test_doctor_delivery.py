@@ -266,8 +266,12 @@ def test_a_channel_without_its_keys_is_bad_input_before_any_check_runs(
 
 def test_report_to_names_its_channels(tmp_path: Path, example_values: dict[str, str]) -> None:
     env = write_env(tmp_path / ".env", example_values)
-    proc = inv("doctor", f"--env-file={env}", "--report-to", "mail,pager", "--since", "x")
+    flags = ("--report-to", "mail,pager", "--since", "x", "--json", "--diff")
+    proc = inv("doctor", f"--env-file={env}", *flags)
     assert proc.returncode == 2
     assert "--report-to: unknown channel(s) pager; choose mail, webhook" in proc.stderr
     assert "--since 'x'" in proc.stderr  # every problem at once
+    assert "--json with --diff: choose one" in proc.stderr
+    proc = inv("doctor", f"--env-file={env}", "--since", "7d")
+    assert proc.returncode == 2 and "--since: only with --diff" in proc.stderr
     assert "Traceback" not in proc.stderr

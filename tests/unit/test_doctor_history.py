@@ -281,7 +281,9 @@ def test_record_then_a_change_then_diff_names_it(
     with clock.frozen(T0):
         assert _doctor(settings, record=True, diff=True) is False
     out = capsys.readouterr().out
-    assert out.startswith("no earlier recorded run to compare with")
+    assert out.startswith(
+        "no earlier recorded run to compare with (this run is the first recorded)"
+    )
     checks["dns.dkim"] = bad("dns.dkim", message="no DKIM record")
     with clock.frozen(T0 + DAY):
         assert _doctor(settings, record=True, diff=True) is True  # exit 1 stands

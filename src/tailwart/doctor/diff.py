@@ -171,10 +171,11 @@ def render(change: Change) -> str:
     return "".join(out)
 
 
-def first_run(run: Run) -> str:
-    """The report when nothing was recorded before ``run``."""
+def first_run(run: Run, recording: bool) -> str:
+    """The report when nothing was recorded before ``run`` (``recording``: this one is)."""
     remaining = still(run)
+    hint = "this run is the first recorded" if recording else "record runs with --record"
     return (
-        f"no earlier recorded run to compare with (recorded from now on); "
+        f"no earlier recorded run to compare with ({hint}); "
         f"{'problems now: ' + remaining if remaining else 'no problems'}\n"
     )

@@ -118,7 +118,10 @@ def keep_and_compare(
         except history.HistoryError as exc:
             problems.append(str(exc))
         before = diff.baseline(runs, run.at, report.since)
-        out = diff.first_run(run) if before is None else diff.render(diff.compare(before, run))
+        if before is None:
+            out = diff.first_run(run, report.record)
+        else:
+            out = diff.render(diff.compare(before, run))
     if report.record:
         try:
             history.record(
