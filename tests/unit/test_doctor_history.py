@@ -9,6 +9,7 @@ import errno
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,32 @@ def test_a_broken_history_is_one_line_and_the_check_still_runs(
         assert "skipped 1 unreadable" in problem_lines[0]
         # the good run was recorded next to the corrupt file, which was left alone
         assert len(list(directory.iterdir())) == 2
+
+
+def test_the_backup_check_measures_the_age_the_diff_follows(
+    example_values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backup.snapshot.age carries its age in hours against 24: a backup that stopped
+    drifts, then is a new problem (restic's answer stubbed: the newest snapshot)."""
+    from tailwart.backup.restic import Restic
+    from tailwart.doctor import backup
+
+    newest = [{"time": "2026-12-01T03:30:00.123456789Z"}]
+    monkeypatch.setattr(Restic, "snapshots", lambda self, tags=(), latest=0: newest)
+    values = {**example_values, "BACKUP_REPOSITORY": "/srv/repo", "BACKUP_PASSWORD": "a1b2" * 8}
+    ctx = DoctorContext(from_mapping(values, "<test>"))
+    found = []
+    for hours_later in (0, 12, 24):  # T0 is 2h45 after the snapshot
+        with clock.frozen(T0 + dt.timedelta(hours=hours_later)):
+            found.append(replace(backup.snapshot_age(ctx), id="backup.snapshot.age"))
+    assert [(f.status, f.value, f.limit, f.unit) for f in found] == [
+        (Status.OK, 2.8, 24, "hours old"),  # 2h45 (restic's fraction of a second is cut)
+        (Status.OK, 14.8, 24, "hours old"),
+        (Status.WARNING, 26.8, 24, "hours old"),
+    ]
+    runs = [run(T0 + dt.timedelta(hours=h), f) for h, f in zip((0, 12, 24), found, strict=True)]
+    assert diff.compare(runs[0], runs[1]).drifting == (
+        diff.Drift("backup.snapshot.age", 2.8, 14.8, 24, "hours old"),
+    )
+    late = diff.compare(runs[1], runs[2])
+    assert [f.id for _, f in late.worse] == ["backup.snapshot.age"] and not late.drifting
