@@ -25,6 +25,7 @@ from tailwart.edge.flag_groups import (
 from tailwart.plan import CHECK_HELP, JSON_HELP
 from tailwart.policy.flag_groups import PolicyMerge
 from tailwart.progress import to_stderr
+from tailwart.schedule import ScheduleFlags
 
 if TYPE_CHECKING:
     from tailwart.settings import Settings
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 EDGE_HOSTS = EdgeHosts()
 DEPLOY_FLAGS = DeployFlags()
 MERGE = PolicyMerge()
+SCHEDULE = ScheduleFlags()
 EXAMPLE_HELP = "use the built-in example values instead of a .env file"
 
 # ---------------------------------------------------------------- operator surface
@@ -436,6 +438,11 @@ def bootstrap(
         "25=2525 (repeatable, or comma-separated like edge-run --ports)",
         "ca_file": "extra CA bundle the TLS checks trust (a private CA)",
         "timeout": "seconds each check may take (default 10)",
+        "record": "keep this run's findings in DOCTOR_HISTORY_DIR (for --diff)",
+        "diff": "print what changed since the run recorded --since ago, not the table",
+        "since": "with --diff: how far back, e.g. 90m, 24h, 7d (default 24h)",
+        "report_to": "also send the report: mail (to DOCTOR_REPORT_TO), webhook "
+        "(DOCTOR_WEBHOOK_URL), or mail,webhook",
     },
 )
 def doctor(
@@ -447,14 +454,31 @@ def doctor(
     port: list[str] | None = None,
     ca_file: str = "",
     timeout: float = 10.0,
+    report_to: str = "",  # before --record: -r (its letters are all taken after it)
+    record: bool = False,
+    diff: bool = False,
+    since: str = "",
 ) -> None:
     """Live checks of backends, edge ports, DNS, TLS and outbound mail; exit 1 on any error."""
     from tailwart.doctor.registry import doctor_options
     from tailwart.doctor.report import doctor as run_doctor
+    from tailwart.doctor.report import report_options
 
-    options = doctor_options(only, edge, port or [], ca_file, timeout)
+    report, problems = report_options(record, diff, since, json, report_to)
+    options = doctor_options(only, edge, port or [], ca_file, timeout, also=problems)
     settings = env.load()
-    run_doctor(settings, options, only=only, as_json=json)
+    run_doctor(settings, options, only=only, as_json=json, report=report)
+
+
+@operator_task
+def doctor_schedule(c: Context, env: EnvFlags = ENV, units: ScheduleFlags = SCHEDULE) -> None:
+    """Print a systemd timer + service (and a cron line) for a daily doctor report; --install."""
+    from tailwart.doctor.schedule import doctor_job
+    from tailwart.paths import repo_root
+    from tailwart.schedule import schedule_for
+
+    job = doctor_job(env.load())
+    print(units.apply(schedule_for(job, repo_root(), env.env_file)), end="")
 
 
 # ---------------------------------------------------------------- backup and restore
@@ -494,7 +518,7 @@ def backup(
     """
     settings = env.load()
     if schedule or install or unit_dir:
-        _schedule(settings, env, to, install=install, unit_dir=unit_dir, dry_run=dry_run)
+        _schedule(settings, env, to, ScheduleFlags(install, unit_dir, dry_run))
     elif verify or target_env:
         _verify(settings, env, to, target_env=target_env, dry_run=dry_run)
     else:
@@ -503,24 +527,12 @@ def backup(
         print(run_backup(settings, to=to, dry_run=dry_run, prune=prune, progress=to_stderr), end="")
 
 
-@operator_task(
-    help={
-        "to": TO_HELP,
-        "install": "write the units and enable the timer",
-        "unit_dir": "with --install: an existing directory for the units (/etc/systemd/system)",
-        "dry_run": "with --install: say what would be written and enabled; change nothing",
-    }
-)
+@operator_task(help={"to": TO_HELP})
 def backup_schedule(
-    c: Context,
-    env: EnvFlags = ENV,
-    to: str = "",
-    install: bool = False,
-    unit_dir: str = "",
-    dry_run: bool = False,
+    c: Context, env: EnvFlags = ENV, to: str = "", units: ScheduleFlags = SCHEDULE
 ) -> None:
     """Print a systemd timer + service (and a cron line) that back up nightly; --install."""
-    _schedule(env.load(), env, to, install=install, unit_dir=unit_dir, dry_run=dry_run)
+    _schedule(env.load(), env, to, units)
 
 
 @operator_task(
@@ -537,21 +549,14 @@ def backup_verify(
     _verify(env.load(), env, to, target_env=target_env, dry_run=dry_run)
 
 
-def _schedule(
-    settings: Settings, env: EnvFlags, to: str, *, install: bool, unit_dir: str, dry_run: bool
-) -> None:
+def _schedule(settings: Settings, env: EnvFlags, to: str, units: ScheduleFlags) -> None:
     """The body of backup-schedule (and backup --schedule)."""
     from tailwart.backup.repository import repository
-    from tailwart.backup.schedule import UNIT_DIR, render, schedule_for
-    from tailwart.backup.schedule import install as install_units
+    from tailwart.backup.schedule import backup_schedule as schedule_for
     from tailwart.paths import repo_root
 
     repository(settings)
-    sched = schedule_for(repo_root(), env.env_file, to)
-    if install or unit_dir:
-        print(install_units(sched, unit_dir or UNIT_DIR, dry_run=dry_run), end="")
-    else:
-        print(render(sched), end="")
+    print(units.apply(schedule_for(repo_root(), env.env_file, to)), end="")
 
 
 def _verify(settings: Settings, env: EnvFlags, to: str, *, target_env: str, dry_run: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 
@@ -26,6 +26,17 @@ class Finding:
     message: str
     advice: str = ""
     group: str = ""
+    #: a measured quantity, for a check that judges one against a threshold (certificate
+    #: days left, backup age): its value, the next threshold it would cross, and its unit.
+    #: Machine-readable, so ``inv doctor --diff`` never parses messages.
+    value: float | None = None
+    limit: float | None = None
+    unit: str = ""
+
+    def measured(self, value: float, limit: float, unit: str) -> Finding:
+        """This finding with its measured ``value``, the ``limit`` it is judged against,
+        and the ``unit`` both are in."""
+        return replace(self, value=value, limit=limit, unit=unit)
 
     @classmethod
     def ok(cls, id: str, message: str, group: str = "") -> Finding:

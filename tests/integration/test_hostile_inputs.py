@@ -71,6 +71,7 @@ HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
     ("bootstrap", ("--dry-run",), "STALWART_DB_HOST"),
     ("backup", ("--dry-run",), "STALWART_DB_HOST"),
     ("backup-schedule", (), "STALWART_DB_HOST"),
+    ("doctor-schedule", (), "STALWART_DB_HOST"),
     ("backup-verify", ("--dry-run",), "STALWART_DB_HOST"),
     ("restore", ("--dry-run", "--target-env", "hostile.env"), "STALWART_DB_HOST"),
     ("provision", ("--dry-run",), "STALWART_DB_HOST"),
@@ -171,6 +172,7 @@ HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
     ("backup", ("--dry-run", "--to", "relative\nrepo"), 2, ("--to",)),
     # the .env's repository is checked first (as backup --schedule does): it has none
     ("backup-schedule", ("--to", "relative\nrepo"), 2, ("BACKUP_REPOSITORY",)),
+    ("doctor-schedule", ("--install", "--unit-dir", "units\nthere"), 2, ("--unit-dir",)),
     ("backup-verify", ("--dry-run", "--to", "relative\nrepo"), 2, ("--to",)),
     (
         "restore",

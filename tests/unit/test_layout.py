@@ -27,6 +27,7 @@ LAYERS: tuple[str, ...] = (
     "flags",
     "env_file",
     "systemd_words",
+    "schedule",  # a task on a timer: the backup's and the doctor's units
     "testing",  # test doubles: below the edge, whose demo runs the stand-in mailbox
     "edge",
     "backends",

@@ -55,11 +55,13 @@ def snapshot_age(ctx: DoctorContext) -> Finding:
     age = clock.now() - newest
     hours = age.total_seconds() / 3600
     if age > MAX_AGE:
-        return warning(
+        found = warning(
             f"the newest snapshot is {hours:.0f} hours old ({newest:%Y-%m-%d %H:%M} UTC)",
             "is the timer running? systemctl status tailwart-backup.timer; run inv backup",
         )
-    return ok(f"the newest snapshot is {hours:.1f} hours old")
+    else:
+        found = ok(f"the newest snapshot is {hours:.1f} hours old")
+    return found.measured(round(hours, 1), MAX_AGE.total_seconds() / 3600, "hours old")
 
 
 def checks(ctx: DoctorContext) -> list[Check]:

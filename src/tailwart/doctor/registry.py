@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -128,12 +128,18 @@ def parse_port_map(values: list[str] | tuple[str, ...]) -> dict[int, int]:
 
 
 def doctor_options(
-    only: str, edge: str, ports: list[str] | tuple[str, ...], ca_file: str, timeout: float
+    only: str,
+    edge: str,
+    ports: list[str] | tuple[str, ...],
+    ca_file: str,
+    timeout: float,
+    also: Sequence[str] = (),
 ) -> DoctorOptions:
-    """Every ``inv doctor`` flag checked at once (UsageError, exit 2, naming each flag)."""
+    """Every ``inv doctor`` flag checked at once (UsageError, exit 2, naming each flag);
+    ``also``: the problems of its other flags, reported with these."""
     from .. import flags
 
-    problems: list[str] = []
+    problems: list[str] = list(also)
     port_map: dict[int, int] = {}
     try:
         parse_only(only)

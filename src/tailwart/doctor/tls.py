@@ -106,9 +106,27 @@ def certificate(
         except WireError as again:
             return error(f"{where}: {again}", RENEW)
     assert got.cert_der is not None
-    names, not_after, issuer = cert_names(got.cert_der)
+    _, not_after, issuer = cert_names(got.cert_der)
     now = now or clock.now()
     days = (not_after - now).total_seconds() / 86400
+    found = _judged(ctx, where, name, got.cert_der, not_after, days, issuer, verified)
+    # the next threshold ahead: the warning, then the error, then expiry itself
+    limit = next((t for t in (WARN_DAYS, ERROR_DAYS) if days >= t), 0)
+    return found.measured(round(days, 1), limit, "days left")
+
+
+def _judged(
+    ctx: DoctorContext,
+    where: str,
+    name: str,
+    cert_der: bytes,
+    not_after: dt.datetime,
+    days: float,
+    issuer: str,
+    verified: Exception | None,
+) -> Finding:
+    """The verdict on a certificate with ``days`` left (names, expiry, trust)."""
+    names = cert_names(cert_der)[0]
     until = f"{not_after:%Y-%m-%d} ({int(days)} days)"
     if not any(name_matches(n, name) for n in names):
         return error(
@@ -122,7 +140,7 @@ def certificate(
     if days < ERROR_DAYS:
         return error(f"{where}: certificate expires {until}", advice("expiry", ctx.settings))
     if verified is not None:
-        if self_signed(got.cert_der):
+        if self_signed(cert_der):
             return error(
                 f"{where}: self-signed certificate (issuer {issuer})",
                 advice("self-signed", ctx.settings),

@@ -579,6 +579,67 @@ KEYS: tuple[Key, ...] = (
         DOCTOR,
         required=False,
     ),
+    Key(
+        "DOCTOR_HISTORY_DIR",
+        Kind.ABSPATH,
+        "where inv doctor --record keeps its runs for --diff (default "
+        "~/.local/state/tailwart/doctor)",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_HISTORY_KEEP",
+        Kind.UINT,
+        "recorded doctor runs kept at most; the oldest go first (the newest is always kept)",
+        DOCTOR,
+        required=False,
+        default="120",
+    ),
+    Key(
+        "DOCTOR_HISTORY_DAYS",
+        Kind.UINT,
+        "recorded doctor runs older than this many days are removed",
+        DOCTOR,
+        required=False,
+        default="90",
+    ),
+    Key(
+        "DOCTOR_REPORT_TO",
+        Kind.EMAIL,
+        "postmaster address inv doctor --report-to mail sends the report to",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_SMTP_HOST",
+        Kind.HOSTPORT,
+        "submission endpoint the report is mailed through (default MAIL_HOSTNAME:587; "
+        "port 465: implicit TLS, else STARTTLS)",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_SMTP_USER",
+        Kind.LOGIN,
+        "account the report is submitted with (also its From: when an address)",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_SMTP_PASSWORD",
+        Kind.SECRET,
+        "password of DOCTOR_SMTP_USER",
+        DOCTOR,
+        required=False,
+    ),
+    Key(
+        "DOCTOR_WEBHOOK_URL",
+        Kind.URL,
+        "URL inv doctor --report-to webhook POSTs the report to as JSON (the second channel, "
+        "for when the mailbox is down; only its host is ever printed)",
+        DOCTOR,
+        required=False,
+    ),
     # --- backup
     Key(
         "BACKUP_REPOSITORY",
