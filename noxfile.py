@@ -118,7 +118,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: each benchmarks/bench_*.py prints ratios against a baseline run beside it."""
     _install(session)
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
-    wanted = set(session.posargs)
+    # `edge-held` and `edge_held` both name bench_edge_held.py
+    wanted = {name.replace("-", "_") for name in session.posargs}
     for script in scripts:
         if not wanted or script.stem.removeprefix("bench_") in wanted:
             session.run("python", str(script))
