@@ -42,9 +42,11 @@ def normalise(line: str) -> str:
     """What two runs of the same code print alike: hex ids, Stalwart's object ids,
     numbers, temp paths and runs of spaces blurred."""
     line = re.sub(r"/tmp/[^\s'\"/]+(/[^\s'\"]*)?", "/tmp/…", line)
-    line = re.sub(r"(?<![0-9a-z])[0-9a-f]{8,}(?![0-9A-Za-z])", "h", line)
-    # Stalwart's object ids: 10 to 14 lowercase letters and digits, at least one digit
-    line = re.sub(r"(?<![\w.-])(?=[a-z]*\d)[a-z0-9]{10,14}(?![\w.-])", "i", line)
+    # hex ids and hashes: 6 or more hex digits, at least one a digit (a CA's name suffix too)
+    line = re.sub(r"(?<![0-9a-z])(?=[0-9a-f]*\d)[0-9a-f]{6,}(?![0-9A-Za-z])", "h", line)
+    # Stalwart's object ids: 10 to 14 lowercase letters and digits, quoted or after a type
+    line = re.sub(r'"[a-z0-9]{10,14}"', '"i"', line)
+    line = re.sub(r"(x:\w+ )[a-z0-9]{10,14}(?![\w.-])", r"\1i", line)
     line = re.sub(r"\d+", "0", line)
     return " ".join(line.split())
 
