@@ -40,8 +40,10 @@ def sample(name: str) -> list[str]:
 
 def normalise(line: str) -> str:
     """What two runs of the same code print alike: hex ids, Stalwart's object ids,
-    numbers, temp paths and runs of spaces blurred."""
+    IPv6 addresses, numbers, temp paths and runs of spaces blurred."""
     line = re.sub(r"/tmp/[^\s'\"/]+(/[^\s'\"]*)?", "/tmp/…", line)
+    # IPv6 addresses (a test network's ULA prefix changes from run to run)
+    line = re.sub(r"(?<![\w:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![\w:])", "v6", line)
     # hex ids and hashes: 6 or more hex digits, at least one a digit (a CA's name suffix too)
     line = re.sub(r"(?<![0-9a-z])(?=[0-9a-f]*\d)[0-9a-f]{6,}(?![0-9A-Za-z])", "h", line)
     # Stalwart's object ids: 10 to 14 lowercase letters and digits, quoted or after a type
