@@ -283,15 +283,32 @@ def _haproxy_binary() -> str:
     return binary
 
 
-def _haproxy(listen: int, upstream: int, work: Path) -> subprocess.Popen[bytes]:
-    cfg = work / "haproxy.cfg"
-    cfg.write_text(
-        "global\n  maxconn 8192\n"
-        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n"
-        "  timeout server 60s\n"
-        f"frontend smtp\n  bind {EDGE_HOST}:{listen}\n  default_backend mailbox\n"
+def haproxy_config(
+    listen: int,
+    upstream: int,
+    *,
+    frontend: str = "smtp",
+    maxconn: int = 8192,
+    timeout: str = "60s",
+    defaults_maxconn: bool = False,
+) -> str:
+    """HAProxy as the baseline edge: one TCP frontend, PROXY v2 to the upstream."""
+    limit = f"  maxconn {maxconn}\n" if defaults_maxconn else ""
+    return (
+        f"global\n  maxconn {maxconn}\n"
+        f"defaults\n  mode tcp\n{limit}  timeout connect 5s\n  timeout client {timeout}\n"
+        f"  timeout server {timeout}\n"
+        f"frontend {frontend}\n  bind {EDGE_HOST}:{listen}\n  default_backend mailbox\n"
         f"backend mailbox\n  server m1 {UPSTREAM_HOST}:{upstream} send-proxy-v2\n"
     )
+
+
+def _haproxy(
+    listen: int, upstream: int, work: Path, config: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start HAProxy with ``config`` (default: ``haproxy_config``) and wait for it to listen."""
+    cfg = work / "haproxy.cfg"
+    cfg.write_text(config or haproxy_config(listen, upstream))
     proc = subprocess.Popen(
         [_haproxy_binary(), "-db", "-q", "-f", str(cfg)],
         stdout=subprocess.DEVNULL,

@@ -45,11 +45,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_edge import (  # noqa: E402
-    _haproxy_binary,
+    _haproxy,
     _serve_upstream,
     conn_rate,
     cpu_seconds,
     data_throughput,
+    haproxy_config,
     haproxy_version,
     latency_samples,
     machine,
@@ -481,29 +482,11 @@ def haproxy_maxconn() -> int:
 def start_haproxy(listen: int, upstream: int, work: Path) -> subprocess.Popen[bytes]:
     """HAProxy as a mail edge would run it: long client/server timeouts, maxconn for the
     largest level (or what the fd limit allows)."""
-    cfg = work / "haproxy.cfg"
     maxconn = haproxy_maxconn()
-    cfg.write_text(
-        f"global\n  maxconn {maxconn}\n"
-        f"defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n"
-        "  timeout client 30m\n  timeout server 30m\n"
-        f"frontend imap\n  bind {EDGE_HOST}:{listen}\n  default_backend mailbox\n"
-        f"backend mailbox\n  server m1 {UPSTREAM_HOST}:{upstream} send-proxy-v2\n"
+    config = haproxy_config(
+        listen, upstream, frontend="imap", maxconn=maxconn, timeout="30m", defaults_maxconn=True
     )
-    proc = subprocess.Popen(
-        [_haproxy_binary(), "-db", "-q", "-f", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection((EDGE_HOST, listen), 1).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("haproxy did not start")
+    return _haproxy(listen, upstream, work, config)
 
 
 @dataclass
