@@ -125,9 +125,13 @@ def derived_table() -> str:
 
 def parts(root: Path) -> dict[str, Callable[[], str]]:
     """Each generated part → the function that makes its text (imported lazily)."""
+    from functools import cache
+
     from .settings.example import markdown_table
 
+    @cache
     def tasks() -> list[TaskDoc]:
+        """tasks.py loaded once for both task parts."""
         return task_docs(root)
 
     def check_ids() -> str:
