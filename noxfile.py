@@ -58,6 +58,11 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", str(site))
 
 
+#: pytest-xdist: 4 workers on 2 cores (the integration worlds mostly wait), a world's tests
+#: on one worker (tests/conftest.py's scheduler)
+PARALLEL = ["-n", "4", "--dist", "loadscope"]
+
+
 @nox.session(python=PYTHON, tags=["test"])
 def tests(session: nox.Session) -> None:
     """pytest: unit and integration tests (posargs pass through).
@@ -69,8 +74,10 @@ def tests(session: nox.Session) -> None:
     if os.geteuid() == 0 and not os.environ.get("TAILWART_SKIP_SETUP"):
         session.run("bash", str(ROOT / "scripts" / "setup-machine.sh"), external=True)
     _install(session)
+    # worlds side by side (most of their time is waiting on servers), each on one worker;
     # the slowest tests, listed at the end: where the CI budget goes
-    session.run("pytest", *(session.posargs or ["tests", "--durations=15"]))
+    default = ["tests", *PARALLEL, "--durations=15"]
+    session.run("pytest", *(session.posargs or default))
 
 
 @nox.session(python=PYTHON, tags=["test"])
@@ -110,7 +117,8 @@ def later(session: nox.Session) -> None:
     )
     if not isinstance(year, str) or int(year.strip()) <= time.gmtime().tm_year:
         session.error(f"faketime -f {LATER} did not move the clock (saw year {year!r})")
-    session.run(*shifted, "pytest", *(session.posargs or ["tests/unit"]), env=env, external=True)
+    default = ["tests/unit", "-n", "2", "--dist", "loadscope"]
+    session.run(*shifted, "pytest", *(session.posargs or default), env=env, external=True)
 
 
 @nox.session(python=PYTHON)

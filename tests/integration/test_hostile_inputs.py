@@ -40,6 +40,13 @@ def closed_port() -> int:
 
 CLOSED = f"root@127.0.0.1:{closed_port()}"
 
+
+def _test_id(words: list[str]) -> str:
+    """A test id without the closed port, which differs per process (xdist workers must
+    collect the same ids)."""
+    return " ".join(words).replace(CLOSED, "root@127.0.0.1:CLOSED").replace("\n", "\\n")
+
+
 #: key → hostile value, written with python-dotenv escapes where needed; each passes or
 #: fails the .env kinds depending on their strictness, and must be stopped somewhere
 HOSTILE_VALUES = {
@@ -252,7 +259,7 @@ ENV_ROWS = [(*row, stop) for row in HOSTILE_ENV for stop in (True, False)] + [
 @pytest.mark.parametrize(
     ("task", "args", "key", "stop"),
     ENV_ROWS,
-    ids=[f"{' '.join([t, *a])} ({'stop' if s else 'parseable'})" for t, a, _, s in ENV_ROWS],
+    ids=[f"{_test_id([t, *a])} ({'stop' if s else 'parseable'})" for t, a, _, s in ENV_ROWS],
 )
 def test_hostile_env_never_gets_through(
     tmp_path: Path,
@@ -283,7 +290,7 @@ def test_hostile_env_never_gets_through(
 @pytest.mark.parametrize(
     ("task", "args", "code", "says"),
     HOSTILE_FLAGS,
-    ids=[" ".join([t, *a]).replace("\n", "\\n") for t, a, *_ in HOSTILE_FLAGS],
+    ids=[_test_id([t, *a]) for t, a, *_ in HOSTILE_FLAGS],
 )
 def test_hostile_flags_are_refused_naming_the_flag(
     tmp_path: Path,

@@ -61,6 +61,7 @@ def test_normal_starts_hand_compose_an_empty_recovery_admin(
         ("admin:" + "ab" * 10, "too predictable"),
         ("admin:passwordpassword", "too predictable"),
     ],
+    ids=["no-password", "no-name", "short", "repeated", "word"],
 )
 def test_a_weak_or_shapeless_recovery_admin_is_refused(
     tmp_path: Path, example_values: dict[str, str], value: str, says: str
