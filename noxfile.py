@@ -58,9 +58,10 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", str(site))
 
 
-#: pytest-xdist: 4 workers on 2 cores (the integration worlds mostly wait), a world's tests
-#: on one worker (tests/conftest.py's scheduler)
-PARALLEL = ["-n", "4", "--dist", "loadscope"]
+#: pytest-xdist: 4 workers on 2 cores (the integration worlds mostly wait); a file's tests
+#: on one worker, so each module-scoped world is built once (session-scoped servers, once
+#: per worker, take their addresses and ports from the worker's pid and free ports)
+PARALLEL = ["-n", "4", "--dist", "loadfile"]
 
 
 @nox.session(python=PYTHON, tags=["test"])
@@ -117,7 +118,7 @@ def later(session: nox.Session) -> None:
     )
     if not isinstance(year, str) or int(year.strip()) <= time.gmtime().tm_year:
         session.error(f"faketime -f {LATER} did not move the clock (saw year {year!r})")
-    default = ["tests/unit", "-n", "2", "--dist", "loadscope"]
+    default = ["tests/unit", "-n", "2", "--dist", "loadfile"]
     session.run(*shifted, "pytest", *(session.posargs or default), env=env, external=True)
 
 

@@ -85,46 +85,25 @@ def example_values() -> dict[str, str]:
     return values()
 
 
-#: directories whose files share session-scoped worlds: their tests run on one xdist worker
-SHARED_WORLDS = ("tests/integration/backends/", "tests/integration/edge_wire/")
-
-
-def world_of(nodeid: str) -> str:
-    """The xdist work unit of a test: its file (module-scoped worlds), or the directory
-    whose files share session-scoped worlds."""
-    path = nodeid.split("::", 1)[0]
-    return next((shared for shared in SHARED_WORLDS if path.startswith(shared)), path)
-
-
-#: worlds that take longest, started first so that the run does not end waiting on them
+#: the files that take longest, started first (``pytest -n N --dist loadfile``: each file
+#: on one worker, its module-scoped world built once) so that the run does not end
+#: waiting on one of them
 SLOWEST_FIRST = (
     "tests/integration/test_mailbox_live.py",
-    "tests/integration/backends/",
-    "tests/integration/edge_wire/",
     "tests/integration/test_policy_evaluate_headscale.py",
+    "tests/integration/backends/test_backup_hostile.py",
+    "tests/integration/backends/test_backup_restore.py",
+    "tests/integration/edge_wire/test_edge_wire.py",
+    "tests/integration/backends/test_backends_bootstrap.py",
     "tests/integration/test_edge_deploy_netns.py",
+    "tests/integration/test_acl_headscale.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slowest worlds first (a stable sort: each world's tests keep their order)."""
-    rank = {world: index for index, world in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(world_of(item.nodeid), len(rank)))
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """``pytest -n N --dist loadscope``: a world is built once, on one worker, and the
-    worlds run side by side (xdist's own loadgroup marks do not reach pytest 9.2's node
-    ids, so the unit is chosen here)."""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
-
-    class WorldScheduling(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            return world_of(nodeid)
-
-    return WorldScheduling(config, log)
+    """The slowest files first (a stable sort: each file's tests keep their order)."""
+    rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.hookimpl(hookwrapper=True)
