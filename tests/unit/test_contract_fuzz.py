@@ -144,6 +144,15 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
         min_size=1,
         max_size=6,
     ).flatmap(lambda ports: st.sampled_from([",", ", ", ";"]).map(lambda sep: sep.join(ports))),
+    "DOCTOR_LIMITS": st.lists(
+        st.tuples(
+            st.sampled_from(["queue", "queue-hours", "failed", "auth-failures", "Queue", ""]),
+            st.sampled_from(["=", ":", "= "]),
+            st.one_of(st.integers(0, 20_000_000).map(str), st.sampled_from(["-1", "1.5", "x"])),
+        ).map("".join),
+        min_size=1,
+        max_size=4,
+    ).map(",".join),
 }
 
 

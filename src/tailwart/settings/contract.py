@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import limits
 from .kinds import Kind
 
 
@@ -199,6 +200,17 @@ KEYS: tuple[Key, ...] = (
         "password of STALWART_MANAGEMENT_USER, strong (openssl rand -hex 24); created by "
         "inv first-start or inv recover, changed by inv rotate-management",
         MAILBOX,
+    ),
+    Key(
+        "STALWART_METRICS_PASSWORD",
+        Kind.SECRET,
+        "password of Stalwart's Prometheus endpoint (/metrics/prometheus, user prometheus), "
+        "read by inv doctor over the tailnet (openssl rand -hex 24); empty: the endpoint is "
+        "off and the doctor's stalwart group is not run",
+        MAILBOX,
+        required=False,
+        stalwart=True,
+        strong=True,
     ),
     Key(
         "STALWART_MANAGEMENT_NETWORKS",
@@ -631,6 +643,16 @@ KEYS: tuple[Key, ...] = (
         "password of DOCTOR_SMTP_USER",
         DOCTOR,
         required=False,
+    ),
+    Key(
+        "DOCTOR_LIMITS",
+        Kind.DOCTOR_LIMITS,
+        "thresholds for Stalwart's own numbers (STALWART_METRICS_PASSWORD set): queue "
+        "(messages), queue-hours, failed and deferred deliveries, auth-failures, "
+        "store-errors since the last recorded run; a name left out keeps its default",
+        DOCTOR,
+        required=False,
+        default=limits.DEFAULT,
     ),
     Key(
         "DOCTOR_WEBHOOK_URL",

@@ -515,6 +515,12 @@ def _mail_ports(value: str) -> str | None:
     return None
 
 
+def _doctor_limits(value: str) -> str | None:
+    from .limits import problem
+
+    return problem(value)
+
+
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in options else f"must be one of: {', '.join(options)}"
@@ -564,6 +570,7 @@ class Kind(Enum):
         _mail_ports,
         19,
     )
+    DOCTOR_LIMITS = ("comma-separated name=number thresholds", _doctor_limits, 512)
     RESTIC_REPO = (
         "restic repository: /abs/path or s3:http(s)://host:port/bucket",
         _restic_repo,
