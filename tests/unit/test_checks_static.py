@@ -368,7 +368,7 @@ def test_inv_check_fails_when_an_alias_has_no_acme_route_or_the_login_changed(
     assert got == {
         "status": "ok",
         "text": "the JMAP vhost sends PROXY v2 to stalwart.tail1234.ts.net:8080, refuses "
-        "/admin, /api and the Basic login tailwart-admin, caps bodies; http-01 for "
+        "/admin, /api, /metrics and the Basic login tailwart-admin, caps bodies; http-01 for "
         "mail.example.org, imap.example.org, SMTP.example.org reaches Stalwart ",
     }
     # a new STALWART_MANAGEMENT_USER without inv render: the vhost refuses the old name

@@ -157,11 +157,17 @@ def test_the_role_grants_exactly_the_owned_types_and_never_roles_or_accounts() -
         "jmapEmailGet",
         "imapAuthenticate",
         "sysDataStoreUpdate",
+        # the queue is read (inv doctor), never changed
+        "sysQueuedMessageUpdate",
+        "sysQueuedMessageDestroy",
+        "sysQueuedMessageCreate",
     ):
         assert forbidden not in granted, forbidden
     prefixes = {full["objects"][t]["permissionPrefix"] for t in CURRENT.owned_types()}
-    # beyond the owned types: its own password, and creating an x:Action (the reload)
+    # beyond the owned types: its own password, creating an x:Action (the reload), and
+    # reading the outbound queue
     extra = {"sysAccountPasswordGet", "sysAccountPasswordUpdate", "sysActionCreate"}
+    extra |= {"sysQueuedMessageGet", "sysQueuedMessageQuery"}
     for name in granted:
         if name.startswith("sys"):
             assert any(name.startswith(p) for p in prefixes) or name in extra, name

@@ -84,6 +84,16 @@ class Store:
                 "useXForwarded": False,
             }
         }
+        # a fresh store's metrics: the Prometheus endpoint off (recorded in 01-first-start)
+        self.objects[CURRENT.metrics] = {
+            one: {
+                "id": one,
+                "metrics": {},
+                "metricsPolicy": "exclude",
+                "openTelemetry": {"@type": "Disabled"},
+                "prometheus": {"@type": "Disabled"},
+            }
+        }
         self.objects[CURRENT.outbound] = {
             one: {
                 "id": one,

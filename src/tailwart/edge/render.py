@@ -26,9 +26,9 @@ JMAP_PORT = 8080
 #: ports on which the upstream speaks TLS first (pass-through, never terminated)
 IMPLICIT_TLS_PORTS = frozenset({465, 993})
 DEFAULT_ADMIN_SOCKET = "/run/tailwart-edge/admin.sock"
-#: Stalwart's web admin and management paths: the public vhost refuses them, and
+#: Stalwart's web admin, management and metrics paths: the public vhost refuses them, and
 #: Stalwart's x:Http allowedEndpoints refuses them to every client off the tailnet
-ADMIN_PATHS: tuple[str, ...] = ("/admin", "/api")
+ADMIN_PATHS: tuple[str, ...] = ("/admin", "/api", "/metrics")
 #: where ACME http-01 validation requests ask (RFC 8555 §8.3)
 ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
 #: request body caps of the JMAP vhost per path, each what Stalwart v0.16.18 itself

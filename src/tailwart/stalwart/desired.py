@@ -32,6 +32,9 @@ ENV_S3_ACCESS = "STALWART_S3_ACCESS_KEY"
 ENV_S3_SECRET = "STALWART_S3_SECRET_KEY"
 ENV_RELAY_SECRET = "STALWART_SMARTHOST_PASSWORD"
 ENV_TSIG_SECRET = "ACME_DNS_TSIG_SECRET"
+ENV_METRICS_SECRET = "STALWART_METRICS_PASSWORD"
+#: the Prometheus endpoint's Basic-auth user (its password: STALWART_METRICS_PASSWORD)
+METRICS_USER = "prometheus"
 #: where the compose file mounts STALWART_TLS=files' PEM files (read-only)
 TLS_CERT_PATH = "/etc/stalwart/tls/fullchain.pem"
 TLS_KEY_PATH = "/etc/stalwart/tls/privkey.pem"
@@ -435,4 +438,14 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
     )
     # the seeded file tracer writes to /var/log/stalwart, which the image does not have
     state.append(Absent(model.tracer, "Log", key_field="@type"))
+    state.append(Desired(model.metrics, one, {"prometheus": prometheus(settings)}, key_field=None))
     return state
+
+
+def prometheus(settings: Settings) -> dict[str, Any]:
+    """Stalwart's Prometheus endpoint: on, behind Basic auth, when STALWART_METRICS_PASSWORD
+    is set (its value stays in the container's environment); else off."""
+    if not settings[ENV_METRICS_SECRET]:
+        return {"@type": "Disabled"}
+    secret = env_ref(ENV_METRICS_SECRET)
+    return {"@type": "Enabled", "authUsername": METRICS_USER, "authSecret": secret}

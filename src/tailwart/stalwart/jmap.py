@@ -125,10 +125,13 @@ class HttpTransport:
             f"URL ({URL_KEY}) and that Stalwart runs"
         )
 
-    def _exchange(self, method: str, path: str, data: str | None = None) -> Answer:
-        """One request, read in a worker thread so that ``deadline`` bounds it in all."""
+    def _exchange(
+        self, method: str, path: str, data: str | None = None, body: bool = False
+    ) -> Answer:
+        """One request, read in a worker thread so that ``deadline`` bounds it in all; a
+        GET's answer is read only with ``body``."""
         outcome: dict[str, Any] = {}
-        holder: dict[str, Any] = {}
+        holder: dict[str, Any] = {"body": body}
 
         def work() -> None:
             try:
@@ -174,7 +177,7 @@ class HttpTransport:
         holder["response"] = response
         try:
             headers = response.headers
-            if response.status_code in _REDIRECTS or method == "GET":
+            if response.status_code in _REDIRECTS or (method == "GET" and not holder.get("body")):
                 return Answer(response.status_code, headers, b"")
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
@@ -231,6 +234,11 @@ class HttpTransport:
         if self.record is not None:
             self.record({"request": body, "response": data})
         return data
+
+    def get_text(self, path: str) -> Answer:
+        """``GET path``, its answer read whole (at most ``max_answer`` bytes, within the
+        deadline); the status is the caller's to judge."""
+        return self._exchange("GET", path, body=True)
 
     def schema_hash(self) -> str:
         answer = self._exchange("GET", "/api/schema")

@@ -29,9 +29,12 @@ ROLE_DESCRIPTION = "tailwart management"
 VERBS = ("Get", "Query", "Create", "Update", "Destroy")
 #: beyond the owned types: signing in, the reloads provision triggers (an x:Action
 #: create, each action also by its own permission; seen live: without sysActionCreate
-#: Stalwart refuses the reload), and changing its own password (inv rotate-management)
+#: Stalwart refuses the reload), changing its own password (inv rotate-management), and
+#: reading the outbound queue (inv doctor's stalwart.queue; never changing it)
 EXTRA_PERMISSIONS = (
     "authenticate",
+    "sysQueuedMessageGet",
+    "sysQueuedMessageQuery",
     "sysActionCreate",
     "actionReloadSettings",
     "actionReloadTlsCertificates",

@@ -80,6 +80,9 @@ class Model:
     tls_strategy: str = "x:MtaTlsStrategy"
     outbound: str = "x:MtaOutboundStrategy"
     tracer: str = "x:Tracer"
+    metrics: str = "x:Metrics"
+    #: read only (inv doctor's queue checks); never written
+    queued_message: str = "x:QueuedMessage"
     security: str = "x:Security"
     role: str = "x:Role"
     account: str = "x:Account"
@@ -111,6 +114,7 @@ class Model:
             self.route,
             self.outbound,
             self.tracer,
+            self.metrics,
         )
 
     def management_types(self) -> tuple[str, ...]:
