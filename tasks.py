@@ -432,7 +432,8 @@ def bootstrap(
     iterable=["port"],
     help={
         "json": "print the findings as JSON (shape documented in the README)",
-        "only": "comma-separated groups: backends, edge, dns, tls, management, outbound, backup",
+        "only": "comma-separated groups: backends, edge, dns, tls, management, stalwart, "
+        "outbound, backup",
         "edge": "host the edge and TLS checks dial (default: EDGE_PUBLIC_IP, else MAIL_HOSTNAME)",
         "port": "MAILPORT=PORT: dial PORT for a public mail port (or 443, the JMAP vhost), e.g. "
         "25=2525 (repeatable, or comma-separated like edge-run --ports)",
@@ -443,6 +444,8 @@ def bootstrap(
         "since": "with --diff: how far back, e.g. 90m, 24h, 7d (default 24h)",
         "report_to": "also send the report: mail (to DOCTOR_REPORT_TO), webhook "
         "(DOCTOR_WEBHOOK_URL), or mail,webhook",
+        "prometheus": "print a Prometheus scrape job and alert rules for Stalwart's metrics "
+        "(DOCTOR_LIMITS' thresholds) instead of checking",
     },
 )
 def doctor(
@@ -458,6 +461,7 @@ def doctor(
     record: bool = False,
     diff: bool = False,
     since: str = "",
+    prometheus: bool = False,
 ) -> None:
     """Live checks of backends, edge ports, DNS, TLS and outbound mail; exit 1 on any error."""
     from tailwart.doctor.registry import doctor_options
@@ -465,8 +469,17 @@ def doctor(
     from tailwart.doctor.report import report_options
 
     report, problems = report_options(record, diff, since, json, report_to)
+    if prometheus:
+        from tailwart.doctor.prometheus_rules import flag_problems
+
+        problems += flag_problems(record=record, diff=diff, json=json, report_to=report_to)
     options = doctor_options(only, edge, port or [], ca_file, timeout, also=problems)
     settings = env.load()
+    if prometheus:
+        from tailwart.doctor.prometheus_rules import render
+
+        print(render(settings), end="")
+        return
     run_doctor(settings, options, only=only, as_json=json, report=report)
 
 

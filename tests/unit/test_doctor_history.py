@@ -191,6 +191,41 @@ def test_a_run_round_trips_with_its_measured_values(tmp_path: Path) -> None:
     assert runs == [one] and skipped == []
 
 
+def test_stalwarts_counters_are_kept_with_the_run_and_read_back(tmp_path: Path) -> None:
+    one = replace(run(T0, ok("dns.mx")), counters={"auth_failed": 12.0, "queue_rescheduled": 3})
+    path = history.record(tmp_path, one, keep=5, days=5)
+    assert json.loads(path.read_text())["counters"] == {"auth_failed": 12, "queue_rescheduled": 3}
+    runs, skipped = history.load(tmp_path)
+    assert runs == [one] and skipped == []
+    # a run without counters writes none
+    bare = history.record(tmp_path, run(T0 + DAY, ok("dns.mx")), keep=5, days=5)
+    assert "counters" not in json.loads(bare.read_text())
+
+
+@pytest.mark.parametrize(
+    "counters",
+    [
+        [1, 2],
+        {"Auth-Failed": 1},
+        {"auth_failed": -1},
+        {"auth_failed": "12"},
+        {"auth_failed": True},
+        {f"c{n}": 1 for n in range(history.MAX_COUNTERS + 1)},
+    ],
+)
+def test_a_run_file_with_hostile_counters_is_skipped_and_named(
+    tmp_path: Path, counters: object
+) -> None:
+    good = history.record(tmp_path, run(T0, ok("dns.mx")), keep=9, days=9)
+    doc = json.loads(good.read_text())
+    doc["counters"] = counters
+    (tmp_path / "doctor-20261101T000000Z.json").write_text(json.dumps(doc))
+    runs, skipped = history.load(tmp_path)
+    assert [r.at for r in runs] == [T0]
+    assert len(skipped) == 1 and skipped[0].startswith("doctor-20261101T000000Z.json: ")
+    assert "counter" in skipped[0]
+
+
 def test_the_history_is_bounded_in_count_and_age(tmp_path: Path) -> None:
     for n in range(8):
         history.record(tmp_path, run(T0 + n * DAY, ok("dns.mx")), keep=5, days=365)
@@ -386,3 +421,28 @@ def test_the_backup_check_measures_the_age_the_diff_follows(
     )
     late = diff.compare(runs[1], runs[2])
     assert [f.id for _, f in late.worse] == ["backup.snapshot.age"] and not late.drifting
+
+
+def test_the_newest_recorded_counters_are_the_next_runs_baseline(
+    tmp_path: Path, example_values: dict[str, str]
+) -> None:
+    directory = tmp_path / "h"
+    settings = _settings(tmp_path, example_values, directory)
+    groups = ("stalwart",)
+    with_metrics = from_mapping(
+        {**settings.values, "STALWART_METRICS_PASSWORD": "metrics-0a1b2c3d4e5f6a7b"},
+        str(tmp_path / ".env"),
+    )
+    assert report.baseline(with_metrics, groups) is None  # nothing recorded yet
+    old = replace(run(T0, ok("dns.mx")), counters={"auth_failed": 5.0})
+    newer = replace(run(T0 + DAY, ok("dns.mx")), counters={"auth_failed": 9.0})
+    later = replace(run(T0 + 3 * DAY, ok("dns.mx")), counters={"auth_failed": 1.0})
+    for each in (old, newer, later, run(T0 + 2 * DAY, ok("dns.mx"))):
+        history.record(directory, each, keep=9, days=30)
+    with clock.frozen(T0 + 2 * DAY + dt.timedelta(hours=1)):
+        found = report.baseline(with_metrics, groups)
+        # without the password, or without the group, no history is read
+        assert report.baseline(settings, groups) is None
+        assert report.baseline(with_metrics, ("dns",)) is None
+    # the newest run that read counters, not one from a clock ahead of this one
+    assert found is not None and found.at == T0 + DAY and found.counters == {"auth_failed": 9.0}

@@ -15,8 +15,8 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class Run:
     at: dt.datetime
     findings: tuple[Finding, ...]
     groups: tuple[str, ...] = ()
+    #: Stalwart's counters as this run read them (the next run judges their increase)
+    counters: Mapping[str, float] = field(default_factory=dict)
 
 
 def history_dir(settings: Settings) -> Path:
@@ -74,7 +76,10 @@ def encode(run: Run) -> str:
             row.update(value=f.value, limit=f.limit, unit=f.unit)
         rows.append(row)
     at = run.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    doc = {"format": FORMAT, "at": at, "groups": list(run.groups), "findings": rows}
+    doc: dict[str, Any] = {"format": FORMAT, "at": at, "groups": list(run.groups)}
+    doc["findings"] = rows
+    if run.counters:
+        doc["counters"] = dict(sorted(run.counters.items()))
     return json.dumps(doc, indent=1) + "\n"
 
 
@@ -119,7 +124,26 @@ def decode(text: str) -> Run:
                 _text(row, "unit"),
             )
         )
-    return Run(at, tuple(findings), tuple(str(g) for g in groups))
+    return Run(at, tuple(findings), tuple(str(g) for g in groups), _counters(doc))
+
+
+#: a counter's name as Stalwart's endpoint writes it; at most this many are read back
+_COUNTER = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+MAX_COUNTERS = 5000
+
+
+def _counters(doc: dict[str, Any]) -> dict[str, float]:
+    found = doc.get("counters", {})
+    if not isinstance(found, dict) or len(found) > MAX_COUNTERS:
+        raise ValueError(f"counters is not an object of at most {MAX_COUNTERS} entries")
+    out: dict[str, float] = {}
+    for name, value in found.items():
+        if not _COUNTER.fullmatch(name):
+            raise ValueError("a counter's name is not one Stalwart writes")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"counter {name} is not a non-negative number")
+        out[name] = float(value)
+    return out
 
 
 def _reason(exc: OSError) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import ipaddress
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import UsageError
 from ..findings import Finding, Status
@@ -18,6 +21,7 @@ GROUPS: tuple[str, ...] = (
     "dns",
     "tls",
     "management",
+    "stalwart",
     "outbound",
     "backup",
 )
@@ -38,10 +42,52 @@ class DoctorOptions:
     timeout: float = DEFAULT_TIMEOUT
 
 
+class Shared:
+    """What several checks of one run read once (a scrape, a query): the first check that
+    asks computes it, the others wait for it and get the same value or the same error."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._results: dict[str, tuple[bool, Any]] = {}
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._results:
+                try:
+                    self._results[key] = (True, compute())
+                except Exception as exc:  # every asking check reports it
+                    self._results[key] = (False, exc)
+            done, value = self._results[key]
+        if not done:
+            raise value
+        return value
+
+    def get(self, key: str) -> Any:
+        """The value computed for ``key``, or None (not asked, or it failed)."""
+        with self._lock:
+            done, value = self._results.get(key, (False, None))
+        return value if done else None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Stalwart's counters as the newest recorded run saw them: what increases are
+    judged against."""
+
+    at: dt.datetime
+    counters: Mapping[str, float]
+
+
 @dataclass(frozen=True)
 class DoctorContext:
     settings: Settings
     options: DoctorOptions = field(default_factory=DoctorOptions)
+    #: the counters of the newest recorded run (None: no recorded run holds them)
+    baseline: Baseline | None = None
+    shared: Shared = field(default_factory=Shared, compare=False)
 
     @property
     def timeout(self) -> float:
@@ -177,15 +223,16 @@ def registry(ctx: DoctorContext, groups: tuple[str, ...] = GROUPS) -> list[Check
 _EVERY_FEATURE = {
     "BACKUP_REPOSITORY": "/srv/tailwart-backup",
     "BACKUP_PASSWORD": "listing-only-0f1e2d3c4b5a69788796",
+    "STALWART_METRICS_PASSWORD": "listing-only-7a6b5c4d3e2f10293847",
 }
 
 
 def all_checks() -> list[Check]:
     """Every check ``inv doctor`` can run, with its id, group and title, in report order
     (the docs' reference is generated from it). Listed for the example .env with every
-    optional feature on (a backup repository, the management login, no smarthost: the
-    :25 probe); nothing is run. ``tailwart.checks.registry.all_rules()`` is the same
-    for ``inv check``."""
+    optional feature on (a backup repository, the management login, Stalwart's metrics,
+    no smarthost: the :25 probe); nothing is run. ``tailwart.checks.registry.all_rules()``
+    is the same for ``inv check``."""
     from ..settings import from_mapping
     from ..settings.example import example_values
 

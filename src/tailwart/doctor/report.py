@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import clock
@@ -18,7 +19,8 @@ from ..errors import OperationError
 from ..findings import Finding, has_errors, to_json, to_table
 from ..settings import Settings
 from . import runner
-from .registry import DoctorContext, DoctorOptions, parse_only, registry
+from .registry import Baseline, DoctorContext, DoctorOptions, parse_only, registry
+from .stalwart import recorded_counters
 
 DEFAULT_SINCE = "24h"
 
@@ -71,12 +73,13 @@ def doctor(
     if report.channels:
         delivery.require_keys(settings, report.channels)
     groups = parse_only(only)
-    ctx = DoctorContext(settings, options)
+    ctx = DoctorContext(settings, options, baseline=baseline(settings, groups))
     findings = runner.run(ctx, registry(ctx, groups))
     at = clock.utc_stamp()
     text = ""
     if report.record or report.diff:
-        text = keep_and_compare(settings, findings, groups, report)
+        counters = recorded_counters(ctx)
+        text = keep_and_compare(settings, findings, groups, report, counters)
         print(text, end="")
     if not report.diff:
         text = to_table(findings)
@@ -96,16 +99,36 @@ def doctor(
     return findings
 
 
+def baseline(settings: Settings, groups: tuple[str, ...]) -> Baseline | None:
+    """Stalwart's counters from the newest recorded run that read them (for the stalwart
+    group's increases); None without one. An unreadable history is said by --diff and
+    --record; here it only means no baseline."""
+    from . import history
+
+    if "stalwart" not in groups or not settings["STALWART_METRICS_PASSWORD"]:
+        return None
+    try:
+        runs, _ = history.load(history.history_dir(settings))
+    except history.HistoryError:
+        return None
+    with_counters = [run for run in runs if run.counters and run.at <= clock.now()]
+    if not with_counters:
+        return None
+    newest = max(with_counters, key=lambda run: run.at)
+    return Baseline(newest.at, newest.counters)
+
+
 def keep_and_compare(
     settings: Settings,
     findings: list[Finding],
     groups: tuple[str, ...],
     report: ReportOptions,
+    counters: Mapping[str, float] | None = None,
 ) -> str:
     """Record the run and/or say what changed; a broken history is one line on stderr."""
     from . import diff, history
 
-    run = history.Run(clock.now(), tuple(findings), groups)
+    run = history.Run(clock.now(), tuple(findings), groups, dict(counters or {}))
     directory = history.history_dir(settings)
     out = ""
     problems: list[str] = []
