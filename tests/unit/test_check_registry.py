@@ -140,12 +140,15 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
     example_values: dict[str, str],
 ) -> None:
     """The default .env's checks (their ids are pinned in test_doctor_runner), and those
-    only an optional feature turns on: a backup repository's snapshot age."""
+    only an optional feature turns on: the edge hosts' limits (EDGE_HOSTS), in the edge
+    group, and a backup repository's snapshot age."""
     checks = all_checks()
-    default = registry(DoctorContext(from_mapping(example_values)))
-    assert [c.id for c in checks] == [*(c.id for c in default), "backup.snapshot.age"]
+    default = [c.id for c in registry(DoctorContext(from_mapping(example_values)))]
+    at = default.index("edge.imaps") + 1
+    expected = [*default[:at], "edge.limits", *default[at:], "backup.snapshot.age"]
+    assert [c.id for c in checks] == expected
     assert {"outbound.port25", "management.internet", "edge.smtp"} <= {c.id for c in checks}
-    assert len(checks) == 26
+    assert len(checks) == 27
     for check in checks:
         assert check.group in GROUPS and check.id.startswith(check.group + ".")
         assert check.title and "\n" not in check.title
