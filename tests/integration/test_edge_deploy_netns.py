@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tailwart.doctor.edge import host_limits
+from tailwart.doctor.registry import DoctorContext, DoctorOptions
 from tailwart.edge.binaries import BinaryProvider, built_binary_provider
 from tailwart.edge.deploy_release import deploy
 from tailwart.edge.report import HostResult
@@ -31,7 +34,9 @@ from tailwart.edge.rollback import rollback
 from tailwart.edge.rollout import DeployError
 from tailwart.edge.status import status
 from tailwart.edge.targets import DeployOptions, HostJob
+from tailwart.findings import Status
 from tailwart.paths import cache_dir
+from tailwart.settings import from_mapping
 from tests.support.doc_samples import check_sample
 from tests.support.netns_hosts import HeldConnections, Lab, NetnsHost, lab
 from tests.support.testkit import explain_on_failure, need_root, need_tool
@@ -289,7 +294,12 @@ def test_config_change_reloads_with_zero_failed_connections(
 
 
 def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
-    lab1: Lab, binary: BinaryProvider, alt_binary: BinaryProvider
+    lab1: Lab,
+    binary: BinaryProvider,
+    alt_binary: BinaryProvider,
+    example_values: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host = lab1.hosts[0]
     old = run_deploy([_job(lab1, host)], _opts(lab1), binary)[0][0]
@@ -308,12 +318,17 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert old.release in host.releases()  # kept for rollback
 
     out_buf = io.StringIO()
-    try:
-        status([_job(lab1, host)], _opts(lab1), out=out_buf)
+    try:  # 1000 sessions: 3024 open files, what any host allows
+        status([_job(lab1, host, max_sessions=1000)], _opts(lab1), out=out_buf)
     except DeployError:
         pytest.fail(f"edge-status says not serving:\n{out_buf.getvalue()}")
     assert f"current release: {new.release}" in out_buf.getvalue()
     assert "  tcp_migrate_req: 1\n" in out_buf.getvalue()
+    soft = soft_nofile(host.caddy_pids()[0])
+    assert (
+        f"  limits:          fine for EDGE_MAX_SESSIONS=1000: open files {soft} (needs 3024), "
+        in out_buf.getvalue()
+    )
     assert (
         f"running:         pid {host.caddy_pids()[0]}, {ALT_CADDY}, the current binary"
         in out_buf.getvalue()
@@ -329,6 +344,76 @@ def test_binary_change_restarts_and_keeps_the_old_release_then_rollback(
     assert serving(lab1, host)
     assert "action=rollback" in host.audit()[-1] and f"release={old.release}" in host.audit()[-1]
     check_sample("rollback", out_buf.getvalue())  # docs/guides/edge.md
+
+    limits_cap_the_edge(lab1, host, example_values, tmp_path, monkeypatch)
+
+
+def soft_nofile(pid: int) -> int:
+    """The soft open-files limit of process ``pid``, read here from /proc."""
+    line = next(
+        x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if "open files" in x
+    )
+    return int(line.split()[3])
+
+
+def limits_cap_the_edge(
+    the_lab: Lab,
+    host: NetnsHost,
+    values: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EDGE_MAX_SESSIONS above what a real host allows: the running caddy's own open-files
+    limit, and a port range and backlog narrowed inside the host's network namespace
+    (both sysctls are per namespace). edge-status and inv doctor's edge.limits say so,
+    naming the key, the values the host holds and the fix."""
+    pid = host.caddy_pids()[0]
+    soft = soft_nofile(pid)
+    planned = min(soft, 1_000_000)  # two open files per session: more than caddy may open
+    host.ns("sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40999", "net.core.somaxconn=128")
+
+    out = io.StringIO()
+    status([_job(the_lab, host, max_sessions=planned)], _opts(the_lab), out=out)  # serving
+    text = out.getvalue()
+    lines = text.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("  limits:"))
+    assert lines[head].endswith(f"problem(s) for EDGE_MAX_SESSIONS={planned}"), text
+    caps = "\n".join(lines[head:])
+    assert (
+        f"    open files: caddy (pid {pid}) may open {soft}, EDGE_MAX_SESSIONS={planned} "
+        f"needs {2 * planned + 1024} (2 per session + 1024): it holds at most "
+        f"{(soft - 1024) // 2} sessions\n      fix: the supervised start raises it" in caps
+    ), text
+    assert (
+        "    local ports: net.ipv4.ip_local_port_range 40000 40999 holds 1000 sessions toward "
+        f"each mailbox address:port, fewer than EDGE_MAX_SESSIONS={planned}\n"
+        '      fix: sysctl -w net.ipv4.ip_local_port_range="1024 65535"; ' in caps
+    ), text
+    assert "    accept backlog: net.core.somaxconn 128 (Go asks for it" in caps, text
+    check_sample("edge-status-limits", text)  # docs/guides/edge.md
+
+    # inv doctor logs in as the operator does (~/.ssh: a HOME made for this test)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(the_lab.key, home / ".ssh" / "id_ed25519")
+    shutil.copy(the_lab.known_hosts, home / ".ssh" / "known_hosts")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    settings = from_mapping(
+        dict(
+            values,
+            EDGE_HOSTS=f"root@{host.addr}",
+            EDGE_ROOT=host.root,
+            EDGE_MAX_SESSIONS=str(planned),
+        )
+    )
+    found = host_limits(DoctorContext(settings, DoctorOptions(timeout=10)))
+    assert found.status is Status.WARNING, found
+    assert found.message.startswith(f"root@{host.addr}: open files: caddy (pid {pid})"), found
+    assert "local ports: net.ipv4.ip_local_port_range 40000 40999" in found.message
+    file_max = int(Path("/proc/sys/fs/file-max").read_text())
+    allowed = min((soft - 1024) // 2, 1000, (file_max - 1024) // 2)
+    assert (found.value, found.limit, found.unit) == (allowed, planned, "sessions")
 
 
 def two_releases(
@@ -714,7 +799,15 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     from tests.support.testkit import write_env
 
     host = lab1.hosts[0]
-    values = dict(example_values, EDGE_HOSTS=f"root@{host.addr}", EDGE_ROOT=host.root)
+    # one more session than the namespace's ephemeral ports hold
+    low, high = map(int, host.ns("sysctl", "-n", "net.ipv4.ip_local_port_range").stdout.split())
+    planned = high - low + 2
+    values = dict(
+        example_values,
+        EDGE_HOSTS=f"root@{host.addr}",
+        EDGE_ROOT=host.root,
+        EDGE_MAX_SESSIONS=str(planned),
+    )
     env = write_env(tmp_path / ".env", values)
     common = [
         "--env-file",
@@ -774,4 +867,12 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     )
     assert proc.returncode == 1 and "NOT RUNNING" in proc.stdout
     assert "tcp_migrate_req: 0: WARNING: a reload may reset connections" in proc.stdout
+    assert f" problem(s) for EDGE_MAX_SESSIONS={planned}\n" in proc.stdout
+    assert (
+        f"    local ports: net.ipv4.ip_local_port_range {low} {high} holds {planned - 1} "
+        f"sessions toward each mailbox address:port, fewer than EDGE_MAX_SESSIONS={planned}"
+    ) in proc.stdout
+    assert "    not judged: open files of the running caddy: the edge is not running" in (
+        proc.stdout
+    )
     assert "edge not serving" in proc.stderr and "Traceback" not in proc.stderr

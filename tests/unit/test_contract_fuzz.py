@@ -119,6 +119,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "BUCKET": st.from_regex(r"[a-z0-9][a-z0-9.-]{1,20}[a-z0-9]", fullmatch=True),
     "TAILNET": st.one_of(st.just("-"), _fqdn, _label, st.tuples(_ident, _fqdn).map("@".join)),
     "UINT": st.one_of(st.integers(0, 10**12).map(str), st.sampled_from(["0", "3", "15"])),
+    # around both bounds (1 and 1000000) and far past them
+    "SESSIONS": st.one_of(
+        st.integers(0, 2_000_000).map(str), st.sampled_from(["0", "1", "1000000", "1000001"])
+    ),
     "BOOL": st.sampled_from(["true", "false", "yes", "no", "1", "0", "on", "off", "TRUE"]),
     "SECRET": _secret,
     "IMAGE": _image,
@@ -221,6 +225,7 @@ def _base() -> dict[str, str]:
         "EDGE_ROOT": "/opt/tailwart-edge",
         "EDGE_KEEP_RELEASES": "5",
         "EDGE_PUBLIC_PORTS": "25,465,587,143,993",
+        "EDGE_MAX_SESSIONS": "20000",
         "STALWART_IMAGE": "stalwartlabs/stalwart:v0.15.5",
         "TS_IMAGE": "tailscale/tailscale:v1.90.6",
         "MAILBOX_NODE_NAME": "stalwart",

@@ -172,6 +172,8 @@ BAD: list[tuple[str, Edit, str, str]] = [
     # a lone word may be a pasted secret: named by its line, never echoed (issue 14, finding 7)
     ("line-without-equals", plus("JUST_A_WORD"), ".env (line", "has no '='"),
     ("ssh-targets", setting("EDGE_HOSTS", "root@edge one"), "EDGE_HOSTS", "user@host"),
+    ("max-sessions-zero", plus("EDGE_MAX_SESSIONS=0"), "EDGE_MAX_SESSIONS", "between 1 and"),
+    ("max-sessions-word", plus("EDGE_MAX_SESSIONS=many"), "EDGE_MAX_SESSIONS", "whole number"),
     # STALWART_TLS: each mode's keys, an https directory, a usable TSIG secret
     ("tls-mode", setting("STALWART_TLS", "letsencrypt"), "STALWART_TLS", "acme-http, acme-dns"),
     (

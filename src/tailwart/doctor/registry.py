@@ -221,6 +221,7 @@ def registry(ctx: DoctorContext, groups: tuple[str, ...] = GROUPS) -> list[Check
 
 #: what ``all_checks`` adds to the example values so that every conditional check is listed
 _EVERY_FEATURE = {
+    "EDGE_HOSTS": "root@edge1.example.org",
     "BACKUP_REPOSITORY": "/srv/tailwart-backup",
     "BACKUP_PASSWORD": "listing-only-0f1e2d3c4b5a69788796",
     "STALWART_METRICS_PASSWORD": "listing-only-7a6b5c4d3e2f10293847",

@@ -17,6 +17,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from .limits import NOFILE as NOFILE  # open files the edge may hold: the unit's LimitNOFILE
+from .limits import HostLimits
 from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, Action, RemoteRelease, RemoteState
 from .render import RUNTIME_ENV
 
@@ -26,6 +28,13 @@ SERVICE_USER = "tailwart-edge"
 UNIT_PATH = f"/etc/systemd/system/{SERVICE}.service"
 CONFIG_MARK = "--- current caddy.json ---"
 MIGRATE_PROC = "/proc/sys/" + MIGRATE_SYSCTL.replace(".", "/")
+#: the kernel's limits on held sessions, as read by the probe (/proc/sys paths)
+LIMIT_SYSCTLS = {
+    "net/core/somaxconn": "somaxconn",
+    "net/ipv4/ip_local_port_range": "port_range",
+    "fs/file-max": "file_max",
+    "fs/nr_open": "nr_open",
+}
 ARCHES = {
     "x86_64": "amd64",
     "amd64": "amd64",
@@ -91,7 +100,8 @@ class Layout:
 
 
 def probe_command(layout: Layout) -> str:
-    """One round trip reporting OS/arch, init system, releases, current, lock, running pid."""
+    """One round trip reporting OS/arch, init system, releases, current, lock, running pid,
+    the running caddy's open-files limit and the kernel's limits on held sessions."""
     r = q(layout.root)
     return (
         f"R={r}; "
@@ -109,7 +119,10 @@ def probe_command(layout: Layout) -> str:
         f"spid=$(systemctl show -p MainPID --value {SERVICE} 2>/dev/null); "
         '[ "${spid:-0}" != 0 ] && pid=$spid; fi; '
         'if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; '
-        'then echo "running $pid $(readlink /proc/$pid/exe)"; fi; '
+        'then echo "running $pid $(readlink /proc/$pid/exe)"; '
+        """echo "nofile $(grep -m1 '^Max open files' /proc/$pid/limits 2>/dev/null)"; fi; """
+        f"for k in {' '.join(LIMIT_SYSCTLS)}; do "
+        'echo "sysctl $k $(cat /proc/sys/$k 2>/dev/null)"; done; '
         f'echo "tcp_migrate_req $(cat {MIGRATE_PROC} 2>/dev/null || echo missing)"; '
         f'[ -f {SYSCTL_DROPIN} ] && echo "sysctl_dropin yes"; '
         f'echo "{CONFIG_MARK}"; cat "$R/current/caddy.json" 2>/dev/null; true'
@@ -129,6 +142,7 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
     running_release: str | None = None
     migrate = ""
     dropin = False
+    limits: dict[str, str] = {}
     for line in head.splitlines():
         word, _, rest = line.partition(" ")
         if word == "os":
@@ -159,6 +173,12 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
             migrate = rest.strip() or "missing"
         elif word == "sysctl_dropin":
             dropin = True
+        elif word == "nofile":
+            limits["nofile"] = rest.strip()
+        elif word == "sysctl":
+            path, _, value = rest.partition(" ")
+            if path in LIMIT_SYSCTLS:
+                limits[LIMIT_SYSCTLS[path]] = value.strip()
         elif word == "running":
             spid, _, exe = rest.partition(" ")
             pid = int(spid)
@@ -180,6 +200,7 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
         lock=lock,
         tcp_migrate_req=migrate,
         sysctl_dropin=dropin,
+        limits=HostLimits(**limits),
     )
 
 
@@ -356,10 +377,6 @@ def restart_command(layout: Layout, mode: str, pid: int | None) -> str:
     if mode == "systemd":
         return f"systemctl restart {SERVICE}"
     return f"{stop_command(layout, mode, pid)} && {start_command(layout, mode)}"
-
-
-#: open files the edge may hold, as the unit's LimitNOFILE (2 per held session)
-NOFILE = 1048576
 
 
 def nofile_command() -> str:

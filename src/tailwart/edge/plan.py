@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .limits import SYSCTL_DROPIN as SYSCTL_DROPIN  # systemd mode: keeps it across reboots
+from .limits import HostLimits
+
 #: with 1, a listener closed by a reload hands its queued connections to the new one
 #: (SO_REUSEPORT); with the default 0 the kernel resets them (Linux >= 5.14)
 MIGRATE_SYSCTL = "net.ipv4.tcp_migrate_req"
-#: systemd mode: the drop-in that keeps it across reboots
-SYSCTL_DROPIN = "/etc/sysctl.d/60-tailwart-edge.conf"
 
 
 class Action(StrEnum):
@@ -98,6 +99,8 @@ class RemoteState:
     tcp_migrate_req: str = ""
     #: SYSCTL_DROPIN exists on the host
     sysctl_dropin: bool = False
+    #: the running caddy's open-files limit and the kernel's limits, as reported
+    limits: HostLimits = field(default_factory=HostLimits)
 
     def release(self, rid: str | None) -> RemoteRelease | None:
         return next((r for r in self.releases if r.id == rid), None)

@@ -93,6 +93,8 @@ class EdgeLayout:
     admin_socket: str = DEFAULT_ADMIN_SOCKET
     #: the mail ports served (EDGE_PUBLIC_PORTS; default: all of MAIL_PORTS)
     ports: tuple[int, ...] | None = None
+    #: the held sessions the host must allow (EDGE_MAX_SESSIONS; not part of caddy.json)
+    max_sessions: int = 20000
 
     def served(self) -> tuple[tuple[str, int], ...]:
         """(server name, mail port) of every port this edge serves, in MAIL_PORTS order."""
@@ -184,6 +186,7 @@ def layout_for(settings: Settings) -> EdgeLayout:
     return EdgeLayout(
         upstream_host=address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]),
         ports=public_ports(settings),
+        max_sessions=settings.integer("EDGE_MAX_SESSIONS"),
     )
 
 

@@ -1,4 +1,5 @@
-"""``inv edge-status``: what each edge host runs, serves and holds, read over SSH."""
+"""``inv edge-status``: what each edge host runs, serves and holds, and whether its limits
+let it hold EDGE_MAX_SESSIONS, read over SSH."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import TextIO
 from ..errors import OperationError
 from . import commands as rc
 from .health import PortCheck, health_gate
-from .hosts import connect
+from .hosts import SshOptions, connect
+from .limits import Judgement, judge
 from .plan import RemoteState
 from .remote import Remote
 from .rollout import DeployError
@@ -26,6 +28,8 @@ class HostStatus:
     checks: tuple[PortCheck, ...] = ()
     audit: tuple[str, ...] = ()
     error: str = ""
+    #: the host's limits against EDGE_MAX_SESSIONS
+    limits: Judgement | None = None
 
     def render(self) -> str:
         if self.state is None:
@@ -49,6 +53,8 @@ class HostStatus:
             lines.append("  running:         NOT RUNNING")
         if st.tcp_migrate_req:
             lines.append(f"  tcp_migrate_req: {_migrate_req_status(st.tcp_migrate_req)}")
+        if self.limits is not None:
+            lines += [f"  {line}" for line in self.limits.lines()]
         up = [f"{c.name}:{c.port} {'up' if c.ok else 'DOWN'}" for c in self.checks]
         lines.append(f"  listeners:       {', '.join(up) or '-'}")
         lines += [f"    {c.name}:{c.port} down: {c.detail}" for c in self.checks if not c.ok]
@@ -71,6 +77,27 @@ def _migrate_req_status(value: str) -> str:
     return f"{value}: WARNING: {resets}; the next deploy that brings the edge up sets it to 1"
 
 
+def judge_limits(state: RemoteState, max_sessions: int) -> Judgement:
+    """The limits the probe reported, judged for the mode the edge runs in."""
+    return judge(
+        state.limits,
+        max_sessions,
+        systemd=state.systemd and state.unit_installed,
+        pid=state.running_pid,
+    )
+
+
+def host_limits(job: HostJob, ssh: SshOptions) -> Judgement:
+    """Log in, probe (the one round trip of every edge task), judge the host's limits
+    against the job's EDGE_MAX_SESSIONS. The errors of ``connect`` and ``Remote.run``."""
+    remote = Remote(connect(job.target, ssh), str(job.target), ssh.io_timeout)
+    try:
+        state = probe(remote, job.remote_layout)
+    finally:
+        remote.close(wait=1.0)
+    return judge_limits(state, job.layout.max_sessions)
+
+
 def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> HostStatus:
     label = str(job.target)
     try:
@@ -86,7 +113,14 @@ def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> Host
         head, _, audit = extra.partition("--- audit ---\n")
         version = head.strip().removeprefix("version ").strip()
         checks = health_gate(remote.conn.host, state.current_config, timeout=2.0)
-        return HostStatus(label, state, version, tuple(checks), tuple(audit.strip().splitlines()))
+        return HostStatus(
+            label,
+            state,
+            version,
+            tuple(checks),
+            tuple(audit.strip().splitlines()),
+            limits=judge_limits(state, job.layout.max_sessions),
+        )
     except OperationError as exc:
         return HostStatus(label, None, error=str(exc))
     finally:

@@ -125,6 +125,16 @@ KEYS: tuple[Key, ...] = (
         default="25,465,587,143,993",
         empty_is_default=False,
     ),
+    Key(
+        "EDGE_MAX_SESSIONS",
+        Kind.SESSIONS,
+        "concurrent client sessions (mostly idle IMAP) each edge host must hold: inv "
+        "edge-status and inv doctor say when a host's limits (open files, local ports "
+        "toward the mailbox) cap the edge below it",
+        EDGE,
+        required=False,
+        default="20000",
+    ),
     # --- mailbox
     Key(
         "STALWART_IMAGE",
