@@ -29,7 +29,10 @@ def dkim_from_zone_text(text: str, domain: str) -> list[DkimKey]:
         raise DnsInputError(f"Stalwart's zone text is over {ZONE_TEXT_LIMIT} bytes; refused")
     origin = dns.name.from_text(domain)
     try:
-        zone = dns.zone.from_text(text, origin=origin, relativize=False, check_origin=False)
+        # Stalwart's lines carry no TTL: a default makes them a zone (the TTL is tailwart's)
+        zone = dns.zone.from_text(
+            "$TTL 3600\n" + text, origin=origin, relativize=False, check_origin=False
+        )
     except (dns.exception.DNSException, ValueError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise DnsInputError(
