@@ -196,7 +196,8 @@ def _values(record: Any) -> tuple[str, ...]:
 
 def _marker_name(name: str, rtype: str) -> str:
     label = name.replace("*", "_wildcard")
-    return f"{OWNER_PREFIX}.{rtype}.{label}" if label else f"{OWNER_PREFIX}.{rtype}"
+    name = f"{OWNER_PREFIX}.{rtype}.{label}" if label else f"{OWNER_PREFIX}.{rtype}"
+    return name.lower()  # octoDNS keeps record names in lower case
 
 
 def _failure(what: str, exc: BaseException) -> DnsError:
