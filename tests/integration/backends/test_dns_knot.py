@@ -52,7 +52,7 @@ _spf IN TXT "v=spf1 ip4:192.0.2.99 -all"
 
 
 def relay_chain(depth: int) -> str:
-    lines = [f'deep IN TXT "v=spf1 include:d1.relay.test -all"']
+    lines = ['deep IN TXT "v=spf1 include:d1.relay.test -all"']
     for i in range(1, depth):
         lines.append(f'd{i} IN TXT "v=spf1 include:d{i + 1}.relay.test -all"')
     lines.append(f'd{depth} IN TXT "v=spf1 ip4:192.0.2.98 -all"')
@@ -66,7 +66,8 @@ class World:
     def settings(self, **more: str) -> Settings:
         return from_mapping({**self.values, **more})
 
-    def run(self, flags: PlanFlags = PlanFlags(), **options: bool) -> tuple[int, list[str]]:
+    def run(self, flags: PlanFlags | None = None, **options: bool) -> tuple[int, list[str]]:
+        flags = flags or PlanFlags()
         lines: list[str] = []
         code = run_dns(
             self.settings(), DnsOptions(flags, **options), lines.append, read_dkim=lambda _: [DKIM]
