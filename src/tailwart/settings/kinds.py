@@ -622,9 +622,9 @@ class Kind(Enum):
     DMARC_POLICY = (
         "none | quarantine | reject",
         _choice("none", "quarantine", "reject"),
-        10,
+        16,
     )
-    MTA_STS_MODE = ("testing | enforce", _choice("testing", "enforce"), 7)
+    MTA_STS_MODE = ("testing | enforce", _choice("testing", "enforce"), 16)
 
     def __init__(self, label: str, validator: Callable[[str], str | None], limit: int) -> None:
         self.label = label
