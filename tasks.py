@@ -676,6 +676,51 @@ def provision(
         raise SystemExit(code)
 
 
+# ---------------------------------------------------------------- DNS records
+
+
+@operator_task(
+    help={
+        "dry_run": "print the plan (every create, update and delete) and change nothing",
+        "check": CHECK_HELP,
+        "json": JSON_HELP,
+        "zone": "print the records as a BIND zone fragment (for DNS without an API) and stop",
+        "force": "replace records the operator set differently (reported otherwise)",
+        "no_stalwart": "do not read the DKIM keys from Stalwart: the zone's DKIM records "
+        "stay as they are",
+    },
+    auto_shortflags=False,
+)
+def dns(
+    c: Context,
+    env: EnvFlags = ENV,
+    dry_run: bool = False,
+    check: bool = False,
+    json: bool = False,
+    zone: bool = False,
+    force: bool = False,
+    no_stalwart: bool = False,
+) -> None:
+    """Publish MAIL_DOMAIN's records for the split topology: plan, then apply (octoDNS).
+
+    MX, A/AAAA of the edge, SPF of the real outbound path, DKIM (read from Stalwart),
+    DMARC, TLS-RPT, MTA-STS, the client names and SRV. Changes only records carrying
+    tailwart's ownership TXT; the TSIG key comes from DNS_TSIG_* in .env.
+    """
+    from tailwart.dns.run import DnsOptions, run_dns
+    from tailwart.plan import PlanFlags
+
+    options = DnsOptions(
+        PlanFlags(dry_run=dry_run, check=check, as_json=json),
+        zone=zone,
+        force=force,
+        stalwart=not no_stalwart,
+    )
+    code = run_dns(env.load(), options, print)
+    if code:
+        raise SystemExit(code)
+
+
 @operator_task(help={"timeout": TIMEOUT_HELP})
 def first_start(c: Context, env: EnvFlags = ENV, timeout: int = 300) -> None:
     """A fresh store, no hand step: stores, defaults, the management login, full apply.

@@ -388,10 +388,12 @@ class KnotServer:
         update_key: tuple[str, str, str] | None = None,
         update_names: tuple[str, ...] = (),
         port: int | None = None,
+        whole_zone: bool = False,
     ) -> KnotServer:
         """knotd serving ``zones``; with ``update_key`` (name, algorithm, base64 secret) it
         takes RFC 2136 TXT updates signed by that key at or below ``update_names`` only
-        (absolute names, e.g. _acme-challenge.mail.example.org.)."""
+        (absolute names, e.g. _acme-challenge.mail.example.org.); ``whole_zone``: updates of
+        any type anywhere in the zone and AXFR, signed by that key (inv dns)."""
         base = Path(tempfile.mkdtemp(prefix="tailwart-knot-"))
         server = cls(port or free_port(), base, host)
         (base / "zones").mkdir()
@@ -415,6 +417,17 @@ acl:
     update-owner: name
     update-owner-match: sub-or-equal
     update-owner-name: [{", ".join(update_names)}]
+"""
+            if whole_zone:
+                updates = f"""\
+key:
+  - id: {key_name}
+    algorithm: {algorithm}
+    secret: {secret}
+acl:
+  - id: acme-update
+    key: {key_name}
+    action: [update, transfer]
 """
         (base / "knot.conf").write_text(f"""\
 server:

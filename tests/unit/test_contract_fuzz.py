@@ -157,6 +157,14 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
         min_size=1,
         max_size=4,
     ).map(",".join),
+    "IP_LIST": st.lists(
+        st.one_of(_ip, st.sampled_from(["127.0.0.1", "::", "fe80::1", "224.0.0.1"])),
+        min_size=1,
+        max_size=4,
+    ).flatmap(lambda ips: st.sampled_from([",", ", "]).map(lambda sep: sep.join(ips))),
+    "DNS_NAME": st.one_of(_fqdn, _fqdn.map(lambda n: "_spf." + n), _label),
+    "DMARC_POLICY": st.sampled_from(["none", "quarantine", "reject", "REJECT", "p=none"]),
+    "MTA_STS_MODE": st.sampled_from(["testing", "enforce", "Enforce", "none"]),
 }
 
 
@@ -165,6 +173,8 @@ _strong = st.text("0123456789abcdefABCDEF-_.", min_size=16, max_size=48)
 BY_KEY: dict[str, st.SearchStrategy[str]] = {
     "STALWART_RECOVERY_ADMIN": st.tuples(_ident, _strong).map(":".join),
     "STALWART_MANAGEMENT_PASSWORD": st.one_of(_strong, _secret),
+    # must hold MAIL_DOMAIN (example.org): the domain itself, a parent, or any other name
+    "DNS_ZONE": st.one_of(st.sampled_from(["example.org", "org", "EXAMPLE.org"]), _fqdn),
 }
 
 

@@ -33,6 +33,7 @@ LAYERS: tuple[str, ...] = (
     "backends",
     "policy",
     "stalwart",
+    "dns",  # inv dns: reads DKIM through the stalwart client
     "render_files",
     "checks",
     "backup",

@@ -48,6 +48,7 @@ SMARTHOST = "Outbound relay (smarthost)"
 TAILSCALE = "Tailscale and policy patching"
 DOCTOR = "Checks (inv doctor)"
 BACKUP = "Backup and restore (inv backup, inv restore)"
+DNS = "DNS records (inv dns)"
 
 KEYS: tuple[Key, ...] = (
     # --- mail identity
@@ -90,6 +91,16 @@ KEYS: tuple[Key, ...] = (
         EDGE,
         required=False,
         example="203.0.113.25",
+    ),
+    Key(
+        "EDGE_PUBLIC_ADDRESSES",
+        Kind.IP_LIST,
+        "every public address of every edge host, IPv4 and IPv6 (comma-separated): the A "
+        "and AAAA of MAIL_HOSTNAME and its aliases that inv dns publishes (default: "
+        "EDGE_PUBLIC_IP)",
+        EDGE,
+        required=False,
+        example="203.0.113.25,2001:db8::25",
     ),
     Key(
         "EDGE_HOSTS",
@@ -244,6 +255,15 @@ KEYS: tuple[Key, ...] = (
         MAILBOX,
         required=False,
         example="http://stalwart.tail1234.ts.net:8080",
+    ),
+    Key(
+        "OUTBOUND_ADDRESSES",
+        Kind.IP_LIST,
+        "without STALWART_SMARTHOST: the public addresses the mailbox host sends mail from "
+        "(comma-separated), the ip4:/ip6: terms of the domain's SPF (inv dns)",
+        MAILBOX,
+        required=False,
+        example="198.51.100.7",
     ),
     # --- postgres
     Key(
@@ -518,6 +538,16 @@ KEYS: tuple[Key, ...] = (
         required=False,
         default="starttls",
     ),
+    Key(
+        "SPF_INCLUDE",
+        Kind.DNS_NAME,
+        "with STALWART_SMARTHOST: the domain whose SPF covers the relay's sending addresses "
+        "(the relay documents it, e.g. _spf.relay.example.net); inv dns publishes "
+        "include:SPF_INCLUDE",
+        SMARTHOST,
+        required=False,
+        example="_spf.relay.example.net",
+    ),
     # --- tailscale
     Key(
         "TS_OAUTH_CLIENT_SECRET",
@@ -742,6 +772,86 @@ KEYS: tuple[Key, ...] = (
         BACKUP,
         required=False,
         default="12",
+    ),
+    # --- dns
+    Key(
+        "DNS_SERVER",
+        Kind.IP,
+        "address of the zone's primary that takes RFC 2136 updates and AXFR (inv dns)",
+        DNS,
+        required=False,
+        example="192.0.2.53",
+    ),
+    Key("DNS_PORT", Kind.PORT, "its port", DNS, required=False, default="53"),
+    Key(
+        "DNS_ZONE",
+        Kind.FQDN,
+        "the zone inv dns publishes into (default: MAIL_DOMAIN); MAIL_DOMAIN must be in it",
+        DNS,
+        required=False,
+    ),
+    Key(
+        "DNS_TSIG_KEY",
+        Kind.HOSTNAME,
+        "TSIG key name the server knows, allowed to transfer and update the zone",
+        DNS,
+        required=False,
+        example="tailwart-dns",
+    ),
+    Key(
+        "DNS_TSIG_ALGORITHM",
+        Kind.TSIG_ALGORITHM,
+        "TSIG algorithm",
+        DNS,
+        required=False,
+        default="hmac-sha256",
+    ),
+    Key(
+        "DNS_TSIG_SECRET",
+        Kind.SECRET,
+        "TSIG secret, base64 (what keymgr -t or tsig-keygen print)",
+        DNS,
+        required=False,
+    ),
+    Key(
+        "DNS_TTL",
+        Kind.UINT,
+        "TTL in seconds of the records inv dns publishes",
+        DNS,
+        required=False,
+        default="3600",
+    ),
+    Key(
+        "DNS_REPORT_TO",
+        Kind.EMAIL,
+        "address DMARC aggregate (rua) and TLS-RPT reports go to, one Stalwart receives "
+        "(default: postmaster@MAIL_DOMAIN)",
+        DNS,
+        required=False,
+    ),
+    Key(
+        "DMARC_POLICY",
+        Kind.DMARC_POLICY,
+        "the DMARC policy: start with none, read the reports, then quarantine or reject",
+        DNS,
+        required=False,
+        default="none",
+    ),
+    Key(
+        "MTA_STS_MODE",
+        Kind.MTA_STS_MODE,
+        "MTA-STS policy mode: testing first (reports only), then enforce",
+        DNS,
+        required=False,
+        default="testing",
+    ),
+    Key(
+        "MTA_STS_MAX_AGE",
+        Kind.UINT,
+        "MTA-STS policy max_age in seconds (RFC 8461: up to 31557600)",
+        DNS,
+        required=False,
+        default="604800",
     ),
 )
 

@@ -506,6 +506,54 @@ def _fqdn_list(value: str) -> str | None:
 _LABEL_CHARS = re.compile(r"[A-Za-z0-9.-]+", re.ASCII)
 
 
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
+
+
+def _dns_name(value: str) -> str | None:
+    """A fully qualified DNS name whose labels may also hold '_' (_spf.example.net)."""
+    if not value or len(value) > 253:
+        return "must be 1 to 253 characters"
+    if value.endswith("."):
+        return "must not end with '.'; write the name without the final dot"
+    labels = value.split(".")
+    bad = [label for label in labels if not _DNS_LABEL.fullmatch(label)]
+    if bad:
+        return (
+            f"label {bad[0]!r} is not a DNS label (letters, digits, '_' and inner hyphens, "
+            "1-63 characters)"
+        )
+    if len(labels) < 2:
+        return "must be a fully qualified name with at least one dot"
+    if labels[-1].isdigit():
+        return "ends in an all-digit label"
+    return None
+
+
+def _ip_list(value: str) -> str | None:
+    """Comma-separated public-looking IP addresses (no loopback, unspecified, multicast
+    or link-local), each once."""
+    seen: set[str] = set()
+    items = value.split(",")
+    if len(items) > 32:
+        return "lists more than 32 addresses"
+    for number, item in enumerate(items, 1):
+        problem = _ip_literal(item) if item else "is empty"
+        if problem:
+            return f"entry {number} {problem}; expected comma-separated addresses (no spaces)"
+        address = ipaddress.ip_address(item)
+        if (
+            address.is_loopback
+            or address.is_unspecified
+            or address.is_multicast
+            or address.is_link_local
+        ):
+            return f"entry {number} is loopback, unspecified, multicast or link-local"
+        if str(address) in seen:
+            return f"names {address} twice"
+        seen.add(str(address))
+    return None
+
+
 #: the mail ports the edge can carry (``tailwart.edge.render.MAIL_PORTS``, in that order)
 MAIL_PORT_NUMBERS: tuple[int, ...] = (25, 465, 587, 143, 993)
 #: inbound mail from the internet: always public (the edge is the only way in)
@@ -591,6 +639,14 @@ class Kind(Enum):
         _restic_repo,
         512,
     )
+    IP_LIST = ("comma-separated IP addresses", _ip_list, 1600)
+    DNS_NAME = ("DNS name (labels may hold _)", _dns_name, 253)
+    DMARC_POLICY = (
+        "none | quarantine | reject",
+        _choice("none", "quarantine", "reject"),
+        16,
+    )
+    MTA_STS_MODE = ("testing | enforce", _choice("testing", "enforce"), 16)
 
     def __init__(self, label: str, validator: Callable[[str], str | None], limit: int) -> None:
         self.label = label

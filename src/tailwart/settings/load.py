@@ -238,6 +238,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 )
             )
     out += _tls_checks(values, refused)
+    out += _dns_checks(values, refused)
     out += _management_checks(values, refused)
     out += _secret_checks(values, refused)
     out += _management_url_checks(values, refused)
@@ -489,6 +490,41 @@ def _tls_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> l
     cert, key = values.get("STALWART_TLS_CERT_FILE"), values.get("STALWART_TLS_KEY_FILE")
     if cert and key and cert == key:
         out.append(Problem("STALWART_TLS_KEY_FILE", "is the same path as STALWART_TLS_CERT_FILE"))
+    return out
+
+
+def _dns_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """DNS_*: a base64 TSIG secret, MAIL_DOMAIN inside DNS_ZONE, an RFC 8461 max_age."""
+    import base64
+    import binascii
+
+    out: list[Problem] = []
+    secret = values.get("DNS_TSIG_SECRET", "")
+    if secret and "DNS_TSIG_SECRET" not in refused:
+        try:
+            raw = base64.b64decode(secret, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) < 16:
+            out.append(
+                Problem(
+                    "DNS_TSIG_SECRET",
+                    "must be base64 of at least 16 bytes (what `keymgr -t` or `tsig-keygen` print)",
+                )
+            )
+    zone = values.get("DNS_ZONE", "").lower()
+    domain = values.get("MAIL_DOMAIN", "").lower()
+    outside = domain != zone and not domain.endswith("." + zone)
+    if zone and domain and outside and not {"DNS_ZONE", "MAIL_DOMAIN"} & refused:
+        out.append(Problem("DNS_ZONE", f"does not hold MAIL_DOMAIN {domain!r}"))
+    max_age = values.get("MTA_STS_MAX_AGE", "")
+    if max_age and "MTA_STS_MAX_AGE" not in refused and not 86400 <= int(max_age) <= 31557600:
+        out.append(
+            Problem("MTA_STS_MAX_AGE", "must be between 86400 (a day) and 31557600 (RFC 8461)")
+        )
+    ttl = values.get("DNS_TTL", "")
+    if ttl and "DNS_TTL" not in refused and not 60 <= int(ttl) <= 604800:
+        out.append(Problem("DNS_TTL", "must be between 60 and 604800 seconds"))
     return out
 
 
