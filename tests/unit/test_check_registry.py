@@ -140,15 +140,19 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
     example_values: dict[str, str],
 ) -> None:
     """The default .env's checks (their ids are pinned in test_doctor_runner), and those
-    only an optional feature turns on: the edge hosts' limits (EDGE_HOSTS), in the edge
+    only an optional feature turns on: the Garage disks (GARAGE_ADMIN_TOKEN), the edge
+    hosts' limits (EDGE_HOSTS), in the edge
     group; Stalwart's metrics (after management); a backup repository's snapshot age."""
     checks = all_checks()
     default = [c.id for c in registry(DoctorContext(from_mapping(example_values)))]
+    garage = default.index("backends.garage.region") + 1
     edge = default.index("edge.imaps") + 1
     cut = default.index("management.internet") + 1
     metrics = ["metrics", "queue", "queue-age", "failed", "deferred", "auth", "store"]
     assert [c.id for c in checks] == [
-        *default[:edge],
+        *default[:garage],
+        "backends.garage.disk",
+        *default[garage:edge],
         "edge.limits",
         *default[edge:cut],
         *(f"stalwart.{name}" for name in metrics),
@@ -156,7 +160,7 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
         "backup.snapshot.age",
     ]
     assert {"outbound.port25", "management.internet", "edge.smtp"} <= {c.id for c in checks}
-    assert len(checks) == 34
+    assert len(checks) == 35
     for check in checks:
         assert check.group in GROUPS and check.id.startswith(check.group + ".")
         assert check.title and "\n" not in check.title

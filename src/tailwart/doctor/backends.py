@@ -303,7 +303,84 @@ def garage_region(ctx: DoctorContext) -> Finding:
     return ok(f"region {want!r} matches Garage's s3_region")
 
 
+def _disk_use(node: Any) -> tuple[str, float] | None:
+    """(node, percent in use) of a GetClusterStatus node, None when it reports no disk;
+    ValueError when what it reports is not two byte counts."""
+    if not isinstance(node, dict):
+        raise ValueError("a node is not an object")
+    part = node.get("dataPartition")
+    if part is None:
+        return None
+    total, available = (part.get(k) if isinstance(part, dict) else None for k in _SPACE)
+    if not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (total, available)
+    ):
+        raise ValueError("a node's dataPartition is not two byte counts")
+    assert isinstance(total, int) and isinstance(available, int)
+    if total == 0 or available > total:
+        raise ValueError("a node's dataPartition is not two byte counts")
+    name = str(node.get("hostname") or node.get("id") or "?")[:64]
+    return name, 100.0 * (total - available) / total
+
+
+_SPACE = ("total", "available")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def garage_disk(ctx: DoctorContext) -> Finding:
+    """The fullest Garage node's data disk against DOCTOR_LIMITS disk-percent (the admin
+    API's GetClusterStatus, read with GARAGE_ADMIN_TOKEN)."""
+    from ..backends.garage import GarageAdmin
+    from ..backends.plan import BackendError
+    from ..flags import printable
+    from ..settings.limits import parse
+
+    s = ctx.settings
+    api = GarageAdmin(s["GARAGE_ADMIN_URL"], s["GARAGE_ADMIN_TOKEN"], timeout=ctx.timeout)
+    try:
+        status = api.get("GetClusterStatus")
+    except BackendError as exc:
+        return error(str(exc), "check GARAGE_ADMIN_URL and GARAGE_ADMIN_TOKEN")
+    finally:
+        api.close()
+    limit = parse(s["DOCTOR_LIMITS"])["disk-percent"]
+    try:
+        nodes = status.get("nodes") if isinstance(status, dict) else None
+        if not isinstance(nodes, list):
+            raise ValueError("nodes is not a list")
+        used = [found for found in map(_disk_use, nodes) if found is not None]
+    except ValueError as exc:
+        return error(
+            f"Garage's cluster status: {exc}", "is GARAGE_ADMIN_URL a Garage v2 admin API?"
+        )
+    if not used:
+        return warning("no Garage node reports its data disk", "check the nodes: garage status")
+    name, percent = max(used, key=lambda found: found[1])
+    said = f"fullest data disk: {printable(name, 64)} {percent:.0f}% used ({len(used)} node(s))"
+    found = (
+        warning(
+            f"{said}: over {limit}% (DOCTOR_LIMITS disk-percent)",
+            "free space or add capacity before Garage refuses writes: garage layout",
+        )
+        if percent > limit
+        else ok(said)
+    )
+    return found.measured(round(percent, 1), limit, "percent")
+
+
 def checks(ctx: DoctorContext) -> list[Check]:
+    disk = (
+        [Check("backends.garage.disk", GROUP, "Garage data disks", garage_disk)]
+        if ctx.settings["GARAGE_ADMIN_TOKEN"] and ctx.settings["GARAGE_ADMIN_URL"]
+        else []
+    )
+    return [*_checks(), *disk]
+
+
+def _checks() -> list[Check]:
     return [
         Check("backends.postgres.login", GROUP, "Postgres SCRAM login", postgres_login),
         Check("backends.postgres.trust", GROUP, "Postgres wrong-password probe", postgres_trust),

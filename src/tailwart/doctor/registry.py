@@ -225,6 +225,8 @@ _EVERY_FEATURE = {
     "BACKUP_REPOSITORY": "/srv/tailwart-backup",
     "BACKUP_PASSWORD": "listing-only-0f1e2d3c4b5a69788796",
     "STALWART_METRICS_PASSWORD": "listing-only-7a6b5c4d3e2f10293847",
+    "GARAGE_ADMIN_URL": "http://garage.tail1234.ts.net:3903",
+    "GARAGE_ADMIN_TOKEN": "listing-only-5f4e3d2c1b0a99887766",
 }
 
 

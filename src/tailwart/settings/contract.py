@@ -689,7 +689,8 @@ KEYS: tuple[Key, ...] = (
         Kind.DOCTOR_LIMITS,
         "thresholds for Stalwart's own numbers (STALWART_METRICS_PASSWORD set): queue "
         "(messages), queue-hours, failed and deferred deliveries, auth-failures, "
-        "store-errors since the last recorded run; a name left out keeps its default",
+        "store-errors since the last recorded run; and disk-percent, a Garage node's data "
+        "disk in use (GARAGE_ADMIN_TOKEN set); a name left out keeps its default",
         DOCTOR,
         required=False,
         default=limits.DEFAULT,

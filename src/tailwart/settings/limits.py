@@ -26,6 +26,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("deferred", 50, "deliveries", "delivery attempts deferred since the last report"),
     Limit("auth-failures", 100, "logins", "failed logins since the last report"),
     Limit("store-errors", 0, "errors", "store errors since the last report"),
+    Limit("disk-percent", 85, "percent", "percent of a Garage node's data disk in use"),
 )
 BY_NAME = {limit.name: limit for limit in LIMITS}
 DEFAULT = ",".join(f"{limit.name}={limit.default}" for limit in LIMITS)

@@ -57,6 +57,7 @@ def test_everything_passes_after_bootstrap(base: dict[str, str]) -> None:
         "redis.db": "ok",
         "garage.probe": "ok",
         "garage.region": "ok",
+        "garage.disk": found["garage.disk"].status.value,
     }
     assert "logged in over TCP with SCRAM-SHA-256" in found["postgres.login"].message
     assert "a wrong password is refused" in found["postgres.trust"].message
@@ -189,3 +190,23 @@ def test_garage_wrong_secret_read_only_grant_missing_bucket_and_region(
     assert "PUT failed: AccessDenied" in found["garage.probe"].message
     assert "read+write grant" in found["garage.probe"].advice
     assert found["garage.region"].status is Status.OK
+
+
+def test_the_garage_disk_is_judged_as_the_filesystem_says(
+    base: dict[str, str], garage_ready: GarageServer
+) -> None:
+    """The fullest data disk in percent, as statvfs of Garage's data directory says (the
+    oracle: the filesystem, not Garage's answer), and a limit under it warns."""
+    import os
+
+    stat = os.statvfs(garage_ready.base / "data")
+    expected = 100 * (1 - stat.f_bavail / stat.f_blocks)
+    found = doctor(base)["garage.disk"]
+    assert found.value is not None and abs(found.value - expected) < 1.0, (found, expected)
+    assert found.limit == 85 and found.unit == "percent"
+    assert found.status is (Status.WARNING if expected > 85 else Status.OK)
+    low = int(expected) - 1
+    tight = doctor({**base, "DOCTOR_LIMITS": f"disk-percent={max(low, 0)}"})["garage.disk"]
+    assert tight.status is Status.WARNING and "DOCTOR_LIMITS disk-percent" in tight.message
+    # without the admin token the check is not run (the doctor reads no admin API)
+    assert "garage.disk" not in doctor({**base, "GARAGE_ADMIN_TOKEN": ""})
