@@ -449,8 +449,6 @@ TLS_MODE_NEEDS = {
 def _tls_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
     """STALWART_TLS: each mode's keys present, other modes' keys flagged, an https
     directory, a base64 TSIG secret."""
-    import base64
-    import binascii
 
     out: list[Problem] = []
     if "STALWART_TLS" in refused:
@@ -474,44 +472,39 @@ def _tls_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> l
     directory = values.get("ACME_DIRECTORY", "")
     if directory and "ACME_DIRECTORY" not in refused and not directory.startswith("https://"):
         out.append(Problem("ACME_DIRECTORY", "must be an https:// URL (ACME runs over TLS)"))
-    secret = values.get("ACME_DNS_TSIG_SECRET", "")
-    if secret and "ACME_DNS_TSIG_SECRET" not in refused:
-        try:
-            raw = base64.b64decode(secret, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) < 16:
-            out.append(
-                Problem(
-                    "ACME_DNS_TSIG_SECRET",
-                    "must be base64 of at least 16 bytes (what `keymgr -t` or `tsig-keygen` print)",
-                )
-            )
+    out += _tsig_secret(values, "ACME_DNS_TSIG_SECRET", refused)
     cert, key = values.get("STALWART_TLS_CERT_FILE"), values.get("STALWART_TLS_KEY_FILE")
     if cert and key and cert == key:
         out.append(Problem("STALWART_TLS_KEY_FILE", "is the same path as STALWART_TLS_CERT_FILE"))
     return out
 
 
-def _dns_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
-    """DNS_*: a base64 TSIG secret, MAIL_DOMAIN inside DNS_ZONE, an RFC 8461 max_age."""
+def _tsig_secret(values: Mapping[str, str], name: str, refused: Set[str]) -> list[Problem]:
+    """A TSIG secret: base64 of at least 16 bytes (checked once its kind accepted it)."""
     import base64
     import binascii
 
+    secret = values.get(name, "")
+    if not secret or name in refused:
+        return []
+    try:
+        raw = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) >= 16:
+        return []
+    return [
+        Problem(
+            name, "must be base64 of at least 16 bytes (what `keymgr -t` or `tsig-keygen` print)"
+        )
+    ]
+
+
+def _dns_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) -> list[Problem]:
+    """DNS_*: a base64 TSIG secret, MAIL_DOMAIN inside DNS_ZONE, an RFC 8461 max_age."""
+
     out: list[Problem] = []
-    secret = values.get("DNS_TSIG_SECRET", "")
-    if secret and "DNS_TSIG_SECRET" not in refused:
-        try:
-            raw = base64.b64decode(secret, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) < 16:
-            out.append(
-                Problem(
-                    "DNS_TSIG_SECRET",
-                    "must be base64 of at least 16 bytes (what `keymgr -t` or `tsig-keygen` print)",
-                )
-            )
+    out += _tsig_secret(values, "DNS_TSIG_SECRET", refused)
     zone = values.get("DNS_ZONE", "").lower()
     domain = values.get("MAIL_DOMAIN", "").lower()
     outside = domain != zone and not domain.endswith("." + zone)
