@@ -404,6 +404,16 @@ class KnotServer:
         updates = ""
         if update_key is not None:
             key_name, algorithm, secret = update_key
+            # whole_zone: any update and AXFR; else TXT updates at or below update_names
+            rights = (
+                "    action: [update, transfer]\n"
+                if whole_zone
+                else "    action: update\n"
+                "    update-type: [TXT]\n"
+                "    update-owner: name\n"
+                "    update-owner-match: sub-or-equal\n"
+                f"    update-owner-name: [{', '.join(update_names)}]\n"
+            )
             updates = f"""\
 key:
   - id: {key_name}
@@ -412,23 +422,7 @@ key:
 acl:
   - id: acme-update
     key: {key_name}
-    action: update
-    update-type: [TXT]
-    update-owner: name
-    update-owner-match: sub-or-equal
-    update-owner-name: [{", ".join(update_names)}]
-"""
-            if whole_zone:
-                updates = f"""\
-key:
-  - id: {key_name}
-    algorithm: {algorithm}
-    secret: {secret}
-acl:
-  - id: acme-update
-    key: {key_name}
-    action: [update, transfer]
-"""
+{rights}"""
         (base / "knot.conf").write_text(f"""\
 server:
     rundir: "{base}"
