@@ -65,7 +65,9 @@ SERVICE_NAMES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             (
                 "GET",
                 r"/(?:autodiscover|Autodiscover|AutoDiscover)/(?i:autodiscover\.json)"
-                r"(?:/[A-Za-z0-9@%_+=-][A-Za-z0-9@%._+=-]*)*",
+                # segments of an address (its "@" raw or as %40), none of them a dot
+                # segment, raw or encoded
+                r"(?:/(?:[A-Za-z0-9@_+=-]|%40)(?:[A-Za-z0-9@._+=-]|%40)*)*",
             ),
         ),
     ),
