@@ -192,8 +192,9 @@ def trust(ctx: CheckContext) -> Finding:
 
 
 def jmap(ctx: CheckContext) -> Finding:
-    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through; the
-    names on MAIL_DOMAIN (mta-sts., autoconfig., …) pass only Stalwart's documents."""
+    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through.
+
+    The names on MAIL_DOMAIN (mta-sts., autoconfig., …) pass only Stalwart's documents."""
     text = ctx.text("caddy/jmap.caddy")
     if text is None:
         return Finding.warning(
