@@ -7,7 +7,16 @@ import re
 import subprocess
 from pathlib import Path
 
-from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json, jmap_vhost, layout_for
+import pytest
+
+from tailwart.edge.render import (
+    MAIL_PORTS,
+    EdgeLayout,
+    RenderError,
+    caddy_json,
+    jmap_vhost,
+    layout_for,
+)
 from tailwart.files import write_atomic
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
@@ -125,6 +134,19 @@ def test_the_names_on_mail_domain_pass_only_stalwarts_documents() -> None:
         others = [r for other in names if other != name for r in passes[other]]
         for method, uri in refused + others:
             assert not passed(name, method, uri), (name, method, uri)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("MAIL_HOSTNAME", "MTA-STS.example.org", "a name the edge serves for mail clients"),
+        ("MAIL_HOSTNAME_ALIASES", "imap.example.org,autoconfig.example.org", "choose another"),
+        ("MAIL_DOMAIN", ".".join(["a" * 60] * 3 + ["b" * 56]), "as ua-auto-config.MAIL_DOMAIN"),
+    ],
+)
+def test_a_service_name_that_cannot_be_a_site_is_refused(key: str, value: str, words: str) -> None:
+    with pytest.raises(RenderError, match=words):
+        jmap_vhost(from_mapping({**example_values(), key: value}))
 
 
 def test_write_atomic_reports_change_and_keeps_mode(tmp_path: Path) -> None:

@@ -295,8 +295,19 @@ def service_sites(settings: Settings) -> str:
     matchers read a cleaned path, but the proxy sends the raw one, and Stalwart routes on
     the raw one): ``/api/../mail/config-v1.1.xml`` is refused, not passed. Everything else
     answers 404 from Caddy; credentials and cookies are dropped before the hop."""
+    from ..settings.derived import certificate_names
+
     domain = address("MAIL_DOMAIN", settings["MAIL_DOMAIN"]).rstrip(".").lower()
     upstream = _join(address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]), JMAP_PORT)
+    taken = {name.rstrip(".").lower() for name in certificate_names(settings)}
+    for label, _ in SERVICE_NAMES:
+        # a name longer than DNS allows, or one the JMAP vhost already is: Caddy refuses both
+        name = address(f"MAIL_DOMAIN (as {label}.MAIL_DOMAIN)", f"{label}.{domain}")
+        if name in taken:
+            raise RenderError(
+                f"MAIL_HOSTNAME or MAIL_HOSTNAME_ALIASES is {name}, a name the edge serves "
+                "for mail clients: choose another host name"
+            )
     uri = "{http.request.uri}"
     text = (
         "\n# The names mail clients and senders look up (inv dns points them at this edge):\n"
