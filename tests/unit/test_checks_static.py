@@ -196,6 +196,18 @@ BROKEN: list[tuple[str, str, Callable[[Path], object], str]] = [
         "does not cap request bodies",
     ),
     (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "\trespond @refused 404\n", ""),
+        "does not serve mta-sts.example.org, autoconfig.example.org",
+    ),
+    (
+        "proxy.jmap",
+        "proxy",
+        lambda t: edit(t / "caddy" / "jmap.caddy", "\t\theader_up -Authorization\n", ""),
+        "everything else 404",
+    ),
+    (
         "stalwart.config",
         "stalwart_keys",
         lambda t: edit(config(t), '"host":', '"hostname":'),
@@ -368,7 +380,9 @@ def test_inv_check_fails_when_an_alias_has_no_acme_route_or_the_login_changed(
     assert got == {
         "status": "ok",
         "text": "the JMAP vhost sends PROXY v2 to stalwart.tail1234.ts.net:8080, refuses "
-        "/admin, /api, /metrics and the Basic login tailwart-admin, caps bodies; http-01 for "
+        "/admin, /api, /metrics and the Basic login tailwart-admin, caps bodies; passes only "
+        "Stalwart's documents on mta-sts.example.org, autoconfig.example.org, "
+        "autodiscover.example.org, ua-auto-config.example.org; http-01 for "
         "mail.example.org, imap.example.org, SMTP.example.org reaches Stalwart ",
     }
     # a new STALWART_MANAGEMENT_USER without inv render: the vhost refuses the old name

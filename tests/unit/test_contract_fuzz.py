@@ -562,16 +562,25 @@ def test_sampled_values_pass_caddy(
         # the https vhost, and (acme-http) the plain-http one for the ACME challenges
         assert len(servers) == (2 if values.get("STALWART_TLS", "acme-http") == "acme-http" else 1)
         aliases = [a for a in values.get("MAIL_HOSTNAME_ALIASES", "").split(",") if a]
+        domain = values["MAIL_DOMAIN"].lower()
+        services = [f"{n}.{domain}" for n in ("mta-sts", "autoconfig", "autodiscover")]
+        services.append(f"ua-auto-config.{domain}")
         for server in servers:
-            (route,) = server["routes"]
-            # the plain-http site answers the ACME challenges of every certificate name
-            names = [values["MAIL_HOSTNAME"], *(aliases if server["listen"] == [":80"] else [])]
+            plain = server["listen"] == [":80"]
+            # the plain-http site answers the ACME challenges of every certificate name; the
+            # https server also holds one site per name mail clients look up on MAIL_DOMAIN
+            names = [values["MAIL_HOSTNAME"], *(aliases if plain else [])]
             # Caddy lower-cases host matchers (DNS names are case-insensitive); dials stay
-            assert route["match"] == [{"host": [n.lower() for n in names]}]
-            proxies = [h for h in _handlers(route) if h["handler"] == "reverse_proxy"]
-            assert len(proxies) == 1
-            assert proxies[0]["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
-            assert proxies[0]["transport"]["proxy_protocol"] == "v2"
+            hosts = [n.lower() for n in names]
+            routes = {tuple(r["match"][0]["host"]): r for r in server["routes"]}
+            assert sorted(routes) == sorted(
+                [tuple(hosts), *([] if plain else [(s,) for s in services])]
+            )
+            for route in routes.values():
+                proxies = [h for h in _handlers(route) if h["handler"] == "reverse_proxy"]
+                assert len(proxies) == 1
+                assert proxies[0]["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
+                assert proxies[0]["transport"]["proxy_protocol"] == "v2"
     # control: the same check fails on a value the contract refuses (a final dot)
     bad = Settings({**_settings(sample[0]).values, "MAIL_HOSTNAME": "mail.example.org."})
     vhost = work / "jmap-refused.caddy"

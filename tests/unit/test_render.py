@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
-from tailwart.edge.render import MAIL_PORTS, EdgeLayout, caddy_json, jmap_vhost, layout_for
+import pytest
+
+from tailwart.edge.render import (
+    MAIL_PORTS,
+    EdgeLayout,
+    RenderError,
+    caddy_json,
+    jmap_vhost,
+    layout_for,
+)
 from tailwart.files import write_atomic
 from tailwart.settings import from_mapping
 from tailwart.settings.example import example_values
@@ -62,6 +72,81 @@ def test_jmap_vhost_sends_proxy_v2_to_the_mailbox() -> None:
     assert "mail.example.org {" in text
     assert "reverse_proxy stalwart.tail1234.ts.net:8080 {" in text
     assert "proxy_protocol v2" in text
+
+
+def _allowed(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Per site of the rendered text: (method, URI regexp) of each request it passes."""
+    sites: dict[str, list[tuple[str, str]]] = {}
+    for site, body in re.findall(r"^(\S+) \{\n(.*?)^\}$", text, re.M | re.S):
+        sites[site] = re.findall(
+            r'\t\tnot \{\n\t\t\tmethod (\w+)\n\t\t\tvars_regexp \{http\.request\.uri\} "(.*)"',
+            body,
+        )
+    return sites
+
+
+def test_the_names_on_mail_domain_pass_only_stalwarts_documents() -> None:
+    """Python's re reads the rendered allow-lists (the same syntax as Go's RE2 here); the
+    URIs are written by hand from Stalwart v0.16.18's router."""
+    values = {**example_values(), "MAIL_DOMAIN": "Example.ORG"}
+    sites = _allowed(jmap_vhost(from_mapping(values)))
+    names = ["mta-sts", "autoconfig", "autodiscover", "ua-auto-config"]
+    # MAIL_HOSTNAME's https and http sites, then one site per name, in lower case
+    assert list(sites)[2:] == [f"{n}.example.org" for n in names]
+    passes = {
+        "mta-sts": [("GET", "/.well-known/mta-sts.txt")],
+        "autoconfig": [
+            ("GET", "/mail/config-v1.1.xml?emailaddress=a%40example.org"),
+            ("GET", "/.well-known/autoconfig/mail/config-v1.1.xml"),
+        ],
+        "autodiscover": [
+            ("POST", "/autodiscover/autodiscover.xml"),
+            ("POST", "/Autodiscover/Autodiscover.xml"),
+            ("POST", "/AutoDiscover/AUTODISCOVER.XML"),
+            ("GET", "/autodiscover/autodiscover.json/v1.0/a@example.org?Protocol=AutoDiscoverV1"),
+            ("GET", "/autodiscover/autodiscover.json"),
+        ],
+        "ua-auto-config": [("GET", "/.well-known/user-agent-configuration.json")],
+    }
+    refused = [
+        ("GET", "/"),
+        ("POST", "/jmap"),
+        ("GET", "/api/principal"),
+        ("GET", "/admin"),
+        ("GET", "/metrics/prometheus"),
+        ("GET", "/api/../mail/config-v1.1.xml"),
+        ("GET", "/mail/config-v1.1.xml/../../api"),
+        ("GET", "/mail/config-v1.1.xmlx"),
+        ("GET", "/autodiscover/autodiscover.json/../../api/x"),
+        ("GET", "/autodiscover/autodiscover.json/%2e%2e/api"),
+        ("GET", "/autodiscover/autodiscover.json//api"),
+        ("POST", "/AUTODISCOVER/autodiscover.xml"),
+        ("GET", "/autodiscover/autodiscover.xml"),
+        ("POST", "/.well-known/mta-sts.txt"),
+    ]
+
+    def passed(name: str, method: str, uri: str) -> bool:
+        return any(m == method and re.fullmatch(p, uri) for m, p in sites[f"{name}.example.org"])
+
+    for name in names:
+        for method, uri in passes[name]:
+            assert passed(name, method, uri), (name, method, uri)
+        others = [r for other in names if other != name for r in passes[other]]
+        for method, uri in refused + others:
+            assert not passed(name, method, uri), (name, method, uri)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("MAIL_HOSTNAME", "MTA-STS.example.org", "a name the edge serves for mail clients"),
+        ("MAIL_HOSTNAME_ALIASES", "imap.example.org,autoconfig.example.org", "choose another"),
+        ("MAIL_DOMAIN", ".".join(["a" * 60] * 3 + ["b" * 56]), "as ua-auto-config.MAIL_DOMAIN"),
+    ],
+)
+def test_a_service_name_that_cannot_be_a_site_is_refused(key: str, value: str, words: str) -> None:
+    with pytest.raises(RenderError, match=words):
+        jmap_vhost(from_mapping({**example_values(), key: value}))
 
 
 def test_write_atomic_reports_change_and_keeps_mode(tmp_path: Path) -> None:

@@ -20,8 +20,10 @@ from ..edge.render import (
     IMPLICIT_TLS_PORTS,
     JMAP_PORT,
     MAIL_PORTS,
+    SERVICE_NAMES,
     management_matcher,
     public_ports,
+    service_sites,
 )
 from ..findings import Finding
 from ..settings import Settings
@@ -190,7 +192,9 @@ def trust(ctx: CheckContext) -> Finding:
 
 
 def jmap(ctx: CheckContext) -> Finding:
-    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through."""
+    """The JMAP vhost sends PROXY v2, refuses the admin paths, passes ACME through.
+
+    The names on MAIL_DOMAIN (mta-sts., autoconfig., …) pass only Stalwart's documents."""
     text = ctx.text("caddy/jmap.caddy")
     if text is None:
         return Finding.warning(
@@ -239,7 +243,8 @@ def jmap(ctx: CheckContext) -> Finding:
     return Finding.ok(
         "proxy.jmap",
         f"the JMAP vhost sends PROXY v2 to {target}, refuses {', '.join(ADMIN_PATHS)} and "
-        f"the Basic login {ctx.settings['STALWART_MANAGEMENT_USER']}, caps bodies" + extra,
+        f"the Basic login {ctx.settings['STALWART_MANAGEMENT_USER']}, caps bodies; "
+        f"passes only Stalwart's documents on {_service_names(ctx.settings)}" + extra,
         GROUP,
     )
 
@@ -265,7 +270,16 @@ def _walls(text: str, settings: Settings) -> list[str]:
     wanted = {name: str(size) for name, _, size in BODY_CAPS} | {"other_body": str(BODY_CAP)}
     if caps != wanted:
         problems.append("does not cap request bodies as tailwart renders them")
+    if service_sites(settings) not in text:
+        problems.append(
+            f"does not serve {_service_names(settings)} as tailwart renders them "
+            "(only Stalwart's documents there, everything else 404)"
+        )
     return problems
+
+
+def _service_names(settings: Settings) -> str:
+    return ", ".join(f"{label}.{settings['MAIL_DOMAIN']}" for label, _ in SERVICE_NAMES)
 
 
 def _challenge_names(text: str, target: str) -> set[str]:

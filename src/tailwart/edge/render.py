@@ -42,6 +42,40 @@ BODY_CAPS: tuple[tuple[str, str, int], ...] = (
 #: every other path, the JMAP API (POST /jmap, where management calls travel) included:
 #: x:Jmap maxRequestSize, the most of a JMAP request Stalwart parses
 BODY_CAP = 10_000_000
+#: the names mail clients and senders look up on MAIL_DOMAIN, each its own site of the main
+#: Caddy (so Caddy obtains its certificate), and per name the requests Stalwart v0.16.18
+#: answers there (crates/http/src/request.rs) as (method, regexp of the path): MTA-STS
+#: (RFC 8461), Thunderbird's autoconfig (both places it asks), Outlook's autodiscover
+#: (POX XML, POST; v2 JSON, GET, its trailing segments naming the address; Stalwart takes
+#: exactly these three spellings of the first segment and the file name in any case) and
+#: PACC (ua-auto-config). Nothing else on these names reaches Stalwart.
+SERVICE_NAMES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("mta-sts", (("GET", r"/\.well-known/mta-sts\.txt"),)),
+    (
+        "autoconfig",
+        (
+            ("GET", r"/mail/config-v1\.1\.xml"),
+            ("GET", r"/\.well-known/autoconfig/mail/config-v1\.1\.xml"),
+        ),
+    ),
+    (
+        "autodiscover",
+        (
+            ("POST", r"/(?:autodiscover|Autodiscover|AutoDiscover)/(?i:autodiscover\.xml)"),
+            (
+                "GET",
+                r"/(?:autodiscover|Autodiscover|AutoDiscover)/(?i:autodiscover\.json)"
+                # segments of an address (its "@" raw or as %40), none of them a dot
+                # segment, raw or encoded
+                r"(?:/(?:[A-Za-z0-9@_+=-]|%40)(?:[A-Za-z0-9@._+=-]|%40)*)*",
+            ),
+        ),
+    ),
+    ("ua-auto-config", (("GET", r"/\.well-known/user-agent-configuration\.json"),)),
+)
+#: the request body cap on those names: what Stalwart reads of an autodiscover POST
+#: (fetch_body(…, 8192, …)); the other requests there carry none
+SERVICE_BODY_CAP = 8192
 #: Stalwart's scheme test (``eq_ignore_ascii_case("basic")`` before the first blank)
 BASIC = "(?i:basic)"
 #: the one form clients send Basic credentials in: one base64 word, padding only at its
@@ -248,6 +282,58 @@ def jmap_vhost(settings: Settings) -> str:
             "\t}\n"
             "\thandle {\n"
             f"\t\tredir https://{host}{{uri}} 308\n"
+            "\t}\n"
+            "}\n"
+        )
+    return text + service_sites(settings)
+
+
+def service_sites(settings: Settings) -> str:
+    """Caddyfile sites for the names of SERVICE_NAMES on MAIL_DOMAIN, PROXY v2 to :8080.
+
+    An allow-list per name over the request URI exactly as it goes upstream (Caddy's path
+    matchers read a cleaned path, but the proxy sends the raw one, and Stalwart routes on
+    the raw one): ``/api/../mail/config-v1.1.xml`` is refused, not passed. Everything else
+    answers 404 from Caddy; credentials and cookies are dropped before the hop."""
+    from ..settings.derived import certificate_names
+
+    domain = address("MAIL_DOMAIN", settings["MAIL_DOMAIN"]).rstrip(".").lower()
+    upstream = _join(address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]), JMAP_PORT)
+    taken = {name.rstrip(".").lower() for name in certificate_names(settings)}
+    for label, _ in SERVICE_NAMES:
+        # a name longer than DNS allows, or one the JMAP vhost already is: Caddy refuses both
+        name = address(f"MAIL_DOMAIN (as {label}.MAIL_DOMAIN)", f"{label}.{domain}")
+        if name in taken:
+            raise RenderError(
+                f"MAIL_HOSTNAME or MAIL_HOSTNAME_ALIASES is {name}, a name the edge serves "
+                "for mail clients: choose another host name"
+            )
+    uri = "{http.request.uri}"
+    text = (
+        "\n# The names mail clients and senders look up (inv dns points them at this edge):\n"
+        "# only the documents Stalwart serves there pass, with PROXY v2; anything else is\n"
+        "# 404 here, and no credential or cookie crosses the hop.\n"
+    )
+    for label, routes in SERVICE_NAMES:
+        methods: dict[str, list[str]] = {}
+        for method, path in routes:
+            methods.setdefault(method, []).append(path)
+        allowed = "".join(
+            f"\t\tnot {{\n\t\t\tmethod {method}\n"
+            f'\t\t\tvars_regexp {uri} "^(?:{"|".join(paths)})(?:\\?.*)?$"\n\t\t}}\n'
+            for method, paths in methods.items()
+        )
+        text += (
+            f"{label}.{domain} {{\n"
+            f"\t@refused {{\n{allowed}\t}}\n"
+            "\trespond @refused 404\n"
+            f"\trequest_body {{\n\t\tmax_size {SERVICE_BODY_CAP}\n\t}}\n"
+            f"\treverse_proxy {upstream} {{\n"
+            "\t\theader_up -Authorization\n"
+            "\t\theader_up -Cookie\n"
+            "\t\ttransport http {\n"
+            "\t\t\tproxy_protocol v2\n"
+            "\t\t}\n"
             "\t}\n"
             "}\n"
         )

@@ -60,13 +60,18 @@ def test_caddy_reads_back_exactly_our_host_and_upstream(
     )
     assert done.returncode == 0, done.stderr
     server = json.loads(done.stdout)["apps"]["http"]["servers"]["srv0"]
-    route = server["routes"][0]
-    assert route["match"] == [{"host": [host.lower()]}]  # caddy folds host names to lower case
-    handlers = [h for sub in route["handle"][0]["routes"] for h in sub["handle"]]
-    (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
+    # one site per name, each its own host matcher (so Caddy manages a certificate for
+    # each): MAIL_HOSTNAME, folded to lower case by caddy, and the names on MAIL_DOMAIN
+    by_host = {h: r for r in server["routes"] for m in r["match"] for h in m["host"]}
+    services = [f"{n}.example.org" for n in ("mta-sts", "autoconfig", "autodiscover")]
+    services.append("ua-auto-config.example.org")
+    assert sorted(by_host) == sorted([host.lower(), *services])
     dial = f"[{upstream}]:8080" if ":" in upstream else f"{upstream}:8080"
-    assert proxy["upstreams"] == [{"dial": dial}]
-    assert proxy["transport"]["proxy_protocol"] == "v2"
+    for route in by_host.values():
+        handlers = [h for sub in route["handle"][0]["routes"] for h in sub["handle"]]
+        (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
+        assert proxy["upstreams"] == [{"dial": dial}]
+        assert proxy["transport"]["proxy_protocol"] == "v2"
     # and caddy.json (layer 4) carries the same upstream, json-escaped by json.dumps
     dials = {
         d

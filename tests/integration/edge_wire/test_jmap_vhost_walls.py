@@ -47,6 +47,8 @@ class Seen:
     headers: list[tuple[str, str]]
     body: int = 0
     complete: bool = False
+    #: the client the PROXY v2 header names (TCP over IPv4: "address:port")
+    source: str = ""
 
 
 class Recorder(Upstream):
@@ -70,15 +72,18 @@ class Recorder(Upstream):
         reader = conn.makefile("rb")
         head = reader.read(16)
         proxied = head[:12] == SIGNATURE
+        source = ""
         if proxied:
-            reader.read(struct.unpack("!H", head[14:16])[0])
+            payload = reader.read(struct.unpack("!H", head[14:16])[0])
+            if head[13] == 0x11 and len(payload) >= 12:  # TCP over IPv4 (PROXY v2 2.2)
+                source = f"{socket.inet_ntoa(payload[:4])}:{struct.unpack('!H', payload[8:10])[0]}"
             head = b""
         first = head + reader.readline()
         headers = []
         while (raw := reader.readline()) not in (b"\r\n", b""):
             name, _, value = raw.decode("latin-1").partition(":")
             headers.append((name.strip(), value.strip()))
-        seen = Seen(proxied, first.decode("latin-1").rstrip("\r\n"), headers)
+        seen = Seen(proxied, first.decode("latin-1").rstrip("\r\n"), headers, source=source)
         self.requests.append(seen)
         fields = {k.lower(): v for k, v in headers}
         try:
