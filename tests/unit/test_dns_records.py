@@ -280,3 +280,10 @@ def test_the_zone_fragment_parses_and_holds_the_records() -> None:
     }
     names = {name.to_text() for name in zone.nodes}
     assert not any(n.startswith("_tailwart") for n in names)  # no ownership in a paste
+
+
+def test_inv_dns_points_at_the_edge_exactly_the_names_the_edge_serves() -> None:
+    from tailwart.dns.records import EDGE_NAMES
+    from tailwart.edge.render import SERVICE_NAMES
+
+    assert set(EDGE_NAMES) == {label for label, _ in SERVICE_NAMES}

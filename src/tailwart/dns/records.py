@@ -30,8 +30,8 @@ SRV_SERVICES: tuple[tuple[str, int], ...] = (
     ("_imaps._tcp", 993),
     ("_imap._tcp", 143),
 )
-#: the names mail clients and senders look up, served by the edge
-EDGE_NAMES = ("mta-sts", "autoconfig", "autodiscover")
+#: the names mail clients and senders look up, served by the edge (its SERVICE_NAMES)
+EDGE_NAMES = ("mta-sts", "autoconfig", "autodiscover", "ua-auto-config")
 #: ACME directory host → the CAA issuer domain of that CA
 CAA_ISSUERS = {
     "acme-v02.api.letsencrypt.org": "letsencrypt.org",
