@@ -11,6 +11,7 @@ from __future__ import annotations
 import imaplib
 import json
 import os
+import re
 import secrets
 import shutil
 import smtplib
@@ -303,6 +304,8 @@ def world() -> Iterator[World]:
             ),
             # STALWART_TLS=acme-http (the default) against this world's Pebble
             ACME_DIRECTORY=acme.pebble.directory,
+            # Stalwart's Prometheus endpoint on (inv doctor's stalwart group)
+            STALWART_METRICS_PASSWORD=secrets.token_hex(16),
         )
         s = from_mapping(values)
         env = {
@@ -317,6 +320,7 @@ def world() -> Iterator[World]:
             # what compose passes in every mode (empty unless acme-dns): the acme-dns phase
             # switches mode without recreating the process
             "ACME_DNS_TSIG_SECRET": acme.tsig[2],
+            "STALWART_METRICS_PASSWORD": s["STALWART_METRICS_PASSWORD"],
         }
         stalwart = Stalwart(binary, topo, base / "config" / "config.json", env, base)
         record_dir = base / "recorded"
@@ -816,6 +820,8 @@ class Relay:
     host: str
     port: int = 0
     envelopes: list[tuple[str, list[str], bool, str | None]] = field(default_factory=list)
+    #: each message as it was received (headers and body)
+    messages: list[bytes] = field(default_factory=list)
     ehlos: list[str] = field(default_factory=list)
     ehlo_times: list[float] = field(default_factory=list)
     auths: list[str] = field(default_factory=list)
@@ -844,6 +850,7 @@ class Relay:
                 relay.envelopes.append(
                     (envelope.mail_from, list(envelope.rcpt_tos), session.ssl is not None, login)
                 )
+                relay.messages.append(bytes(envelope.original_content or envelope.content))
                 return "250 OK relayed"
 
         def authenticator(
@@ -971,6 +978,180 @@ def test_relay_certificate_is_verified_on_every_attempt(
     assert relay.envelopes == [] and relay.auths == []
 
 
+def _scrape(world: World, password: str) -> requests.Response:
+    return requests.get(
+        f"{world.stalwart.url}/metrics/prometheus",
+        auth=("prometheus", password),
+        timeout=30,
+    )
+
+
+def test_doctor_reads_stalwarts_metrics_and_the_queue_behind_refusing_relays(
+    world: World, relays: dict[str, Relay], tmp_path: Path
+) -> None:
+    """After the relay tests, the messages the plain and the untrusted relay could not take
+    wait in the queue, deferred: the doctor's stalwart group must say so, with the numbers
+    the server itself gives (its endpoint read here with requests and prometheus_client,
+    its queue with this test's own JMAP client)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    password = world.values["STALWART_METRICS_PASSWORD"]
+    assert _scrape(world, "wrong-" + password).status_code == 401
+    answer = _scrape(world, password)
+    assert answer.status_code == 200, answer.status_code
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    rescheduled = families["queue_rescheduled"].samples[0].value
+    assert rescheduled >= 1 and families["auth_failed"].samples[0].value >= 1
+    if RECORD:
+        (world.record_dir / "metrics.prom").write_text(answer.text)
+        # the domain's computed zone (its DKIM keys are public): inv dns reads it
+        domain = world.jmap.call(
+            f"{CURRENT.domain}/get", {"ids": None, "properties": ["name", "dnsZoneFile"]}
+        )
+        (world.record_dir / "domain-zone.json").write_text(json.dumps(domain, indent=1) + "\n")
+    # never through the public vhost, whoever the client claims to be
+    assert " 403 " in _http_via_proxy(world, "203.0.113.5", "/metrics/prometheus") + " "
+    query = world.jmap.call(
+        f"{CURRENT.queued_message}/query", {"calculateTotal": True, "limit": 200}
+    )
+    queued = query["total"]
+    assert queued >= 1  # the plain relay's and the untrusted relay's messages
+    if RECORD:  # the real answers the unit tests serve (ids and times are not secrets)
+        got = world.jmap.call(
+            f"{CURRENT.queued_message}/get", {"ids": query["ids"], "properties": ["createdAt"]}
+        )
+        answers = {f"{CURRENT.queued_message}/query": query, f"{CURRENT.queued_message}/get": got}
+        (world.record_dir / "queue.json").write_text(json.dumps(answers, indent=1) + "\n")
+    world.values["DOCTOR_LIMITS"] = "queue=0,deferred=0"
+    world.values["DOCTOR_HISTORY_DIR"] = str(tmp_path / "history")
+    try:
+        first = world.inv("doctor", "--only", "stalwart", "--record")
+        table = first.stdout
+        assert first.returncode == 0, table + first.stderr  # warnings only
+        queue_line = rf"WARN +stalwart\.queue +{queued} messages in the outbound queue: over 0"
+        assert re.search(queue_line, table), table
+        deferred = re.search(r"WARN +stalwart\.deferred +(\d+) deliveries since Stalwart", table)
+        assert deferred and int(deferred.group(1)) >= rescheduled, table
+        assert re.search(r"ok +stalwart\.metrics ", table) and "stalwart.store" in table
+        assert password not in table + first.stderr
+        files = list((tmp_path / "history").glob("doctor-*.json"))
+        assert len(files) == 1 and '"queue_rescheduled"' in files[0].read_text()
+        # the next run judges the counters' increase since the recorded one
+        again = world.inv("doctor", "--only", "stalwart")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert re.search(r"ok +stalwart\.auth +0 logins since the run recorded", again.stdout)
+        _report_reaches_alice_and_the_webhook(world)
+    finally:
+        for key in ("DOCTOR_LIMITS", "DOCTOR_HISTORY_DIR", *REPORT_KEYS):
+            world.values.pop(key, None)
+
+
+REPORT_KEYS = ("DOCTOR_REPORT_TO", "DOCTOR_SMTP_USER", "DOCTOR_SMTP_PASSWORD", "DOCTOR_WEBHOOK_URL")
+
+
+def _report_reaches_alice_and_the_webhook(world: World) -> None:
+    """``--report-to mail,webhook``: the report goes in through the real Stalwart's submission
+    port on the edge (STARTTLS, the Pebble certificate verified for mail.good.test, which
+    this host's /etc/hosts, in a mount namespace of its own, points at the edge) and is read
+    back from alice's INBOX over IMAPS; the webhook gets the same report as JSON."""
+    import http.server
+    import threading
+
+    posted: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    edge_host = world.topo.addr("b", 2)
+    world.values.update(
+        DOCTOR_REPORT_TO="alice@good.test",
+        DOCTOR_SMTP_USER="alice@good.test",
+        DOCTOR_SMTP_PASSWORD=ALICE[1],
+        DOCTOR_WEBHOOK_URL=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+    )
+    hosts = world.base / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{edge_host} mail.good.test\n")
+    try:
+        sent = subprocess.run(
+            [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                'mount --bind "$0" /etc/hosts && exec "$@"',
+                str(hosts),
+                sys.executable,
+                "-m",
+                "invoke",
+                "-r",
+                str(ROOT),
+                "doctor",
+                "--only",
+                "stalwart",
+                "--report-to",
+                "mail,webhook",
+                "--ca-file",
+                str(world.acme.root(world.base)),
+                "--env-file",
+                str(world.env_file),
+            ],
+            cwd=world.base,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    said = sent.stdout + sent.stderr
+    assert sent.returncode == 0, said
+    assert "report: mailed to alice@good.test through mail.good.test:587" in said
+    assert ALICE[1] not in said
+    assert len(posted) == 1 and posted[0]["mail"] == {"delivered": True, "error": ""}, posted
+    subject = posted[0]["subject"]
+    assert subject.startswith("tailwart doctor on mail.good.test: ")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def fetch() -> bytes | None:
+        """The report from any of alice's folders, found by its decoded Subject (a long
+        one is folded, a non-ASCII one encoded)."""
+        import email
+        import email.policy
+
+        with imaplib.IMAP4_SSL(edge_host, 993, ssl_context=context, timeout=30) as imap:
+            imap.login("alice@good.test", ALICE[1])
+            _, folders = imap.list()
+            for line in folders:
+                name = line.decode().rsplit(' "/" ', 1)[-1] if isinstance(line, bytes) else ""
+                _, count = imap.select(name or "INBOX", readonly=True)
+                messages = int(count[0] or 0)
+                if not messages:
+                    continue
+                _, data = imap.fetch(f"1:{messages}", "(RFC822)")
+                for item in data:
+                    if not isinstance(item, tuple):
+                        continue
+                    parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+                    if str(parsed["subject"]) == subject:
+                        world.notes.append(f"the doctor's report arrived in {name}")
+                        return bytes(item[1])
+            return None
+
+    message = wait_until(fetch, "the doctor's report in alice's mailbox", 90)
+    assert b"stalwart.queue" in message and ALICE[1].encode() not in message
+
+
 # ------------------------------------------------------------------ 5. drift, restart-class change
 
 
@@ -1048,6 +1229,109 @@ def test_rotate_management_changes_the_password_and_the_old_one_stops(world: Wor
     assert " 403 " in _via_proxy(world, "203.0.113.5", _jmap_post(user, new)) + " "
     check = world.inv("provision", "--check")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+DNS_ZONES = {
+    "good.test": """$ORIGIN good.test.
+$TTL 60
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 127.0.0.1
+www IN A 198.18.7.80
+""",
+    # the smarthost's own SPF, which SPF_INCLUDE names
+    "relay.test": """$ORIGIN relay.test.
+$TTL 60
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 127.0.0.1
+_spf IN TXT "v=spf1 ip4:198.18.0.0/15 -all"
+""",
+}
+
+
+def test_dns_publishes_the_real_dkim_keys_and_a_message_sent_verifies(
+    world: World, relays: dict[str, Relay]
+) -> None:
+    """``inv dns`` reads the real server's DKIM keys and publishes them (RFC 2136 + TSIG, a
+    knotd of its own); a message alice submits through the edge leaves through the open
+    relay signed, and dkimpy verifies every signature against what knotd answers."""
+    import base64
+
+    import dkim
+    import dns.message
+    import dns.query
+
+    key = ("tailwart-dns", "hmac-sha256", base64.b64encode(secrets.token_bytes(32)).decode())
+    knot = KnotServer.start(
+        need_tool("knotd"), DNS_ZONES, host="127.0.0.1", update_key=key, whole_zone=True
+    )
+    relay = relays["open"]
+    saved = dict(world.values)
+    try:
+        for name in ("STALWART_SMARTHOST_USER", "STALWART_SMARTHOST_PASSWORD"):
+            world.values.pop(name, None)
+        world.values.update(
+            STALWART_SMARTHOST=f"{relay.host}:{relay.port}", STALWART_SMARTHOST_TLS="starttls"
+        )
+        provisioned = world.inv("provision", "--restart", "never")
+        assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+        world.values.update(
+            DNS_SERVER="127.0.0.1",
+            DNS_PORT=str(knot.port),
+            DNS_TSIG_KEY=key[0],
+            DNS_TSIG_ALGORITHM=key[1],
+            DNS_TSIG_SECRET=key[2],
+            DNS_RESOLVER=f"127.0.0.1:{knot.port}",
+            SPF_INCLUDE="_spf.relay.test",
+            EDGE_PUBLIC_ADDRESSES=world.topo.addr("b", 2),
+            DNS_REPORT_TO="postmaster@good.test",
+        )
+        published = world.inv("dns")
+        said = published.stdout + published.stderr
+        assert published.returncode == 0, said
+        assert key[2] not in said and world.values["STALWART_MANAGEMENT_PASSWORD"] not in said
+        checked = world.inv("dns", "--check")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+        def txt(name: str) -> list[bytes]:
+            query = dns.message.make_query(name, "TXT")
+            answer = dns.query.udp(query, "127.0.0.1", port=knot.port, timeout=5)
+            return [b"".join(rd.strings) for rrset in answer.answer for rd in rrset]
+
+        assert txt("www.good.test") == []  # the operator's A record: no TXT made there
+        assert txt("good.test")[0] == b"v=spf1 include:_spf.relay.test -all"
+        before = len(relay.messages)
+        _submit(world, marker := secrets.token_hex(6))
+        message = wait_until(
+            lambda: next((m for m in relay.messages[before:] if marker.encode() in m), None),
+            "the signed message at the open relay",
+            120,
+        )
+        signatures = message.count(b"DKIM-Signature:")
+        assert signatures >= 1, message[:2000]
+
+        def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+            found = txt(name.decode().rstrip("."))
+            return found[0] if found else b""
+
+        def verifies(raw: bytes, index: int) -> bool:
+            try:
+                return bool(dkim.DKIM(raw).verify(idx=index, dnsfunc=dnsfunc))
+            except dkim.ValidationError:  # dkimpy raises on a body hash mismatch
+                return False
+
+        assert all(verifies(message, index) for index in range(signatures))
+        # the verifier can say no: the same message with its body changed fails each one
+        tampered = message.replace(f"out {marker}".encode(), b"out forged")
+        assert not any(verifies(tampered, index) for index in range(signatures))
+        world.notes.append(f"inv dns published the DKIM keys; {signatures} signature(s) verified")
+    finally:
+        world.values.clear()
+        world.values.update(saved)
+        restored = world.inv("provision", "--restart", "never")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        knot.close()
 
 
 def test_blobs_live_in_garage_and_the_summary(world: World) -> None:
