@@ -86,6 +86,7 @@ HOSTILE_ENV: list[tuple[str, tuple[str, ...], str]] = [
     ("recover", (), "STALWART_DB_HOST"),
     ("rotate-management", (), "STALWART_DB_HOST"),
     ("migrate-stalwart", ("--dry-run",), "STALWART_DB_HOST"),
+    ("dns", ("--dry-run", "--no-stalwart"), "STALWART_DB_HOST"),
 ]
 #: tasks that would go out to the network with the hostile-but-parseable .env (its
 #: names are real-looking); they run with the STOP variant only
@@ -95,6 +96,7 @@ NETWORK = {"doctor"}
 HOSTILE_FLAGS: list[tuple[str, tuple[str, ...], int, tuple[str, ...]]] = [
     ("render", ("--env-file", ".env\n"), 2, (".env",)),
     ("check", ("--env-file", "no-such\t.env"), 2, ("does not exist",)),
+    ("dns", ("--dry-run", "--env-file", "no-such\n.env"), 2, ("does not exist",)),
     (
         "edge-run",
         (
