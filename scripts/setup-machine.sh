@@ -25,6 +25,8 @@ export -f apt_need 2>/dev/null || true
 # a module as the module proxy serves it, against the module's own go.mod/go.sum,
 # inside a writable copy in the cache. For modules `go install …@version` refuses
 # (exclude directives in go.mod, or a proxy that refuses the version-list lookup).
+# GOWORK=off: a go.work shipped in a module's zip names directories the zip leaves out
+# (Prometheus's does); the module's own go.mod is what is built.
 go_module_build() {
   local module=$1 version=$2 package=$3 output=$4 ldflags=${5:-"-s -w"}
   local src="$TAILWART_CACHE/src/${module//\//_}@$version" dir
@@ -38,7 +40,7 @@ go_module_build() {
     chmod -R u+w "$src"
   fi
   mkdir -p "$(dirname "$output")" "$TAILWART_CACHE/logs"
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "$ldflags" \
+  (cd "$src" && GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "$ldflags" \
     -o "$output.tmp" "$package") >"$TAILWART_CACHE/logs/$(basename "$output").log" 2>&1 \
     || { tail -30 "$TAILWART_CACHE/logs/$(basename "$output").log" >&2; return 1; }
   mv "$output.tmp" "$output"
