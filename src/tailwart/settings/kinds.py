@@ -106,19 +106,30 @@ def hygiene(value: str, limit: int) -> str | None:
     return None
 
 
-def _hostname(value: str) -> str | None:
+def _labels(value: str, label: re.Pattern[str], allowed: str) -> tuple[list[str], str | None]:
+    """The labels of a name written without its final dot, or what is wrong with it
+    (``allowed``: what ``label`` lets a label hold, for the message)."""
     if not value or len(value) > 253:
-        return "must be 1 to 253 characters"
+        return [], "must be 1 to 253 characters"
     if value.endswith("."):
         # caddy refuses 'name.' as a site address (no certificate for it): write names plain
-        return "must not end with '.'; write the name without the final dot"
+        return [], "must not end with '.'; write the name without the final dot"
     labels = value.split(".")
-    bad = [label for label in labels if not _LABEL.fullmatch(label)]
+    bad = [each for each in labels if not label.fullmatch(each)]
     if bad:
-        return (
-            f"label {bad[0]!r} is not a DNS label (letters, digits and inner hyphens, "
-            "no spaces, no leading or trailing hyphen, 1-63 characters)"
-        )
+        return [], f"label {bad[0]!r} is not a DNS label ({allowed})"
+    return labels, None
+
+
+def _hostname(value: str) -> str | None:
+    labels, problem = _labels(
+        value,
+        _LABEL,
+        "letters, digits and inner hyphens, no spaces, no leading or trailing hyphen, "
+        "1-63 characters",
+    )
+    if problem:
+        return problem
     if labels[-1].isdigit():
         return "ends in an all-digit label: neither a host name nor a valid IP address"
     return None
@@ -511,17 +522,11 @@ _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
 
 def _dns_name(value: str) -> str | None:
     """A fully qualified DNS name whose labels may also hold '_' (_spf.example.net)."""
-    if not value or len(value) > 253:
-        return "must be 1 to 253 characters"
-    if value.endswith("."):
-        return "must not end with '.'; write the name without the final dot"
-    labels = value.split(".")
-    bad = [label for label in labels if not _DNS_LABEL.fullmatch(label)]
-    if bad:
-        return (
-            f"label {bad[0]!r} is not a DNS label (letters, digits, '_' and inner hyphens, "
-            "1-63 characters)"
-        )
+    labels, problem = _labels(
+        value, _DNS_LABEL, "letters, digits, '_' and inner hyphens, 1-63 characters"
+    )
+    if problem:
+        return problem
     if len(labels) < 2:
         return "must be a fully qualified name with at least one dot"
     if labels[-1].isdigit():
