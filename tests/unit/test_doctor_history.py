@@ -433,16 +433,17 @@ def test_the_newest_recorded_counters_are_the_next_runs_baseline(
         {**settings.values, "STALWART_METRICS_PASSWORD": "metrics-0a1b2c3d4e5f6a7b"},
         str(tmp_path / ".env"),
     )
-    assert report.baseline(with_metrics, groups) is None  # nothing recorded yet
+    assert report.baseline(report.recorded_runs(with_metrics)[0]) is None  # none recorded
     old = replace(run(T0, ok("dns.mx")), counters={"auth_failed": 5.0})
     newer = replace(run(T0 + DAY, ok("dns.mx")), counters={"auth_failed": 9.0})
     later = replace(run(T0 + 3 * DAY, ok("dns.mx")), counters={"auth_failed": 1.0})
     for each in (old, newer, later, run(T0 + 2 * DAY, ok("dns.mx"))):
         history.record(directory, each, keep=9, days=30)
     with clock.frozen(T0 + 2 * DAY + dt.timedelta(hours=1)):
-        found = report.baseline(with_metrics, groups)
-        # without the password, or without the group, no history is read
-        assert report.baseline(settings, groups) is None
-        assert report.baseline(with_metrics, ("dns",)) is None
+        found = report.baseline(report.recorded_runs(with_metrics)[0])
+        # without the password, or without the group, no baseline is wanted
+        assert report.wants_baseline(with_metrics, groups)
+        assert not report.wants_baseline(settings, groups)
+        assert not report.wants_baseline(with_metrics, ("dns",))
     # the newest run that read counters, not one from a clock ahead of this one
     assert found is not None and found.at == T0 + DAY and found.counters == {"auth_failed": 9.0}

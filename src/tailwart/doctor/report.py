@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import clock
@@ -19,6 +19,7 @@ from ..errors import OperationError
 from ..findings import Finding, has_errors, to_json, to_table
 from ..settings import Settings
 from . import runner
+from .history import Run
 from .registry import Baseline, DoctorContext, DoctorOptions, parse_only, registry
 from .stalwart import recorded_counters
 
@@ -73,13 +74,16 @@ def doctor(
     if report.channels:
         delivery.require_keys(settings, report.channels)
     groups = parse_only(only)
-    ctx = DoctorContext(settings, options, baseline=baseline(settings, groups))
+    counting = wants_baseline(settings, groups)
+    # the history is read once: for the counters' baseline and for --diff
+    runs, unreadable = recorded_runs(settings) if counting or report.diff else ([], [])
+    ctx = DoctorContext(settings, options, baseline=baseline(runs) if counting else None)
     findings = runner.run(ctx, registry(ctx, groups))
     at = clock.utc_stamp()
     text = ""
     if report.record or report.diff:
         counters = recorded_counters(ctx)
-        text = keep_and_compare(settings, findings, groups, report, counters)
+        text = keep_and_compare(settings, findings, groups, report, counters, runs, unreadable)
         print(text, end="")
     if not report.diff:
         text = to_table(findings)
@@ -99,18 +103,27 @@ def doctor(
     return findings
 
 
-def baseline(settings: Settings, groups: tuple[str, ...]) -> Baseline | None:
-    """Stalwart's counters from the newest recorded run that read them (for the stalwart
-    group's increases); None without one. An unreadable history is said by --diff and
-    --record; here it only means no baseline."""
+def wants_baseline(settings: Settings, groups: tuple[str, ...]) -> bool:
+    """Whether this run judges Stalwart's counters (their increase needs a baseline)."""
+    return "stalwart" in groups and bool(settings["STALWART_METRICS_PASSWORD"])
+
+
+def recorded_runs(settings: Settings) -> tuple[list[Run], list[str]]:
+    """Every readable recorded run, and a line for each problem with the history (a
+    directory that cannot be read, files skipped)."""
     from . import history
 
-    if "stalwart" not in groups or not settings["STALWART_METRICS_PASSWORD"]:
-        return None
+    directory = history.history_dir(settings)
     try:
-        runs, _ = history.load(history.history_dir(settings))
-    except history.HistoryError:
-        return None
+        runs, skipped = history.load(directory)
+    except history.HistoryError as exc:
+        return [], [str(exc)]
+    return runs, [history.skipped_line(directory, skipped)] if skipped else []
+
+
+def baseline(runs: Sequence[Run]) -> Baseline | None:
+    """Stalwart's counters from the newest recorded run that read them (for the stalwart
+    group's increases); None without one."""
     with_counters = [run for run in runs if run.counters and run.at <= clock.now()]
     if not with_counters:
         return None
@@ -124,8 +137,12 @@ def keep_and_compare(
     groups: tuple[str, ...],
     report: ReportOptions,
     counters: Mapping[str, float] | None = None,
+    runs: Sequence[Run] = (),
+    unreadable: Sequence[str] = (),
 ) -> str:
-    """Record the run and/or say what changed; a broken history is one line on stderr."""
+    """Record the run and/or say what changed since one of ``runs`` (the history as read
+    before this run, with ``unreadable`` its problems); a broken history is one line on
+    stderr."""
     from . import diff, history
 
     run = history.Run(clock.now(), tuple(findings), groups, dict(counters or {}))
@@ -133,13 +150,7 @@ def keep_and_compare(
     out = ""
     problems: list[str] = []
     if report.diff:
-        runs: list[history.Run] = []
-        try:
-            runs, skipped = history.load(directory)
-            if skipped:
-                problems.append(history.skipped_line(directory, skipped))
-        except history.HistoryError as exc:
-            problems.append(str(exc))
+        problems += unreadable
         before = diff.baseline(runs, run.at, report.since)
         if before is None:
             out = diff.first_run(run, report.record)
