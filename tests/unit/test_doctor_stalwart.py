@@ -247,3 +247,14 @@ def test_doctor_limits_refused_naming_the_key(
         from_mapping({**example_values, "DOCTOR_LIMITS": value})
     text = str(caught.value)
     assert "DOCTOR_LIMITS" in text and says in text, text
+
+
+def test_a_store_error_is_an_error_not_a_warning(example_values: dict[str, str]) -> None:
+    body = b"# TYPE store_postgresql_error counter\nstore_postgresql_error 2\n"
+    made = _Server(body)
+    try:
+        found = stalwart.store_errors(_ctx(example_values, made.url))
+    finally:
+        made.close()
+    assert found.status is Status.ERROR and found.value == 2 and found.limit == 0
+    assert "DOCTOR_LIMITS store-errors" in found.message

@@ -175,8 +175,11 @@ def store_error_names(values: Mapping[str, float]) -> list[str]:
     )
 
 
-def judge_counter(ctx: DoctorContext, limit_name: str, names: list[str]) -> Finding:
-    """The increase of the sum of ``names`` against DOCTOR_LIMITS' ``limit_name``."""
+def judge_counter(
+    ctx: DoctorContext, limit_name: str, names: list[str], severe: bool = False
+) -> Finding:
+    """The increase of the sum of ``names`` against DOCTOR_LIMITS' ``limit_name``: over
+    it, a warning (an error when ``severe``)."""
     values = scrape(ctx).values
     # a recorded run lists only the counters above zero (all Stalwart exports)
     before = ctx.baseline.counters if ctx.baseline is not None else None
@@ -186,8 +189,9 @@ def judge_counter(ctx: DoctorContext, limit_name: str, names: list[str]) -> Find
     limit = parse(ctx.settings["DOCTOR_LIMITS"])[limit_name]
     about = BY_NAME[limit_name]
     said = f"{grown:g} {about.unit} {_since(ctx)}"
+    over = error if severe else warning
     found = (
-        warning(f"{said}: over {limit:g} (DOCTOR_LIMITS {limit_name})", ADVICE[limit_name])
+        over(f"{said}: over {limit:g} (DOCTOR_LIMITS {limit_name})", ADVICE[limit_name])
         if grown > limit
         else ok(said)
     )
@@ -221,14 +225,10 @@ def store_errors(ctx: DoctorContext) -> Finding:
         names = store_error_names(scrape(ctx).values)
         if ctx.baseline is not None:
             names = sorted({*names, *store_error_names(ctx.baseline.counters)})
-        found = judge_counter(ctx, "store-errors", names)
+        # a store error is an error
+        return judge_counter(ctx, "store-errors", names, severe=True)
     except MetricsError as exc:
         return error(f"not judged: {exc}", "see stalwart.metrics")
-    if found.status.value == "warning":  # a store error is an error
-        return error(found.message, found.advice).measured(
-            found.value or 0.0, found.limit or 0.0, found.unit
-        )
-    return found
 
 
 @dataclass(frozen=True)
