@@ -17,13 +17,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .. import clock
 from ..errors import OperationError
 from ..findings import Finding
 from ..settings.limits import BY_NAME, parse
-from .registry import Check, DoctorContext, error, ok, warning
+from .registry import Check, CheckFn, DoctorContext, error, ok, warning
 
 GROUP = "stalwart"
 PATH = "/metrics/prometheus"
@@ -210,7 +209,7 @@ def metrics(ctx: DoctorContext) -> Finding:
     return ok(f"{found.families} metric families, {len(found.values)} counters and gauges")
 
 
-def _counter_check(limit_name: str) -> Any:
+def _counter_check(limit_name: str) -> CheckFn:
     def check(ctx: DoctorContext) -> Finding:
         try:
             return judge_counter(ctx, limit_name, list(COUNTERS[limit_name]))
