@@ -14,13 +14,10 @@ import json
 from typing import Any
 
 from ..findings import Finding
+from .edge_https import EdgeHttpError, fetch
 from .registry import Check, DoctorContext, error, ok, warning
 
 GROUP = "management"
-#: the vhost port (doctor's --port 443=N maps it in tests)
-HTTPS_PORT = 443
-#: the answer is read up to this size: the probe needs the status and the first bytes
-READ_LIMIT = 64 * 1024
 ADVICE = (
     "the management login works from outside STALWART_MANAGEMENT_NETWORKS: make sure those "
     "networks hold only the tailnet (and not the address this host reaches the edge from), "
@@ -38,41 +35,13 @@ def probe_body(capability: str) -> bytes:
 
 
 def _post(ctx: DoctorContext, body: bytes) -> tuple[int, bytes]:
-    import urllib3
-
     from ..stalwart.management import login
 
-    host = ctx.settings["MAIL_HOSTNAME"]
     user, password = login(ctx.settings)
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    pool = urllib3.HTTPSConnectionPool(
-        ctx.address(ctx.edge_host()),
-        port=ctx.edge_port(HTTPS_PORT),
-        server_hostname=host,
-        assert_hostname=host,
-        ca_certs=ctx.options.ca_file or None,
-        cert_reqs="CERT_REQUIRED",
-        timeout=urllib3.Timeout(total=ctx.timeout),
-        retries=False,
-    )
-    try:
-        response = pool.urlopen(
-            "POST",
-            "/jmap",
-            body=body,
-            headers={
-                "Host": host,
-                "Content-Type": "application/json",
-                "Authorization": f"Basic {token}",
-            },
-            redirect=False,
-            preload_content=False,
-        )
-        data = response.read(READ_LIMIT)
-        response.release_conn()
-        return response.status, data
-    finally:
-        pool.close()
+    headers = {"Content-Type": "application/json", "Authorization": f"Basic {token}"}
+    answer = fetch(ctx, ctx.settings["MAIL_HOSTNAME"], "/jmap", "POST", body, headers)
+    return answer.status, answer.body
 
 
 def _answered(data: bytes) -> bool:
@@ -97,9 +66,9 @@ def internet_refused(ctx: DoctorContext) -> Finding:
     where = f"POST https://{ctx.settings['MAIL_HOSTNAME']}/jmap through the edge"
     try:
         status, data = _post(ctx, probe_body(CURRENT.capability))
-    except Exception as exc:  # urllib3's errors carry no secret; say what failed
+    except EdgeHttpError as exc:
         return warning(
-            f"{where}: no answer ({type(exc).__name__})",
+            f"{where}: {exc}",
             "is the edge host's main Caddy serving the JMAP vhost? (inv doctor --only tls)",
         )
     if status == 403:  # the vhost's wall, or Stalwart: a credential outside its allowedIps
