@@ -19,6 +19,7 @@ GROUPS: tuple[str, ...] = (
     "backends",
     "edge",
     "dns",
+    "zone",
     "tls",
     "management",
     "stalwart",
