@@ -36,8 +36,9 @@ def test_the_file_round_trips_sorted_lower_cased_with_its_header() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        "100.64.0.7",
-        "stalwart-2",
+        "100.64.0.7:25",
+        "fe80::1%eth0",
+        "-stalwart.ts.net",
         "$(reboot)",
         "a.b; rm -rf /",
         "stalwart\x1b[31m.ts.net",

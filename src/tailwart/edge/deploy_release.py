@@ -195,7 +195,7 @@ def deploy_host(
             session.remote.run(rc.write_drained_command(session.layout, tmp), what="drained")
         result.status = "deployed"
         forced = f" lock=forced(was:{held_by.split(' token=')[0]})" if held_by else ""
-        verb = operation if drain is None else f"{operation} {drain.node}"
+        verb = operation if drain is None else f"{operation}:{drain.node}"
         line = audit_line(verb, plan.release, f"ok:{plan.action.value}", opts.message)
         session.finish(line + (forced if opts.force_unlock else ""), plan.prune)
         if plan.prune:
@@ -210,9 +210,12 @@ def running_binary(
     never uploaded, only reused. The host must run what this .env renders (with its
     drained set), or a drain would roll out unrelated changes with it."""
     current = state.release(state.current)
-    if current is None or state.running_pid is None or state.running_release != current.id:
+    # after a reload the process still runs the binary of the release it started from
+    running = state.release(state.running_release) if state.running_pid else None
+    if current is None or running is None or running.binary_sha256 != current.binary_sha256:
         raise RemoteError(
-            f"{label}: no running edge release to drain on; run inv deploy-edge first"
+            f"{label}: the edge does not run its current release's binary; run inv "
+            "deploy-edge first"
         )
     if state.current_config != caddy_json(replace(job.layout, drained=drained)):
         raise RemoteError(

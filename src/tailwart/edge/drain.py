@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import OperationError, UsageError
-from ..settings.kinds import Kind
+from .render import RenderError, address
 
 #: the file under EDGE_ROOT
 DRAINED_FILE = "drained"
@@ -35,20 +35,21 @@ class DrainedFileError(OperationError):
 def parse_drained(lines: Iterable[str], host: str) -> frozenset[str]:
     """The node names of a host's drained file (as the probe reported its lines), lower-cased.
 
-    The file comes from the host: anything but a host name (or a comment) is refused,
-    shown escaped."""
+    The file comes from the host: anything but a host name or an IP address (or a
+    comment) is refused, shown escaped."""
     names: set[str] = set()
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        problem = Kind.FQDN.check(line)
-        if problem:
+        try:
+            address("a drained node", line)  # what the render would write: a name or an IP
+        except RenderError:
             shown = line[:80].encode("unicode_escape").decode()
             raise DrainedFileError(
-                f"{host}: line {number} of {DRAINED_FILE} is not a node name ({shown!r}: "
-                f"{problem}); fix or remove the file on the host, then rerun"
-            )
+                f"{host}: line {number} of {DRAINED_FILE} is not a node name ({shown!r}); "
+                "fix or remove the file on the host, then rerun"
+            ) from None
         names.add(line.lower())
     return frozenset(names)
 
