@@ -276,9 +276,10 @@ def layout_for(settings: Settings, drained: Iterable[str] = ()) -> EdgeLayout:
     node's MagicDNS name but the ``drained`` ones (inv drain)."""
     from ..settings.derived import mailbox_nodes
 
+    first = address("MAILBOX_FQDN", settings["MAILBOX_FQDN"])
     nodes = [address("MAILBOX_NODES", n) for n in mailbox_nodes(settings)]
     return EdgeLayout(
-        upstream_host=address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]),
+        upstream_host=first,
         ports=public_ports(settings),
         max_sessions=settings.integer("EDGE_MAX_SESSIONS"),
         upstream_hosts=tuple(nodes) if len(nodes) > 1 else (),
