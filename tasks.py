@@ -20,6 +20,7 @@ from tailwart.edge.flag_groups import (
     MESSAGE_HELP,
     MODE_HELP,
     DeployFlags,
+    DrainFlags,
     EdgeHosts,
 )
 from tailwart.plan import CHECK_HELP, JSON_HELP
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 EDGE_HOSTS = EdgeHosts()
 DEPLOY_FLAGS = DeployFlags()
+DRAIN_FLAGS = DrainFlags()
 MERGE = PolicyMerge()
 SCHEDULE = ScheduleFlags()
 EXAMPLE_HELP = "use the built-in example values instead of a .env file"
@@ -171,6 +173,40 @@ def deploy_edge(
         flags=flags.values(),
     )
     deploy(targets.jobs, flags.options(targets))
+
+
+@operator_task(iterable=["host"], auto_shortflags=False)
+def drain(
+    c: Context,
+    edge: EdgeHosts = EDGE_HOSTS,
+    env: EnvFlags = ENV,
+    flags: DrainFlags = DRAIN_FLAGS,
+) -> None:
+    """Stop sending new sessions to one mailbox node (--node): a config-only reload on
+    every edge host; sessions already on the node finish on their own.
+
+    The drained nodes are kept on each host (EDGE_ROOT/drained): deploy-edge keeps them
+    drained. Refuses (exit 2) a node MAILBOX_NODES does not list, or the last serving one.
+    """
+    from tailwart.edge.deploy_release import drain_nodes
+
+    targets = flags.targets(edge, env.load())
+    drain_nodes(targets.jobs, flags.options(targets), flags.node, drain=True)
+
+
+@operator_task(iterable=["host"], auto_shortflags=False)
+def undrain(
+    c: Context,
+    edge: EdgeHosts = EDGE_HOSTS,
+    env: EnvFlags = ENV,
+    flags: DrainFlags = DRAIN_FLAGS,
+) -> None:
+    """Send new sessions to a drained mailbox node (--node) again: a config-only reload on
+    every edge host."""
+    from tailwart.edge.deploy_release import drain_nodes
+
+    targets = flags.targets(edge, env.load())
+    drain_nodes(targets.jobs, flags.options(targets), flags.node, drain=False)
 
 
 @operator_task(

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,11 +157,13 @@ class Upstream:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def start(self) -> dict[int, int]:
+    def start(self, ports: Mapping[int, int] | None = None) -> dict[int, int]:
+        """Listen on every mail port: on ``ports`` (mail port → port; a second node on the
+        same ports), else on ports the OS picks."""
         for _, port in MAIL_PORTS:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, 0))
+            sock.bind((self.host, (ports or {}).get(port, 0)))
             sock.listen(512)
             self._socks.append(sock)
             self.ports[port] = sock.getsockname()[1]

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from tailwart.edge.render import rendered_files
 from tailwart.edge.unit import render_unit
 from tailwart.settings import BY_NAME, KEYS, Key, Settings, SettingsError, validate
-from tailwart.settings.derived import compose_environment
+from tailwart.settings.derived import compose_environment, mailbox_nodes
 from tests.support.testkit import ROOT, TOOL_CACHE, built_caddy, need
 
 #: examples per key: 49 keys x 200 take about 20 s on two busy cores
@@ -240,6 +240,7 @@ def _base() -> dict[str, str]:
         "TS_IMAGE": "tailscale/tailscale:v1.90.6",
         "MAILBOX_NODE_NAME": "stalwart",
         "MAILBOX_FQDN": "stalwart.tail1234.ts.net",
+        "MAILBOX_NODES": "stalwart.tail1234.ts.net,stalwart-2.tail1234.ts.net",
         "MAILBOX_TAG": "tag:stalwart",
         "COMPOSE_PROJECT": "tailwart-mail",
         "STALWART_RECOVERY_ADMIN": "admin:fuzz-admin-0123456789",
@@ -315,6 +316,11 @@ def with_value(name: str, value: str) -> dict[str, str]:
     if name == "MAILBOX_NODE_NAME":
         node = value or BY_NAME[name].default or ""
         values["MAILBOX_FQDN"] = f"{node}.tail1234.ts.net"
+    if name in ("MAILBOX_FQDN", "MAILBOX_NODE_NAME"):
+        values["MAILBOX_NODES"] = ""  # MAILBOX_FQDN alone: the nodes follow it
+    if name == "MAILBOX_NODES":  # the first node is MAILBOX_FQDN, its first label the name
+        values["MAILBOX_FQDN"] = value.split(",", 1)[0] or BASE["MAILBOX_FQDN"]
+        values["MAILBOX_NODE_NAME"] = values["MAILBOX_FQDN"].split(".", 1)[0]
     for key in KEYS:  # a key declared later than this test: its example or default
         values.setdefault(key.name, key.example or key.default or "")
     return values
@@ -374,7 +380,7 @@ def round_trip(settings_: Settings, name: str, value: str) -> None:
     unused = tls_file and settings_["STALWART_TLS"] != "files"
     assert compose_environment(settings_)[name] == ("" if unused else value)
     files = rendered_files(settings_)
-    fqdn = settings_["MAILBOX_FQDN"]
+    nodes = mailbox_nodes(settings_)
     servers = json.loads(files["caddy/caddy.json"])["apps"]["layer4"]["servers"]
     public = settings_["EDGE_PUBLIC_PORTS"].split(",")
     served = {name: port for name, port in MAIL_SERVERS.items() if str(port) in public}
@@ -382,10 +388,10 @@ def round_trip(settings_: Settings, name: str, value: str) -> None:
     for server, port in served.items():
         (route,) = servers[server]["routes"]
         (handler,) = route["handle"]
-        assert handler["upstreams"] == [{"dial": [f"{fqdn}:{port}"]}]
+        assert handler["upstreams"] == [{"dial": [f"{node}:{port}"]} for node in nodes]
     rows = caddyfile_tokens(files["caddy/jmap.caddy"])
     assert rows[0] == [settings_["MAIL_HOSTNAME"], "{"]
-    assert ["reverse_proxy", f"{fqdn}:8080", "{"] in rows
+    assert ["reverse_proxy", *(f"{node}:8080" for node in nodes), "{"] in rows
     if name == "EDGE_ROOT":
         unit = render_unit(value)
         assert exec_start(unit)[0] == f"{value}/current/caddy"
@@ -494,18 +500,19 @@ def accepted_sample(count: int) -> list[dict[str, str]]:
     """``count`` complete .env value sets, every key drawn from its grammar and accepted."""
     sets: list[dict[str, str]] = []
 
-    @settings(derandomize=True, database=None, deadline=None, max_examples=count * 3)
+    @settings(derandomize=True, database=None, deadline=None, max_examples=count * 4)
     @given(st.fixed_dictionaries({key.name: plausible(key) for key in KEYS}))
     def collect(drawn: dict[str, str]) -> None:
         if len(sets) >= count:
             return
         values = dict(BASE)
         for name, value in drawn.items():
-            if name == "MAILBOX_NODE_NAME":
+            if name in ("MAILBOX_NODE_NAME", "MAILBOX_NODES"):
                 continue  # paired with MAILBOX_FQDN below
             if not run_contract(with_value(name, value))[1]:
                 values[name] = value
         values["MAILBOX_NODE_NAME"] = values["MAILBOX_FQDN"].split(".", 1)[0]
+        values["MAILBOX_NODES"] = f"{values['MAILBOX_FQDN']},stalwart-2.tail1234.ts.net"
         if not run_contract(values)[1]:
             sets.append(values)
 
@@ -579,8 +586,12 @@ def test_sampled_values_pass_caddy(
             for route in routes.values():
                 proxies = [h for h in _handlers(route) if h["handler"] == "reverse_proxy"]
                 assert len(proxies) == 1
-                assert proxies[0]["upstreams"] == [{"dial": f"{values['MAILBOX_FQDN']}:8080"}]
+                nodes = values["MAILBOX_NODES"].split(",")
+                assert proxies[0]["upstreams"] == [{"dial": f"{n}:8080"} for n in nodes]
                 assert proxies[0]["transport"]["proxy_protocol"] == "v2"
+                # several nodes: round robin, and a node that refuses is left out
+                assert proxies[0]["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
+                assert proxies[0]["health_checks"]["passive"]["max_fails"] == 1
     # control: the same check fails on a value the contract refuses (a final dot)
     bad = Settings({**_settings(sample[0]).values, "MAIL_HOSTNAME": "mail.example.org."})
     vhost = work / "jmap-refused.caddy"

@@ -67,6 +67,8 @@ NUMBER_FLAGS = {
     ("deploy-edge", "keep"): int,
     ("deploy-edge", "parallel"): int,
     ("deploy-edge", "health-timeout"): float,
+    ("drain", "health-timeout"): float,
+    ("undrain", "health-timeout"): float,
     ("edge-status", "audit-lines"): int,
     ("doctor", "timeout"): float,
     ("up", "timeout"): int,
@@ -107,7 +109,8 @@ def test_every_flag_and_short_flag_an_operator_used_is_still_there(name: str) ->
 def test_the_split_tasks_are_listed_next_to_the_old_ones() -> None:
     new = set(COLLECTION.task_names) - set(SURFACE_BEFORE)
     split = {"acl-file", "acl-tailscale", "acl-headscale", "backup-schedule", "backup-verify"}
-    assert new == split | {"docs", "doctor-schedule", "dns"}  # and tasks that came after the split
+    # and tasks that came after the split
+    assert new == split | {"docs", "doctor-schedule", "dns", "drain", "undrain"}
     for name in new:
         assert COLLECTION[name].__doc__, name  # the first line is the `inv --list` entry
 

@@ -21,13 +21,14 @@ from ..edge.render import (
     JMAP_PORT,
     MAIL_PORTS,
     SERVICE_NAMES,
+    http_upstreams,
     management_matcher,
     public_ports,
     service_sites,
 )
 from ..findings import Finding
 from ..settings import Settings
-from ..settings.derived import certificate_names
+from ..settings.derived import certificate_names, mailbox_nodes
 from . import CheckContext
 from .registry import rules, run_rules
 
@@ -47,7 +48,8 @@ def _servers(caddy: dict[str, Any]) -> dict[str, Any]:
 def edge(ctx: CheckContext) -> Finding:
     """caddy.json serves exactly EDGE_PUBLIC_PORTS, each with PROXY v2 to the mailbox."""
     caddy, settings = ctx.caddy_config, ctx.settings
-    mailbox = settings["MAILBOX_FQDN"]
+    nodes = mailbox_nodes(settings)
+    mailbox = ", ".join(nodes)
     by_port: dict[int, dict[str, Any]] = {}
     for server in _servers(caddy).values():
         for listen in server.get("listen", []):
@@ -82,9 +84,9 @@ def edge(ctx: CheckContext) -> Finding:
                 f":{port} proxies with proxy_protocol={proxy.get('proxy_protocol')!r}, not 'v2'"
             )
         dials = [d for up in proxy.get("upstreams", []) for d in up.get("dial", [])]
-        wanted = f"{mailbox}:{port}"
-        if dials != [wanted]:
-            problems.append(f":{port} dials {dials}, expected [{wanted!r}]")
+        wanted = [f"{node}:{port}" for node in nodes]
+        if dials != wanted:
+            problems.append(f":{port} dials {dials}, expected {wanted!r}")
     if problems:
         return Finding.error(
             "proxy.edge", "; ".join(problems), "re-render the edge: inv render", GROUP
@@ -200,8 +202,8 @@ def jmap(ctx: CheckContext) -> Finding:
         return Finding.warning(
             "proxy.jmap", "caddy/jmap.caddy is not rendered yet", "run: inv render", GROUP
         )
-    target = f"{ctx.settings['MAILBOX_FQDN']}:{JMAP_PORT}"
-    proxies = re.findall(r"^\s*reverse_proxy\s+(\S+)", text, re.M)
+    target = http_upstreams(ctx.settings)
+    proxies = re.findall(r"^\s*reverse_proxy\s+([^{\n]*?)\s*\{?$", text, re.M)
     v2 = re.findall(r"^\s*proxy_protocol\s+v2\s*$", text, re.M)
     if not proxies or set(proxies) != {target} or len(v2) != len(proxies):
         return Finding.error(

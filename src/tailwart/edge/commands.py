@@ -7,6 +7,7 @@ Layout under ``root`` (default /opt/tailwart-edge)::
     current -> releases/<id>   switched with an atomic rename
     lock/info                  atomic mkdir; who, when, message, token
     audit.log                  one line per deploy, rollback or unlock
+    drained                    mailbox nodes sent no new sessions (inv drain, undrain)
     run/caddy.pid, log/caddy.log, state/   supervised mode only
 
 Nothing here does I/O: unit tests assert the commands verbatim; ``remote.Remote`` runs them.
@@ -17,6 +18,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from .drain import DRAINED_FILE
+from .drain import MAX_LINES as MAX_DRAINED_LINES
 from .limits import NOFILE as NOFILE  # open files the edge may hold: the unit's LimitNOFILE
 from .limits import HostLimits
 from .plan import MIGRATE_SYSCTL, SYSCTL_DROPIN, Action, RemoteRelease, RemoteState
@@ -81,6 +84,10 @@ class Layout:
         return f"{self.root}/audit.log"
 
     @property
+    def drained(self) -> str:
+        return f"{self.root}/{DRAINED_FILE}"
+
+    @property
     def pidfile(self) -> str:
         return f"{self.root}/run/caddy.pid"
 
@@ -125,6 +132,8 @@ def probe_command(layout: Layout) -> str:
         'echo "sysctl $k $(cat /proc/sys/$k 2>/dev/null)"; done; '
         f'echo "tcp_migrate_req $(cat {MIGRATE_PROC} 2>/dev/null || echo missing)"; '
         f'[ -f {SYSCTL_DROPIN} ] && echo "sysctl_dropin yes"; '
+        f'[ -f "$R/{DRAINED_FILE}" ] && head -n {MAX_DRAINED_LINES} "$R/{DRAINED_FILE}" '
+        "| tr -d '\\r' | cut -c1-300 | sed 's/^/drained /'; "
         f'echo "{CONFIG_MARK}"; cat "$R/current/caddy.json" 2>/dev/null; true'
     )
 
@@ -143,6 +152,7 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
     migrate = ""
     dropin = False
     limits: dict[str, str] = {}
+    drained: list[str] = []
     for line in head.splitlines():
         word, _, rest = line.partition(" ")
         if word == "os":
@@ -173,6 +183,8 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
             migrate = rest.strip() or "missing"
         elif word == "sysctl_dropin":
             dropin = True
+        elif word == "drained":
+            drained.append(rest)
         elif word == "nofile":
             limits["nofile"] = rest.strip()
         elif word == "sysctl":
@@ -201,6 +213,7 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
         tcp_migrate_req=migrate,
         sysctl_dropin=dropin,
         limits=HostLimits(**limits),
+        drained_lines=tuple(drained),
     )
 
 
@@ -435,6 +448,11 @@ def finish_command(layout: Layout, line: str, token: str, prune: tuple[str, ...]
         steps.append(prune_command(layout, prune))
     steps.append(unlock_command(layout, token))
     return "; ".join(steps)
+
+
+def write_drained_command(layout: Layout, tmp: str) -> str:
+    """Move an uploaded drained file into place (atomic rename)."""
+    return f"mv -f {q(tmp)} {q(layout.drained)}"
 
 
 def audit_command(layout: Layout, line: str) -> str:

@@ -12,12 +12,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TextIO
 
 from ..errors import UsageError
 from ..plan import Drift, PlanFlags, drift_message, plan_exit, print_plan
 from . import commands as rc
-from .binaries import BinaryProvider, built_binary_provider, fixed_binary_provider
+from .binaries import BinaryProvider, LocalBinary, built_binary_provider, fixed_binary_provider
+from .drain import (
+    DRAINED_FILE,
+    DrainPlan,
+    DrainRefused,
+    check_node,
+    drained_text,
+    for_render,
+    parse_drained,
+    plan_drain,
+)
 from .plan import (
     MIGRATE_SYSCTL,
     SYSCTL_DROPIN,
@@ -31,7 +42,7 @@ from .plan import (
 from .remote import RemoteError
 from .render import caddy_json
 from .report import HostResult, Progress
-from .rollout import conclude, rollout
+from .rollout import DeployError, conclude, rollout
 from .session import HostSession, audit_line, operator, utc_now
 from .targets import MODES, DeployOptions, HostJob
 
@@ -108,14 +119,30 @@ def deploy_host(
 ) -> HostResult:
     """Deploy to one host; a host-level failure is reported in the result, never raised."""
     out = out or sys.stdout  # looked up now: tasks print through cli's masking stream
-    session = HostSession(job, opts, "deploy", out)
+    operation = "deploy" if opts.drain is None else "drain" if opts.drain[1] else "undrain"
+    session = HostSession(job, opts, operation, out)
     label = session.label
     result = HostResult(label, "failed")
     with session.guard(result):
         state = session.connect()
-        binary = binaries(state.goos, state.goarch)
+        nodes = job.layout.nodes()
+        before = parse_drained(state.drained_lines, label)
+        drain: DrainPlan | None = None
+        if opts.drain is not None:
+            try:
+                drain = plan_drain(label, nodes, before, opts.drain[0], drain=opts.drain[1])
+            except DrainRefused as exc:
+                result.status, result.detail = "refused", str(exc)
+                return result
+            binary = running_binary(state, job, label, for_render(nodes, before))
+            for line in drain.describe(nodes):
+                out.write(line + "\n")
+        else:
+            binary = binaries(state.goos, state.goarch)
+        # the drained set on the host holds, whoever deploys: never undrained by a deploy
+        layout = replace(job.layout, drained=for_render(nodes, drain.after if drain else before))
         local = LocalRelease(
-            str(binary.path), binary.sha256, binary.size, caddy_json(job.layout), binary.version
+            str(binary.path), binary.sha256, binary.size, caddy_json(layout), binary.version
         )
         unit_text = unit_sha = ""
         if session.mode == "systemd":
@@ -145,7 +172,13 @@ def deploy_host(
             result.status = "unchanged"
             return result
         held_by = state.lock
-        replan = plan_for(session.lock(opts.message))
+        locked = session.lock(opts.message)
+        if parse_drained(locked.drained_lines, label) != before:
+            raise RemoteError(
+                f"{label}: the drained nodes changed since the plan (another drain or "
+                "undrain ran); nothing was changed: rerun"
+            )
+        replan = plan_for(locked)
         if replan != plan:
             out.write("the host changed since the plan; now:\n" + replan.render() + "\n")
         plan = result.plan = replan
@@ -155,13 +188,41 @@ def deploy_host(
         result.checks = session.switch(
             plan.release, local.config, plan.action, unit_text if plan.install_unit else ""
         )
+        if drain is not None:
+            # after the gate: a failure here rolls the release back with the file unchanged
+            tmp = f"{job.root}/.{DRAINED_FILE}.new"
+            session.remote.put_text(drained_text(drain.after), tmp)
+            session.remote.run(rc.write_drained_command(session.layout, tmp), what="drained")
         result.status = "deployed"
         forced = f" lock=forced(was:{held_by.split(' token=')[0]})" if held_by else ""
-        line = audit_line("deploy", plan.release, f"ok:{plan.action.value}", opts.message)
+        verb = operation if drain is None else f"{operation}:{drain.node}"
+        line = audit_line(verb, plan.release, f"ok:{plan.action.value}", opts.message)
         session.finish(line + (forced if opts.force_unlock else ""), plan.prune)
         if plan.prune:
             session.say(f"pruned {len(plan.prune)} old release(s): {', '.join(plan.prune)}")
     return result
+
+
+def running_binary(
+    state: RemoteState, job: HostJob, label: str, drained: frozenset[str]
+) -> LocalBinary:
+    """The binary of the release the host runs, for a config-only deploy (a drain): it is
+    never uploaded, only reused. The host must run what this .env renders (with its
+    drained set), or a drain would roll out unrelated changes with it."""
+    current = state.release(state.current)
+    # after a reload the process still runs the binary of the release it started from
+    running = state.release(state.running_release) if state.running_pid else None
+    if current is None or running is None or running.binary_sha256 != current.binary_sha256:
+        raise RemoteError(
+            f"{label}: the edge does not run its current release's binary; run inv "
+            "deploy-edge first"
+        )
+    if state.current_config != caddy_json(replace(job.layout, drained=drained)):
+        raise RemoteError(
+            f"{label}: the edge runs a config other than this .env renders; run inv "
+            "deploy-edge --dry-run to see the difference, deploy it, then drain"
+        )
+    return LocalBinary(Path(), current.binary_sha256, 0, current.version)
 
 
 def _flags(opts: DeployOptions) -> PlanFlags:
@@ -201,3 +262,27 @@ def deploy(
     if plan_exit(plans, flags):
         raise Drift(drift_message("deploy-edge", plans))
     return results
+
+
+def drain_nodes(
+    jobs: Sequence[HostJob],
+    opts: DeployOptions,
+    node: str,
+    *,
+    drain: bool,
+    out: TextIO | None = None,
+) -> list[HostResult]:
+    """``inv drain`` (``drain``) or ``inv undrain`` of ``node`` on every edge host: a
+    config-only deploy per host, the drained set kept in EDGE_ROOT/drained.
+
+    A node MAILBOX_NODES does not list, or a drain that would leave a host no serving
+    node, is refused (DrainRefused, exit 2) before that host changes."""
+    out = out or sys.stdout
+    name = check_node(node, jobs[0].layout.nodes() if jobs else ())
+    try:
+        return deploy(jobs, replace(opts, drain=(name, drain)), out=out)
+    except DeployError as exc:
+        refused = [r for r in exc.results if isinstance(r, HostResult) and r.status == "refused"]
+        if refused:
+            raise DrainRefused("\n".join(r.detail for r in refused)) from None
+        raise

@@ -121,3 +121,58 @@ class DeployFlags:
             parallel=self.parallel,
             binary=Path(self.binary) if self.binary else None,
         )
+
+
+@dataclass(frozen=True)
+class DrainFlags:
+    """The flags of ``inv drain`` and ``inv undrain`` besides the hosts and .env."""
+
+    node: str = _flag("", "the mailbox node (as MAILBOX_NODES names it)")
+    dry_run: bool = _flag(False, "print the plan per host; change nothing, take no lock")
+    force_unlock: bool = _flag(False, FORCE_UNLOCK_HELP)
+    message: str = _flag("", MESSAGE_HELP)
+    mode: str = _flag("auto", MODE_HELP)
+    health_timeout: float = _flag(10.0, "seconds the health gate waits for every port (default 10)")
+
+    def values(self) -> FlagValues:
+        """These flags for the up-front check of ``targets_from``."""
+        from .targets import FlagValues
+
+        return FlagValues(self.mode, 1, self.health_timeout, self.message)
+
+    def options(self, targets: Targets) -> DeployOptions:
+        """A config-only deploy on every host of ``targets``, one at a time."""
+        from .targets import DeployOptions
+
+        return DeployOptions(
+            ssh=targets.ssh,
+            mode=self.mode,
+            keep=targets.keep,
+            dry_run=self.dry_run,
+            force_unlock=self.force_unlock,
+            message=self.message,
+            health_timeout=self.health_timeout,
+        )
+
+    def targets(self, edge: EdgeHosts, settings: Settings) -> Targets:
+        """The hosts to act on, --node and every other flag checked at once (exit 2)."""
+        from ..errors import UsageError
+        from ..settings.derived import mailbox_nodes
+        from .drain import DrainRefused, check_node
+
+        nodes = mailbox_nodes(settings)
+        problems: list[str] = []
+        if not self.node:
+            problems.append(f"--node is missing: name a mailbox node ({', '.join(nodes)})")
+        else:
+            try:
+                check_node(self.node, nodes)
+            except UsageError as exc:
+                problems.append(str(exc))
+        try:
+            targets = edge.targets(settings, dry_run=self.dry_run, flags=self.values())
+        except UsageError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise DrainRefused("\n".join(problems))
+        return targets

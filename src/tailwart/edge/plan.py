@@ -101,6 +101,8 @@ class RemoteState:
     sysctl_dropin: bool = False
     #: the running caddy's open-files limit and the kernel's limits, as reported
     limits: HostLimits = field(default_factory=HostLimits)
+    #: the lines of EDGE_ROOT/drained as read (untrusted; edge.drain parses them)
+    drained_lines: tuple[str, ...] = ()
 
     def release(self, rid: str | None) -> RemoteRelease | None:
         return next((r for r in self.releases if r.id == rid), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -112,6 +112,25 @@ HEADER = """\
 #: the live heap under a connection flood) and the layer4 log level (no effect: nothing
 #: is logged per connection at INFO) were measured too and dropped.
 RUNTIME_ENV: Mapping[str, str] = {"GOMAXPROCS": "1"}
+#: load-balancing policy per mail port when several nodes serve (caddy-l4 selection
+#: policies), chosen from benchmarks/bench_edge_balance.py (docs/guides/edge.md, "Several
+#: mailbox nodes"): round_robin on every port. caddy-l4 v0.1.2 never decrements a peer's
+#: connection count, so least_conn balances connections ever dialled, not live ones: a
+#: node that comes back (undrain, restart) takes every new session until its lifetime
+#: count catches up. random splits as evenly only on average.
+POLICY: Mapping[int, str] = {port: "round_robin" for _, port in MAIL_PORTS}
+#: a failed dial is retried on another node for up to TRY_DURATION, TRY_INTERVAL apart,
+#: so a refused connection never reaches the client
+TRY_DURATION, TRY_INTERVAL = "5s", "250ms"
+#: active check: a bare TCP connect (no PROXY header; Stalwart logs a proxy error for
+#: each) every HEALTH_INTERVAL per node and port, HEALTH_FALL failures (or one connect
+#: slower than HEALTH_TIMEOUT) take the node out, HEALTH_RISE successes put it back:
+#: a node that stops answering is out within interval + timeout (5 s), back within
+#: 2 intervals (6 s). Passive: one failed dial takes it out for FAIL_DURATION.
+HEALTH_INTERVAL, HEALTH_TIMEOUT, HEALTH_FALL, HEALTH_RISE = "3s", "2s", 1, 2
+FAIL_DURATION = "5s"
+#: the main Caddy's policy over the nodes' HTTP listeners (short JMAP requests)
+HTTP_POLICY = "round_robin"
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,10 @@ class EdgeLayout:
     ports: tuple[int, ...] | None = None
     #: the held sessions the host must allow (EDGE_MAX_SESSIONS; not part of caddy.json)
     max_sessions: int = 20000
+    #: every mailbox node (MAILBOX_NODES); empty: ``upstream_host`` alone
+    upstream_hosts: tuple[str, ...] = ()
+    #: nodes that get no new sessions (inv drain); their live sessions run on
+    drained: frozenset[str] = frozenset()
 
     def served(self) -> tuple[tuple[str, int], ...]:
         """(server name, mail port) of every port this edge serves, in MAIL_PORTS order."""
@@ -139,6 +162,14 @@ class EdgeLayout:
 
     def upstream_port(self, port: int) -> int:
         return (self.upstream or {}).get(port, port)
+
+    def nodes(self) -> tuple[str, ...]:
+        """Every mailbox node, drained or not."""
+        return self.upstream_hosts or (self.upstream_host,)
+
+    def serving(self) -> tuple[str, ...]:
+        """The nodes new sessions go to: every node but the drained ones."""
+        return tuple(n for n in self.nodes() if n not in self.drained)
 
 
 class RenderError(UsageError):
@@ -176,30 +207,56 @@ def _join(host: str, port: int) -> str:
 
 
 def caddy_config(layout: EdgeLayout) -> dict[str, object]:
-    """The caddy.json document: one layer4 server per served port, PROXY v2, no matchers."""
+    """The caddy.json document: one layer4 server per served port, PROXY v2, no matchers.
+
+    One node: one upstream, nothing else (the document of a single-node edge). Several:
+    every serving node is an upstream of every port, with the port's POLICY, the health
+    checks of ``health_checks`` and retries on a failed dial (``load_balancing``)."""
     address("the upstream host", layout.upstream_host)
     address("the listen address", layout.listen_host, empty_ok=True)
+    for node in layout.nodes():
+        address("the mailbox node", node)
+    unknown = sorted(layout.drained - set(layout.nodes()))
+    if unknown:
+        raise RenderError(f"drained node(s) {', '.join(unknown)} are not mailbox nodes")
+    serving = layout.serving()
+    if not serving:
+        raise RenderError("every mailbox node is drained: the edge would have nowhere to go")
+    several = len(layout.nodes()) > 1
     servers: dict[str, object] = {}
     for name, port in layout.served():
+        handler: dict[str, object] = {
+            "handler": "proxy",
+            "proxy_protocol": "v2",
+            "upstreams": [{"dial": [_join(n, layout.upstream_port(port))]} for n in serving],
+        }
+        if several:
+            handler["load_balancing"] = {
+                "selection": {"policy": POLICY[port]},
+                "try_duration": TRY_DURATION,
+                "try_interval": TRY_INTERVAL,
+            }
+            handler["health_checks"] = health_checks()
         servers[name] = {
             "listen": [_join(layout.listen_host, layout.listen_port(port))],
-            "routes": [
-                {
-                    "handle": [
-                        {
-                            "handler": "proxy",
-                            "proxy_protocol": "v2",
-                            "upstreams": [
-                                {"dial": [_join(layout.upstream_host, layout.upstream_port(port))]}
-                            ],
-                        }
-                    ]
-                }
-            ],
+            "routes": [{"handle": [handler]}],
         }
     return {
         "admin": {"listen": f"unix/{layout.admin_socket}"},
         "apps": {"layer4": {"servers": servers}},
+    }
+
+
+def health_checks() -> dict[str, object]:
+    """caddy-l4's health checks of a several-node edge (see HEALTH_INTERVAL)."""
+    return {
+        "active": {
+            "interval": HEALTH_INTERVAL,
+            "timeout": HEALTH_TIMEOUT,
+            "fall": HEALTH_FALL,
+            "rise": HEALTH_RISE,
+        },
+        "passive": {"fail_duration": FAIL_DURATION, "max_fails": 1},
     }
 
 
@@ -214,13 +271,19 @@ def public_ports(settings: Settings) -> tuple[int, ...]:
     return tuple(port for _, port in MAIL_PORTS if port in named)
 
 
-def layout_for(settings: Settings) -> EdgeLayout:
-    """The production layout: the public ports on all addresses, dialing the mailbox's
-    MagicDNS name."""
+def layout_for(settings: Settings, drained: Iterable[str] = ()) -> EdgeLayout:
+    """The production layout: the public ports on all addresses, dialing every mailbox
+    node's MagicDNS name but the ``drained`` ones (inv drain)."""
+    from ..settings.derived import mailbox_nodes
+
+    first = address("MAILBOX_FQDN", settings["MAILBOX_FQDN"])
+    nodes = [address("MAILBOX_NODES", n) for n in mailbox_nodes(settings)]
     return EdgeLayout(
-        upstream_host=address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]),
+        upstream_host=first,
         ports=public_ports(settings),
         max_sessions=settings.integer("EDGE_MAX_SESSIONS"),
+        upstream_hosts=tuple(nodes) if len(nodes) > 1 else (),
+        drained=frozenset(drained),
     )
 
 
@@ -237,11 +300,11 @@ def jmap_vhost(settings: Settings) -> str:
     names = [address("MAIL_HOSTNAME", settings["MAIL_HOSTNAME"])]
     names += [address("MAIL_HOSTNAME_ALIASES", a) for a in certificate_names(settings)[1:]]
     host = names[0]
-    upstream = _join(address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]), JMAP_PORT)
     # a prefix match, like Stalwart's starts_with(path, …): both ends refuse the same paths
     admin = " ".join(f"{p}*" for p in ADMIN_PATHS)
     proxy = (
-        f"reverse_proxy {upstream} {{\n"
+        f"reverse_proxy {http_upstreams(settings)} {{\n"
+        f"{http_balancing(settings)}"
         "\t\ttransport http {\n"
         "\t\t\tproxy_protocol v2\n"
         "\t\t}\n"
@@ -298,7 +361,7 @@ def service_sites(settings: Settings) -> str:
     from ..settings.derived import certificate_names
 
     domain = address("MAIL_DOMAIN", settings["MAIL_DOMAIN"]).rstrip(".").lower()
-    upstream = _join(address("MAILBOX_FQDN", settings["MAILBOX_FQDN"]), JMAP_PORT)
+    upstream = http_upstreams(settings)
     taken = {name.rstrip(".").lower() for name in certificate_names(settings)}
     for label, _ in SERVICE_NAMES:
         # a name longer than DNS allows, or one the JMAP vhost already is: Caddy refuses both
@@ -329,6 +392,7 @@ def service_sites(settings: Settings) -> str:
             "\trespond @refused 404\n"
             f"\trequest_body {{\n\t\tmax_size {SERVICE_BODY_CAP}\n\t}}\n"
             f"\treverse_proxy {upstream} {{\n"
+            f"{http_balancing(settings)}"
             "\t\theader_up -Authorization\n"
             "\t\theader_up -Cookie\n"
             "\t\ttransport http {\n"
@@ -338,6 +402,31 @@ def service_sites(settings: Settings) -> str:
             "}\n"
         )
     return text
+
+
+def http_upstreams(settings: Settings) -> str:
+    """The main Caddy's upstreams: Stalwart's HTTP listener on every mailbox node."""
+    from ..settings.derived import mailbox_nodes
+
+    address("MAILBOX_FQDN", settings["MAILBOX_FQDN"])
+    return " ".join(_join(address("MAILBOX_NODES", n), JMAP_PORT) for n in mailbox_nodes(settings))
+
+
+def http_balancing(settings: Settings) -> str:
+    """With several nodes, the lines of a reverse_proxy block that spread requests over
+    them and route around a node that refuses (passive checks: Caddy's active checks do
+    not send the PROXY header Stalwart demands); with one node, nothing."""
+    from ..settings.derived import mailbox_nodes
+
+    if len(mailbox_nodes(settings)) < 2:
+        return ""
+    return (
+        f"\t\tlb_policy {HTTP_POLICY}\n"
+        f"\t\tlb_try_duration {TRY_DURATION}\n"
+        f"\t\tlb_try_interval {TRY_INTERVAL}\n"
+        f"\t\tfail_duration {FAIL_DURATION}\n"
+        "\t\tmax_fails 1\n"
+    )
 
 
 def management_matcher(settings: Settings) -> str:

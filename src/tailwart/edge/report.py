@@ -14,7 +14,8 @@ from .plan import Plan
 @dataclass
 class HostResult:
     host: str
-    status: str  # deployed | unchanged | planned | rolled-back | failed | skipped | ok
+    #: deployed | unchanged | planned | rolled-back | failed | skipped | ok | refused
+    status: str
     release: str = ""
     action: str = ""
     detail: str = ""
@@ -26,7 +27,7 @@ class HostResult:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("failed", "rolled-back")
+        return self.status in ("failed", "rolled-back", "refused")
 
 
 def _fmt_bytes(n: int) -> str:

@@ -54,6 +54,8 @@ def local_layout(
         listen_host=listen_host,
         listen=listen,
         upstream_host=upstream_host or base.upstream_host,
+        # --upstream-host: that one host stands for every node
+        upstream_hosts=() if upstream_host else base.upstream_hosts,
         upstream=dict(upstream) if upstream is not None else base.upstream,
         admin_socket=admin_socket,
     )
@@ -230,8 +232,9 @@ def run_foreground(caddy: Path, layout: EdgeLayout, workdir: Path) -> int:
     for name, port in layout.served():
         listen = f"{layout.listen_host or '*'}:{layout.listen_port(port)}"
         print(
-            f"  {name:<12} {listen:<22} → {layout.upstream_host}:{layout.upstream_port(port)}"
-            " (PROXY v2)",
+            f"  {name:<12} {listen:<22} → "
+            + ", ".join(f"{n}:{layout.upstream_port(port)}" for n in layout.serving())
+            + " (PROXY v2)",
             flush=True,
         )
     print(f"  admin        unix socket {layout.admin_socket}; Ctrl-C stops", flush=True)

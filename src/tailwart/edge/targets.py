@@ -54,6 +54,9 @@ class DeployOptions:
     progress: bool = True
     #: deploy this binary as is instead of building for the host's OS/arch
     binary: Path | None = None
+    #: inv drain / undrain: (node, True to drain or False to undrain); a config-only
+    #: deploy with the running release's binary
+    drain: tuple[str, bool] | None = None
 
 
 @dataclass(frozen=True)

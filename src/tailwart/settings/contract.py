@@ -179,6 +179,16 @@ KEYS: tuple[Key, ...] = (
         example="stalwart.tail1234.ts.net",
     ),
     Key(
+        "MAILBOX_NODES",
+        Kind.FQDN_LIST,
+        "every mailbox node's MagicDNS name (comma-separated), MAILBOX_FQDN among them: the "
+        "edge dials them all, with health checks (inv drain takes one out); empty: "
+        "MAILBOX_FQDN alone",
+        MAILBOX,
+        required=False,
+        example="stalwart.tail1234.ts.net,stalwart-2.tail1234.ts.net",
+    ),
+    Key(
         "MAILBOX_TAG",
         Kind.TAG,
         "tag the sidecar advertises",

@@ -60,6 +60,16 @@ def sidecar_values(settings: Settings) -> dict[str, str]:
     return dict.fromkeys(SIDECAR_DERIVED, "")
 
 
+def mailbox_nodes(settings: Settings) -> list[str]:
+    """Every mailbox node's MagicDNS name, as MAILBOX_NODES lists them; MAILBOX_FQDN alone
+    when it is empty. MAILBOX_FQDN (the node provision and first-start talk to) is always
+    among them (the contract checks it)."""
+    first = settings["MAILBOX_FQDN"]
+    listed = [n for n in settings["MAILBOX_NODES"].split(",") if n]
+    # MAILBOX_FQDN's own spelling, however MAILBOX_NODES writes it: one node renders as today
+    return [first if n.lower() == first.lower() else n for n in listed] or [first]
+
+
 def certificate_names(settings: Settings) -> list[str]:
     """The names the certificate must cover: MAIL_HOSTNAME, then MAIL_HOSTNAME_ALIASES."""
     aliases = [a for a in settings["MAIL_HOSTNAME_ALIASES"].split(",") if a]

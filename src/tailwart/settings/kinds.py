@@ -503,6 +503,8 @@ def _network_list(value: str) -> str | None:
 def _fqdn_list(value: str) -> str | None:
     names = value.split(",")
     for number, name in enumerate(names, 1):
+        if not name:
+            return f"entry {number} is empty (two commas in a row, or one at an end)"
         problem = _fqdn(name)
         if problem:
             if not _LABEL_CHARS.fullmatch(name):

@@ -252,6 +252,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 "name, not the public name (that loops back to the edge)",
             )
         )
+    out += _mailbox_node_checks(values, refused)
     node = values.get("MAILBOX_NODE_NAME", "") if ok("MAILBOX_NODE_NAME") else ""
     if node and mailbox and mailbox.split(".", 1)[0].lower() != node.lower():
         out.append(
@@ -259,6 +260,51 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
                 "MAILBOX_FQDN",
                 f"{mailbox!r} does not start with MAILBOX_NODE_NAME {node!r}; the edge "
                 "would dial a name the sidecar never registers",
+            )
+        )
+    return out
+
+
+#: the most mailbox nodes the edge dials (each node is one upstream of every port)
+MAX_MAILBOX_NODES = 16
+
+
+def _mailbox_node_checks(values: Mapping[str, str], refused: Set[str]) -> list[Problem]:
+    """MAILBOX_NODES (its kind already checked names and duplicates) holds MAILBOX_FQDN,
+    the node inv provision and first-start talk to, and never a public name of the edge
+    (the edge would dial itself)."""
+    nodes = values.get("MAILBOX_NODES", "")
+    if not nodes or "MAILBOX_NODES" in refused:
+        return []
+    names = [n.lower() for n in nodes.split(",")]
+    out: list[Problem] = []
+    if len(names) > MAX_MAILBOX_NODES:
+        out.append(
+            Problem("MAILBOX_NODES", f"lists {len(names)} nodes; at most {MAX_MAILBOX_NODES}")
+        )
+    mailbox = values.get("MAILBOX_FQDN", "")
+    if mailbox and "MAILBOX_FQDN" not in refused and mailbox.lower() not in names:
+        out.append(
+            Problem(
+                "MAILBOX_NODES",
+                f"does not name MAILBOX_FQDN {mailbox!r}; list every node, the one "
+                "MAILBOX_FQDN names among them",
+            )
+        )
+    public = {
+        name.lower()
+        for key in ("MAIL_HOSTNAME", "MAIL_HOSTNAME_ALIASES")
+        if key not in refused
+        for name in values.get(key, "").split(",")
+        if name
+    }
+    looped = [n for n in names if n in public]
+    if looped:
+        out.append(
+            Problem(
+                "MAILBOX_NODES",
+                f"names {looped[0]!r}, a public name of the edge; the edge must dial the "
+                "nodes' MagicDNS names (a public name loops back to the edge)",
             )
         )
     return out
