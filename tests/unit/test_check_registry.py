@@ -160,7 +160,7 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
         "backup.snapshot.age",
     ]
     assert {"outbound.port25", "management.internet", "edge.smtp"} <= {c.id for c in checks}
-    assert len(checks) == 47
+    assert len(checks) == 48
     for check in checks:
         assert check.group in GROUPS and check.id.startswith(check.group + ".")
         assert check.title and "\n" not in check.title

@@ -17,6 +17,7 @@ from ..settings import Settings
 #: groups in report order (also the values of --only)
 GROUPS: tuple[str, ...] = (
     "backends",
+    "mailbox",
     "edge",
     "dns",
     "zone",
