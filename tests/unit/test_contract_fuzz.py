@@ -255,6 +255,12 @@ def _base() -> dict[str, str]:
         "STALWART_REDIS_PORT": "6379",
         "STALWART_REDIS_DB": "3",
         "STALWART_REDIS_PASSWORD": "fuzz-redis-0123456789",
+        # Redis Sentinel replaces the single Redis's keys (with_value swaps them)
+        "STALWART_REDIS_SENTINELS": "",
+        "STALWART_REDIS_MASTER": "",
+        "STALWART_REDIS_SENTINEL_PASSWORD": "",
+        "GARAGE_NODES": "563e1ac825ee3323@dc1,86f0f26ae4afbd59@dc2,a2b9d3f2e5c1b478@dc3",
+        "GARAGE_REPLICATION": "3",
         "STALWART_S3_HOST": "garage.tail1234.ts.net",
         "STALWART_S3_PORT": "3900",
         "STALWART_S3_REGION": "garage",
@@ -315,6 +321,15 @@ def with_value(name: str, value: str) -> dict[str, str]:
     if name == "MAILBOX_NODE_NAME":
         node = value or BY_NAME[name].default or ""
         values["MAILBOX_FQDN"] = f"{node}.tail1234.ts.net"
+    if name.startswith("STALWART_REDIS_SENTINEL") or name == "STALWART_REDIS_MASTER":
+        # Sentinel in place of the single Redis: its keys go together, the single one's go
+        for key in ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT", "STALWART_REDIS_DB"):
+            values[key] = ""
+        values["STALWART_REDIS_SENTINELS"] = values["STALWART_REDIS_SENTINELS"] or (
+            "redis1.tail1234.ts.net:26379,[fd7a:115c:a1e0::2]:26379"
+        )
+        values["STALWART_REDIS_MASTER"] = values["STALWART_REDIS_MASTER"] or "mymaster"
+        values[name] = value
     for key in KEYS:  # a key declared later than this test: its example or default
         values.setdefault(key.name, key.example or key.default or "")
     return values
