@@ -558,19 +558,8 @@ def garage_replication(ctx: DoctorContext) -> Finding:
 
 
 def checks(ctx: DoctorContext) -> list[Check]:
+    """Postgres, Redis (and its sentinels), Garage (and, with its admin API, its nodes)."""
     s = ctx.settings
-    garage = (
-        [
-            Check("backends.garage.disk", GROUP, "Garage data disks", garage_disk),
-            Check("backends.garage.nodes", GROUP, "Garage nodes", garage_nodes),
-        ]
-        if s["GARAGE_ADMIN_TOKEN"] and s["GARAGE_ADMIN_URL"]
-        else []
-    )
-    if garage and s["GARAGE_NODES"]:
-        garage.append(
-            Check("backends.garage.replication", GROUP, "Garage replication", garage_replication)
-        )
     sentinel = (
         [
             Check("backends.redis.sentinels", GROUP, "Redis sentinels", redis_sentinels),
@@ -579,10 +568,18 @@ def checks(ctx: DoctorContext) -> list[Check]:
         if s["STALWART_REDIS_SENTINELS"]
         else []
     )
-    return [*_checks(), *sentinel, *garage]
-
-
-def _checks() -> list[Check]:
+    admin = (
+        [
+            Check("backends.garage.disk", GROUP, "Garage data disks", garage_disk),
+            Check("backends.garage.nodes", GROUP, "Garage nodes", garage_nodes),
+        ]
+        if s["GARAGE_ADMIN_TOKEN"] and s["GARAGE_ADMIN_URL"]
+        else []
+    )
+    if admin and s["GARAGE_NODES"]:
+        admin.append(
+            Check("backends.garage.replication", GROUP, "Garage replication", garage_replication)
+        )
     return [
         Check("backends.postgres.login", GROUP, "Postgres SCRAM login", postgres_login),
         Check("backends.postgres.trust", GROUP, "Postgres wrong-password probe", postgres_trust),
@@ -590,6 +587,8 @@ def _checks() -> list[Check]:
         Check("backends.postgres.primary", GROUP, "Postgres primary", postgres_primary),
         Check("backends.redis.auth", GROUP, "Redis", redis_auth),
         Check("backends.redis.db", GROUP, "Redis DB index", redis_db),
+        *sentinel,
         Check("backends.garage.probe", GROUP, "Garage S3", garage_probe),
         Check("backends.garage.region", GROUP, "Garage S3 region", garage_region),
+        *admin,
     ]

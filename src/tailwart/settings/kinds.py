@@ -607,7 +607,7 @@ def _hostport_list(value: str) -> str | None:
     for number, item in enumerate(items, 1):
         problem = _hostport(item) if item else "is empty"
         if problem:
-            return f"entry {number} {problem}; expected comma-separated host:port (no spaces)"
+            return f"entry {number} {problem} (no spaces around the commas)"
         if item.lower() in seen:
             return f"names {item} twice"
         seen.add(item.lower())
