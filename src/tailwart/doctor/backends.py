@@ -157,7 +157,7 @@ def postgres_primary(ctx: DoctorContext) -> Finding:
         )
     with conn:
         row = conn.execute(
-            "SELECT pg_is_in_recovery(), inet_server_addr()::text, current_setting('port')"
+            "SELECT pg_is_in_recovery(), host(inet_server_addr()), current_setting('port')"
         ).fetchone()
     if row is None:
         return error(f"{_where(ctx)}: pg_is_in_recovery() answered nothing", "check the server")
