@@ -229,7 +229,7 @@ def layout(*roles: tuple[str, str], version: int = 1, staged: bool = False) -> d
 
 
 WANTED = wanted_nodes(f"{A[:16]}@dc1,{B[:16]}@dc2,{C[:16]}@dc3")
-STATUS = {"layoutVersion": 0, "nodes": [node(A), node(B), node(C, free=None)]}
+STATUS: dict[str, Any] = {"layoutVersion": 0, "nodes": [node(A), node(B), node(C, free=None)]}
 
 
 def test_a_fresh_cluster_gets_every_node_in_its_zone() -> None:

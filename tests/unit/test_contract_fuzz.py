@@ -323,8 +323,8 @@ def with_value(name: str, value: str) -> dict[str, str]:
         values["MAILBOX_FQDN"] = f"{node}.tail1234.ts.net"
     if name.startswith("STALWART_REDIS_SENTINEL") or name == "STALWART_REDIS_MASTER":
         # Sentinel in place of the single Redis: its keys go together, the single one's go
-        for key in ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT", "STALWART_REDIS_DB"):
-            values[key] = ""
+        for single in ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT", "STALWART_REDIS_DB"):
+            values[single] = ""
         values["STALWART_REDIS_SENTINELS"] = values["STALWART_REDIS_SENTINELS"] or (
             "redis1.tail1234.ts.net:26379,[fd7a:115c:a1e0::2]:26379"
         )
