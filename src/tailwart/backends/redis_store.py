@@ -152,7 +152,7 @@ class RedisBootstrap:
         try:
             if target.sentinels:
                 host, port = master_address(target)
-                self.master = f" on master {target.master!r} at {_hostport(host, port)}"
+                self.master = f" at {_hostport(host, port)}"
             self.conn.ping()
             self.state = inspect(self.conn)
         except redis.RedisError as exc:
@@ -161,8 +161,9 @@ class RedisBootstrap:
                 if target.sentinels
                 else "STALWART_REDIS_HOST/PORT/PASSWORD and that the DB index exists"
             )
+            where = f"master {target.master!r}{self.master}" if self.master else target.where
             raise BackendError(
-                f"redis: {target.where} DB {target.db}: {_said(exc)}; check {check}"
+                f"redis: {where} DB {target.db}: {_said(exc)}; check {check}"
             ) from None
 
     def close(self) -> None:
@@ -174,7 +175,8 @@ class RedisBootstrap:
             raise BackendError(f"redis: DB {self.target.db} was claimed while planning; rerun")
 
     def steps(self) -> list[Step]:
-        what = f"DB {self.target.db}{self.master}"
+        named = f" on master {self.target.master!r}{self.master}" if self.master else ""
+        what = f"DB {self.target.db}{named}"
         state = self.state
         if state.marker is not None and state.marker.startswith(MARKER_PREFIX):
             return [Step(NAME, Action.KEEP, what, f"carries tailwart's marker ({MARKER_KEY})")]
@@ -218,7 +220,7 @@ def _said(exc: Exception) -> str:
     """A redis error in one printable line (a server's words are untrusted input)."""
     from ..flags import printable
 
-    return printable(str(exc) or type(exc).__name__, 200)
+    return printable(str(exc).rstrip(".") or type(exc).__name__, 200)
 
 
 @dataclass(frozen=True)
