@@ -165,6 +165,18 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "DNS_NAME": st.one_of(_fqdn, _fqdn.map(lambda n: "_spf." + n), _label),
     "DMARC_POLICY": st.sampled_from(["none", "quarantine", "reject", "REJECT", "p=none"]),
     "MTA_STS_MODE": st.sampled_from(["testing", "enforce", "Enforce", "none"]),
+    "GARAGE_NODES": st.lists(
+        st.tuples(
+            st.from_regex(r"[0-9a-fA-F]{6,66}", fullmatch=True),
+            st.sampled_from(["@", "@@", ":", ""]),
+            st.one_of(_ident, st.sampled_from(["", "-dc", "dc 1"])),
+        ).map("".join),
+        min_size=1,
+        max_size=5,
+    ).flatmap(lambda nodes: st.sampled_from([",", ", "]).map(lambda sep: sep.join(nodes))),
+    "HOSTPORT_LIST": st.lists(_hostport, min_size=1, max_size=4).flatmap(
+        lambda items: st.sampled_from([",", ", ", ";"]).map(lambda sep: sep.join(items))
+    ),
 }
 
 
