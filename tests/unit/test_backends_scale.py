@@ -305,3 +305,33 @@ def test_bootstrap_refuses_a_bad_env_with_exit_2_naming_every_key(tmp_path: Path
     assert "STALWART_REDIS_DB" in result.stderr and "GARAGE_NODES" in result.stderr
     assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
     assert values["STALWART_REDIS_PASSWORD"] not in result.stdout + result.stderr
+
+
+def test_the_doctor_names_down_garage_nodes_and_escapes_what_they_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """backends.garage.nodes over admin API answers (stubbed here; the three-node
+    integration test stops a real node): what a node reports is untrusted."""
+    from tailwart.doctor import backends
+    from tailwart.doctor.registry import DoctorContext
+
+    roles = layout((A, "dc1"), (B, "dc2"), (C, "dc3"))
+    evil = {**node(C, up=False), "hostname": "\x1b[31mg3", "addr": "10.0.0.3:3901"}
+    evil["lastSeenSecsAgo"] = 42
+    stranger = node("f" * 64, up=False)  # known, but holds no role: not a member
+    status = {"nodes": [node(A), node(B), evil, stranger]}
+    monkeypatch.setattr(backends, "_garage_status", lambda ctx: (status, roles))
+    values = {**example_values(), "GARAGE_ADMIN_URL": "http://garage.tail1234.ts.net:3903"}
+    values["GARAGE_ADMIN_TOKEN"] = "a0b1c2d3e4f5a6b7c8d9"
+    one = backends.garage_nodes(DoctorContext(from_mapping(values)))
+    assert one.status.value == "error"  # no GARAGE_NODES: one replica, a node down loses data
+    escaped = "\\x1b[31mg3"  # the escape shown, never sent to the terminal
+    assert one.message == (
+        f"1 of 3 Garage node(s) down: {C[:16]} ({escaped}, 10.0.0.3:3901) last seen 42 s ago"
+    )
+    values["GARAGE_NODES"] = f"{A[:16]}@dc1,{B[:16]}@dc2,{C[:16]}@dc3"
+    three = backends.garage_nodes(DoctorContext(from_mapping(values)))
+    assert three.status.value == "warning" and "a quorum of copies remains" in three.message
+    status["nodes"][1] = node(B, up=False)
+    two_down = backends.garage_nodes(DoctorContext(from_mapping(values)))
+    assert two_down.status.value == "error" and "2 of 3 Garage node(s) down" in two_down.message

@@ -50,8 +50,8 @@ def wanted_nodes(value: str) -> tuple[WantedNode, ...]:
 
 
 def short(node_id: str) -> str:
-    """A node id as `garage status` prints it (16 hex digits)."""
-    return node_id[:16]
+    """A node id as `garage status` prints it (16 hex digits), safe to print."""
+    return printable(node_id[:16], 16)
 
 
 def measured_replication(layout: Any) -> int | None:
@@ -161,13 +161,15 @@ def plan_layout(
                     "tags": list(role.get("tags") or []),
                 }
             )
-            said.append(f"move {short(node_id)} from zone {role.get('zone')} to {entry.zone}")
+            was = printable(str(role.get("zone")), 64)
+            said.append(f"move {short(node_id)} from zone {was} to {entry.zone}")
         else:
             kept += 1
     for node_id, role in sorted(roles.items()):
         if node_id not in listed:
             problems.append(
-                f"node {short(node_id)} holds a role in the layout (zone {role.get('zone')}) "
+                f"node {short(node_id)} holds a role in the layout (zone "
+                f"{printable(str(role.get('zone')), 64)}) "
                 f"but GARAGE_NODES leaves it out: add it, or remove it yourself "
                 f"(garage layout remove {short(node_id)})"
             )

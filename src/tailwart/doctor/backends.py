@@ -500,7 +500,7 @@ def _node_name(node: dict[str, Any]) -> str:
 
     host = printable(str(node.get("hostname") or "?"), 64)
     addr = printable(str(node.get("addr") or "?"), 64)
-    return f"{short(printable(str(node.get('id', '?')), 64))} ({host}, {addr})"
+    return f"{short(str(node.get('id', '?')))} ({host}, {addr})"
 
 
 def garage_nodes(ctx: DoctorContext) -> Finding:
