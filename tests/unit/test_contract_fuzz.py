@@ -324,6 +324,13 @@ def _base() -> dict[str, str]:
 BASE = {k: v for k, v in _base().items() if k in BY_NAME}
 
 
+SENTINEL_KEYS = (
+    "STALWART_REDIS_SENTINELS",
+    "STALWART_REDIS_MASTER",
+    "STALWART_REDIS_SENTINEL_PASSWORD",
+)
+
+
 def with_value(name: str, value: str) -> dict[str, str]:
     """BASE with ``name`` set to ``value``, keeping the node name and the MagicDNS name paired."""
     values = dict(BASE)
@@ -333,7 +340,7 @@ def with_value(name: str, value: str) -> dict[str, str]:
     if name == "MAILBOX_NODE_NAME":
         node = value or BY_NAME[name].default or ""
         values["MAILBOX_FQDN"] = f"{node}.tail1234.ts.net"
-    if name.startswith("STALWART_REDIS_SENTINEL") or name == "STALWART_REDIS_MASTER":
+    if name in SENTINEL_KEYS:
         # Sentinel in place of the single Redis: its keys go together, the single one's go
         for single in ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT", "STALWART_REDIS_DB"):
             values[single] = ""
@@ -530,6 +537,8 @@ def accepted_sample(count: int) -> list[dict[str, str]]:
         for name, value in drawn.items():
             if name == "MAILBOX_NODE_NAME":
                 continue  # paired with MAILBOX_FQDN below
+            if name in SENTINEL_KEYS:
+                continue  # Sentinel replaces the single Redis the sample keeps
             if not run_contract(with_value(name, value))[1]:
                 values[name] = value
         values["MAILBOX_NODE_NAME"] = values["MAILBOX_FQDN"].split(".", 1)[0]
