@@ -571,6 +571,9 @@ class GarageCluster:
         return cls(nodes)
 
     def close(self) -> None:
+        for node in self.nodes:  # all at once: each may take seconds to shut down
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
         for node in self.nodes:
             node.close()
 

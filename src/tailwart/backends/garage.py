@@ -28,6 +28,8 @@ ZONE = "dc1"
 DEFAULT_CAPACITY = 10 * 1000**3
 
 
+#: how long bootstrap waits for every node to take a new layout (seconds)
+LAYOUT_SETTLE = 60.0
 #: partitions of a Garage cluster ("currently always 256", GetClusterHealth)
 PARTITIONS = 256
 
@@ -374,7 +376,29 @@ class GarageBootstrap:
         except BackendError as exc:
             self.api.post("RevertClusterLayout", None)
             raise BackendError(f"{exc}; the staged layout was reverted, nothing applied") from None
-        self.api.post("ApplyClusterLayout", {"version": int(staged["version"]) + 1})
+        version = int(staged["version"]) + 1
+        self.api.post("ApplyClusterLayout", {"version": version})
+        self._wait_layout_taken(version)
+
+    def _wait_layout_taken(self, version: int, within: float = LAYOUT_SETTLE) -> None:
+        """Until every node has acknowledged layout ``version`` and the cluster is healthy:
+        before that, a write needs nodes still on the old layout (buckets come next)."""
+        import time
+
+        deadline = time.monotonic() + within
+        while True:
+            history = self.api.get("GetClusterLayoutHistory")
+            health = self.api.get("GetClusterHealth")
+            acked = isinstance(history, dict) and history.get("minAck") == version
+            if acked and isinstance(health, dict) and health.get("status") == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"garage: layout version {version} is applied but not every node took it "
+                    f"within {within:.0f} s (garage layout history); rerun bootstrap once the "
+                    "nodes are up and connected"
+                )
+            time.sleep(0.5)
 
     def _nodes_layout_steps(self) -> list[Step]:
         """GARAGE_NODES: the layout and the replication check, as plan steps."""
