@@ -379,7 +379,7 @@ class SentinelSet:
 
     def failover(self) -> int:
         """SENTINEL FAILOVER through the first sentinel; the new master's port once every
-        sentinel names it and it answers ROLE master."""
+        sentinel names it, it answers ROLE master and the old one answers as a replica."""
         old = self.named(self.sentinel_ports[0])
         assert old is not None
         self.sentinel_client(self.sentinel_ports[0]).execute_command(
@@ -387,6 +387,8 @@ class SentinelSet:
         )
         (new,) = [p for p in self.data_ports if p != old]
         wait_for(lambda: self.all_name(new) and self.role(new) == "master", "failover", 30)
+        # the sentinels turn the old master into a replica of the new one shortly after
+        wait_for(lambda: self.role(old) == "slave", "old master demoted", 30)
         return new
 
     def stop(self, port: int) -> None:

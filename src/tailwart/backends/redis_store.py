@@ -17,6 +17,7 @@ from .plan import Action, BackendError, Step
 
 if TYPE_CHECKING:
     import redis
+    import redis.retry
     import redis.sentinel
 
 NAME = "redis"
@@ -69,6 +70,15 @@ class RedisTarget:
         return f"{self.host}:{self.port}"
 
 
+def no_retry() -> redis.retry.Retry:
+    """One attempt: a probe says what it found at once (redis-py's default retries a
+    refused connection three times, with backoff)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 def sentinel(target: RedisTarget, timeout: float = 10) -> redis.sentinel.Sentinel:
     """A Sentinel client over ``target.sentinels`` (their own password, if any)."""
     from redis.sentinel import Sentinel
@@ -79,6 +89,7 @@ def sentinel(target: RedisTarget, timeout: float = 10) -> redis.sentinel.Sentine
             "password": target.sentinel_password or None,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
+            "retry": no_retry(),  # a down sentinel is skipped, the next one asked
         },
         password=target.password or None,
         db=target.db,
@@ -246,6 +257,7 @@ def ask_sentinels(target: RedisTarget, timeout: float = 10) -> list[SentinelAnsw
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
+            retry=no_retry(),
         )
         try:
             addr = conn.execute_command(  # type: ignore[no-untyped-call]
@@ -290,6 +302,7 @@ def master_state(target: RedisTarget, address: str, timeout: float = 10) -> Mast
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
+        retry=no_retry(),
     )
     try:
         role = conn.execute_command("ROLE")  # type: ignore[no-untyped-call]
