@@ -28,6 +28,9 @@ ZONE = "dc1"
 DEFAULT_CAPACITY = 10 * 1000**3
 
 
+#: how long computing a layout (preview, apply) may take: an optimisation over every
+#: partition, seconds of CPU on a small or busy node
+LAYOUT_TIMEOUT = 120.0
 #: how long bootstrap waits for every node to take a new layout (seconds)
 LAYOUT_SETTLE = 60.0
 #: partitions of a Garage cluster ("currently always 256", GetClusterHealth)
@@ -235,7 +238,14 @@ class GarageAdmin:
     def close(self) -> None:
         self.session.close()
 
-    def call(self, method: str, endpoint: str, body: Any = None, **params: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        body: Any = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Any:
         import requests
 
         try:
@@ -244,7 +254,7 @@ class GarageAdmin:
                 f"{self.url}/v2/{endpoint}",
                 json=body,
                 params=params or None,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
                 allow_redirects=False,  # a body may carry the S3 secret key
             )
         except requests.RequestException as exc:
@@ -279,8 +289,8 @@ class GarageAdmin:
     def get(self, endpoint: str, **params: Any) -> Any:
         return self.call("GET", endpoint, **params)
 
-    def post(self, endpoint: str, body: Any) -> Any:
-        return self.call("POST", endpoint, body)
+    def post(self, endpoint: str, body: Any, timeout: float | None = None) -> Any:
+        return self.call("POST", endpoint, body, timeout)
 
     def bucket(self, alias: str) -> dict[str, Any] | None:
         try:
@@ -362,7 +372,7 @@ class GarageBootstrap:
         """Stage, preview and check the replication, then apply; anything else reverts."""
         staged = self.api.post("UpdateClusterLayout", {"roles": list(roles)})
         try:
-            preview = self.api.post("PreviewClusterLayoutChanges", None)
+            preview = self.api.post("PreviewClusterLayoutChanges", None, LAYOUT_TIMEOUT)
             if not isinstance(preview, dict) or "newLayout" not in preview:
                 error = preview.get("error") if isinstance(preview, dict) else None
                 raise BackendError(
@@ -377,7 +387,7 @@ class GarageBootstrap:
             self.api.post("RevertClusterLayout", None)
             raise BackendError(f"{exc}; the staged layout was reverted, nothing applied") from None
         version = int(staged["version"]) + 1
-        self.api.post("ApplyClusterLayout", {"version": version})
+        self.api.post("ApplyClusterLayout", {"version": version}, LAYOUT_TIMEOUT)
         self._wait_layout_taken(version)
 
     def _wait_layout_taken(self, version: int, within: float = LAYOUT_SETTLE) -> None:
@@ -424,7 +434,7 @@ class GarageBootstrap:
         shape = f"{len(t.nodes)} node(s) in zone(s) {', '.join(zones)}"
         if not plan.roles:
             return [
-                Step(NAME, Action.KEEP, what, f"version {layout['version']}: {shape}"),
+                Step(NAME, Action.KEEP, what, f"version {layout.get('version')}: {shape}"),
                 *out,
             ]
         action = Action.CHANGE if layout_ready(layout) else Action.CREATE
@@ -432,7 +442,8 @@ class GarageBootstrap:
             f"{shape}, replication {t.replication} (checked in a preview before it is "
             f"applied): {'; '.join(plan.changes)}"
         )
-        return [Step(NAME, action, what, detail, run=partial(self._apply_nodes_layout, plan.roles))]
+        run = partial(self._apply_nodes_layout, plan.roles)
+        return [Step(NAME, action, what, detail, run=run), *out]
 
     # -- plan
     def _layout_step(self) -> Step:
