@@ -317,7 +317,11 @@ class SentinelSet:
                 f"sentinel failover-timeout {master_name} 4000\n",
                 sentinel=True,
             )
-        wait_for(lambda: world.all_name(master) and world.replica_synced(), "sentinels", 30)
+        try:
+            wait_for(lambda: world.all_name(master) and world.replica_synced(), "sentinels", 30)
+        except BaseException:
+            world.close()  # never leave servers behind a failed start
+            raise
         return world
 
     def _run(self, port: int, text: str, sentinel: bool = False) -> None:
@@ -476,7 +480,11 @@ admin_token = "{server.admin_token}"
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(self._status_ok, "garage", proc=self.proc, log=log, timeout=60)
+        try:
+            wait_for(self._status_ok, "garage", proc=self.proc, log=log, timeout=60)
+        except BaseException:
+            stop(self.proc)  # never leave a node behind a failed start
+            raise
 
     def admin_get(self, endpoint: str) -> Any:
         """GET an admin API v2 endpoint with plain requests (a test oracle)."""
