@@ -1,6 +1,8 @@
 # Backends and doctor tests: Debian's PostgreSQL 15, Redis and Knot DNS (the tests
 # start their own instances on free loopback ports), and the real Garage binary,
-# built once with cargo install into the cache (keyed by version).
+# built once with cargo install into the cache (keyed by version). Redis Sentinel
+# needs no package of its own: the tests run `redis-server --sentinel` (Debian's
+# redis-sentinel package would only add a system service on :26379).
 apt_need postgresql-15 redis-server knot build-essential pkg-config
 
 garage_version=2.1.0

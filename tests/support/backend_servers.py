@@ -275,6 +275,135 @@ class RedisServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+@dataclass
+class SentinelSet:
+    """A Redis master, its replica and three sentinels on loopback, all with passwords
+    (in config files, never argv): ``redis-server --sentinel`` is Debian's redis-server
+    itself. Sentinels judge a node down after a second, so a failover takes seconds."""
+
+    binary: str
+    base: Path
+    master_name: str
+    password: str
+    sentinel_password: str
+    data_ports: list[int] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, binary: str, master_name: str = "mymaster") -> SentinelSet:
+        base = Path(tempfile.mkdtemp(prefix="tailwart-sentinel-"))
+        world = cls(binary, base, master_name, secrets.token_hex(16), secrets.token_hex(16))
+        world.data_ports = [free_port(), free_port()]
+        master = world.data_ports[0]
+        for number, port in enumerate(world.data_ports):
+            follow = f"replicaof 127.0.0.1 {master}\n" if number else ""
+            world._run(
+                port,
+                f"bind 127.0.0.1\nport {port}\nrequirepass {world.password}\n"
+                f'masterauth {world.password}\nsave ""\nappendonly no\n'
+                f"dir {base}\ndbfilename dump-{port}.rdb\nrepl-diskless-sync-delay 0\n{follow}",
+            )
+        world.sentinel_ports = [free_port() for _ in range(3)]
+        for port in world.sentinel_ports:
+            world._run(
+                port,
+                f"bind 127.0.0.1\nport {port}\ndir {base}\n"
+                f"requirepass {world.sentinel_password}\n"
+                f"sentinel sentinel-pass {world.sentinel_password}\n"
+                f"sentinel monitor {master_name} 127.0.0.1 {master} 2\n"
+                f"sentinel auth-pass {master_name} {world.password}\n"
+                f"sentinel down-after-milliseconds {master_name} 1000\n"
+                f"sentinel failover-timeout {master_name} 4000\n",
+                sentinel=True,
+            )
+        try:
+            wait_for(lambda: world.all_name(master) and world.replica_synced(), "sentinels", 30)
+        except BaseException:
+            world.close()  # never leave servers behind a failed start
+            raise
+        return world
+
+    def _run(self, port: int, text: str, sentinel: bool = False) -> None:
+        conf = self.base / f"{port}.conf"  # a sentinel rewrites its own file
+        conf.write_text(text)
+        conf.chmod(0o600)
+        log = self.base / f"{port}.log"
+        argv = [self.binary, str(conf), *(["--sentinel"] if sentinel else [])]
+        with log.open("wb") as out:
+            self.procs[port] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(
+            lambda: port_open("127.0.0.1", port), f"redis {port}", proc=self.procs[port], log=log
+        )
+
+    def sentinel_client(self, port: int):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis(
+            port=port, password=self.sentinel_password, decode_responses=True, socket_timeout=2
+        )
+
+    def data_client(self, port: int):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis(
+            port=port, password=self.password, decode_responses=True, socket_timeout=2
+        )
+
+    def named(self, port: int) -> int | None:
+        """The master port one sentinel names (asked with plain redis commands)."""
+        reply = self.sentinel_client(port).execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+        )
+        return int(reply[1]) if reply else None
+
+    def all_name(self, master: int) -> bool:
+        """Every live sentinel names ``master``, knows the other sentinels and the replica."""
+        for port in self.sentinel_ports:
+            if self.procs[port].poll() is not None:
+                continue
+            if self.named(port) != master:
+                return False
+            info = self.sentinel_client(port).execute_command(
+                "SENTINEL", "MASTER", self.master_name
+            )
+            if int(info["num-other-sentinels"]) < 2 or int(info["num-slaves"]) < 1:
+                return False
+        return True
+
+    def replica_synced(self) -> bool:
+        for port in self.data_ports:
+            role = self.data_client(port).execute_command("ROLE")
+            if role[0] == "slave" and role[3] != "connected":
+                return False
+        return True
+
+    def role(self, port: int) -> str:
+        return str(self.data_client(port).execute_command("ROLE")[0])
+
+    def failover(self) -> int:
+        """SENTINEL FAILOVER through the first sentinel; the new master's port once every
+        sentinel names it, it answers ROLE master and the old one answers as a replica."""
+        old = self.named(self.sentinel_ports[0])
+        assert old is not None
+        self.sentinel_client(self.sentinel_ports[0]).execute_command(
+            "SENTINEL", "FAILOVER", self.master_name
+        )
+        (new,) = [p for p in self.data_ports if p != old]
+        wait_for(lambda: self.all_name(new) and self.role(new) == "master", "failover", 30)
+        # the sentinels turn the old master into a replica of the new one shortly after
+        wait_for(lambda: self.role(old) == "slave", "old master demoted", 30)
+        return new
+
+    def stop(self, port: int) -> None:
+        stop(self.procs[port])
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            stop(proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ garage
 
 
@@ -288,6 +417,7 @@ class GarageServer:
     proc: subprocess.Popen[bytes] | None = None
 
     host: str = "127.0.0.1"
+    rpc_port: int = 0
 
     @property
     def admin_url(self) -> str:
@@ -300,21 +430,30 @@ class GarageServer:
         region: str = "garage",
         host: str = "127.0.0.1",
         s3_port: int | None = None,
+        replication: int = 1,
+        rpc_secret: str = "",
     ) -> GarageServer:
+        """One node; ``replication`` and a shared ``rpc_secret`` make it a cluster member."""
         base = Path(tempfile.mkdtemp(prefix="tailwart-garage-"))
         rpc = free_port()
         server = cls(
-            s3_port or free_port(), free_port(), secrets.token_hex(24), region, base, host=host
+            s3_port or free_port(),
+            free_port(),
+            secrets.token_hex(24),
+            region,
+            base,
+            host=host,
+            rpc_port=rpc,
         )
         conf = base / "garage.toml"
         conf.write_text(f"""\
 metadata_dir = "{base}/meta"
 data_dir = "{base}/data"
 db_engine = "sqlite"
-replication_factor = 1
+replication_factor = {replication}
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{secrets.token_hex(32)}"
+rpc_secret = "{rpc_secret or secrets.token_hex(32)}"
 
 [s3_api]
 s3_region = "{region}"
@@ -326,13 +465,49 @@ api_bind_addr = "{host}:{server.admin_port}"
 admin_token = "{server.admin_token}"
 """)
         conf.chmod(0o600)
-        log = base / "garage.log"
-        with log.open("wb") as out:
-            server.proc = subprocess.Popen(
-                [str(binary), "-c", str(conf), "server"], stdout=out, stderr=subprocess.STDOUT
-            )
-        wait_for(server._status_ok, "garage", proc=server.proc, log=log, timeout=60)
+        server.binary = binary
+        server.run()
         return server
+
+    binary: Path = Path("garage")
+
+    def run(self) -> None:
+        """(Re)start the process on the node's config and data."""
+        log = self.base / "garage.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "-c", str(self.base / "garage.toml"), "server"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(self._status_ok, "garage", proc=self.proc, log=log, timeout=60)
+        except BaseException:
+            stop(self.proc)  # never leave a node behind a failed start
+            raise
+
+    def admin_get(self, endpoint: str) -> Any:
+        """GET an admin API v2 endpoint with plain requests (a test oracle)."""
+        import requests
+
+        resp = requests.get(
+            f"{self.admin_url}/v2/{endpoint}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    @property
+    def node_id(self) -> str:
+        """The node's full id, as the node itself answers it."""
+        (node,) = self.admin_get("GetNodeInfo?node=self")["success"]
+        return str(node)
+
+    def stop_process(self) -> None:
+        """Stop the node, keeping its data (``close`` also deletes it)."""
+        if self.proc is not None:
+            stop(self.proc)
 
     def s3_client(self, key: tuple[str, str]) -> Any:
         """A boto3 S3 client for this node with ``key`` (path style; checksums only when
@@ -367,6 +542,50 @@ admin_token = "{server.admin_token}"
         if self.proc is not None:
             stop(self.proc)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@dataclass
+class GarageCluster:
+    """Garage nodes on loopback sharing one rpc_secret and ``replication``, connected to
+    each other, without a layout (inv bootstrap applies it)."""
+
+    nodes: list[GarageServer]
+
+    @classmethod
+    def start(cls, binary: Path, count: int = 3, replication: int = 3) -> GarageCluster:
+        secret = secrets.token_hex(32)
+        nodes: list[GarageServer] = []
+        try:
+            for _ in range(count):
+                nodes.append(GarageServer.start(binary, replication=replication, rpc_secret=secret))
+            first = nodes[0]
+            peers = [f"{n.node_id}@127.0.0.1:{n.rpc_port}" for n in nodes[1:]]
+            import requests
+
+            requests.post(
+                f"{first.admin_url}/v2/ConnectClusterNodes",
+                json=peers,
+                timeout=10,
+                headers={"Authorization": f"Bearer {first.admin_token}"},
+            ).raise_for_status()
+            wait_for(
+                lambda: (
+                    sum(n["isUp"] for n in first.admin_get("GetClusterStatus")["nodes"]) == count
+                ),
+                "garage cluster",
+            )
+        except BaseException:
+            for node in nodes:
+                node.close()
+            raise
+        return cls(nodes)
+
+    def close(self) -> None:
+        for node in self.nodes:  # all at once: each may take seconds to shut down
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+        for node in self.nodes:
+            node.close()
 
 
 # ------------------------------------------------------------------ DNS (knotd)

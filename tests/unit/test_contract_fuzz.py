@@ -165,6 +165,18 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "DNS_NAME": st.one_of(_fqdn, _fqdn.map(lambda n: "_spf." + n), _label),
     "DMARC_POLICY": st.sampled_from(["none", "quarantine", "reject", "REJECT", "p=none"]),
     "MTA_STS_MODE": st.sampled_from(["testing", "enforce", "Enforce", "none"]),
+    "GARAGE_NODES": st.lists(
+        st.tuples(
+            st.from_regex(r"[0-9a-fA-F]{6,66}", fullmatch=True),
+            st.sampled_from(["@", "@@", ":", ""]),
+            st.one_of(_ident, st.sampled_from(["", "-dc", "dc 1"])),
+        ).map("".join),
+        min_size=1,
+        max_size=5,
+    ).flatmap(lambda nodes: st.sampled_from([",", ", "]).map(lambda sep: sep.join(nodes))),
+    "HOSTPORT_LIST": st.lists(_hostport, min_size=1, max_size=4).flatmap(
+        lambda items: st.sampled_from([",", ", ", ";"]).map(lambda sep: sep.join(items))
+    ),
 }
 
 
@@ -256,6 +268,12 @@ def _base() -> dict[str, str]:
         "STALWART_REDIS_PORT": "6379",
         "STALWART_REDIS_DB": "3",
         "STALWART_REDIS_PASSWORD": "fuzz-redis-0123456789",
+        # Redis Sentinel replaces the single Redis's keys (with_value swaps them)
+        "STALWART_REDIS_SENTINELS": "",
+        "STALWART_REDIS_MASTER": "",
+        "STALWART_REDIS_SENTINEL_PASSWORD": "",
+        "GARAGE_NODES": "563e1ac825ee3323@dc1,86f0f26ae4afbd59@dc2,a2b9d3f2e5c1b478@dc3",
+        "GARAGE_REPLICATION": "3",
         "STALWART_S3_HOST": "garage.tail1234.ts.net",
         "STALWART_S3_PORT": "3900",
         "STALWART_S3_REGION": "garage",
@@ -307,6 +325,13 @@ def _base() -> dict[str, str]:
 BASE = {k: v for k, v in _base().items() if k in BY_NAME}
 
 
+SENTINEL_KEYS = (
+    "STALWART_REDIS_SENTINELS",
+    "STALWART_REDIS_MASTER",
+    "STALWART_REDIS_SENTINEL_PASSWORD",
+)
+
+
 def with_value(name: str, value: str) -> dict[str, str]:
     """BASE with ``name`` set to ``value``, keeping the node name and the MagicDNS name paired."""
     values = dict(BASE)
@@ -321,6 +346,15 @@ def with_value(name: str, value: str) -> dict[str, str]:
     if name == "MAILBOX_NODES":  # the first node is MAILBOX_FQDN, its first label the name
         values["MAILBOX_FQDN"] = value.split(",", 1)[0] or BASE["MAILBOX_FQDN"]
         values["MAILBOX_NODE_NAME"] = values["MAILBOX_FQDN"].split(".", 1)[0]
+    if name in SENTINEL_KEYS:
+        # Sentinel in place of the single Redis: its keys go together, the single one's go
+        for single in ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT", "STALWART_REDIS_DB"):
+            values[single] = ""
+        values["STALWART_REDIS_SENTINELS"] = values["STALWART_REDIS_SENTINELS"] or (
+            "redis1.tail1234.ts.net:26379,[fd7a:115c:a1e0::2]:26379"
+        )
+        values["STALWART_REDIS_MASTER"] = values["STALWART_REDIS_MASTER"] or "mymaster"
+        values[name] = value
     for key in KEYS:  # a key declared later than this test: its example or default
         values.setdefault(key.name, key.example or key.default or "")
     return values
@@ -500,7 +534,7 @@ def accepted_sample(count: int) -> list[dict[str, str]]:
     """``count`` complete .env value sets, every key drawn from its grammar and accepted."""
     sets: list[dict[str, str]] = []
 
-    @settings(derandomize=True, database=None, deadline=None, max_examples=count * 4)
+    @settings(derandomize=True, database=None, deadline=None, max_examples=count * 8)
     @given(st.fixed_dictionaries({key.name: plausible(key) for key in KEYS}))
     def collect(drawn: dict[str, str]) -> None:
         if len(sets) >= count:
@@ -509,6 +543,8 @@ def accepted_sample(count: int) -> list[dict[str, str]]:
         for name, value in drawn.items():
             if name in ("MAILBOX_NODE_NAME", "MAILBOX_NODES"):
                 continue  # paired with MAILBOX_FQDN below
+            if name in SENTINEL_KEYS:
+                continue  # Sentinel replaces the single Redis the sample keeps
             if not run_contract(with_value(name, value))[1]:
                 values[name] = value
         values["MAILBOX_NODE_NAME"] = values["MAILBOX_FQDN"].split(".", 1)[0]

@@ -135,6 +135,7 @@ def test_registry_ids_are_stable_and_grouped() -> None:
         "backends.postgres.login",
         "backends.postgres.trust",
         "backends.postgres.database",
+        "backends.postgres.primary",
         "backends.redis.auth",
         "backends.redis.db",
         "backends.garage.probe",

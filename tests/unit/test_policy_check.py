@@ -63,6 +63,18 @@ def test_backend_port_from_env_must_be_allowed(tree: Path, example_values: dict[
     assert "6432 (STALWART_DB_PORT, from tag:stalwart)" in found["policy.ports"].message
 
 
+def test_sentinel_ports_must_be_allowed(tree: Path, example_values: dict[str, str]) -> None:
+    values = {k: v for k, v in example_values.items() if k != "STALWART_REDIS_HOST"}
+    values["STALWART_REDIS_SENTINELS"] = "redis1.tail1234.ts.net:26379,redis2.tail1234.ts.net:26379"
+    values["STALWART_REDIS_MASTER"] = "mymaster"
+    found = findings(tree, values)
+    assert found["policy.ports"].status is Status.ERROR
+    message = found["policy.ports"].message
+    assert message.count("26379 (STALWART_REDIS_SENTINELS, from tag:stalwart)") == 1
+    edit(tree / "acl-snippet.hujson", '"tag:redis:6379"', '"tag:redis:6379,26379"')
+    assert findings(tree, values)["policy.ports"].status is Status.OK
+
+
 def test_advertised_tag_must_match(tree: Path, example_values: dict[str, str]) -> None:
     edit(
         tree / "compose/docker-compose.yml",

@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..flags import printable
 from ..settings import Settings
 from .plan import Action, BackendError, Step
 
@@ -27,6 +28,159 @@ ZONE = "dc1"
 DEFAULT_CAPACITY = 10 * 1000**3
 
 
+#: how long computing a layout (preview, apply) may take: an optimisation over every
+#: partition, seconds of CPU on a small or busy node
+LAYOUT_TIMEOUT = 120.0
+#: how long bootstrap waits for every node to take a new layout (seconds)
+LAYOUT_SETTLE = 60.0
+#: partitions of a Garage cluster ("currently always 256", GetClusterHealth)
+PARTITIONS = 256
+
+
+@dataclass(frozen=True)
+class WantedNode:
+    """One GARAGE_NODES entry: the start of a node id and its zone."""
+
+    prefix: str
+    zone: str
+
+
+def wanted_nodes(value: str) -> tuple[WantedNode, ...]:
+    """GARAGE_NODES (already validated) as entries."""
+    out = []
+    for item in value.split(",") if value else ():
+        prefix, _, zone = item.partition("@")
+        out.append(WantedNode(prefix, zone))
+    return tuple(out)
+
+
+def short(node_id: str) -> str:
+    """A node id as `garage status` prints it (16 hex digits), safe to print."""
+    return printable(node_id[:16], 16)
+
+
+def measured_replication(layout: Any) -> int | None:
+    """Copies the applied layout keeps of each partition: the partitions its nodes store,
+    over the cluster's 256; None without an applied layout or when the numbers do not
+    add up (Garage's replication_factor lives in garage.toml, not in the API)."""
+    if not isinstance(layout, dict) or not layout_ready(layout):
+        return None
+    stored = [role.get("storedPartitions") for role in layout.get("roles", [])]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in stored):
+        return None
+    total = sum(n for n in stored if isinstance(n, int))
+    if total == 0 or total % PARTITIONS:
+        return None
+    return total // PARTITIONS
+
+
+def replication_problem(measured: int | None, expected: int) -> str:
+    """Why the cluster's replication does not match GARAGE_REPLICATION ('' when it does)."""
+    if measured is None or measured == expected:
+        return ""
+    return (
+        f"the cluster keeps {measured} cop{'y' if measured == 1 else 'ies'} of each block, "
+        f"GARAGE_REPLICATION says {expected}"
+    )
+
+
+REPLICATION_ADVICE = (
+    "make GARAGE_REPLICATION equal the nodes' garage.toml replication_factor (tailwart "
+    "never changes it; changing it on a live cluster is Garage's own procedure)"
+)
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    """How GARAGE_NODES differs from the cluster's layout (pure: see ``plan_layout``)."""
+
+    #: role changes for UpdateClusterLayout
+    roles: tuple[dict[str, Any], ...] = ()
+    #: one phrase per change, for the plan
+    changes: tuple[str, ...] = ()
+    #: why the layout must not be touched (each a refusal)
+    problems: tuple[str, ...] = ()
+    kept: int = 0
+
+
+def plan_layout(
+    wanted: tuple[WantedNode, ...], status: Any, layout: Any, capacity: int = 0
+) -> LayoutPlan:
+    """Compare GARAGE_NODES with GetClusterStatus and GetClusterLayout.
+
+    A listed node without a role is assigned (capacity: what its data disk has free,
+    else ``capacity``); a node in another zone is moved (its capacity kept). Refused:
+    an id no connected node matches or that matches several, a down node to assign,
+    a role held by a node GARAGE_NODES leaves out (tailwart removes no node), changes
+    someone else has staged."""
+    nodes = status.get("nodes") if isinstance(status, dict) else None
+    if not isinstance(nodes, list) or not isinstance(layout, dict):
+        return LayoutPlan(problems=("the admin API's cluster status or layout is malformed",))
+    roles = {
+        str(r.get("id")): r for r in layout.get("roles", []) if isinstance(r, dict) and "id" in r
+    }
+    problems: list[str] = []
+    if layout.get("stagedRoleChanges"):
+        problems.append(
+            "layout changes are staged already (garage layout show): apply or revert them "
+            "yourself first"
+        )
+    changes: list[dict[str, Any]] = []
+    said: list[str] = []
+    kept = 0
+    listed: set[str] = set()
+    for entry in wanted:
+        found = [
+            n
+            for n in nodes
+            if isinstance(n, dict) and str(n.get("id", "")).startswith(entry.prefix)
+        ]
+        if not found:
+            problems.append(
+                f"node {entry.prefix} (GARAGE_NODES) is not known to the cluster: connect it "
+                "(garage node connect <id>@<host>:3901) or fix its id"
+            )
+            continue
+        if len(found) > 1:
+            problems.append(f"node {entry.prefix} (GARAGE_NODES) matches {len(found)} nodes")
+            continue
+        node = found[0]
+        node_id = str(node["id"])
+        listed.add(node_id)
+        role = roles.get(node_id)
+        if role is None:
+            if not node.get("isUp"):
+                problems.append(f"node {short(node_id)} is down: it cannot join the layout now")
+                continue
+            partition = node.get("dataPartition") or {}
+            free = partition.get("available") if isinstance(partition, dict) else None
+            size = free if isinstance(free, int) and free > 0 else capacity
+            changes.append({"id": node_id, "zone": entry.zone, "capacity": size, "tags": []})
+            said.append(f"assign {short(node_id)} to zone {entry.zone} ({size} bytes)")
+        elif role.get("zone") != entry.zone:
+            changes.append(
+                {
+                    "id": node_id,
+                    "zone": entry.zone,
+                    "capacity": role.get("capacity"),
+                    "tags": list(role.get("tags") or []),
+                }
+            )
+            was = printable(str(role.get("zone")), 64)
+            said.append(f"move {short(node_id)} from zone {was} to {entry.zone}")
+        else:
+            kept += 1
+    for node_id, role in sorted(roles.items()):
+        if node_id not in listed:
+            problems.append(
+                f"node {short(node_id)} holds a role in the layout (zone "
+                f"{printable(str(role.get('zone')), 64)}) "
+                f"but GARAGE_NODES leaves it out: add it, or remove it yourself "
+                f"(garage layout remove {short(node_id)})"
+            )
+    return LayoutPlan(tuple(changes), tuple(said), tuple(problems), kept)
+
+
 @dataclass(frozen=True)
 class GarageTarget:
     admin_url: str
@@ -34,6 +188,10 @@ class GarageTarget:
     bucket: str
     access_key: str
     secret_key: str
+    #: GARAGE_NODES: the layout of several nodes (empty: one node, --init-layout)
+    nodes: tuple[WantedNode, ...] = ()
+    #: GARAGE_REPLICATION: the replication_factor the nodes' garage.toml must hold
+    replication: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GarageTarget:
@@ -44,6 +202,8 @@ class GarageTarget:
             settings["STALWART_S3_BUCKET"],
             settings["STALWART_S3_ACCESS_KEY"],
             settings["STALWART_S3_SECRET_KEY"],
+            wanted_nodes(settings["GARAGE_NODES"]),
+            settings.integer("GARAGE_REPLICATION"),
         )
 
     def check_key_format(self) -> None:
@@ -78,7 +238,14 @@ class GarageAdmin:
     def close(self) -> None:
         self.session.close()
 
-    def call(self, method: str, endpoint: str, body: Any = None, **params: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        body: Any = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Any:
         import requests
 
         try:
@@ -87,7 +254,7 @@ class GarageAdmin:
                 f"{self.url}/v2/{endpoint}",
                 json=body,
                 params=params or None,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
                 allow_redirects=False,  # a body may carry the S3 secret key
             )
         except requests.RequestException as exc:
@@ -122,8 +289,8 @@ class GarageAdmin:
     def get(self, endpoint: str, **params: Any) -> Any:
         return self.call("GET", endpoint, **params)
 
-    def post(self, endpoint: str, body: Any) -> Any:
-        return self.call("POST", endpoint, body)
+    def post(self, endpoint: str, body: Any, timeout: float | None = None) -> Any:
+        return self.call("POST", endpoint, body, timeout)
 
     def bucket(self, alias: str) -> dict[str, Any] | None:
         try:
@@ -161,6 +328,8 @@ class GarageBootstrap:
         self.target = target
         self.init_layout = init_layout
         self.api = GarageAdmin(target.admin_url, target.admin_token)
+        #: whether a layout is applied (buckets and keys can be read)
+        self.ready = False
 
     def close(self) -> None:
         self.api.close()
@@ -198,6 +367,83 @@ class GarageBootstrap:
                 "permissions": {"read": True, "write": True, "owner": False},
             },
         )
+
+    def _apply_nodes_layout(self, roles: tuple[dict[str, Any], ...]) -> None:
+        """Stage, preview and check the replication, then apply; anything else reverts."""
+        staged = self.api.post("UpdateClusterLayout", {"roles": list(roles)})
+        try:
+            preview = self.api.post("PreviewClusterLayoutChanges", None, LAYOUT_TIMEOUT)
+            if not isinstance(preview, dict) or "newLayout" not in preview:
+                error = preview.get("error") if isinstance(preview, dict) else None
+                raise BackendError(
+                    f"garage: the new layout cannot be computed: {printable(str(error), 200)}"
+                )
+            problem = replication_problem(
+                measured_replication(preview["newLayout"]), self.target.replication
+            )
+            if problem:
+                raise BackendError(f"garage: {problem}; {REPLICATION_ADVICE}")
+        except BackendError as exc:
+            self.api.post("RevertClusterLayout", None)
+            raise BackendError(f"{exc}; the staged layout was reverted, nothing applied") from None
+        version = int(staged["version"]) + 1
+        self.api.post("ApplyClusterLayout", {"version": version}, LAYOUT_TIMEOUT)
+        self._wait_layout_taken(version)
+
+    def _wait_layout_taken(self, version: int, within: float = LAYOUT_SETTLE) -> None:
+        """Until every node has acknowledged layout ``version`` and the cluster is healthy:
+        before that, a write needs nodes still on the old layout (buckets come next)."""
+        import time
+
+        deadline = time.monotonic() + within
+        while True:
+            history = self.api.get("GetClusterLayoutHistory")
+            health = self.api.get("GetClusterHealth")
+            acked = isinstance(history, dict) and history.get("minAck") == version
+            if acked and isinstance(health, dict) and health.get("status") == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"garage: layout version {version} is applied but not every node took it "
+                    f"within {within:.0f} s (garage layout history); rerun bootstrap once the "
+                    "nodes are up and connected"
+                )
+            time.sleep(0.5)
+
+    def _nodes_layout_steps(self) -> list[Step]:
+        """GARAGE_NODES: the layout and the replication check, as plan steps."""
+        what = "cluster layout"
+        t = self.target
+        status = self.api.get("GetClusterStatus")
+        layout = self.api.get("GetClusterLayout")
+        self.ready = layout_ready(layout)
+        plan = plan_layout(t.nodes, status, layout, DEFAULT_CAPACITY)
+        out = [
+            Step(NAME, Action.REFUSE, what, problem, advice="fix GARAGE_NODES or the cluster")
+            for problem in plan.problems
+        ]
+        measured = measured_replication(layout)
+        problem = replication_problem(measured, t.replication)
+        if problem:
+            out.append(Step(NAME, Action.REFUSE, "replication", problem, advice=REPLICATION_ADVICE))
+        elif measured is not None:
+            out.append(Step(NAME, Action.KEEP, "replication", f"{measured} copies of each block"))
+        if any(step.action is Action.REFUSE for step in out):
+            return out
+        zones = sorted({entry.zone for entry in t.nodes})
+        shape = f"{len(t.nodes)} node(s) in zone(s) {', '.join(zones)}"
+        if not plan.roles:
+            return [
+                Step(NAME, Action.KEEP, what, f"version {layout.get('version')}: {shape}"),
+                *out,
+            ]
+        action = Action.CHANGE if layout_ready(layout) else Action.CREATE
+        detail = (
+            f"{shape}, replication {t.replication} (checked in a preview before it is "
+            f"applied): {'; '.join(plan.changes)}"
+        )
+        run = partial(self._apply_nodes_layout, plan.roles)
+        return [Step(NAME, action, what, detail, run=run), *out]
 
     # -- plan
     def _layout_step(self) -> Step:
@@ -242,9 +488,13 @@ class GarageBootstrap:
 
     def steps(self) -> list[Step]:
         t = self.target
-        layout = self._layout_step()
-        out = [layout]
-        if layout.action is not Action.KEEP:
+        if t.nodes:
+            out = self._nodes_layout_steps()
+            ready = self.ready
+        else:
+            out = [self._layout_step()]
+            ready = out[0].action is Action.KEEP
+        if not ready:
             # without a layout Garage cannot read its tables: everything comes after it
             return [
                 *out,

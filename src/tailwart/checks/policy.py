@@ -254,12 +254,19 @@ def ports(ctx: CheckContext, snippet: dict[str, Any]) -> Finding:
         for port, source in sorted(edge_ports(ctx).items())
         if first_accepting_rule(snippet, edge, mailbox, port, 6) is None
     ]
-    backends = {
-        "STALWART_DB_PORT": ctx.settings["STALWART_DB_PORT"],
-        "STALWART_REDIS_PORT": ctx.settings["STALWART_REDIS_PORT"],
-        "STALWART_S3_PORT": ctx.settings["STALWART_S3_PORT"],
-    }
-    for key, value in backends.items():
+    s = ctx.settings
+    sentinels = [
+        item.rpartition(":")[2] for item in s["STALWART_REDIS_SENTINELS"].split(",") if item
+    ]
+    redis = [("STALWART_REDIS_SENTINELS", port) for port in dict.fromkeys(sentinels)] or [
+        ("STALWART_REDIS_PORT", s["STALWART_REDIS_PORT"])
+    ]
+    backends = [
+        ("STALWART_DB_PORT", s["STALWART_DB_PORT"]),
+        *redis,
+        ("STALWART_S3_PORT", s["STALWART_S3_PORT"]),
+    ]
+    for key, value in backends:
         if not value.isdigit():
             continue
         allowed = any(

@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 
 from ..findings import Finding
+from ..flags import printable
 from .registry import Check, DoctorContext, error, ok, warning
 
 GROUP = "backends"
@@ -141,6 +142,49 @@ def postgres_database(ctx: DoctorContext) -> Finding:
     return ok(f"database {name!r} exists and is owned by {role!r}")
 
 
+def postgres_primary(ctx: DoctorContext) -> Finding:
+    """The stable address reaches the primary: ``pg_is_in_recovery()`` is false there (a
+    standby behind it would refuse Stalwart's writes)."""
+    import psycopg
+
+    s = ctx.settings
+    try:
+        conn = _pg_connect(ctx, s["STALWART_DB_PASSWORD"], s["STALWART_DB_NAME"], scram=True)
+    except psycopg.OperationalError as exc:
+        return error(
+            f"{_where(ctx)}: not checked: cannot log in ({_reason(exc)})",
+            "fix the login first (backends.postgres.login)",
+        )
+    with conn:
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(), host(inet_server_addr()), current_setting('port')"
+        ).fetchone()
+    if row is None:
+        return error(f"{_where(ctx)}: pg_is_in_recovery() answered nothing", "check the server")
+    standby, address, port = row
+    server = f"{address or 'a unix socket'}:{port}"
+    if standby:
+        return error(
+            f"{_where(ctx)} reaches a standby ({server} is in recovery): Stalwart's writes "
+            "would fail",
+            "the stable address must follow the primary: check the HA engine's virtual "
+            "address or pooler (Patroni: patronictl list)",
+        )
+    return ok(f"{_where(ctx)} reaches the primary ({server}, not in recovery)")
+
+
+def _redis_target(ctx: DoctorContext) -> Any:
+    from ..backends.redis_store import RedisTarget
+
+    return RedisTarget.from_settings(ctx.settings)
+
+
+def _redis_check(ctx: DoctorContext) -> str:
+    if ctx.settings["STALWART_REDIS_SENTINELS"]:
+        return "check STALWART_REDIS_SENTINELS/MASTER and backends.redis.sentinels"
+    return "check STALWART_REDIS_HOST/PORT"
+
+
 def _redis(ctx: DoctorContext) -> Any:
     from ..backends.redis_store import RedisTarget, client
 
@@ -151,7 +195,7 @@ def redis_auth(ctx: DoctorContext) -> Finding:
     import redis
 
     s = ctx.settings
-    where = f"{s['STALWART_REDIS_HOST']}:{s['STALWART_REDIS_PORT']}"
+    where = _redis_target(ctx).where
     conn = _redis(ctx)
     try:
         conn.ping()
@@ -173,7 +217,7 @@ def redis_auth(ctx: DoctorContext) -> Finding:
             )
         return error(f"{where}: {exc}", "check the Redis server")
     except redis.RedisError as exc:
-        return error(f"{where}: cannot connect: {exc}", "check STALWART_REDIS_HOST/PORT")
+        return error(f"{where}: cannot connect: {printable(str(exc))}", _redis_check(ctx))
     finally:
         conn.close()
     return ok(f"{where}: AUTH and PING answered")
@@ -184,7 +228,7 @@ def redis_db(ctx: DoctorContext) -> Finding:
 
     from ..backends.redis_store import MARKER_KEY, MARKER_PREFIX, describe_foreign, inspect
 
-    db = ctx.settings["STALWART_REDIS_DB"]
+    db = _redis_target(ctx).db
     conn = _redis(ctx)
     try:
         state = inspect(conn)
@@ -203,6 +247,74 @@ def redis_db(ctx: DoctorContext) -> Finding:
     return error(
         f"DB {db} is used by another app: {describe_foreign(state)}",
         "choose a free STALWART_REDIS_DB (an empty index)",
+    )
+
+
+def redis_sentinels(ctx: DoctorContext) -> Finding:
+    """Every sentinel answers and names the same master; which ones do not."""
+    from ..backends.redis_store import ask_sentinels
+
+    target = _redis_target(ctx)
+    answers = ask_sentinels(target, ctx.timeout)
+    failing = [a for a in answers if a.master is None]
+    named = sorted({a.master for a in answers if a.master is not None})
+    up = len(answers) - len(failing)
+    majority = up > len(answers) // 2
+    said = "; ".join(f"sentinel {a.sentinel} {printable(a.problem)}" for a in failing)
+    if not majority:
+        return error(
+            f"{said}: {up} of {len(answers)} sentinel(s) answer, no majority left to fail over",
+            "start the sentinels (or fix STALWART_REDIS_SENTINELS / SENTINEL_PASSWORD)",
+        )
+    if len(named) > 1:
+        who = "; ".join(f"{a.sentinel} names {a.master}" for a in answers if a.master)
+        return warning(
+            f"the sentinels disagree on master {target.master!r}: {who}",
+            "a failover is under way: run inv doctor again in a minute",
+        )
+    if failing:
+        return warning(
+            f"{said}; {up} of {len(answers)} up name {named[0]} as master {target.master!r}",
+            "start that sentinel: a failover needs a majority of them",
+        )
+    return ok(f"{up} sentinel(s) up; all name {named[0]} as master {target.master!r}")
+
+
+def redis_master(ctx: DoctorContext) -> Finding:
+    """The master most sentinels name answers ROLE as a master."""
+    import redis
+
+    from ..backends.redis_store import ask_sentinels, master_state
+
+    target = _redis_target(ctx)
+    named = [a.master for a in ask_sentinels(target, ctx.timeout) if a.master is not None]
+    if not named:
+        return error(
+            f"no sentinel names a master {target.master!r}", "see backends.redis.sentinels"
+        )
+    address = max(sorted(set(named)), key=named.count)
+    try:
+        state = master_state(target, address, ctx.timeout)
+    except redis.AuthenticationError:
+        return error(
+            f"master {target.master!r} at {address}: STALWART_REDIS_PASSWORD is rejected",
+            "put the data nodes' password (requirepass) in .env",
+        )
+    except redis.RedisError as exc:
+        return error(
+            f"master {target.master!r} at {address} (named by the sentinels) is down: "
+            f"{printable(str(exc))}",
+            "the sentinels fail over after their down-after-milliseconds; if they do not, "
+            "check their quorum",
+        )
+    if state.role != "master":
+        return error(
+            f"{address}, named master {target.master!r}, answers as {printable(state.role)}",
+            "a failover is under way, or the sentinels are stale: run inv doctor again",
+        )
+    return ok(
+        f"master {target.master!r} is {address}: answers as master, "
+        f"{state.replicas} replica(s) connected"
     )
 
 
@@ -371,22 +483,112 @@ def garage_disk(ctx: DoctorContext) -> Finding:
     return found.measured(round(percent, 1), limit, "percent")
 
 
+def _garage_status(ctx: DoctorContext) -> tuple[Any, Any]:
+    """GetClusterStatus and GetClusterLayout (BackendError when unreachable)."""
+    from ..backends.garage import GarageAdmin
+
+    s = ctx.settings
+    api = GarageAdmin(s["GARAGE_ADMIN_URL"], s["GARAGE_ADMIN_TOKEN"], timeout=ctx.timeout)
+    try:
+        return api.get("GetClusterStatus"), api.get("GetClusterLayout")
+    finally:
+        api.close()
+
+
+def _node_name(node: dict[str, Any]) -> str:
+    from ..backends.garage import short
+
+    host = printable(str(node.get("hostname") or "?"), 64)
+    addr = printable(str(node.get("addr") or "?"), 64)
+    return f"{short(str(node.get('id', '?')))} ({host}, {addr})"
+
+
+def garage_nodes(ctx: DoctorContext) -> Finding:
+    """Every node of the Garage layout is up (GetClusterStatus), and which ones are not."""
+    from ..backends.plan import BackendError
+
+    try:
+        status, layout = _garage_status(ctx)
+    except BackendError as exc:
+        return error(str(exc), "check GARAGE_ADMIN_URL and GARAGE_ADMIN_TOKEN")
+    nodes = status.get("nodes") if isinstance(status, dict) else None
+    roles = layout.get("roles") if isinstance(layout, dict) else None
+    if not isinstance(nodes, list) or not isinstance(roles, list):
+        return error("Garage's cluster status is malformed", "is GARAGE_ADMIN_URL Garage v2?")
+    in_layout = {str(r.get("id")) for r in roles if isinstance(r, dict)}
+    members = [n for n in nodes if isinstance(n, dict) and str(n.get("id")) in in_layout]
+    if not members:
+        return warning("no Garage node holds a role in the layout yet", BOOTSTRAP)
+    down = [n for n in members if n.get("isUp") is not True]
+    if not down:
+        return ok(f"all {len(members)} Garage node(s) of the layout are up")
+    said = ", ".join(
+        _node_name(n)
+        + (
+            f" last seen {n['lastSeenSecsAgo']} s ago"
+            if isinstance(n.get("lastSeenSecsAgo"), int)
+            else ""
+        )
+        for n in down
+    )
+    message = f"{len(down)} of {len(members)} Garage node(s) down: {said}"
+    advice = "start it again (or replace it: garage layout); its blocks are read from the others"
+    if ctx.settings["GARAGE_NODES"] and 2 * len(down) < len(members):
+        return warning(message + "; a quorum of copies remains", advice)
+    return error(message, advice)
+
+
+def garage_replication(ctx: DoctorContext) -> Finding:
+    """The copies Garage's layout keeps equal GARAGE_REPLICATION (garage.toml's factor)."""
+    from ..backends.garage import REPLICATION_ADVICE, measured_replication, replication_problem
+    from ..backends.plan import BackendError
+
+    try:
+        _, layout = _garage_status(ctx)
+    except BackendError as exc:
+        return error(str(exc), "check GARAGE_ADMIN_URL and GARAGE_ADMIN_TOKEN")
+    measured = measured_replication(layout)
+    expected = ctx.settings.integer("GARAGE_REPLICATION")
+    if measured is None:
+        return warning("no Garage layout is applied yet: replication unknown", BOOTSTRAP)
+    problem = replication_problem(measured, expected)
+    if problem:
+        return error(problem, REPLICATION_ADVICE)
+    return ok(f"Garage keeps {measured} copies of each block (GARAGE_REPLICATION)")
+
+
 def checks(ctx: DoctorContext) -> list[Check]:
-    disk = (
-        [Check("backends.garage.disk", GROUP, "Garage data disks", garage_disk)]
-        if ctx.settings["GARAGE_ADMIN_TOKEN"] and ctx.settings["GARAGE_ADMIN_URL"]
+    """Postgres, Redis (and its sentinels), Garage (and, with its admin API, its nodes)."""
+    s = ctx.settings
+    sentinel = (
+        [
+            Check("backends.redis.sentinels", GROUP, "Redis sentinels", redis_sentinels),
+            Check("backends.redis.master", GROUP, "Redis master", redis_master),
+        ]
+        if s["STALWART_REDIS_SENTINELS"]
         else []
     )
-    return [*_checks(), *disk]
-
-
-def _checks() -> list[Check]:
+    admin = (
+        [
+            Check("backends.garage.disk", GROUP, "Garage data disks", garage_disk),
+            Check("backends.garage.nodes", GROUP, "Garage nodes", garage_nodes),
+        ]
+        if s["GARAGE_ADMIN_TOKEN"] and s["GARAGE_ADMIN_URL"]
+        else []
+    )
+    if admin and s["GARAGE_NODES"]:
+        admin.append(
+            Check("backends.garage.replication", GROUP, "Garage replication", garage_replication)
+        )
     return [
         Check("backends.postgres.login", GROUP, "Postgres SCRAM login", postgres_login),
         Check("backends.postgres.trust", GROUP, "Postgres wrong-password probe", postgres_trust),
         Check("backends.postgres.database", GROUP, "Postgres database", postgres_database),
+        Check("backends.postgres.primary", GROUP, "Postgres primary", postgres_primary),
         Check("backends.redis.auth", GROUP, "Redis", redis_auth),
         Check("backends.redis.db", GROUP, "Redis DB index", redis_db),
+        *sentinel,
         Check("backends.garage.probe", GROUP, "Garage S3", garage_probe),
         Check("backends.garage.region", GROUP, "Garage S3 region", garage_region),
+        *admin,
     ]

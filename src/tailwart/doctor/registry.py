@@ -229,6 +229,10 @@ _EVERY_FEATURE = {
     "STALWART_METRICS_PASSWORD": "listing-only-7a6b5c4d3e2f10293847",
     "GARAGE_ADMIN_URL": "http://garage.tail1234.ts.net:3903",
     "GARAGE_ADMIN_TOKEN": "listing-only-5f4e3d2c1b0a99887766",
+    "GARAGE_NODES": "563e1ac825ee3323@dc1,86f0f26ae4afbd59@dc2,a2b9d3f2e5c1b478@dc3",
+    # Redis Sentinel in place of the single Redis (STALWART_REDIS_HOST is left out)
+    "STALWART_REDIS_SENTINELS": "redis1.tail1234.ts.net:26379,redis2.tail1234.ts.net:26379",
+    "STALWART_REDIS_MASTER": "mymaster",
 }
 
 
@@ -242,4 +246,5 @@ def all_checks() -> list[Check]:
     from ..settings.example import example_values
 
     values = {**example_values(), **_EVERY_FEATURE}
+    values.pop("STALWART_REDIS_HOST", None)
     return registry(DoctorContext(from_mapping(values, "<every doctor check>")))

@@ -31,6 +31,8 @@ class Key:
     strong: bool = False
     #: a secret written name:password: the password part is the secret (masked alone too)
     pair: bool = False
+    #: a required key that may stay unset when this other key is set (its alternative)
+    required_unless: str | None = None
 
     @property
     def secret(self) -> bool:
@@ -328,9 +330,11 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_REDIS_HOST",
         Kind.HOSTNAME,
-        "Redis host on the tailnet",
+        "Redis host on the tailnet (one Redis; with Sentinel leave it out and set "
+        "STALWART_REDIS_SENTINELS)",
         REDIS,
         example="redis.tail1234.ts.net",
+        required_unless="STALWART_REDIS_SENTINELS",
     ),
     Key(
         "STALWART_REDIS_PORT",
@@ -351,8 +355,37 @@ KEYS: tuple[Key, ...] = (
     Key(
         "STALWART_REDIS_PASSWORD",
         Kind.SECRET,
-        "Redis AUTH password (URL-safe: hex is safest)",
+        "Redis AUTH password (URL-safe: hex is safest); with Sentinel, the data nodes' "
+        "password (master and replicas)",
         REDIS,
+        stalwart=True,
+    ),
+    Key(
+        "STALWART_REDIS_SENTINELS",
+        Kind.HOSTPORT_LIST,
+        "Redis Sentinel: the sentinels as host:port (comma-separated, usually :26379); "
+        "Stalwart and tailwart ask them for the current master (set STALWART_REDIS_MASTER "
+        "too; Stalwart then uses DB 0)",
+        REDIS,
+        required=False,
+        example="redis1.tail1234.ts.net:26379,redis2.tail1234.ts.net:26379,"
+        "redis3.tail1234.ts.net:26379",
+    ),
+    Key(
+        "STALWART_REDIS_MASTER",
+        Kind.IDENT,
+        "Redis Sentinel: the master name the sentinels monitor (`sentinel monitor <name>`)",
+        REDIS,
+        required=False,
+        example="mymaster",
+    ),
+    Key(
+        "STALWART_REDIS_SENTINEL_PASSWORD",
+        Kind.SECRET,
+        "Redis Sentinel: the sentinels' own password (their requirepass), if they have one",
+        REDIS,
+        required=False,
+        stalwart=True,
     ),
     # --- garage
     Key(
@@ -416,6 +449,25 @@ KEYS: tuple[Key, ...] = (
         "Garage admin API bearer token (inv bootstrap)",
         GARAGE,
         required=False,
+    ),
+    Key(
+        "GARAGE_NODES",
+        Kind.GARAGE_NODES,
+        "several Garage nodes: node-id@zone for each (the id's first 16 hex digits as "
+        "`garage status` shows them; comma-separated); inv bootstrap applies this layout "
+        "(empty: one node, laid out by inv bootstrap --init-layout)",
+        GARAGE,
+        required=False,
+        example="563e1ac825ee3323@dc1,86f0f26ae4afbd59@dc2,a2b9d3f2e5c1b478@dc3",
+    ),
+    Key(
+        "GARAGE_REPLICATION",
+        Kind.UINT,
+        "with GARAGE_NODES: the replication_factor of the nodes' garage.toml (tailwart "
+        "checks the cluster against it, never sets it)",
+        GARAGE,
+        required=False,
+        default="3",
     ),
     # --- tls
     Key(

@@ -561,6 +561,61 @@ def _ip_list(value: str) -> str | None:
     return None
 
 
+#: a Garage node id as `garage status` prints it: at least 8 of its 64 hex digits
+_GARAGE_ID = re.compile(r"[0-9a-f]{8,64}", re.ASCII)
+#: a Garage zone name: letters, digits and _ . -, led by a letter or digit
+_GARAGE_ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+#: the most Garage nodes and Redis Sentinels a list may name
+MOST_MEMBERS = 64
+
+
+def _garage_nodes(value: str) -> str | None:
+    """Comma-separated ``node-id@zone``: ids of 8-64 lower-case hex digits (a prefix of the
+    full id, as `garage status` shows it), none a prefix of another, zones simple names."""
+    items = value.split(",")
+    if len(items) > MOST_MEMBERS:
+        return f"lists more than {MOST_MEMBERS} nodes"
+    ids: list[str] = []
+    for number, item in enumerate(items, 1):
+        node, at, zone = item.partition("@")
+        if not at:
+            return f"entry {number} is not node-id@zone (e.g. 563e1ac825ee3323@dc1)"
+        if not _GARAGE_ID.fullmatch(node):
+            return (
+                f"entry {number}: the node id must be 8 to 64 lower-case hex digits "
+                "(the start of the id `garage status` shows)"
+            )
+        if not _GARAGE_ZONE.fullmatch(zone):
+            return (
+                f"entry {number}: the zone must be letters, digits and _ . -, led by a "
+                "letter or digit (at most 63)"
+            )
+        ids.append(node)
+    for number, node in enumerate(ids, 1):
+        for other_number, other in enumerate(ids, 1):
+            if number != other_number and other.startswith(node):
+                if len(node) == len(other):
+                    return f"names node {node} twice"
+                return f"entry {number}'s id is a prefix of entry {other_number}'s: ambiguous"
+    return None
+
+
+def _hostport_list(value: str) -> str | None:
+    """Comma-separated host:port ([IPv6]:port), each once."""
+    items = value.split(",")
+    if len(items) > MOST_MEMBERS:
+        return f"lists more than {MOST_MEMBERS} addresses"
+    seen: set[str] = set()
+    for number, item in enumerate(items, 1):
+        problem = _hostport(item) if item else "is empty"
+        if problem:
+            return f"entry {number} {problem} (no spaces around the commas)"
+        if item.lower() in seen:
+            return f"names {item} twice"
+        seen.add(item.lower())
+    return None
+
+
 #: the mail ports the edge can carry (``tailwart.edge.render.MAIL_PORTS``, in that order)
 MAIL_PORT_NUMBERS: tuple[int, ...] = (25, 465, 587, 143, 993)
 #: inbound mail from the internet: always public (the edge is the only way in)
@@ -654,6 +709,8 @@ class Kind(Enum):
         16,
     )
     MTA_STS_MODE = ("testing | enforce", _choice("testing", "enforce"), 16)
+    GARAGE_NODES = ("comma-separated node-id@zone", _garage_nodes, 4800)
+    HOSTPORT_LIST = ("comma-separated host:port", _hostport_list, 4200)
 
     def __init__(self, label: str, validator: Callable[[str], str | None], limit: int) -> None:
         self.label = label

@@ -155,7 +155,7 @@ def validate(
                 values[spec.name] = spec.default or ""
             elif spec.default is not None:
                 values[spec.name] = spec.default
-            elif spec.required:
+            elif spec.required and not (spec.required_unless and raw.get(spec.required_unless)):
                 what = "secret is empty" if spec.secret and spec.name in raw else "is missing"
                 problems.append(
                     Problem(
@@ -179,6 +179,7 @@ def validate(
         values[spec.name] = value
     # rules across keys see only values that passed their kind (never a huge or hostile one)
     problems += _cross_checks(values, refused)
+    problems += _scale_checks(values, refused, frozenset(k for k, v in raw.items() if v))
     warnings = tuple(p for p in problems if p.level == "warning")
     return Settings(values, source, warnings), problems
 
@@ -307,6 +308,75 @@ def _mailbox_node_checks(values: Mapping[str, str], refused: Set[str]) -> list[P
                 "nodes' MagicDNS names (a public name loops back to the edge)",
             )
         )
+    return out
+
+
+#: what Garage's layout needs at least: one node per replica
+MOST_REPLICAS = 7
+#: single-Redis keys that mean nothing with Sentinel
+SINGLE_REDIS_KEYS = ("STALWART_REDIS_HOST", "STALWART_REDIS_PORT")
+
+
+def _scale_checks(values: Mapping[str, str], refused: Set[str], given: Set[str]) -> list[Problem]:
+    """Redis Sentinel keys go together and exclude the single-Redis ones (Stalwart's
+    RedisSentinel store has no DB index: DB 0); GARAGE_NODES holds enough nodes for
+    GARAGE_REPLICATION. ``given``: the keys the file sets (not their defaults)."""
+    out: list[Problem] = []
+    sentinels, master = values.get("STALWART_REDIS_SENTINELS"), values.get("STALWART_REDIS_MASTER")
+    if sentinels and not master and "STALWART_REDIS_MASTER" not in refused:
+        out.append(
+            Problem(
+                "STALWART_REDIS_MASTER",
+                "is missing while STALWART_REDIS_SENTINELS is set; expected the master name "
+                "the sentinels monitor",
+            )
+        )
+    if not sentinels and "STALWART_REDIS_SENTINELS" not in refused:
+        for name in ("STALWART_REDIS_MASTER", "STALWART_REDIS_SENTINEL_PASSWORD"):
+            if values.get(name):
+                out.append(Problem(name, "is set but STALWART_REDIS_SENTINELS is not"))
+    if sentinels:
+        for name in SINGLE_REDIS_KEYS:
+            if name in given:
+                out.append(
+                    Problem(
+                        name,
+                        "is set together with STALWART_REDIS_SENTINELS; with Sentinel the "
+                        "sentinels name the master: leave it out",
+                    )
+                )
+        db = values.get("STALWART_REDIS_DB")
+        if "STALWART_REDIS_DB" in given and db != "0" and "STALWART_REDIS_DB" not in refused:
+            out.append(
+                Problem(
+                    "STALWART_REDIS_DB",
+                    "must be 0 (or left out) with STALWART_REDIS_SENTINELS: Stalwart's "
+                    "RedisSentinel store has no DB index and always uses DB 0",
+                )
+            )
+    nodes = values.get("GARAGE_NODES", "")
+    replication = values.get("GARAGE_REPLICATION", "")
+    if replication and "GARAGE_REPLICATION" not in refused:
+        factor = int(replication)
+        if not 1 <= factor <= MOST_REPLICAS:
+            out.append(
+                Problem(
+                    "GARAGE_REPLICATION",
+                    f"must be between 1 and {MOST_REPLICAS} (garage.toml's replication_factor)",
+                )
+            )
+        elif nodes and "GARAGE_NODES" not in refused and len(nodes.split(",")) < factor:
+            out.append(
+                Problem(
+                    "GARAGE_NODES",
+                    f"lists {len(nodes.split(','))} node(s), fewer than GARAGE_REPLICATION "
+                    f"({factor}): Garage keeps each block on {factor} distinct nodes",
+                )
+            )
+    if nodes and "GARAGE_NODES" not in refused:
+        for name in ("GARAGE_ADMIN_URL", "GARAGE_ADMIN_TOKEN"):
+            if not values.get(name) and name not in refused:
+                out.append(Problem(name, "is missing while GARAGE_NODES is set"))
     return out
 
 

@@ -17,6 +17,7 @@ from ..edge.render import ADMIN_PATHS, IMPLICIT_TLS_PORTS, JMAP_PORT, MAIL_PORTS
 from ..errors import UsageError
 from ..settings import Settings
 from ..settings.derived import certificate_names
+from ..settings.kinds import HostPort
 from .versions import CURRENT, Model
 
 LIVE, RELOAD, RESTART = "live", "reload", "restart"
@@ -33,6 +34,8 @@ ENV_S3_SECRET = "STALWART_S3_SECRET_KEY"
 ENV_RELAY_SECRET = "STALWART_SMARTHOST_PASSWORD"
 ENV_TSIG_SECRET = "ACME_DNS_TSIG_SECRET"
 ENV_METRICS_SECRET = "STALWART_METRICS_PASSWORD"
+ENV_REDIS_SECRET = "STALWART_REDIS_PASSWORD"
+ENV_SENTINEL_SECRET = "STALWART_REDIS_SENTINEL_PASSWORD"
 #: the Prometheus endpoint's Basic-auth user (its password: STALWART_METRICS_PASSWORD)
 METRICS_USER = "prometheus"
 #: where the compose file mounts STALWART_TLS=files' PEM files (read-only)
@@ -134,6 +137,31 @@ def redis_url(settings: Settings) -> str:
         f"redis://:{password}@{host}:{settings['STALWART_REDIS_PORT']}/"
         f"{settings['STALWART_REDIS_DB']}"
     )
+
+
+def memory_store(settings: Settings) -> dict[str, Any]:
+    """x:InMemoryStore: one Redis by its URL, or Redis Sentinel (STALWART_REDIS_SENTINELS):
+    the sentinels' URLs, the master's name and both passwords by reference. The data nodes
+    are reached as the default user (requirepass), like the single Redis's URL does;
+    the schema's default authUsername ``stalwart`` would need an ACL user."""
+    sentinels = settings["STALWART_REDIS_SENTINELS"]
+    if not sentinels:
+        return {"@type": "Redis", "url": redis_url(settings)}
+    urls = {}
+    for item in sentinels.split(","):
+        where = HostPort.parse(item)
+        host = f"[{where.host}]" if ":" in where.host else where.host
+        urls[f"redis://{host}:{where.port}"] = True
+    none = {"@type": "None"}
+    return {
+        "@type": "RedisSentinel",
+        "urls": urls,
+        "serviceName": settings["STALWART_REDIS_MASTER"],
+        "authUsername": None,
+        "authSecret": env_ref(ENV_REDIS_SECRET),
+        "sentinelUsername": None,
+        "sentinelSecret": (env_ref(ENV_SENTINEL_SECRET) if settings[ENV_SENTINEL_SECRET] else none),
+    }
 
 
 def management_networks(settings: Settings) -> list[str]:
@@ -374,7 +402,7 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
         Desired(
             model.memory_store,
             one,
-            {"@type": "Redis", "url": redis_url(settings)},
+            memory_store(settings),
             effect=RESTART,
             key_field=None,
         ),

@@ -53,15 +53,20 @@ def test_everything_passes_after_bootstrap(base: dict[str, str]) -> None:
         "postgres.login": "ok",
         "postgres.trust": "ok",
         "postgres.database": "ok",
+        "postgres.primary": "ok",
         "redis.auth": "ok",
         "redis.db": "ok",
         "garage.probe": "ok",
         "garage.region": "ok",
         "garage.disk": found["garage.disk"].status.value,
+        "garage.nodes": "ok",
     }
     assert "logged in over TCP with SCRAM-SHA-256" in found["postgres.login"].message
     assert "a wrong password is refused" in found["postgres.trust"].message
     assert "PUT, GET and DELETE" in found["garage.probe"].message
+    # the stable address reaches a server that is not in recovery (Postgres' own answer)
+    assert "reaches the primary" in found["postgres.primary"].message
+    assert "all 1 Garage node(s) of the layout are up" in found["garage.nodes"].message
 
 
 def test_wrong_password_caught_over_scram_that_loopback_would_have_accepted(

@@ -76,7 +76,7 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         table = inv("doctor", "--env-file", str(env), "--only", groups, *flags)
         assert table.returncode == 0, table.stdout + table.stderr
         lines = table.stdout.splitlines()
-        assert lines[-1] == "25 ok, 0 warning(s), 0 error(s)"
+        assert lines[-1] == "27 ok, 0 warning(s), 0 error(s)"
         assert all(line.startswith("ok ") for line in lines[:-2]), table.stdout
         (tmp_path / "doctor-table.txt").write_text(table.stdout)
         check_sample("doctor", table.stdout)  # docs/guides/doctor.md
@@ -84,9 +84,9 @@ def test_all_groups_pass_on_a_healthy_setup_and_fail_on_a_broken_one(
         as_json = inv("doctor", "--env-file", str(env), "--json", "--only", groups, *flags)
         assert as_json.returncode == 0
         data = json.loads(as_json.stdout)
-        assert data["summary"] == {"ok": 25, "warning": 0, "error": 0}
+        assert data["summary"] == {"ok": 27, "warning": 0, "error": 0}
         assert [row["group"] for row in data["findings"]] == (
-            ["backends"] * 8
+            ["backends"] * 10
             + ["edge"] * 5
             + ["dns"] * 6
             + ["tls"] * 4
