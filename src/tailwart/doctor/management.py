@@ -68,7 +68,7 @@ def internet_refused(ctx: DoctorContext) -> Finding:
         status, data = _post(ctx, probe_body(CURRENT.capability))
     except EdgeHttpError as exc:
         return warning(
-            f"{where}: {exc}",
+            f"{where}: no answer: {exc}",
             "is the edge host's main Caddy serving the JMAP vhost? (inv doctor --only tls)",
         )
     if status == 403:  # the vhost's wall, or Stalwart: a credential outside its allowedIps

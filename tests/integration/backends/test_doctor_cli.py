@@ -135,7 +135,7 @@ def test_bad_flags_are_usage_errors(tmp_path: Path) -> None:
     env = write_env(tmp_path / ".env", values())
     run = inv("doctor", "--env-file", str(env), "--only", "dns,nope")
     assert run.returncode == 2
-    said = "unknown group(s) nope; choose from backends, edge, dns, zone, tls, management"
+    said = "unknown group(s) nope; choose from backends, mailbox, edge, dns, zone, tls"
     assert said in run.stderr
     run = inv("doctor", "--env-file", str(env), "--port", "25:2525", "--port", "x=1")
     assert run.returncode == 2

@@ -23,6 +23,7 @@ import dns.update
 import pytest
 
 from tailwart.dns.dkim import dkim_from_zone_text, zone_text_of
+from tailwart.dns.records import DkimKey
 from tailwart.dns.run import DnsOptions, run_dns
 from tailwart.doctor.registry import DoctorContext, DoctorOptions, registry
 from tailwart.doctor.runner import run
@@ -90,7 +91,7 @@ class World:
         assert reply.rcode() == dns.rcode.NOERROR
 
 
-def recorded_keys() -> list[object]:
+def recorded_keys() -> list[DkimKey]:
     result = json.loads(RECORDED.read_text())
     return list(dkim_from_zone_text(zone_text_of(result, ZONE), ZONE))
 
@@ -195,7 +196,7 @@ def test_a_copy_in_step_makes_every_record_check_pass(world: World) -> None:
 
 
 def _dkim_names() -> list[str]:
-    return [f"{key.selector}._domainkey.{ZONE}" for key in recorded_keys()]  # type: ignore[attr-defined]
+    return [f"{key.selector}._domainkey.{ZONE}" for key in recorded_keys()]
 
 
 def test_drift_behind_tailwarts_back_is_named_with_its_fix(world: World) -> None:
