@@ -481,7 +481,8 @@ admin_token = "{server.admin_token}"
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for(self._status_ok, "garage", proc=self.proc, log=log, timeout=60)
+            # a debug build under four workers and the cluster test can take minutes to start
+            wait_for(self._status_ok, "garage", proc=self.proc, log=log, timeout=240)
         except BaseException:
             stop(self.proc)  # never leave a node behind a failed start
             raise
