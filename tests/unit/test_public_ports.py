@@ -247,3 +247,57 @@ def test_inv_check_refuses_a_bad_value_naming_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "EDGE_PUBLIC_PORTS" in done.stderr and "465 more than once" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ what clients are told
+
+
+def _system(settings: Any) -> dict[str, Any]:
+    (system,) = [
+        d
+        for d in desired_state(settings)
+        if isinstance(d, Desired) and d.type == "x:SystemSettings"
+    ]
+    return dict(system.fields["services"])
+
+
+@pytest.mark.parametrize(
+    ("ports", "imap", "smtp"),
+    [
+        # Stalwart lists a service's implicit-TLS port whenever it lists the service, and
+        # its STARTTLS port only with cleartext (v0.16.18 legacy_autoconfig.rs)
+        ("25,465,587,143,993", {"cleartext": True}, {"cleartext": True}),
+        ("25,465,993", {"cleartext": False}, {"cleartext": False}),
+        ("25,993", {"cleartext": False}, None),
+        ("25,587,143", None, None),
+        ("25", None, None),
+    ],
+)
+def test_autoconfig_advertises_only_what_the_edge_opens(
+    ports: str, imap: dict[str, bool] | None, smtp: dict[str, bool] | None
+) -> None:
+    settings, problems = load(EDGE_PUBLIC_PORTS=ports)
+    assert problems == []
+    services = _system(settings)
+    dav = {"hostname": None, "cleartext": False}
+    expected = {"caldav": dav, "carddav": dav, "jmap": dav, "webdav": dav}
+    if imap is not None:
+        expected["imap"] = {"hostname": None, **imap}
+    if smtp is not None:
+        expected["smtp"] = {"hostname": None, **smtp}
+    assert services == expected  # never pop3 or managesieve: no edge forwards them
+
+
+def test_the_mta_sts_policy_is_exactly_the_mx_mode_and_max_age() -> None:
+    settings, problems = load(
+        MAIL_HOSTNAME="Mail.Example.org", MTA_STS_MODE="enforce", MTA_STS_MAX_AGE="86400"
+    )
+    assert problems == []
+    (policy,) = [
+        d for d in desired_state(settings) if isinstance(d, Desired) and d.type == "x:MtaSts"
+    ]
+    assert policy.fields == {
+        "mode": "enforce",
+        "maxAge": 86_400_000,  # the schema's durations are milliseconds
+        "mxHosts": {"mail.example.org": True},
+    }

@@ -94,6 +94,10 @@ class Store:
                 "prometheus": {"@type": "Disabled"},
             }
         }
+        # a fresh store's MTA-STS policy: the schema's defaults (x:MtaSts)
+        self.objects[CURRENT.mta_sts] = {
+            one: {"id": one, "mode": "testing", "maxAge": 604_800_000, "mxHosts": {}}
+        }
         self.objects[CURRENT.outbound] = {
             one: {
                 "id": one,

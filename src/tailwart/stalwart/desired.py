@@ -377,6 +377,7 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
         "defaultHostname": settings["MAIL_HOSTNAME"],
         "defaultDomainId": Ref(model.domain, settings["MAIL_DOMAIN"]),
         "proxyTrustedNetworks": {},
+        "services": services(settings),
     }
     # files: the mounted certificate; ACME: none (a files-mode default would otherwise
     # keep the mounted certificate from being removed)
@@ -467,7 +468,36 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
     # the seeded file tracer writes to /var/log/stalwart, which the image does not have
     state.append(Absent(model.tracer, "Log", key_field="@type"))
     state.append(Desired(model.metrics, one, {"prometheus": prometheus(settings)}, key_field=None))
+    state.append(Desired(model.mta_sts, one, mta_sts(settings), key_field=None))
     return state
+
+
+def mta_sts(settings: Settings) -> dict[str, Any]:
+    """The MTA-STS policy Stalwart serves on mta-sts.MAIL_DOMAIN: exactly the MX
+    (MAIL_HOSTNAME), the mode and max_age from .env (``inv dns`` publishes its id)."""
+    return {
+        "mode": settings["MTA_STS_MODE"],
+        "maxAge": settings.integer("MTA_STS_MAX_AGE") * 1000,
+        "mxHosts": _set(settings["MAIL_HOSTNAME"].lower()),
+    }
+
+
+def services(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What Stalwart advertises in autoconfig and autodiscover: only what the edge exposes.
+
+    Stalwart lists a service's implicit-TLS port always and its STARTTLS port only with
+    ``cleartext`` (v0.16.18 ``legacy_autoconfig.rs``: SMTP 465 + 587, IMAP 993 + 143).
+    POP3 and ManageSieve are never forwarded; JMAP and DAV are the vhost's (443).
+    """
+    public = {int(p) for p in settings["EDGE_PUBLIC_PORTS"].split(",")}
+    out: dict[str, dict[str, Any]] = {
+        name: {"hostname": None, "cleartext": False}
+        for name in ("caldav", "carddav", "jmap", "webdav")
+    }
+    for name, implicit, starttls in (("imap", 993, 143), ("smtp", 465, 587)):
+        if implicit in public:
+            out[name] = {"hostname": None, "cleartext": starttls in public}
+    return dict(sorted(out.items()))
 
 
 def prometheus(settings: Settings) -> dict[str, Any]:

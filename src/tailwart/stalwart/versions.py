@@ -81,6 +81,7 @@ class Model:
     outbound: str = "x:MtaOutboundStrategy"
     tracer: str = "x:Tracer"
     metrics: str = "x:Metrics"
+    mta_sts: str = "x:MtaSts"
     #: read only (inv doctor's queue checks); never written
     queued_message: str = "x:QueuedMessage"
     security: str = "x:Security"
@@ -115,6 +116,7 @@ class Model:
             self.outbound,
             self.tracer,
             self.metrics,
+            self.mta_sts,
         )
 
     def management_types(self) -> tuple[str, ...]:
