@@ -591,7 +591,7 @@ def test_doctor_finds_the_management_login_refused_through_the_vhost(world: Worl
     result = world.inv(
         "doctor",
         "--only",
-        "management",
+        "mailbox,management",
         "--edge",
         world.topo.addr("b", 2),
         "--ca-file",
@@ -601,6 +601,10 @@ def test_doctor_finds_the_management_login_refused_through_the_vhost(world: Worl
     found = {f["id"]: f for f in json.loads(result.stdout)["findings"]}
     assert found["management.internet"]["status"] == "ok", result.stdout + result.stderr
     world.notes.append(f"doctor management: {found['management.internet']['message']}")
+    # the real server's readiness over the tailnet path (GET /healthz/ready)
+    (node,) = [f for name, f in found.items() if name.startswith("mailbox.")]
+    assert node["status"] == "ok", node
+    world.notes.append(f"doctor mailbox: {node['message']}")
 
 
 # ------------------------------------------------------------------ 3. mail through the real edge
@@ -1231,12 +1235,14 @@ def test_rotate_management_changes_the_password_and_the_old_one_stops(world: Wor
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+#: the live zone's name server (ns1.good.test), at :53
+NS1 = "127.0.53.250"
 DNS_ZONES = {
     "good.test": """$ORIGIN good.test.
 $TTL 60
 @ IN SOA ns1 hostmaster 1 3600 600 86400 60
 @ IN NS ns1
-ns1 IN A 127.0.0.1
+ns1 IN A 127.0.53.250
 www IN A 198.18.7.80
 """,
     # the smarthost's own SPF, which SPF_INCLUDE names
@@ -1263,8 +1269,9 @@ def test_dns_publishes_the_real_dkim_keys_and_a_message_sent_verifies(
     import dns.query
 
     key = ("tailwart-dns", "hmac-sha256", base64.b64encode(secrets.token_bytes(32)).decode())
+    # at :53 of a loopback address of its own: the zone's NS, which inv doctor asks
     knot = KnotServer.start(
-        need_tool("knotd"), DNS_ZONES, host="127.0.0.1", update_key=key, whole_zone=True
+        need_tool("knotd"), DNS_ZONES, host=NS1, port=53, update_key=key, whole_zone=True
     )
     relay = relays["open"]
     saved = dict(world.values)
@@ -1277,12 +1284,12 @@ def test_dns_publishes_the_real_dkim_keys_and_a_message_sent_verifies(
         provisioned = world.inv("provision", "--restart", "never")
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
         world.values.update(
-            DNS_SERVER="127.0.0.1",
-            DNS_PORT=str(knot.port),
+            DNS_SERVER=NS1,
+            DNS_PORT="53",
             DNS_TSIG_KEY=key[0],
             DNS_TSIG_ALGORITHM=key[1],
             DNS_TSIG_SECRET=key[2],
-            DNS_RESOLVER=f"127.0.0.1:{knot.port}",
+            DNS_RESOLVER=f"{NS1}:53",
             SPF_INCLUDE="_spf.relay.test",
             EDGE_PUBLIC_ADDRESSES=world.topo.addr("b", 2),
             DNS_REPORT_TO="postmaster@good.test",
@@ -1296,7 +1303,7 @@ def test_dns_publishes_the_real_dkim_keys_and_a_message_sent_verifies(
 
         def txt(name: str) -> list[bytes]:
             query = dns.message.make_query(name, "TXT")
-            answer = dns.query.udp(query, "127.0.0.1", port=knot.port, timeout=5)
+            answer = dns.query.udp(query, NS1, port=53, timeout=5)
             return [b"".join(rd.strings) for rrset in answer.answer for rd in rrset]
 
         assert txt("www.good.test") == []  # the operator's A record: no TXT made there
@@ -1326,12 +1333,71 @@ def test_dns_publishes_the_real_dkim_keys_and_a_message_sent_verifies(
         tampered = message.replace(f"out {marker}".encode(), b"out forged")
         assert not any(verifies(tampered, index) for index in range(signatures))
         world.notes.append(f"inv dns published the DKIM keys; {signatures} signature(s) verified")
+        _doctor_sees_the_zone_and_the_documents(world)
     finally:
         world.values.clear()
         world.values.update(saved)
         restored = world.inv("provision", "--restart", "never")
         assert restored.returncode == 0, restored.stdout + restored.stderr
         knot.close()
+
+
+def _edge_document(world: World, host: str, path: str) -> tuple[int, str, bytes]:
+    """GET https://host/path from the edge's main Caddy, by SNI, verified against its
+    local CA: a client of the test's own (ssl + http.client), not the doctor's."""
+    import http.client
+    import socket
+
+    root = world.base / "main-caddy" / "pki" / "authorities" / "local" / "root.crt"
+    context = ssl.create_default_context(cafile=str(root))
+    raw = socket.create_connection((world.topo.addr("b", 2), 443), timeout=10)
+    with context.wrap_socket(raw, server_hostname=host) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+
+
+def _doctor_sees_the_zone_and_the_documents(world: World) -> None:
+    """The documents the records promise, read through the edge (recorded for CI's
+    replay), then inv doctor's zone group: every record as published, both documents."""
+    documents = {
+        "mta-sts": ("mta-sts.good.test", "/.well-known/mta-sts.txt"),
+        "autoconfig": (
+            "autoconfig.good.test",
+            "/mail/config-v1.1.xml?emailaddress=postmaster%40good.test",
+        ),
+    }
+    got = {name: _edge_document(world, *where) for name, where in documents.items()}
+    status, media, policy = got["mta-sts"]
+    assert status == 200 and media.startswith("text/plain"), got["mta-sts"]
+    lines = policy.decode().splitlines()
+    assert "mx: mail.good.test" in lines and "mode: testing" in lines, policy
+    assert f"max_age: {world.settings()['MTA_STS_MAX_AGE']}" in lines, policy
+    status, media, config = got["autoconfig"]
+    assert status == 200, got["autoconfig"]
+    ports = sorted(int(p) for p in re.findall(rb"<port>(\d+)</port>", config))
+    public = sorted(int(p) for p in world.settings()["EDGE_PUBLIC_PORTS"].split(",") if p != "25")
+    assert ports == public, config  # no POP3 (995): inv provision advertises what the edge opens
+    if RECORD:
+        for name, (status, media, body) in got.items():
+            (world.record_dir / f"{name}.json").write_text(
+                json.dumps(
+                    {"status": status, "content_type": media, "body": body.decode()}, indent=1
+                )
+                + "\n"
+            )
+    root = world.base / "main-caddy" / "pki" / "authorities" / "local" / "root.crt"
+    result = world.inv(
+        "doctor", "--only", "zone", "--edge", world.topo.addr("b", 2), "--ca-file", str(root),
+        "--json",
+    )  # fmt: skip
+    found = {f["id"]: f for f in json.loads(result.stdout)["findings"]}
+    assert {k: f["status"] for k, f in found.items()} == dict.fromkeys(found, "ok"), found
+    assert len(found) == 12, found
+    world.notes.append(f"doctor zone: {found['zone.dkim']['message']}")
+    world.notes.append(f"doctor zone: {found['zone.mta-sts-policy']['message']}")
+    world.notes.append(f"doctor zone: {found['zone.autoconfig']['message']}")
 
 
 def test_blobs_live_in_garage_and_the_summary(world: World) -> None:

@@ -23,11 +23,14 @@ from pathlib import Path
 import pytest
 
 from tailwart.edge.render import SERVICE_BODY_CAP
+from tailwart.settings import Settings
 
-from .test_jmap_vhost import _dials, adapted_vhost, free_port, run_caddy
+from .test_jmap_vhost import Upstream, _dials, adapted_vhost, free_port, run_caddy
 from .test_jmap_vhost_walls import Recorder, b64, settings_for
 
 pytestmark = pytest.mark.integration
+#: the internal CA's root certificate, under the directory Caddy runs in
+ROOT_CA = ".local/share/caddy/pki/authorities/local/root.crt"
 #: the clients connect from here, an address of their own (Caddy dials from 127.0.0.1)
 CLIENT = "127.0.0.7"
 DOMAIN = "example.org"
@@ -91,11 +94,16 @@ class Fetched:
 
 @contextmanager
 def serving_tls(
-    binary: Path, work: Path, upstream: Recorder, user: str = "tailwart-admin"
+    binary: Path,
+    work: Path,
+    upstream: Upstream,
+    user: str = "tailwart-admin",
+    settings: Settings | None = None,
 ) -> Iterator[tuple[int, ssl.SSLContext]]:
-    """The rendered file run by the real Caddy with automatic HTTPS from its internal CA:
-    the https port on 127.0.0.1, and a client context trusting only that CA."""
-    config = adapted_vhost(binary, settings_for(user), work)
+    """The rendered file (for ``settings``, default the example's with ``user``) run by the
+    real Caddy with automatic HTTPS from its internal CA: the https port on 127.0.0.1, and
+    a client context trusting only that CA (``ROOT_CA`` under ``work``)."""
+    config = adapted_vhost(binary, settings or settings_for(user), work)
     _dials(config, upstream.port)
     port = free_port()
     config["admin"] = {"listen": f"unix/{work}/admin.sock"}
@@ -108,7 +116,7 @@ def serving_tls(
     (work / "caddy.json").write_text(json.dumps(config))
     proc = run_caddy(binary, work / "caddy.json", port)
     try:
-        root = work / ".local/share/caddy/pki/authorities/local/root.crt"
+        root = work / ROOT_CA
         deadline = time.monotonic() + 30
         while not root.exists():
             assert time.monotonic() < deadline, "caddy made no CA"
