@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import clock
 from ..settings import Settings
@@ -243,6 +243,21 @@ class SentinelAnswer:
     problem: str = ""
 
 
+def _one_attempt(host: str, port: int, password: str, timeout: float) -> Any:
+    """A redis-py client that tries once (no backoff), so a down member is named fast."""
+    import redis
+
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        retry=no_retry(),
+    )
+
+
 def ask_sentinels(target: RedisTarget, timeout: float = 10) -> list[SentinelAnswer]:
     """Ask every sentinel, one by one, which address it names as ``target.master``."""
     import redis
@@ -250,19 +265,9 @@ def ask_sentinels(target: RedisTarget, timeout: float = 10) -> list[SentinelAnsw
     out: list[SentinelAnswer] = []
     for hp in target.sentinels:
         name = _hostport(hp.host, hp.port)
-        conn = redis.Redis(
-            host=hp.host,
-            port=hp.port,
-            password=target.sentinel_password or None,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=no_retry(),
-        )
+        conn = _one_attempt(hp.host, hp.port, target.sentinel_password, timeout)
         try:
-            addr = conn.execute_command(  # type: ignore[no-untyped-call]
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master
-            )
+            addr = conn.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master)
         except redis.AuthenticationError as exc:
             out.append(SentinelAnswer(name, problem=f"refuses the password: {_said(exc)}"))
             continue
@@ -292,20 +297,11 @@ class MasterState:
 def master_state(target: RedisTarget, address: str, timeout: float = 10) -> MasterState:
     """``ROLE`` of the node at ``address`` (host:port) with the data nodes' password;
     raises redis errors."""
-    import redis
 
     where = HostPort.parse(address)
-    conn = redis.Redis(
-        host=where.host,
-        port=where.port,
-        password=target.password or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        retry=no_retry(),
-    )
+    conn = _one_attempt(where.host, where.port, target.password, timeout)
     try:
-        role = conn.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        role = conn.execute_command("ROLE")
     finally:
         conn.close()
     name = str(role[0]) if isinstance(role, list | tuple) and role else "?"
