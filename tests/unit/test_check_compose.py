@@ -141,7 +141,7 @@ def test_every_finding_has_one_line_of_advice(tree: Path) -> None:
             "no named volume at /etc/stalwart",
         ),
         (
-            "../config/config.json:",
+            "${STALWART_CONFIG_FILE:-../config/config.json}:",
             "../config/other.json:",
             "compose.volumes",
             "not config/config.json",

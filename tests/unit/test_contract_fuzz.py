@@ -127,6 +127,11 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "SECRET": _secret,
     "IMAGE": _image,
     "SSH_TARGETS": st.lists(_ssh_target, min_size=1, max_size=3).map(", ".join),
+    "DOCKER_HOSTS": st.lists(
+        st.one_of(_ssh_target.map(lambda t: "ssh://" + t), _abspath.map(lambda p: "unix://" + p)),
+        min_size=1,
+        max_size=3,
+    ).map(",".join),
     "ABSPATH": _abspath,
     "SMTP_TLS": st.sampled_from(["starttls", "implicit", "STARTTLS", "ssl"]),
     "RESTIC_REPO": st.one_of(_abspath, _url.map(lambda u: "s3:" + u)),
@@ -341,6 +346,8 @@ def with_value(name: str, value: str) -> dict[str, str]:
     if name == "MAILBOX_NODE_NAME":
         node = value or BY_NAME[name].default or ""
         values["MAILBOX_FQDN"] = f"{node}.tail1234.ts.net"
+    if name in ("MAILBOX_FQDN", "MAILBOX_NODE_NAME", "MAILBOX_NODES"):
+        values["MAILBOX_DOCKER_HOSTS"] = ""  # one docker endpoint per node, or none
     if name in ("MAILBOX_FQDN", "MAILBOX_NODE_NAME"):
         values["MAILBOX_NODES"] = ""  # MAILBOX_FQDN alone: the nodes follow it
     if name == "MAILBOX_NODES":  # the first node is MAILBOX_FQDN, its first label the name

@@ -191,6 +191,16 @@ KEYS: tuple[Key, ...] = (
         example="stalwart.tail1234.ts.net,stalwart-2.tail1234.ts.net",
     ),
     Key(
+        "MAILBOX_DOCKER_HOSTS",
+        Kind.DOCKER_HOSTS,
+        "the docker engine of each mailbox node, in MAILBOX_NODES' order (comma-separated "
+        "ssh://user@host[:port] or unix:///path): inv up, ps, logs, restart and down reach "
+        "each node's engine there (DOCKER_HOST); empty: the local engine, one node only",
+        MAILBOX,
+        required=False,
+        example="ssh://deploy@mail-a.example.net,ssh://deploy@mail-b.example.net",
+    ),
+    Key(
         "MAILBOX_TAG",
         Kind.TAG,
         "tag the sidecar advertises",
@@ -944,6 +954,11 @@ def password_part(value: str) -> str:
 DERIVED: dict[str, str] = {
     "STALWART_PUBLIC_URL": "https://MAIL_HOSTNAME: the base of the JMAP session's URLs",
     "STALWART_RECOVERY_MODE": "empty; 1 only while inv first-start runs the recovery step",
+    "STALWART_HOSTNAME": "the node's name (MAILBOX_NODE_NAME on MAILBOX_FQDN's node, else the "
+    "first label of its MAILBOX_NODES entry): keys the node's cluster id, stable across "
+    "recreates",
+    "STALWART_ROLE": "the node's x:ClusterRole: empty with one node (every task), primary on "
+    "MAILBOX_FQDN's node, secondary on the others",
 }
 #: variables tailwart sets, empty, for the sidecar block when TS_LOGIN_SERVER is set (unset,
 #: the compose file's boilerplate defaults stand); never passed to stalwart
@@ -955,6 +970,8 @@ SIDECAR_DERIVED: dict[str, str] = {
 RECOVERY_DERIVED: dict[str, str] = {
     "STALWART_RECOVERY_ADMIN_IN_RECOVERY": "empty; STALWART_RECOVERY_ADMIN only while inv "
     "first-start or inv recover runs Stalwart in recovery mode",
+    "STALWART_CONFIG_FILE": "empty (config/config.json next to the compose file); on a node "
+    "reached over ssh://, the path tailwart uploads config.json to on that host",
 }
 #: container variables whose value comes from another compose variable than their own
 #: name (the recovery admin: empty unless Stalwart starts in recovery mode)

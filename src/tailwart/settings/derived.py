@@ -5,26 +5,59 @@ from __future__ import annotations
 from .contract import DERIVED, RECOVERY_DERIVED, SIDECAR_DERIVED, split_pair
 from .load import Settings
 
+#: where tailwart uploads config.json on a node reached over ssh:// (the compose file's
+#: bind source there: the engine resolves bind mounts on its own host)
+REMOTE_CONFIG_FILE = "/var/lib/tailwart/config.json"
 
-def derived_values(settings: Settings) -> dict[str, str]:
-    """Values of every name in ``contract.DERIVED``."""
+
+def derived_values(settings: Settings, node: str = "") -> dict[str, str]:
+    """Values of every name in ``contract.DERIVED``, for ``node`` (a MAILBOX_NODES entry;
+    default MAILBOX_FQDN's node)."""
+    from ..stalwart.cluster import role_for  # it reads this module's mailbox_nodes
+
+    node = node or settings["MAILBOX_FQDN"]
     values = {
         "STALWART_PUBLIC_URL": f"https://{settings['MAIL_HOSTNAME']}",
         "STALWART_RECOVERY_MODE": "",
+        "STALWART_HOSTNAME": node_name(settings, node),
+        "STALWART_ROLE": role_for(settings, node),
     }
     assert set(values) == set(DERIVED)
     return values
 
 
-def compose_environment(settings: Settings) -> dict[str, str]:
-    """Everything compose interpolates: declared keys (defaults applied) plus derived values."""
+def compose_environment(settings: Settings, node: str = "") -> dict[str, str]:
+    """Everything compose interpolates: declared keys (defaults applied) plus derived values,
+    for ``node`` (a MAILBOX_NODES entry; default MAILBOX_FQDN's node)."""
+    node = node or settings["MAILBOX_FQDN"]
     env = {name: value for name, value in settings.values.items()}
-    env.update(derived_values(settings))
+    env.update(derived_values(settings, node))
     env.update(sidecar_values(settings))
     env.update(tls_file_values(settings))
     # the recovery admin reaches Stalwart only in recovery mode (ComposeControl sets it)
     env.update(dict.fromkeys(RECOVERY_DERIVED, ""))
+    env["MAILBOX_NODE_NAME"] = node_name(settings, node)
+    if docker_endpoint(settings, node).startswith("ssh://"):
+        env["STALWART_CONFIG_FILE"] = REMOTE_CONFIG_FILE
     return env
+
+
+def node_name(settings: Settings, node: str) -> str:
+    """The name of mailbox node ``node``: MAILBOX_NODE_NAME for MAILBOX_FQDN's node, else the
+    first label of its MagicDNS name (its sidecar's TS_HOSTNAME and its STALWART_HOSTNAME)."""
+    if node.lower() == settings["MAILBOX_FQDN"].lower():
+        return settings["MAILBOX_NODE_NAME"]
+    return node.split(".", 1)[0]
+
+
+def docker_endpoint(settings: Settings, node: str) -> str:
+    """The docker endpoint (DOCKER_HOST) of ``node`` from MAILBOX_DOCKER_HOSTS, in
+    MAILBOX_NODES' order; '' when the key is empty (the local engine)."""
+    endpoints = [e for e in settings["MAILBOX_DOCKER_HOSTS"].split(",") if e]
+    if not endpoints:
+        return ""
+    nodes = [n.lower() for n in mailbox_nodes(settings)]
+    return endpoints[nodes.index(node.lower())]
 
 
 def recovery_values(settings: Settings) -> dict[str, str]:

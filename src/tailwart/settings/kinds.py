@@ -428,6 +428,31 @@ def _ssh_targets(value: str) -> str | None:
     return None
 
 
+def _docker_host(item: str) -> str | None:
+    """One docker endpoint: ``ssh://[user@]host[:port]`` or ``unix:///abs/path``."""
+    scheme, sep, rest = item.partition("://")
+    if not sep or scheme not in ("ssh", "unix"):
+        return "is not ssh://[user@]host[:port] or unix:///path (tcp:// carries no TLS here)"
+    if scheme == "unix":
+        problem = _abspath(rest)
+        return f"has a socket path that {problem}" if problem else None
+    if not rest or "/" in rest:
+        return "is ssh://[user@]host[:port] with nothing after the host (no path)"
+    problem = _ssh_target(rest)
+    return f"ssh:// {problem}" if problem else None
+
+
+def _docker_hosts(value: str) -> str | None:
+    for number, item in enumerate(value.split(","), 1):
+        problem = _docker_host(item) if item else "is empty"
+        if problem:
+            return (
+                f"endpoint {number} {problem}; expected one docker endpoint per MAILBOX_NODES "
+                "entry, comma-separated, no spaces"
+            )
+    return None
+
+
 def _abspath(value: str) -> str | None:
     if not value.startswith("/"):
         return "must be an absolute path (starting with /)"
@@ -676,6 +701,11 @@ class Kind(Enum):
     IMAGE = ("pinned image reference", _image, 512)
     SSH_TARGETS = ("comma-separated SSH targets", _ssh_targets, 4096)
     ABSPATH = ("absolute path", _abspath, 255)
+    DOCKER_HOSTS = (
+        "comma-separated ssh://[user@]host[:port] or unix:///path",
+        _docker_hosts,
+        4096,
+    )
     SMTP_TLS = ("starttls | implicit", _choice("starttls", "implicit"), 9)
     EMAIL = ("e-mail address", _email, 254)
     FQDN_LIST = ("comma-separated fully qualified names", _fqdn_list, 2048)

@@ -254,6 +254,7 @@ def _cross_checks(values: Mapping[str, str], refused: Set[str] = frozenset()) ->
             )
         )
     out += _mailbox_node_checks(values, refused)
+    out += _docker_host_checks(values, refused)
     node = values.get("MAILBOX_NODE_NAME", "") if ok("MAILBOX_NODE_NAME") else ""
     if node and mailbox and mailbox.split(".", 1)[0].lower() != node.lower():
         out.append(
@@ -308,6 +309,38 @@ def _mailbox_node_checks(values: Mapping[str, str], refused: Set[str]) -> list[P
                 "nodes' MagicDNS names (a public name loops back to the edge)",
             )
         )
+    return out
+
+
+def _docker_host_checks(values: Mapping[str, str], refused: Set[str]) -> list[Problem]:
+    """MAILBOX_DOCKER_HOSTS (its kind already checked each endpoint) names one engine per
+    mailbox node; the nodes' names (each one's first label: STALWART_HOSTNAME, TS_HOSTNAME)
+    differ, or two nodes would share one cluster id."""
+    if "MAILBOX_NODES" in refused:
+        return []
+    nodes = [n for n in values.get("MAILBOX_NODES", "").split(",") if n]
+    out: list[Problem] = []
+    labels = [n.split(".", 1)[0].lower() for n in nodes]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        out.append(
+            Problem(
+                "MAILBOX_NODES",
+                f"names two nodes {twice[0]!r}.…: each node's first label is its name (its "
+                "sidecar's TS_HOSTNAME and its cluster id), so the first labels must differ",
+            )
+        )
+    hosts = values.get("MAILBOX_DOCKER_HOSTS", "")
+    if hosts and "MAILBOX_DOCKER_HOSTS" not in refused:
+        count, wanted = len(hosts.split(",")), max(len(nodes), 1)
+        if count != wanted:
+            out.append(
+                Problem(
+                    "MAILBOX_DOCKER_HOSTS",
+                    f"lists {count} docker endpoint(s) for {wanted} mailbox node(s); expected "
+                    "one per MAILBOX_NODES entry, in the same order",
+                )
+            )
     return out
 
 
