@@ -262,21 +262,27 @@ def edge_status(
 # ---------------------------------------------------------------- mailbox (compose)
 
 
-DRY_RUN_HELP = "print the exact docker commands and run nothing"
+DRY_RUN_HELP = "print the exact docker commands (per node, with its DOCKER_HOST) and run nothing"
 TIMEOUT_HELP = "seconds to wait for both containers to be healthy (default 300)"
+NODE_HELP = "one mailbox node (a MAILBOX_NODES entry or its first label; default: every node)"
 
 
-@operator_task(help={"dry_run": DRY_RUN_HELP, "timeout": TIMEOUT_HELP})
+@operator_task(help={"dry_run": DRY_RUN_HELP, "timeout": TIMEOUT_HELP, "node": NODE_HELP})
 def up(
     c: Context,
     env: EnvFlags = ENV,
     dry_run: bool = False,
     timeout: int = 300,
+    node: str = "",
 ) -> None:
-    """Start the mailbox (sidecar + Stalwart) after the static checks pass; wait until healthy."""
-    from tailwart.mailbox.stack import open_stack
+    """Start the mailbox (sidecar + Stalwart) after the static checks pass; wait until healthy.
 
-    open_stack(c, env.env_file, env.strict).up(dry_run=dry_run, timeout=timeout)
+    Several nodes: one after another, each healthy before the next, each on its own docker
+    engine (MAILBOX_DOCKER_HOSTS).
+    """
+    from tailwart.mailbox.fleet import open_fleet
+
+    open_fleet(c, env.env_file, env.strict, node).up(dry_run=dry_run, timeout=timeout)
 
 
 @operator_task(
@@ -284,6 +290,7 @@ def up(
         "volumes": "also delete the stalwart-data volume (asks first unless --yes)",
         "yes": "do not ask before deleting volumes",
         "dry_run": DRY_RUN_HELP,
+        "node": NODE_HELP,
     }
 )
 def down(
@@ -292,19 +299,22 @@ def down(
     volumes: bool = False,
     yes: bool = False,
     dry_run: bool = False,
+    node: str = "",
 ) -> None:
     """Stop and remove the mailbox containers; the data volume is kept unless --volumes."""
-    from tailwart.mailbox.stack import open_stack
+    from tailwart.mailbox.fleet import open_fleet
 
-    open_stack(c, env.env_file, env.strict).down(volumes=volumes, yes=yes, dry_run=dry_run)
+    fleet = open_fleet(c, env.env_file, env.strict, node)
+    fleet.down(volumes=volumes, yes=yes, dry_run=dry_run)
 
 
-@operator_task(help={"dry_run": DRY_RUN_HELP})
-def ps(c: Context, env: EnvFlags = ENV, dry_run: bool = False) -> None:
-    """The mailbox's containers, their state and health, and the Stalwart image tag."""
-    from tailwart.mailbox.stack import open_stack
+@operator_task(help={"dry_run": DRY_RUN_HELP, "node": NODE_HELP})
+def ps(c: Context, env: EnvFlags = ENV, dry_run: bool = False, node: str = "") -> None:
+    """The mailbox's containers, their state and health, and the Stalwart image tag (each
+    node under a header naming it)."""
+    from tailwart.mailbox.fleet import open_fleet
 
-    open_stack(c, env.env_file, env.strict).ps(dry_run=dry_run)
+    open_fleet(c, env.env_file, env.strict, node).ps(dry_run=dry_run)
 
 
 @operator_task(
@@ -313,6 +323,7 @@ def ps(c: Context, env: EnvFlags = ENV, dry_run: bool = False) -> None:
         "follow": "keep printing new lines",
         "since": "only lines since a time (e.g. 10m, 2026-01-02T15:04:05)",
         "dry_run": DRY_RUN_HELP,
+        "node": NODE_HELP + "; --follow needs one",
     }
 )
 def logs(
@@ -322,12 +333,13 @@ def logs(
     follow: bool = False,
     since: str = "",
     dry_run: bool = False,
+    node: str = "",
 ) -> None:
-    """Container logs of the mailbox."""
-    from tailwart.mailbox.stack import open_stack
+    """Container logs of the mailbox (each node under a header naming it)."""
+    from tailwart.mailbox.fleet import open_fleet
 
-    stack = open_stack(c, env.env_file, env.strict)
-    stack.logs(service or "", follow=follow, since=since, dry_run=dry_run)
+    fleet = open_fleet(c, env.env_file, env.strict, node)
+    fleet.logs(service or "", follow=follow, since=since, dry_run=dry_run)
 
 
 @operator_task(
@@ -335,7 +347,11 @@ def logs(
         "service": "stalwart (default), or ts-stalwart / all to recreate both in order",
         "dry_run": DRY_RUN_HELP,
         "timeout": TIMEOUT_HELP,
-    }
+        "node": NODE_HELP + "; one node is not drained",
+        "no_drain": "roll without draining each node at the edge hosts (none reachable)",
+        "drain_grace": "seconds between a node's drain and its restart, for sessions in "
+        "flight to finish (default 10)",
+    },
 )
 def restart(
     c: Context,
@@ -343,16 +359,25 @@ def restart(
     service: str | None = None,
     dry_run: bool = False,
     timeout: int = 300,
+    node: str = "",
+    no_drain: bool = False,
+    drain_grace: float = 10.0,
 ) -> None:
     """Restart Stalwart alone, or recreate sidecar + Stalwart in order (ts-stalwart / all).
 
     Stalwart reads config.json, listeners and stores only at start. Never `docker compose
     restart` the sidecar or the stack: Stalwart shares its network namespace and dies with it.
+    Several nodes (no --node): a rolling restart, one node at a time drained at the edge
+    hosts (EDGE_HOSTS, as `inv drain` reaches them by default), restarted, healthy,
+    undrained; a failure stops the roll there.
     """
-    from tailwart.mailbox.stack import open_stack
+    from tailwart.mailbox.fleet import open_fleet, roll_for
 
-    stack = open_stack(c, env.env_file, env.strict)
-    stack.restart(service or "stalwart", dry_run=dry_run, timeout=timeout)
+    fleet = open_fleet(c, env.env_file, env.strict, node)
+    roll = None
+    if len(fleet.stacks) > 1:
+        roll = roll_for(fleet.stacks[0].settings, EDGE_HOSTS, no_drain, drain_grace, dry_run)
+    fleet.restart(service or "stalwart", dry_run=dry_run, timeout=timeout, roll=roll)
 
 
 # ---------------------------------------------------------------- tailnet policy
@@ -698,9 +723,12 @@ def provision(
     settings = env.load()
 
     def restart_stalwart() -> None:
-        from tailwart.mailbox.stack import open_stack
+        from tailwart.mailbox.fleet import open_fleet, roll_for
 
-        open_stack(c, env.env_file, env.strict).restart("stalwart")
+        # several nodes: the rolling restart, each node drained at EDGE_HOSTS first
+        fleet = open_fleet(c, env.env_file, env.strict)
+        roll = roll_for(settings, EDGE_HOSTS) if len(fleet.stacks) > 1 else None
+        fleet.restart("stalwart", roll=roll)
 
     code = run_provision(
         settings,

@@ -73,6 +73,7 @@ NUMBER_FLAGS = {
     ("doctor", "timeout"): float,
     ("up", "timeout"): int,
     ("restart", "timeout"): int,
+    ("restart", "drain-grace"): float,
     ("first-start", "timeout"): int,
     ("recover", "timeout"): int,
 }

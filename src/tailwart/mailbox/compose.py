@@ -12,11 +12,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from ..masking import LineStream, hide_secrets, secret_values
 from ..settings import Settings
 from ..settings.derived import compose_environment
+
+if TYPE_CHECKING:
+    from .nodes import Node
 
 COMPOSE_FILE = "compose/docker-compose.yml"
 SIDECAR = "ts-stalwart"
@@ -160,6 +163,17 @@ class Runner:
         cls, c: Context, settings: Settings, show: Callable[[str], None] = print
     ) -> Runner:
         return cls(c, compose_environment(settings), show, secret_values(settings))
+
+    @classmethod
+    def for_node(
+        cls, c: Context, settings: Settings, node: Node, show: Callable[[str], None] = print
+    ) -> Runner:
+        """The runner of one mailbox node: its compose environment, and its docker engine as
+        DOCKER_HOST (an endpoint holds no secret; '' keeps the caller's engine)."""
+        env = compose_environment(settings, node.fqdn)
+        if node.endpoint:
+            env["DOCKER_HOST"] = node.endpoint
+        return cls(c, env, show, secret_values(settings))
 
     def capture(self, args: Sequence[str]) -> Outcome:
         """Run quietly and return its output; never raises on a non-zero exit."""

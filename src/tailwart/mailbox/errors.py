@@ -15,3 +15,11 @@ class PreconditionError(OperationError):
 
 class StackRefused(UsageError):
     """The stack would start broken: static checks found errors; nothing ran (exit 2)."""
+
+
+class NodeRefused(UsageError):
+    """--node names no mailbox node, or the nodes have no docker engine each (exit 2)."""
+
+
+class RollStopped(OperationError):
+    """A rolling restart stopped at one node: names it, and what state it was left in."""

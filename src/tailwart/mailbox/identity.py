@@ -41,10 +41,15 @@ def parse_status(text: str) -> NodeIdentity:
     )
 
 
-def identity_report(node: NodeIdentity, settings: Settings) -> tuple[str, list[str]]:
-    """(the line that names the node, warnings when it is not what the edge dials)."""
-    wanted = settings["MAILBOX_NODE_NAME"]
-    fqdn = settings["MAILBOX_FQDN"]
+def identity_report(
+    node: NodeIdentity, settings: Settings, wanted: str = "", fqdn: str = ""
+) -> tuple[str, list[str]]:
+    """(the line that names the node, warnings when it is not what the edge dials).
+
+    ``wanted`` / ``fqdn``: the name and MagicDNS name this node should have (default
+    MAILBOX_NODE_NAME and MAILBOX_FQDN)."""
+    wanted = wanted or settings["MAILBOX_NODE_NAME"]
+    fqdn = fqdn or settings["MAILBOX_FQDN"]
     tag = settings["MAILBOX_TAG"]
     addrs = ", ".join(node.addresses) or "no address yet"
     info = f"sidecar node: {node.dns_name or node.host_name} ({addrs})"

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..checks import CheckContext
 from ..errors import UsageError
@@ -24,7 +24,11 @@ from ..settings.derived import recovery_values
 from . import health, identity
 from .compose import LOG_TAIL, SERVICES, SIDECAR, STALWART, Compose, Context, Runner, inspect, line
 from .errors import MailboxError, StackRefused
+from .nodes import Node, primary
 from .preconditions import COMPOSE_CHECK, DAEMON_CHECK, require_docker
+
+if TYPE_CHECKING:
+    from ..edge.hosts import SshOptions
 
 Checks = Callable[[CheckContext], list[Finding]]
 #: default seconds ``up`` / ``restart`` wait for both containers to be healthy
@@ -40,7 +44,8 @@ def _all_checks(ctx: CheckContext) -> list[Finding]:
 
 @dataclass
 class Stack:
-    """The compose project of one .env: its command builder, runner and output."""
+    """The compose project of one .env on one mailbox node (default MAILBOX_FQDN's): its
+    command builder, runner (that node's compose environment and docker engine) and output."""
 
     c: Context
     settings: Settings
@@ -52,10 +57,15 @@ class Stack:
     interval: float = 5.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    #: the node this stack runs on (default MAILBOX_FQDN's node)
+    node: Node | None = None
+    #: how config.json reaches an ssh:// node (default: the operator's SSH setup)
+    ssh: SshOptions | None = None
 
     def __post_init__(self) -> None:
+        self.where: Node = self.node or primary(self.settings)
         self.compose = Compose.for_settings(self.settings, self.env_file, self.root)
-        self.runner = Runner.for_settings(self.c, self.settings, self.out)
+        self.runner = Runner.for_node(self.c, self.settings, self.where, self.out)
 
     # ------------------------------------------------------------ shared steps
 
@@ -89,10 +99,22 @@ class Stack:
                 self.err(f"warning: {finding.id}: {finding.message} → {finding.advice}")
         return findings
 
-    def print_plan(self, steps: Sequence[Sequence[str]], after: Sequence[str] = ()) -> None:
+    def print_plan(
+        self, steps: Sequence[Sequence[str]], after: Sequence[str] = (), config: bool = False
+    ) -> None:
+        """The docker commands of ``steps`` (``config``: after writing config.json)."""
         self.out("dry run: nothing runs. The docker commands, in order:")
-        for args in (DAEMON_CHECK, COMPOSE_CHECK, *steps):
-            self.out(f"  {line(args)}")
+        if self.where.endpoint:
+            self.out(f"  (each with DOCKER_HOST={self.where.endpoint})")
+        for check in (DAEMON_CHECK, COMPOSE_CHECK):
+            self.out(f"  {line(check)}")
+        target = self.where.ssh_target
+        if config and target is not None:
+            from ..settings.derived import REMOTE_CONFIG_FILE
+
+            self.out(f"  then config/config.json is uploaded to {target}:{REMOTE_CONFIG_FILE}")
+        for step in steps:
+            self.out(f"  {line(step)}")
         for note in after:
             self.out(f"  {note}")
 
@@ -161,18 +183,30 @@ class Stack:
                 "node name is unknown → `inv logs ts-stalwart`"
             )
             return
-        info, warnings = identity.identity_report(node, self.settings)
+        info, warnings = identity.identity_report(
+            node, self.settings, self.where.name, self.where.fqdn
+        )
         self.out(info)
         for warning in warnings:
             self.err(f"warning: {warning}")
 
     def write_config(self) -> None:
-        """Render config/config.json (the DataStore) before compose mounts it."""
+        """Render config/config.json (the DataStore) before compose mounts it; on a node
+        reached over ssh://, also put it where that node's engine mounts it from."""
         from ..files import write_atomic
         from ..stalwart.datastore import CONFIG_FILE, config_json
 
-        if write_atomic(self.root / CONFIG_FILE, config_json(self.settings)):
+        text = config_json(self.settings)
+        if write_atomic(self.root / CONFIG_FILE, text):
             self.out(f"wrote {CONFIG_FILE}")
+        target = self.where.ssh_target
+        if target is None:
+            return
+        from .remote_config import default_ssh_options, upload_config
+
+        done = upload_config(target, text, self.ssh or default_ssh_options())
+        state = "uploaded" if done.changed else "unchanged"
+        self.out(f"{state} {done.host}:{done.path}")
 
     # ------------------------------------------------------------ operations
 
@@ -183,7 +217,7 @@ class Stack:
         self.refuse_if_broken(checks)
         step = self.compose.up()
         if dry_run:
-            self.print_plan([step], self.wait_plan(timeout))
+            self.print_plan([step], self.wait_plan(timeout), config=True)
             return
         require_docker(self.runner)
         self.write_config()
@@ -274,7 +308,7 @@ class Stack:
         self.refuse_if_broken(checks)
         steps = self.restart_steps(service)
         if dry_run:
-            self.print_plan(steps, self.wait_plan(timeout))
+            self.print_plan(steps, self.wait_plan(timeout), config=True)
             return
         require_docker(self.runner)
         self.write_config()  # Stalwart reads config.json only at start: this is the moment
@@ -353,9 +387,13 @@ def check_timeout(timeout: int) -> None:
 
 
 def open_stack(c: Context, env_file: str, strict: bool, root: Path | None = None) -> Stack:
-    """The stack of ``env_file``: refuses a missing .env (exit 2) before anything else."""
+    """The stack of ``env_file`` on MAILBOX_FQDN's node: refuses a missing .env, and several
+    nodes without MAILBOX_DOCKER_HOSTS (exit 2), before anything else."""
     from ..env_file import load_settings
+    from .nodes import select
     from .preconditions import require_env_file
 
     require_env_file(env_file)
-    return Stack(c, load_settings(env_file, strict), root or Path.cwd(), env_file)
+    settings = load_settings(env_file, strict)
+    select(settings)
+    return Stack(c, settings, root or Path.cwd(), env_file, node=primary(settings))
