@@ -170,7 +170,7 @@ class Runner:
     ) -> Runner:
         """The runner of one mailbox node: its compose environment, and its docker engine as
         DOCKER_HOST (an endpoint holds no secret; '' keeps the caller's engine)."""
-        env = compose_environment(settings, node.fqdn)
+        env = compose_environment(settings, node.fqdn, node.role)
         if node.endpoint:
             env["DOCKER_HOST"] = node.endpoint
         return cls(c, env, show, secret_values(settings))

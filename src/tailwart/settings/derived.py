@@ -10,28 +10,28 @@ from .load import Settings
 REMOTE_CONFIG_FILE = "/var/lib/tailwart/config.json"
 
 
-def derived_values(settings: Settings, node: str = "") -> dict[str, str]:
+def derived_values(settings: Settings, node: str = "", role: str = "") -> dict[str, str]:
     """Values of every name in ``contract.DERIVED``, for ``node`` (a MAILBOX_NODES entry;
-    default MAILBOX_FQDN's node)."""
-    from ..stalwart.cluster import role_for  # it reads this module's mailbox_nodes
-
+    default MAILBOX_FQDN's node) running cluster role ``role`` (``stalwart.cluster.role_for``
+    decides it; '' runs every task, as one node does)."""
     node = node or settings["MAILBOX_FQDN"]
     values = {
         "STALWART_PUBLIC_URL": f"https://{settings['MAIL_HOSTNAME']}",
         "STALWART_RECOVERY_MODE": "",
         "STALWART_HOSTNAME": node_name(settings, node),
-        "STALWART_ROLE": role_for(settings, node),
+        "STALWART_ROLE": role,
     }
     assert set(values) == set(DERIVED)
     return values
 
 
-def compose_environment(settings: Settings, node: str = "") -> dict[str, str]:
+def compose_environment(settings: Settings, node: str = "", role: str = "") -> dict[str, str]:
     """Everything compose interpolates: declared keys (defaults applied) plus derived values,
-    for ``node`` (a MAILBOX_NODES entry; default MAILBOX_FQDN's node)."""
+    for ``node`` (a MAILBOX_NODES entry; default MAILBOX_FQDN's node) and its cluster
+    ``role`` (the mailbox's ``Node`` knows it)."""
     node = node or settings["MAILBOX_FQDN"]
     env = {name: value for name, value in settings.values.items()}
-    env.update(derived_values(settings, node))
+    env.update(derived_values(settings, node, role))
     env.update(sidecar_values(settings))
     env.update(tls_file_values(settings))
     # the recovery admin reaches Stalwart only in recovery mode (ComposeControl sets it)
