@@ -573,8 +573,10 @@ def test_a_failed_drain_restarts_nothing_on_that_node(tree: Path) -> None:
     docker = Docker(healthy_script())
     edge = Edge(docker.timeline, fail_on=("drain", FIRST))
     made, _ = fleet(tree, docker, cluster_values(), Output())
-    with pytest.raises(RollStopped, match=f"stopped at {FIRST}: the drain failed"):
+    with pytest.raises(RollStopped, match=f"stopped at {FIRST}: the drain failed") as raised:
         made.restart(timeout=60, checks=compose_checks, roll=Roll(edge.drain, edge.undrain))
+    assert f"{FIRST} was not restarted; some edge hosts may have drained it" in str(raised.value)
+    assert f"not touched: {SECOND}" in str(raised.value)
     assert [t for t in docker.timeline if t[0] == "docker"] == []
 
 

@@ -155,12 +155,18 @@ class Fleet:
         rest = [n.fqdn for n in self.nodes[len(done) + 1 :]]
 
         def stopped(what: str, exc: Exception, drained: bool) -> RollStopped:
-            state = (
-                f"{fqdn} stays drained at the edge → fix it, `inv restart --node {fqdn}`, then "
-                f"`inv undrain --node {fqdn}`"
-                if drained
-                else f"{fqdn} still serves; fix the cause and rerun `inv restart`"
-            )
+            if what == "the drain":
+                state = (
+                    f"{fqdn} was not restarted; some edge hosts may have drained it → "
+                    f"`inv undrain --node {fqdn}`, or fix the edge and rerun `inv restart`"
+                )
+            elif drained:
+                state = (
+                    f"{fqdn} stays drained at the edge → fix it, `inv restart --node {fqdn}`, "
+                    f"then `inv undrain --node {fqdn}`"
+                )
+            else:
+                state = f"{fqdn} still serves; fix the cause and rerun `inv restart`"
             lines = [
                 f"rolling restart stopped at {fqdn}: {what} failed: {exc}",
                 state,
