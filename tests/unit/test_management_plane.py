@@ -140,8 +140,10 @@ def test_the_role_grants_exactly_the_owned_types_and_never_roles_or_accounts() -
     names = {v["name"] for v in full["enums"]["Permission"]}
     granted = set(permissions(CURRENT, load()))
     assert granted <= names
-    # each owned type's read and write verbs, by the prefix upstream declares for it
-    for owned in CURRENT.owned_types():
+    # each owned type's read and write verbs, by the prefix upstream declares for it; the
+    # cluster's coordinator and roles too, so that a node added later needs no wider login
+    cluster = ("x:Coordinator", "x:ClusterRole")
+    for owned in (*CURRENT.owned_types(), *cluster):
         prefix = full["objects"][owned]["permissionPrefix"]
         assert f"{prefix}Get" in granted, owned
         assert f"{prefix}Update" in granted, owned
@@ -161,13 +163,17 @@ def test_the_role_grants_exactly_the_owned_types_and_never_roles_or_accounts() -
         "sysQueuedMessageUpdate",
         "sysQueuedMessageDestroy",
         "sysQueuedMessageCreate",
+        # the cluster's nodes are Stalwart's own leases
+        "sysClusterNodeUpdate",
+        "sysClusterNodeDestroy",
     ):
         assert forbidden not in granted, forbidden
-    prefixes = {full["objects"][t]["permissionPrefix"] for t in CURRENT.owned_types()}
+    prefixes = {full["objects"][t]["permissionPrefix"] for t in (*CURRENT.owned_types(), *cluster)}
     # beyond the owned types: its own password, creating an x:Action (the reload), and
     # reading the outbound queue
     extra = {"sysAccountPasswordGet", "sysAccountPasswordUpdate", "sysActionCreate"}
     extra |= {"sysQueuedMessageGet", "sysQueuedMessageQuery"}
+    extra |= {"sysClusterNodeGet", "sysClusterNodeQuery"}
     for name in granted:
         if name.startswith("sys"):
             assert any(name.startswith(p) for p in prefixes) or name in extra, name

@@ -117,6 +117,7 @@ def _check_object(full: dict[str, Any], type_name: str, value: dict[str, Any], w
             "STALWART_TLS_CERT_FILE": "/etc/tls/fullchain.pem",
             "STALWART_TLS_KEY_FILE": "/etc/tls/privkey.pem",
         },
+        {"MAILBOX_NODES": "stalwart.tail1234.ts.net,stalwart-2.tail1234.ts.net"},
     ],
 )
 def test_every_desired_object_is_valid_for_the_schema(overrides: dict[str, str]) -> None:

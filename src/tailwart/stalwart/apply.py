@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .desired import Desired, Ref, State
+from .desired import Absent, Desired, Ref, State
 from .jmap import Client, StalwartError
 from .plan import CREATE, DELETE, REPLACE, UPDATE, Change, Live, Plan, find
 from .schema import Schema
+from .versions import Model
 
 
-def observe(client: Client, schema: Schema) -> dict[str, list[dict[str, Any]]]:
-    """What the server holds of every type tailwart owns."""
-    return {t: client.get_all(t, schema.is_singleton(t)) for t in client.model.owned_types()}
+def observed_types(model: Model, state: Sequence[Desired | Absent] = ()) -> tuple[str, ...]:
+    """Every type tailwart owns, and the cluster types when ``state`` declares one."""
+    wanted = {item.type for item in state}
+    return (*model.owned_types(), *(t for t in model.cluster_types() if t in wanted))
+
+
+def observe(
+    client: Client, schema: Schema, state: Sequence[Desired | Absent] = ()
+) -> dict[str, list[dict[str, Any]]]:
+    """What the server holds of every type tailwart owns (of the cluster types, only those
+    ``state`` declares: a single node's requests are what they were before clusters)."""
+    types = observed_types(client.model, state)
+    return {t: _get_all(client, schema, t) for t in types}
+
+
+def _refused(message: str) -> bool:
+    return any(word in message.lower() for word in ("forbidden", "permission"))
+
+
+def _get_all(client: Client, schema: Schema, type_: str) -> list[dict[str, Any]]:
+    try:
+        return client.get_all(type_, schema.is_singleton(type_))
+    except StalwartError as exc:
+        if type_ in client.model.cluster_types() and _refused(str(exc)):
+            raise StalwartError(
+                f"{type_}: the management login may not read it (its role predates several "
+                "nodes) → `inv recover` writes the login's role again, with the cluster "
+                "types, then run `inv provision` again"
+            ) from exc
+        raise
 
 
 def _resolve(value: Any, ids: dict[tuple[str, str], str], live: Live, name: str = "") -> Any:
@@ -33,7 +61,7 @@ def _resolve(value: Any, ids: dict[tuple[str, str], str], live: Live, name: str 
 def write(plan: Plan, client: Client, live: Live, progress: Callable[[str], None]) -> None:
     """Every change, in the plan's order (parents first); deletions last, children first."""
     ids: dict[tuple[str, str], str] = {}
-    order = list(client.model.owned_types())
+    order = list(client.model.write_order())
     writes = [c for c in plan.changes if c.action != DELETE]
     deletes = [c for c in plan.changes if c.action == DELETE]
     writes.sort(key=lambda c: order.index(c.type))
@@ -89,7 +117,7 @@ def restart_work(
 ) -> None:
     """After a restart, start again what the restart cut short: a running task stays
     locked for an hour in Stalwart's in-memory store, so a new transition makes a new one."""
-    live = observe(client, schema)
+    live = observe(client, schema, [item for item, _ in work])
     for item, name in work:
         obj = find(live.get(item.type, ()), item.key_field or "name", item.key)
         if obj is None:

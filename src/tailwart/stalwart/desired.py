@@ -469,7 +469,25 @@ def desired_state(settings: Settings, model: Model = CURRENT) -> State:
     state.append(Absent(model.tracer, "Log", key_field="@type"))
     state.append(Desired(model.metrics, one, {"prometheus": prometheus(settings)}, key_field=None))
     state.append(Desired(model.mta_sts, one, mta_sts(settings), key_field=None))
+    state += _cluster(settings, model)
     return state
+
+
+def _cluster(settings: Settings, model: Model) -> State:
+    """Several mailbox nodes: Stalwart's broadcasts through the shared Redis (the in-memory
+    store, ``Default``) and the two roles the nodes' STALWART_ROLE name. Both are read at
+    start only. One node: nothing (no request, so a single node is served as before)."""
+    from . import cluster
+
+    if not cluster.clustered(settings):
+        return []
+    return [
+        Desired(model.coordinator, model.singleton_id, {"@type": "Default"}, RESTART, None),
+        *(
+            Desired(model.cluster_role, name, cluster.role_fields(name), RESTART)
+            for name in (cluster.PRIMARY, cluster.SECONDARY)
+        ),
+    ]
 
 
 def mta_sts(settings: Settings) -> dict[str, Any]:

@@ -30,11 +30,14 @@ VERBS = ("Get", "Query", "Create", "Update", "Destroy")
 #: beyond the owned types: signing in, the reloads provision triggers (an x:Action
 #: create, each action also by its own permission; seen live: without sysActionCreate
 #: Stalwart refuses the reload), changing its own password (inv rotate-management), and
-#: reading the outbound queue (inv doctor's stalwart.queue; never changing it)
+#: reading the outbound queue (inv doctor's stalwart.queue; never changing it) and the
+#: cluster's node leases (Stalwart's own)
 EXTRA_PERMISSIONS = (
     "authenticate",
     "sysQueuedMessageGet",
     "sysQueuedMessageQuery",
+    "sysClusterNodeGet",
+    "sysClusterNodeQuery",
     "sysActionCreate",
     "actionReloadSettings",
     "actionReloadTlsCertificates",
@@ -57,9 +60,12 @@ def recovery_login(settings: Settings) -> tuple[str, str]:
 
 
 def permissions(model: Model, schema: Schema) -> list[str]:
-    """Exactly what tailwart owns: each owned type's verbs that exist, and the extras."""
+    """Exactly what tailwart owns: each owned type's verbs that exist, and the extras. The
+    cluster types are among them with one node too: a node added later needs no wider
+    login."""
     known = schema.permissions()
-    wanted = [f"{schema.permission_prefix(t)}{verb}" for t in model.owned_types() for verb in VERBS]
+    owned = model.write_order()
+    wanted = [f"{schema.permission_prefix(t)}{verb}" for t in owned for verb in VERBS]
     out = [p for p in (*wanted, *EXTRA_PERMISSIONS) if p in known]
     missing = [p for p in EXTRA_PERMISSIONS if p not in known]
     if missing:

@@ -16,7 +16,7 @@ from .management import ensure, login, recovery_login
 from .plan import Live, Plan, diff, shown
 from .schema import load
 from .tls_status import CertificateReport, next_step
-from .versions import Model
+from .versions import CURRENT, Model
 
 RESTART_MODES = ("auto", "never")
 #: "stores": only the blob, in-memory and search stores (the first start's first step)
@@ -101,11 +101,14 @@ def provision(
         raise UsageError(f"--phase {options.phase!r}: choose all or stores")
     state = desired_state(settings)  # bad .env input fails here, before any request
     if options.phase == "stores":
-        state = [i for i in state if i.type.endswith("Store")]
+        # and the cluster's roles: a node whose STALWART_ROLE names a role the registry
+        # lacks refuses every reload (seen live), the stores phase's own included
+        cluster = CURRENT.cluster_types()
+        state = [i for i in state if i.type.endswith("Store") or i.type in cluster]
     client = client_for(settings, transport, recovery=options.recovery)
     model = client.check_schema()
     schema = load(model)
-    live = observe(client, schema)
+    live = observe(client, schema, state)
     plan = diff(state, live, schema)
     judged = options.check and options.certificate and options.phase == "all"
     certificate = certificate_report(settings, live, model) if judged else None
@@ -127,7 +130,7 @@ def provision(
     say = (lambda _: None) if options.as_json else out
     say("applying:")
     write(plan, client, live, say)
-    drift = diff(state, observe(client, schema), schema)
+    drift = diff(state, observe(client, schema, state), schema)
     if drift:
         left = "; ".join(f"{c.action} {c.type} {c.key}" for c in drift.changes)
         raise StalwartError(

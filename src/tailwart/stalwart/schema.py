@@ -44,7 +44,7 @@ def _referenced(full: dict[str, Any], name: str, seen: set[str]) -> None:
 def extract(full: dict[str, Any], model: Model = CURRENT) -> dict[str, Any]:
     """The part of the full schema that describes the types ``model`` owns."""
     names: set[str] = set()
-    for owned in (*model.owned_types(), *model.management_types(), model.data_store):
+    for owned in (*model.write_order(), *model.management_types(), model.data_store):
         _referenced(full, owned, names)
     out: dict[str, Any] = {"version": model.version, "schemaHash": model.schema_hash}
     for section in SECTIONS:

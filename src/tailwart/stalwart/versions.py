@@ -82,6 +82,9 @@ class Model:
     tracer: str = "x:Tracer"
     metrics: str = "x:Metrics"
     mta_sts: str = "x:MtaSts"
+    #: owned only with several mailbox nodes (stalwart/cluster.py)
+    coordinator: str = "x:Coordinator"
+    cluster_role: str = "x:ClusterRole"
     #: read only (inv doctor's queue checks); never written
     queued_message: str = "x:QueuedMessage"
     security: str = "x:Security"
@@ -118,6 +121,17 @@ class Model:
             self.metrics,
             self.mta_sts,
         )
+
+    def cluster_types(self) -> tuple[str, ...]:
+        """The types of several nodes as one cluster: read and written only when .env names
+        more than one mailbox node, so that a single node's requests stay as they were."""
+        return (self.coordinator, self.cluster_role)
+
+    def write_order(self) -> tuple[str, ...]:
+        """Every type tailwart may write, in the order apply writes them (parents first):
+        the cluster's first, since a node started with STALWART_ROLE refuses every reload
+        until its role exists (seen live)."""
+        return (*self.cluster_types(), *self.owned_types())
 
     def management_types(self) -> tuple[str, ...]:
         """The types of tailwart's own management login: written only in recovery mode
