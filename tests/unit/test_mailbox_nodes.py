@@ -179,5 +179,10 @@ def test_the_main_caddy_proxies_every_site_to_every_node() -> None:
     proxies = [line.strip() for line in text.splitlines() if "reverse_proxy" in line]
     # the JMAP vhost, the ACME http-01 site and the four service-name sites
     assert proxies == [both] * 6
-    assert text.count("lb_policy round_robin") == 6
+    # ACME http-01 answers go to the first node that answers, MAILBOX_FQDN's listed first
+    assert text.count("lb_policy round_robin") == 5
+    assert text.count("lb_policy first") == 1
+    swapped = from_mapping({**example_values(), "MAILBOX_NODES": f"{SECOND},{FIRST}"})
+    challenge = rendered_files(swapped)["caddy/jmap.caddy"].split("acme-challenge/* {")[1]
+    assert challenge.split("{")[0].strip() == f"reverse_proxy {FIRST}:8080 {SECOND}:8080"
     assert text.count("max_fails 1") == 6

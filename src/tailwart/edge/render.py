@@ -131,6 +131,8 @@ HEALTH_INTERVAL, HEALTH_TIMEOUT, HEALTH_FALL, HEALTH_RISE = "3s", "2s", 1, 2
 FAIL_DURATION = "5s"
 #: the main Caddy's policy over the nodes' HTTP listeners (short JMAP requests)
 HTTP_POLICY = "round_robin"
+#: ACME http-01 answers: the first node that answers, the primary listed first
+CHALLENGE_POLICY = "first"
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,18 @@ def jmap_vhost(settings: Settings) -> str:
         "}\n"
     )
     if (settings["STALWART_TLS"] or "acme-http") == "acme-http":
-        nested = proxy.replace("\n\t", "\n\t\t").replace("\n}", "\n\t}")
+        # the primary node orders (stalwart/cluster.py) and answers first: a node that is
+        # down costs Pebble's and the CA's validators no failed dial (seen live: a slow
+        # validation made Stalwart re-post the challenge and drop the order)
+        challenge = (
+            f"reverse_proxy {http_upstreams(settings, primary_first=True)} {{\n"
+            f"{http_balancing(settings, CHALLENGE_POLICY)}"
+            "\t\ttransport http {\n"
+            "\t\t\tproxy_protocol v2\n"
+            "\t\t}\n"
+            "\t}\n"
+        )
+        nested = challenge.replace("\n\t", "\n\t\t").replace("\n}", "\n\t}")
         text += (
             "\n# STALWART_TLS=acme-http: Stalwart's ACME http-01 answers for every name of its\n"
             "# certificate, never redirected; anything else goes to https on MAIL_HOSTNAME\n"
@@ -404,15 +417,19 @@ def service_sites(settings: Settings) -> str:
     return text
 
 
-def http_upstreams(settings: Settings) -> str:
-    """The main Caddy's upstreams: Stalwart's HTTP listener on every mailbox node."""
+def http_upstreams(settings: Settings, primary_first: bool = False) -> str:
+    """The main Caddy's upstreams: Stalwart's HTTP listener on every mailbox node
+    (``primary_first``: MAILBOX_FQDN's node, the one that runs the background jobs, first)."""
     from ..settings.derived import mailbox_nodes
 
-    address("MAILBOX_FQDN", settings["MAILBOX_FQDN"])
-    return " ".join(_join(address("MAILBOX_NODES", n), JMAP_PORT) for n in mailbox_nodes(settings))
+    first = address("MAILBOX_FQDN", settings["MAILBOX_FQDN"])
+    nodes = mailbox_nodes(settings)
+    if primary_first:
+        nodes = [first, *(n for n in nodes if n != first)]
+    return " ".join(_join(address("MAILBOX_NODES", n), JMAP_PORT) for n in nodes)
 
 
-def http_balancing(settings: Settings) -> str:
+def http_balancing(settings: Settings, policy: str = "") -> str:
     """With several nodes, the lines of a reverse_proxy block that spread requests over
     them and route around a node that refuses (passive checks: Caddy's active checks do
     not send the PROXY header Stalwart demands); with one node, nothing."""
@@ -421,7 +438,7 @@ def http_balancing(settings: Settings) -> str:
     if len(mailbox_nodes(settings)) < 2:
         return ""
     return (
-        f"\t\tlb_policy {HTTP_POLICY}\n"
+        f"\t\tlb_policy {policy or HTTP_POLICY}\n"
         f"\t\tlb_try_duration {TRY_DURATION}\n"
         f"\t\tlb_try_interval {TRY_INTERVAL}\n"
         f"\t\tfail_duration {FAIL_DURATION}\n"
