@@ -52,6 +52,7 @@ class Topology:
     b: int
     c: int
     made: list[str] = field(default_factory=list)
+    extra_ns: list[str] = field(default_factory=list)
 
     @property
     def mailbox_ns(self) -> str:
@@ -118,7 +119,51 @@ class Topology:
         run("ip", "-n", right_ns, "addr", "add", f"{self.addr(net, 2)}/24", "dev", right)
         run("ip", "-n", right_ns, "link", "set", right, "up")
 
+    def add_node(self, index: int) -> MailboxNode:
+        """Another mailbox namespace: its own link to the operator side (198.18.N.0/24, a
+        route to the backends' subnet), and a link from the edge on which the edge speaks
+        from its one tailnet address (198.18.C.1) and the node has 198.18.C.<index + 1>,
+        as every node sees the same edge address on a tailnet."""
+        # the edge's link (c) is not seen from the root namespace: skip it by hand
+        n = next(x for x in _free_subnets(8) if x not in (self.a, self.b, self.c))
+        ns = f"twl{self.tag}m{index}"
+        run("ip", "netns", "add", ns)
+        self.extra_ns.append(ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {self.addr('a', 1)}\n")
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{self.addr('a', 1)} public.pyzor.org\n")
+        left, right = f"twl{self.tag}n{index}1", f"twl{self.tag}n{index}2"
+        run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
+        self.made.append(left)
+        run("ip", "link", "set", right, "netns", ns)
+        run("ip", "addr", "add", f"198.18.{n}.1/24", "dev", left)
+        run("ip", "link", "set", left, "up")
+        run("ip", "-n", ns, "addr", "add", f"198.18.{n}.2/24", "dev", right)
+        run("ip", "-n", ns, "link", "set", right, "up")
+        run("ip", "-n", ns, "route", "add", f"{self.addr('a', 0)}/24", "via", f"198.18.{n}.1")
+        # edge side: no address of its own; the edge reaches the node from 198.18.C.1
+        left, right = f"twl{self.tag}e{index}1", f"twl{self.tag}e{index}2"
+        run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
+        self.made.append(left)
+        run("ip", "link", "set", left, "netns", self.edge_ns)
+        run("ip", "link", "set", right, "netns", ns)
+        tailnet = self.addr("c", index + 1)
+        run("ip", "-n", self.edge_ns, "link", "set", left, "up")
+        run("ip", "-n", self.edge_ns, "route", "add", f"{tailnet}/32", "dev", left,
+            "src", self.addr("c", 1))  # fmt: skip
+        run("ip", "-n", ns, "addr", "add", f"{tailnet}/24", "dev", right)
+        run("ip", "-n", ns, "link", "set", right, "up")
+        return MailboxNode(ns, f"198.18.{n}.2", tailnet)
+
     def close(self) -> None:
+        for ns in self.extra_ns:
+            for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         for ns in (self.mailbox_ns, self.edge_ns):
             pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
@@ -132,6 +177,16 @@ class Topology:
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class MailboxNode:
+    """A further mailbox namespace: the operator reaches it at ``addr``, the edge at
+    ``tailnet``."""
+
+    netns: str
+    addr: str
+    tailnet: str
+
+
 @dataclass
 class Stalwart:
     """The real server, started in the mailbox namespace with a given environment."""
@@ -143,14 +198,25 @@ class Stalwart:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: another node's namespace and operator-side address (default: the first node's)
+    node: MailboxNode | None = None
+
+    @property
+    def netns(self) -> str:
+        return self.node.netns if self.node else self.topo.mailbox_ns
+
+    @property
+    def host(self) -> str:
+        return self.node.addr if self.node else self.topo.addr("a", 2)
 
     @property
     def url(self) -> str:
-        return f"http://{self.topo.addr('a', 2)}:8080"
+        return f"http://{self.host}:8080"
 
     @property
     def log(self) -> Path:
-        return self.base / f"stalwart-{self.starts}.log"
+        name = f"-{self.node.netns}" if self.node else ""
+        return self.base / f"stalwart{name}-{self.starts}.log"
 
     def start(self, recovery: bool = False) -> None:
         self.starts += 1
@@ -166,7 +232,7 @@ class Stalwart:
                     "ip",
                     "netns",
                     "exec",
-                    self.topo.mailbox_ns,
+                    self.netns,
                     str(self.binary),
                     "--config",
                     str(self.config),
@@ -192,7 +258,7 @@ class Stalwart:
 
     def port_open(self, port: int) -> bool:
         try:
-            return port_open(self.topo.addr("a", 2), port)
+            return port_open(self.host, port)
         except OSError:
             return False
 
