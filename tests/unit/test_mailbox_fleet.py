@@ -659,3 +659,36 @@ def test_an_unreachable_node_fails_the_upload_naming_it(tmp_path: Path) -> None:
     assert str(raised.value).startswith(
         "cannot place config.json at deploy@127.0.0.1:1:/var/lib/tailwart/config.json: "
     )
+
+
+def test_the_roll_leaves_a_node_the_operator_had_drained_drained(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drain that changes nothing on every edge host means the node was drained before
+    the roll: the roll restarts it but does not undrain it."""
+    from types import SimpleNamespace
+
+    import tailwart.edge.deploy_release as release
+    from tailwart.edge.report import HostResult
+    from tailwart.mailbox.fleet import edge_roll
+
+    calls: list[tuple[str, bool]] = []
+    status = {"stalwart.tail1234.ts.net": "unchanged", "stalwart-2.tail1234.ts.net": "deployed"}
+
+    def drain_nodes(jobs: Any, options: Any, node: str, *, drain: bool) -> list[HostResult]:
+        calls.append((node, drain))
+        return [HostResult("edge-1", status[node] if drain else "deployed")]
+
+    monkeypatch.setattr(release, "drain_nodes", drain_nodes)
+    targets = SimpleNamespace(jobs=[], ssh=None, keep=3)
+    edge = SimpleNamespace(targets=lambda *a, **k: targets)
+    roll = edge_roll(SimpleNamespace(), edge)  # type: ignore[arg-type]
+    for node in status:
+        roll.drain(node)
+        roll.undrain(node)
+    assert calls == [
+        ("stalwart.tail1234.ts.net", True),
+        ("stalwart-2.tail1234.ts.net", True),
+        ("stalwart-2.tail1234.ts.net", False),
+    ]
+    assert "stalwart.tail1234.ts.net was drained before the roll" in capsys.readouterr().out

@@ -254,10 +254,18 @@ def edge_roll(
     targets = edge.targets(settings, dry_run=flags.dry_run, flags=flags.values())
     options = flags.options(targets)
 
+    #: nodes every edge host had drained before the roll: the operator's, left drained
+    before: set[str] = set()
+
     def drain(node: str) -> None:
-        drain_nodes(targets.jobs, options, node, drain=True)
+        results = drain_nodes(targets.jobs, options, node, drain=True)
+        if results and all(r.status == "unchanged" for r in results):
+            before.add(node.lower())
 
     def undrain(node: str) -> None:
+        if node.lower() in before:
+            print(f"{node} was drained before the roll: it stays drained (`inv undrain`)")
+            return
         drain_nodes(targets.jobs, options, node, drain=False)
 
     return Roll(drain, undrain, grace)
