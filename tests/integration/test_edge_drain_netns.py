@@ -123,6 +123,57 @@ def test_drain_holds_50_sessions_and_undrain_restores(world: World) -> None:
     wait_for("B takes sessions again after the undrain", lambda: world.sessions(world.b) > before)
 
 
+class StandinStack:
+    """A node's stack for the rolling restart: its restart stops the stand-in node and
+    starts it again (connections refused meanwhile), as a Stalwart restart does."""
+
+    def __init__(self, node: Upstream, restarted: list[str]) -> None:
+        from tailwart.mailbox.nodes import Node
+
+        self.node, self.restarted = node, restarted
+        self.where = Node(node.host, node.host, "")
+
+    def refuse_if_broken(self, checks: object) -> list[object]:
+        return []
+
+    def restart(self, service: str, **_: object) -> None:
+        self.restarted.append(self.node.host)
+        self.node.restart(down=1.0)
+
+
+def test_a_rolling_restart_under_a_stream_of_sessions_refuses_none(world: World) -> None:
+    """inv restart's roll (mailbox/fleet.py) over both nodes, with inv drain's own code path
+    at the real edge, while new SMTP sessions keep opening: none is refused, each node is
+    down for a second in its turn, both serve again at the end."""
+    from tailwart.mailbox.fleet import Fleet, Roll
+
+    restarted: list[str] = []
+    lines: list[str] = []
+    stacks = [StandinStack(world.a, restarted), StandinStack(world.b, restarted)]
+    fleet = Fleet(stacks, clustered=True, out=lines.append)  # type: ignore[arg-type]
+
+    def drain(node: str) -> None:
+        world.run(node, drain=True)
+
+    def undrain(node: str) -> None:
+        world.run(node, drain=False)
+
+    roll = Roll(drain, undrain, grace=0.5)
+    before = (world.sessions(world.a), world.sessions(world.b))
+    with HeldConnections(world.host.addr, 25, 0) as probe:
+        probe.wait_new(10)
+        fleet.restart(roll=roll)
+        probe.wait_new(20)
+        outcome = probe.finish()
+    assert restarted == [world.a.host, world.b.host], lines
+    assert outcome.new_failed == 0, outcome.errors[:5]
+    assert outcome.new_ok >= 30
+    assert lines[-1] == f"rolling restart done: {world.a.host}, {world.b.host}, one at a time"
+    assert world.drained_file() == drained_text([])
+    # both nodes took sessions of the stream
+    assert world.sessions(world.a) > before[0] and world.sessions(world.b) > before[1]
+
+
 def _dry(opts: DeployOptions) -> DeployOptions:
     from dataclasses import replace
 

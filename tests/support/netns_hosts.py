@@ -268,6 +268,18 @@ class Upstream:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def restart(self, down: float = 1.0) -> None:
+        """Stop as a restarted node does (listeners and sessions closed, connections refused
+        for ``down`` seconds), then listen again on the same ports."""
+        ports = dict(self.ports)
+        self.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        time.sleep(down)
+        self._stop = threading.Event()
+        self._socks, self._threads = [], []
+        self.start(ports)
+
 
 @dataclass
 class Lab:
