@@ -87,6 +87,8 @@ class Model:
     cluster_role: str = "x:ClusterRole"
     #: read only (inv doctor's queue checks); never written
     queued_message: str = "x:QueuedMessage"
+    #: read only (inv doctor's mailbox.cluster): Stalwart's own node leases
+    cluster_node: str = "x:ClusterNode"
     security: str = "x:Security"
     role: str = "x:Role"
     account: str = "x:Account"

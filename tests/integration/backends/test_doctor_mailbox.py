@@ -78,7 +78,7 @@ def test_each_node_is_named_ready_not_ready_or_down(
     }
     ctx = DoctorContext(from_mapping(values), DoctorOptions(timeout=3))
     checks = registry(ctx, ("mailbox",))
-    assert [c.id for c in checks] == ["mailbox.n1", "mailbox.n2", "mailbox.n3"]
+    assert [c.id for c in checks] == ["mailbox.n1", "mailbox.n2", "mailbox.n3", "mailbox.cluster"]
     found = {f.id: f for f in run(ctx, checks)}
     assert found["mailbox.n1"].status == "ok"
     assert found["mailbox.n1"].message == (
@@ -91,5 +91,8 @@ def test_each_node_is_named_ready_not_ready_or_down(
     assert found["mailbox.n3"].status == "error"
     assert found["mailbox.n3"].message.startswith(f"node n3.{ZONE} is down: ")
     assert "n3.tail.test" in found["mailbox.n3"].advice
+    # the leases are asked of MAILBOX_FQDN's node, which speaks no JMAP here
+    assert found["mailbox.cluster"].status == "error"
+    assert found["mailbox.cluster"].message.startswith("the cluster's node leases could not")
     # each node was asked for its readiness, by its own address
     assert seen == {"n1": ["/healthz/ready"], "n2": ["/healthz/ready"]}
