@@ -50,6 +50,8 @@ from tests.support.live_world import (
     Jmap,
     Stalwart,
     Topology,
+    create_user,
+    issued_for,
     live_values,
     start_backends,
     wait_until,
@@ -366,28 +368,9 @@ ALICE = ("alice", "alice-" + secrets.token_hex(8))
 
 
 def _create_alice(world: World) -> None:
-    """The mail tests' user, created once through the recovery admin (tailwart's own
-    login may not create accounts)."""
-    admin = recovery_jmap(world)
-    if any(a.get("name") == ALICE[0] for a in admin.get(CURRENT.account)):
-        return
-    domain = admin.by_name(CURRENT.domain, "good.test")
-    created = admin.call(
-        "x:Account/set",
-        {
-            "create": {
-                "a": {
-                    "@type": "User",
-                    "name": ALICE[0],
-                    "domainId": domain["id"],
-                    "credentials": {"0": {"@type": "Password", "secret": ALICE[1]}},
-                    # explicit: an account made in recovery mode gets no default role
-                    "roles": {"@type": "User"},
-                }
-            }
-        },
-    )
-    assert "a" in created.get("created", {}), created
+    """The mail tests' user, created once through the recovery admin (tailwart's own login
+    may not create accounts)."""
+    create_user(recovery_jmap(world), ALICE)
 
 
 # ------------------------------------------------------------------ 1. backends and first start
@@ -707,19 +690,8 @@ def test_mail_through_the_edge_keeps_the_client_address(world: World) -> None:
 # ------------------------------------------------------------------ 3b. certificates (ACME)
 
 
-def _certificates(world: World) -> list[dict[str, Any]]:
-    return world.jmap.get(CURRENT.certificate)
-
-
 def _issued_for(world: World, names: set[str]) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        for cert in _certificates(world):
-            if set(cert.get("subjectAlternativeNames") or {}) == names:
-                return cert
-        return None
-
-    cert: dict[str, Any] = wait_until(found, f"a certificate for {sorted(names)}", timeout=180)
-    return cert
+    return issued_for(world.jmap, names)
 
 
 def _served(world: World, port: int, root: Path, starttls: str = "") -> dict[str, Any]:

@@ -300,6 +300,43 @@ class Jmap:
         return next(o for o in self.get(type_name) if o.get("name") == name)
 
 
+def create_user(admin: Jmap, user: tuple[str, str], domain: str = "good.test") -> None:
+    """A mail user in ``domain``, made through the recovery admin (tailwart's own login
+    may not create accounts); nothing when it exists."""
+    if any(a.get("name") == user[0] for a in admin.get("x:Account")):
+        return
+    found = admin.by_name("x:Domain", domain)
+    created = admin.call(
+        "x:Account/set",
+        {
+            "create": {
+                "a": {
+                    "@type": "User",
+                    "name": user[0],
+                    "domainId": found["id"],
+                    "credentials": {"0": {"@type": "Password", "secret": user[1]}},
+                    # explicit: an account made in recovery mode gets no default role
+                    "roles": {"@type": "User"},
+                }
+            }
+        },
+    )
+    assert "a" in created.get("created", {}), created
+
+
+def issued_for(jmap: Jmap, names: set[str], timeout: float = 180) -> dict[str, Any]:
+    """The certificate Stalwart holds for exactly ``names``, once it has one."""
+
+    def found() -> dict[str, Any] | None:
+        for cert in jmap.get("x:Certificate"):
+            if set(cert.get("subjectAlternativeNames") or {}) == names:
+                return cert
+        return None
+
+    cert: dict[str, Any] = wait_until(found, f"a certificate for {sorted(names)}", timeout)
+    return cert
+
+
 def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
