@@ -141,13 +141,15 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
 ) -> None:
     """The default .env's checks (their ids are pinned in test_doctor_runner), and those
     only an optional feature turns on: Redis Sentinel's (STALWART_REDIS_SENTINELS), the
-    Garage disks and nodes (GARAGE_ADMIN_TOKEN) and replication (GARAGE_NODES), the edge
+    Garage disks and nodes (GARAGE_ADMIN_TOKEN) and replication (GARAGE_NODES), a second
+    mailbox node and the cluster's leases (MAILBOX_NODES), the edge
     hosts' limits (EDGE_HOSTS), in the edge
     group; Stalwart's metrics (after management); a backup repository's snapshot age."""
     checks = all_checks()
     default = [c.id for c in registry(DoctorContext(from_mapping(example_values)))]
     redis = default.index("backends.redis.db") + 1
     garage = default.index("backends.garage.region") + 1
+    node = default.index("mailbox.stalwart") + 1
     edge = default.index("edge.imaps") + 1
     cut = default.index("management.internet") + 1
     metrics = ["metrics", "queue", "queue-age", "failed", "deferred", "auth", "store"]
@@ -159,7 +161,10 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
         "backends.garage.disk",
         "backends.garage.nodes",
         "backends.garage.replication",
-        *default[garage:edge],
+        *default[garage:node],
+        "mailbox.stalwart-2",
+        "mailbox.cluster",
+        *default[node:edge],
         "edge.limits",
         *default[edge:cut],
         *(f"stalwart.{name}" for name in metrics),
@@ -167,7 +172,7 @@ def test_all_checks_lists_every_doctor_check_with_its_group(
         "backup.snapshot.age",
     ]
     assert {"outbound.port25", "management.internet", "edge.smtp"} <= {c.id for c in checks}
-    assert len(checks) == 53
+    assert len(checks) == 55
     for check in checks:
         assert check.group in GROUPS and check.id.startswith(check.group + ".")
         assert check.title and "\n" not in check.title

@@ -233,6 +233,8 @@ _EVERY_FEATURE = {
     # Redis Sentinel in place of the single Redis (STALWART_REDIS_HOST is left out)
     "STALWART_REDIS_SENTINELS": "redis1.tail1234.ts.net:26379,redis2.tail1234.ts.net:26379",
     "STALWART_REDIS_MASTER": "mymaster",
+    # two mailbox nodes: a check per node, and mailbox.cluster (their leases)
+    "MAILBOX_NODES": "stalwart.tail1234.ts.net,stalwart-2.tail1234.ts.net",
 }
 
 
@@ -240,8 +242,8 @@ def all_checks() -> list[Check]:
     """Every check ``inv doctor`` can run, with its id, group and title, in report order
     (the docs' reference is generated from it). Listed for the example .env with every
     optional feature on (a backup repository, the management login, Stalwart's metrics,
-    no smarthost: the :25 probe); nothing is run. ``tailwart.checks.registry.all_rules()``
-    is the same for ``inv check``."""
+    two mailbox nodes, no smarthost: the :25 probe); nothing is run.
+    ``tailwart.checks.registry.all_rules()`` is the same for ``inv check``."""
     from ..settings import from_mapping
     from ..settings.example import example_values
 
