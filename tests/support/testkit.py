@@ -317,9 +317,17 @@ def pebble_dns(work: Path, answer: str, host: str = "127.0.0.1") -> tuple[Any, s
 
     binary = PEBBLE_DIR / "pebble-challtestsrv"
     need(binary.is_file(), f"pebble-challtestsrv is not built ({binary})")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
+    # a port free for both UDP and TCP: pebble's VA asks DNS over TCP (va.go: dnsClient.Net
+    # = "tcp"; a CI run failed "dial tcp …: connection refused" when only UDP was free)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind((host, port))
+            except OSError:
+                continue
+            break
     with socket.socket() as s:
         s.bind((host, 0))
         management = s.getsockname()[1]
@@ -335,6 +343,7 @@ def pebble_dns(work: Path, answer: str, host: str = "127.0.0.1") -> tuple[Any, s
     while True:
         try:
             socket.create_connection((host, management), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()  # DNS over TCP
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
