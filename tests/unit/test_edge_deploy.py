@@ -840,3 +840,57 @@ def test_deploy_edge_bad_hosts_exit_2_listing_every_problem(
     assert "'bad host'" in proc.stderr and "70000" in proc.stderr
     assert "--identity" in proc.stderr and "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("running 42x /opt/tailwart-edge/releases/abc/caddy", "running process id is not a number"),
+        ("running \x1b[31m", "running process id is not a number"),
+        ("release abc binary_sha256=aa activated=yesterday", "activation time is not a number"),
+    ],
+)
+def test_a_garbled_probe_line_names_the_host_and_the_line(line: str, says: str) -> None:
+    from tailwart.edge.commands import GarbledProbe
+    from tailwart.errors import OperationError
+
+    text = PROBE_OUT.replace("running 4242 /opt/tailwart-edge/releases/abc/caddy", line, 1)
+    if line.startswith("release"):
+        text = PROBE_OUT.replace(PROBE_OUT.splitlines()[3], line, 1)
+    with pytest.raises(GarbledProbe) as caught:
+        parse_probe(text, L, "root@edge1")
+    message = str(caught.value)
+    assert isinstance(caught.value, OperationError)  # exit 1, never a traceback
+    assert message.startswith("root@edge1: the probe's answer is garbled: ")
+    assert says in message and repr(line) in message and "\x1b" not in message
+
+
+def test_a_stalled_link_during_edge_status_is_that_hosts_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from tailwart.edge import status as st
+    from tailwart.edge.remote import LinkStalled
+
+    closed: list[bool] = []
+
+    class Stalling:
+        label = "root@edge1"
+
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def run(self, *args: object, **kwargs: object) -> object:
+            raise LinkStalled("root@edge1: probe: nothing moved for 60 s")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(st, "connect", lambda *a: object())
+    monkeypatch.setattr(st, "Remote", Stalling)
+    job = SimpleNamespace(target="root@edge1", remote_layout=L, layout=None)
+    opts = SimpleNamespace(ssh=SimpleNamespace(io_timeout=60))
+    found = st.status_host(job, opts)  # type: ignore[arg-type]
+    assert found.state is None and closed == [True]
+    assert found.error == "root@edge1: the SSH link failed: probe: nothing moved for 60 s"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from ..errors import OperationError
 from .drain import DRAINED_FILE
 from .drain import MAX_LINES as MAX_DRAINED_LINES
 from .limits import NOFILE as NOFILE  # open files the edge may hold: the unit's LimitNOFILE
@@ -138,8 +139,21 @@ def probe_command(layout: Layout) -> str:
     )
 
 
-def parse_probe(text: str, layout: Layout) -> RemoteState:
-    """The RemoteState reported by ``probe_command``."""
+class GarbledProbe(OperationError):
+    """A host's probe answer is not what probe_command prints (exit 1)."""
+
+
+def _garbled(host: str, line: str, what: str) -> GarbledProbe:
+    shown = repr(line[:120]) + ("…" if len(line) > 120 else "")
+    return GarbledProbe(
+        f"{host or 'the host'}: the probe's answer is garbled: {shown}: {what}; nothing was "
+        "changed → look at the host (its shell's startup files must print nothing)"
+    )
+
+
+def parse_probe(text: str, layout: Layout, host: str = "") -> RemoteState:
+    """The RemoteState reported by ``probe_command``; GarbledProbe (naming ``host``) when a
+    line that carries a number does not."""
     head, _, config = text.partition(CONFIG_MARK + "\n")
     goos = goarch = ""
     systemd = False
@@ -168,12 +182,16 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
         elif word == "release":
             rid, _, fields = rest.partition(" ")
             meta = dict(f.split("=", 1) for f in fields.split() if "=" in f)
+            try:
+                activated = float(meta.get("activated", "0") or 0)
+            except ValueError:
+                raise _garbled(host, line, "its activation time is not a number") from None
             releases.append(
                 RemoteRelease(
                     id=rid,
                     binary_sha256=meta.get("binary_sha256", ""),
                     config_sha256=meta.get("config_sha256", ""),
-                    activated=float(meta.get("activated", "0") or 0),
+                    activated=activated,
                     version=meta.get("version", ""),
                 )
             )
@@ -193,6 +211,8 @@ def parse_probe(text: str, layout: Layout) -> RemoteState:
                 limits[LIMIT_SYSCTLS[path]] = value.strip()
         elif word == "running":
             spid, _, exe = rest.partition(" ")
+            if not spid.isdigit() or len(spid) > 10:
+                raise _garbled(host, line, "the running process id is not a number")
             pid = int(spid)
             prefix = layout.releases + "/"
             exe = exe.strip().removesuffix(" (deleted)")

@@ -66,7 +66,7 @@ def resolve_mode(requested: str, state: RemoteState, host: str) -> str:
 
 def probe(remote: Remote, layout: Layout) -> RemoteState:
     out = remote.run(rc.probe_command(layout), what="probe").stdout
-    return parse_probe(out, layout)
+    return parse_probe(out, layout, remote.label)
 
 
 _LINK_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, ConnectionError)
@@ -141,7 +141,7 @@ class HostSession:
                 "for it to finish, or rerun with --force-unlock if that deploy is dead"
             )
         self.locked = True
-        self._state = parse_probe(rest, self.layout)
+        self._state = parse_probe(rest, self.layout, self.label)
         return self._state
 
     def gate(self, config: str) -> list[PortCheck]:

@@ -123,6 +123,13 @@ def status_host(job: HostJob, opts: DeployOptions, audit_lines: int = 5) -> Host
         )
     except OperationError as exc:
         return HostStatus(label, None, error=str(exc))
+    except Exception as exc:  # the link only: anything else is a bug and stays loud
+        from .session import is_link_error
+
+        if not is_link_error(exc):
+            raise
+        detail = str(exc).removeprefix(f"{label}: ") or type(exc).__name__
+        return HostStatus(label, None, error=f"{label}: the SSH link failed: {detail}")
     finally:
         remote.close()
 
