@@ -78,13 +78,10 @@ MOST_LEASES = 256
 def read_leases(ctx: DoctorContext) -> dict[str, str]:
     """Lease name (lower-cased) → its state, as Stalwart reports them; ValueError naming
     what of the answer is not a lease list."""
-    from ..stalwart.jmap import Client, HttpTransport, StalwartError
-    from ..stalwart.management import login
-    from ..stalwart.provision import management_url
+    from ..stalwart.jmap import StalwartError
+    from .stalwart import management_client
 
-    user, password = login(ctx.settings)
-    url = management_url(ctx.settings)
-    client = Client(HttpTransport(url, user, password, ctx.timeout, deadline=ctx.timeout))
+    client = management_client(ctx)
     kind = client.model.cluster_node
     try:
         found = client.call(f"{kind}/get", {"ids": None})

@@ -17,12 +17,16 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import clock
 from ..errors import OperationError
 from ..findings import Finding
 from ..settings.limits import BY_NAME, parse
 from .registry import Check, CheckFn, DoctorContext, error, ok, warning
+
+if TYPE_CHECKING:
+    from ..stalwart.jmap import Client
 
 GROUP = "stalwart"
 PATH = "/metrics/prometheus"
@@ -237,18 +241,24 @@ class Queue:
     oldest: dt.datetime | None
 
 
-def read_queue(ctx: DoctorContext) -> Queue:
-    """The outbound queue's size and its oldest message, with the management login."""
-    from ..stalwart.jmap import Client, HttpTransport, StalwartError
+def management_client(ctx: DoctorContext) -> Client:
+    """A JMAP client logged in as tailwart's management login, bound by the doctor's
+    timeout (each request and the whole exchange)."""
+    from ..stalwart.jmap import Client, HttpTransport
     from ..stalwart.management import login
     from ..stalwart.provision import management_url
 
+    user, password = login(ctx.settings)
+    url = management_url(ctx.settings)
+    return Client(HttpTransport(url, user, password, ctx.timeout, deadline=ctx.timeout))
+
+
+def read_queue(ctx: DoctorContext) -> Queue:
+    """The outbound queue's size and its oldest message, with the management login."""
+    from ..stalwart.jmap import StalwartError
+
     def compute() -> Queue:
-        user, password = login(ctx.settings)
-        transport = HttpTransport(
-            management_url(ctx.settings), user, password, ctx.timeout, deadline=ctx.timeout
-        )
-        client = Client(transport)
+        client = management_client(ctx)
         kind = client.model.queued_message
         try:
             found = client.call(f"{kind}/query", {"calculateTotal": True, "limit": AGE_SAMPLE})
