@@ -22,7 +22,15 @@ from ..progress import to_stderr
 from .compose import STALWART, Context
 from .errors import RollStopped
 from .nodes import Node, select
-from .stack import DEFAULT_TIMEOUT, RESTART_TARGETS, Checks, Stack, _all_checks, _ask, check_timeout
+from .stack import (
+    DEFAULT_TIMEOUT,
+    RESTART_TARGETS,
+    Checks,
+    Stack,
+    _all_checks,
+    check_timeout,
+    confirm_volume_deletion,
+)
 
 if TYPE_CHECKING:
     from ..edge.flag_groups import DrainFlags, EdgeHosts
@@ -89,16 +97,9 @@ class Fleet:
         confirm: Callable[[str], bool] | None = None,
     ) -> None:
         if volumes and not yes and not dry_run:
-            project = self.stacks[0].settings["COMPOSE_PROJECT"]
-            where = ", ".join(n.fqdn for n in self.nodes)
-            question = (
-                f"delete the volume {project}_stalwart-data on {where} (Stalwart's local data, "
-                "and the web admin's local state)?"
+            confirm_volume_deletion(
+                self.stacks[0].settings, ", ".join(n.fqdn for n in self.nodes), confirm
             )
-            if not (confirm or _ask)(question):
-                raise UsageError(
-                    "not confirmed: nothing was stopped or deleted (--yes skips the question)"
-                )
         for stack in self.stacks:
             self.header(stack)
             stack.down(volumes=volumes, yes=True, dry_run=dry_run)

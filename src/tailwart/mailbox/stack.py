@@ -238,14 +238,7 @@ class Stack:
             self.print_plan([step])
             return
         if volumes and not yes:
-            question = (
-                f"delete the volume {self.settings['COMPOSE_PROJECT']}_stalwart-data "
-                "(Stalwart's local data, and the web admin's local state)?"
-            )
-            if not (confirm or _ask)(question):
-                raise UsageError(
-                    "not confirmed: nothing was stopped or deleted (--yes skips the question)"
-                )
+            confirm_volume_deletion(self.settings, "", confirm)
         require_docker(self.runner)
         if not self.runner.stream(step).ok:
             raise MailboxError("docker compose down failed (see above)")
@@ -339,6 +332,20 @@ class ComposeControl:
     def stop(self) -> None:
         if not self.stack.runner.stream(self.stack.compose.stop(STALWART)).ok:
             self.stack.failed_step("stop stalwart")
+
+
+def confirm_volume_deletion(
+    settings: Settings, where: str, confirm: Callable[[str], bool] | None = None
+) -> None:
+    """Ask before `down --volumes` deletes stalwart-data (``where``: the nodes, '' for one);
+    UsageError (nothing stopped or deleted) unless the answer is yes."""
+    on = f" on {where}" if where else ""
+    question = (
+        f"delete the volume {settings['COMPOSE_PROJECT']}_stalwart-data{on} (Stalwart's local "
+        "data, and the web admin's local state)?"
+    )
+    if not (confirm or _ask)(question):
+        raise UsageError("not confirmed: nothing was stopped or deleted (--yes skips the question)")
 
 
 def _ask(question: str) -> bool:
